@@ -1,0 +1,23 @@
+"""cipherseg: customer segmentation and precision marketing on encrypted data.
+
+>>> import cipherseg
+>>> cipherseg.__version__
+'0.1.0'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["EncryptedKMeans", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import cipherseg` must stay cheap (the CLI and the web app import it).
+    if name == "EncryptedKMeans":
+        from cipherseg.analytics.estimators import EncryptedKMeans
+
+        return EncryptedKMeans
+    raise AttributeError(f"module 'cipherseg' has no attribute {name!r}")
