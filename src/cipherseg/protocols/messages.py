@@ -1,0 +1,143 @@
+"""Versioned protocol messages and their byte format.
+
+A message is a ``@dataclass(frozen=True, slots=True)`` subclass of :class:`Message` with the
+envelope fields ``protocol_version``, ``session_id`` and ``round``. Fields typed ``bytes`` or
+``tuple[bytes, ...]`` (ciphertexts) travel as length-prefixed blobs; every other field must be
+JSON-serialisable (ints, floats, strings, lists of them). Wire format::
+
+    "CSMSG" | u16 format version | u32 header length | JSON header | u32 blob count | blobs
+
+The JSON header carries the message type and the scalar fields; each blob is u64 length +
+bytes. Unknown message types, unknown protocol versions and malformed bytes are refused with
+:class:`~cipherseg.errors.ProtocolError`.
+
+>>> from dataclasses import dataclass
+>>> @register_message
+... @dataclass(frozen=True, slots=True)
+... class Ping(Message):
+...     PROTOCOL = "doc"
+...     payload: tuple[bytes, ...] = ()
+...     note: str = ""
+>>> m = Ping(protocol_version=1, session_id="s1", round=0, payload=(b"ab",), note="hi")
+>>> Message.from_bytes(m.to_bytes()) == m
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from typing import Any, ClassVar, TypeVar
+
+from cipherseg.errors import ProtocolError
+
+_MAGIC = b"CSMSG"
+_FORMAT_VERSION = 1
+_REGISTRY: dict[str, type[Message]] = {}
+# Protocol versions each protocol accepts.
+SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {}
+
+M = TypeVar("M", bound="type[Message]")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """Envelope every protocol message carries."""
+
+    PROTOCOL: ClassVar[str] = ""
+    protocol_version: int
+    session_id: str
+    round: int
+
+    def to_bytes(self) -> bytes:
+        header: dict[str, Any] = {"type": type(self).__name__, "protocol": self.PROTOCOL}
+        blobs: list[bytes] = []
+        blob_fields: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (bytes, bytearray)):
+                blob_fields[field.name] = len(blobs)
+                blobs.append(bytes(value))
+            elif isinstance(value, tuple) and value and all(
+                isinstance(v, (bytes, bytearray)) for v in value
+            ):
+                blob_fields[field.name] = [len(blobs), len(value)]
+                blobs.extend(bytes(v) for v in value)
+            else:
+                header[field.name] = list(value) if isinstance(value, tuple) else value
+        header["_blobs"] = blob_fields
+        head = json.dumps(header, separators=(",", ":")).encode()
+        parts = [_MAGIC, struct.pack("<HI", _FORMAT_VERSION, len(head)), head,
+                 struct.pack("<I", len(blobs))]
+        for blob in blobs:
+            parts.append(struct.pack("<Q", len(blob)))
+            parts.append(blob)
+        return b"".join(parts)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Message:
+        """Parse any registered message; refuse unknown types and versions."""
+        try:
+            return _parse(bytes(data))
+        except ProtocolError:
+            raise
+        except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ProtocolError(f"malformed protocol message: {exc}") from exc
+
+
+def _parse(data: bytes) -> Message:
+    if not data.startswith(_MAGIC):
+        raise ProtocolError("not a cipherseg protocol message (bad magic)")
+    pos = len(_MAGIC)
+    fmt, hlen = struct.unpack_from("<HI", data, pos)
+    pos += 6
+    if fmt != _FORMAT_VERSION:
+        raise ProtocolError(f"unsupported message format {fmt}; this build reads {_FORMAT_VERSION}")
+    header = json.loads(data[pos:pos + hlen])
+    pos += hlen
+    (count,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    blobs: list[bytes] = []
+    for _ in range(count):
+        (blen,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+        if pos + blen > len(data):
+            raise ProtocolError("protocol message truncated inside a ciphertext")
+        blobs.append(data[pos:pos + blen])
+        pos += blen
+    if pos != len(data):
+        raise ProtocolError(f"{len(data) - pos} trailing bytes after the protocol message")
+    cls = _REGISTRY.get(header.pop("type"))
+    if cls is None or header.pop("protocol") != cls.PROTOCOL:
+        raise ProtocolError("unknown protocol message type")
+    version = header["protocol_version"]
+    allowed = SUPPORTED_VERSIONS.get(cls.PROTOCOL, frozenset())
+    if version not in allowed:
+        raise ProtocolError(
+            f"{cls.PROTOCOL} protocol version {version} is not supported "
+            f"(supported: {sorted(allowed)}); upgrade the older party"
+        )
+    kwargs: dict[str, Any] = {}
+    blob_fields = header.pop("_blobs")
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    for name, value in header.items():
+        if name not in types:
+            raise ProtocolError(f"unexpected field {name!r} in {cls.__name__}")
+        kwargs[name] = tuple(value) if isinstance(value, list) else value
+    for name, ref in blob_fields.items():
+        if isinstance(ref, list):
+            start, n = ref
+            kwargs[name] = tuple(blobs[start:start + n])
+        else:
+            kwargs[name] = blobs[ref]
+    return cls(**kwargs)
+
+
+def register_message(cls: M) -> M:
+    """Class decorator: make a message type parseable by :meth:`Message.from_bytes`."""
+    if not cls.PROTOCOL:
+        raise TypeError(f"{cls.__name__} must set PROTOCOL")
+    _REGISTRY[cls.__name__] = cls
+    SUPPORTED_VERSIONS.setdefault(cls.PROTOCOL, frozenset({1}))
+    return cls

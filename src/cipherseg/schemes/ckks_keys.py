@@ -1,0 +1,104 @@
+"""The key holder's side of CKKS: key generation, encryption, decryption.
+
+Only the data owner constructs a :class:`CkksSecretContext`. It exports a public context (no
+secret key) for the compute centre with :meth:`CkksSecretContext.public_bytes`. Uploads are
+encrypted symmetrically with the secret key and saved in SEAL's *seeded* form, which halves
+their size on the wire (the second component is regenerated from a seed on load).
+
+>>> import numpy as np
+>>> from cipherseg.schemes.ckks import CkksParams
+>>> owner = CkksSecretContext.generate(CkksParams.for_depth(1))
+>>> ct = owner.ciphertext_from_bytes(owner.encrypt_to_bytes(np.array([1.5, -2.0])))
+>>> np.round(owner.decrypt(ct, 2), 6)
+array([ 1.5, -2. ])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tenseal.sealapi as seal
+
+from cipherseg.schemes._seal_io import seal_to_bytes
+from cipherseg.schemes.base import Capability
+from cipherseg.schemes.ckks import (
+    CkksContextBase,
+    CkksParams,
+    context_fingerprint,
+    pack_context_bytes,
+)
+
+
+class CkksSecretContext(CkksContextBase):
+    """Keys and operations of the CKKS key holder (the data owner)."""
+
+    name = "ckks"
+    capabilities = Capability.ADD | Capability.MUL_PLAIN | Capability.MUL_CT | Capability.ROTATE
+
+    def __init__(self, params: CkksParams, secret_key: Any, public_key: Any, relin_keys: Any,
+                 public_key_blob: bytes) -> None:
+        super().__init__(params, context_fingerprint(params, public_key_blob))
+        self._secret_key = secret_key
+        self.public_key = public_key
+        self.relin_keys = relin_keys
+        self._public_key_blob = public_key_blob
+        self._encryptor = seal.Encryptor(self.seal_context, public_key, secret_key)
+        self._decryptor = seal.Decryptor(self.seal_context, secret_key)
+
+    def __repr__(self) -> str:  # never show key material
+        return f"CkksSecretContext(params={self.params}, fingerprint={self.fingerprint.hex()[:12]})"
+
+    @classmethod
+    def generate(cls, params: CkksParams | None = None) -> CkksSecretContext:
+        """Generate a fresh key set (secret, public, relinearisation keys)."""
+        params = params or CkksParams()
+        ctx = params.seal_context()
+        keygen = seal.KeyGenerator(ctx)
+        sk = keygen.secret_key()
+        pk = seal.PublicKey()
+        keygen.create_public_key(pk)
+        rk = seal.RelinKeys()
+        keygen.create_relin_keys(rk)
+        return cls(params, sk, pk, rk, seal_to_bytes(pk))
+
+    def is_private(self) -> bool:
+        return True
+
+    def public_bytes(self) -> bytes:
+        """The context the compute centre may hold: parameters, public and relinearisation keys."""
+        return pack_context_bytes({
+            "params": self.params.to_json().encode(),
+            "public_key": self._public_key_blob,
+            "relin_keys": seal_to_bytes(self.relin_keys),
+        })
+
+    # --- encryption ----------------------------------------------------------------------
+    def encrypt(self, values: npt.ArrayLike, *, at_last_level: bool = False,
+                scale: float | None = None) -> Any:
+        """Encrypt with the secret key into a ciphertext object (kept in this process)."""
+        pid = self.last_parms_id if at_last_level else self.top_parms_id
+        out = seal.Ciphertext()
+        self._encryptor.encrypt_symmetric(self.encode(values, scale=scale, parms_id=pid), out)
+        return out
+
+    def encrypt_to_bytes(self, values: npt.ArrayLike, *, at_last_level: bool = False,
+                         scale: float | None = None) -> bytes:
+        """Encrypt and serialise in seeded form (about half the size of a full ciphertext)."""
+        pid = self.last_parms_id if at_last_level else self.top_parms_id
+        serializable = self._encryptor.encrypt_symmetric(
+            self.encode(values, scale=scale, parms_id=pid)
+        )
+        return self.wrap_blob(seal_to_bytes(serializable))
+
+    # --- decryption ----------------------------------------------------------------------
+    def decrypt(self, ct: Any, size: int | None = None) -> npt.NDArray[np.float64]:
+        """Decrypt and decode; ``size`` keeps only the first ``size`` slots."""
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        values = np.asarray(self.encoder.decode_double(pt), dtype=np.float64)
+        return values if size is None else values[:size]
+
+    def decrypt_bytes(self, data: bytes, size: int | None = None) -> npt.NDArray[np.float64]:
+        return self.decrypt(self.ciphertext_from_bytes(data), size)
