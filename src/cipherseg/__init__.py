@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EncryptedKMeans", "__version__"]
+__all__ = ["EncryptedKMeans", "EncryptedScorer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from cipherseg.analytics.estimators import EncryptedKMeans
 
         return EncryptedKMeans
+    if name == "EncryptedScorer":
+        from cipherseg.analytics.scoring import EncryptedScorer
+
+        return EncryptedScorer
     raise AttributeError(f"module 'cipherseg' has no attribute {name!r}")
