@@ -6,10 +6,10 @@ which the compute centre cannot import (import-linter contract).
 
 Ciphertexts travel as bytes in an envelope::
 
-    magic "CSCK" | version u8 | context fingerprint (16 bytes) | checksum (16 bytes) | SEAL blob
+    magic "CSCK" | version u8 | context fingerprint (16 bytes) | CRC-32 (4 bytes) | SEAL blob
 
-The fingerprint binds a ciphertext to the key set it was made under; the BLAKE2b checksum
-catches truncation and corruption. Neither authenticates the sender: against an active network
+The fingerprint binds a ciphertext to the key set it was made under; the CRC-32 catches
+truncation and accidental corruption (every single-byte change, every burst up to 32 bits). Neither authenticates the sender: against an active network
 attacker the transport must be authenticated (TLS); the compute centre is honest-but-curious.
 
 >>> params = CkksParams.for_depth(1)
@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ _CT_MAGIC = b"CSCK"
 _CTX_MAGIC = b"CSCKCTX"
 _VERSION = 1
 _FP_LEN = 16
-_SUM_LEN = 16
+_SUM_LEN = 4
 _CT_HEADER = struct.Struct(f"<4sB{_FP_LEN}s{_SUM_LEN}s")
 
 
@@ -150,7 +151,7 @@ class CkksParams:
 
 
 def _checksum(blob: bytes) -> bytes:
-    return hashlib.blake2b(blob, digest_size=_SUM_LEN).digest()
+    return struct.pack("<I", zlib.crc32(blob))
 
 
 class CkksContextBase:

@@ -1,0 +1,253 @@
+"""The compute centre: runs the heavy ciphertext work of protocol 4.1 and holds no secret key.
+
+It is constructed without keys; the data owner's ``Upload`` brings a *public* context, which
+:meth:`~cipherseg.schemes.ckks.CkksPublicContext.from_bytes` refuses if it carries a secret
+key. This module cannot import the key holder's code (import-linter contract in CI).
+
+>>> centre = ComputeCentre()
+>>> centre.holds_secret_key()
+False
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cipherseg.engine.base import Executor, chunk_indices
+from cipherseg.engine.local import LocalExecutor
+from cipherseg.errors import ProtocolError
+from cipherseg.protocols import centre_ops
+from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.protocols.messages import Message
+from cipherseg.schemes.ckks import CkksPublicContext
+
+MASK_BITS = 24
+
+
+@dataclass
+class _Session:
+    key: str
+    ctx: CkksPublicContext
+    n_features: int
+    sizes: list[int]
+    n_clusters: int = 0
+    centres: list[list[Any]] = field(default_factory=list)  # broadcast, top level
+    centroid_bytes: tuple[bytes, ...] = ()
+    permutation: np.ndarray | None = None
+    mask: tuple[int, int, np.ndarray] | None = None  # block, slot, masks (d × slots)
+    expect: tuple[type[Message], ...] = (p.InitStart, p.Centroids, p.Close)
+    round: int = 0
+
+
+class ComputeCentre:
+    """Server side of protocol 4.1.
+
+    Parameters
+    ----------
+    executor:
+        Where block work runs (default: this process). See :mod:`cipherseg.engine`.
+    random_state:
+        Seed for the centre's own choices (first centre, block permutation, scale factor,
+        masks). ``None`` draws from the operating system's CSPRNG; a seed is for tests only.
+    """
+
+    def __init__(self, executor: Executor | None = None, random_state: int | None = None) -> None:
+        self._executor = executor if executor is not None else LocalExecutor()
+        seed = random_state if random_state is not None else secrets.randbits(128)
+        self._rng = np.random.default_rng(seed)
+        self._sessions: dict[str, _Session] = {}
+
+    def holds_secret_key(self) -> bool:
+        """False by construction; checked by tests on every context the centre holds."""
+        return any(s.ctx.is_private() for s in self._sessions.values())
+
+    def contexts(self) -> list[CkksPublicContext]:
+        return [s.ctx for s in self._sessions.values()]
+
+    # --- transport entry points ----------------------------------------------------------
+    def handle_bytes(self, data: bytes) -> bytes:
+        return self.handle(Message.from_bytes(data)).to_bytes()
+
+    def handle(self, msg: Message) -> Message:
+        if isinstance(msg, p.Upload):
+            return self._upload(msg)
+        session = self._sessions.get(msg.session_id)
+        if session is None:
+            raise ProtocolError(f"unknown session {msg.session_id!r}; upload the data first")
+        if not isinstance(msg, session.expect):
+            wanted = ", ".join(t.__name__ for t in session.expect)
+            raise ProtocolError(
+                f"unexpected {type(msg).__name__} in session {msg.session_id!r}; expected {wanted}"
+            )
+        session.round += 1
+        handlers = {
+            p.InitStart: self._init_start, p.NewCentre: self._new_centre,
+            p.MinScores: self._min_scores, p.Pick: self._pick, p.Centroids: self._centroids,
+            p.Assignments: self._assignments, p.Close: self._close,
+        }
+        reply: Message = handlers[type(msg)](session, msg)
+        return reply
+
+    # --- handlers ------------------------------------------------------------------------
+    def _reply(self, cls: type[Message], session: _Session, **fields: Any) -> Message:
+        return cls(protocol_version=p.VERSION, session_id=self._session_id(session),
+                   round=session.round, **fields)
+
+    def _session_id(self, session: _Session) -> str:
+        return next(k for k, v in self._sessions.items() if v is session)
+
+    def _upload(self, msg: p.Upload) -> Message:
+        ctx = CkksPublicContext.from_bytes(msg.public_context)
+        d = msg.n_features
+        if d < 1 or len(msg.features) != d * len(msg.block_sizes):
+            raise ProtocolError(
+                f"upload has {len(msg.features)} ciphertexts for {len(msg.block_sizes)} blocks × "
+                f"{d} features"
+            )
+        if sum(msg.block_sizes) != msg.n_samples:
+            raise ProtocolError("block sizes do not add up to the number of customers")
+        if not 1 <= msg.n_clusters <= msg.n_samples:
+            raise ProtocolError(
+                f"n_clusters={msg.n_clusters} must be between 1 and the {msg.n_samples} customers"
+            )
+        blocks = [
+            [ctx.ciphertext_from_bytes(msg.features[b * d + f]) for f in range(d)]
+            for b in range(len(msg.block_sizes))
+        ]
+        key = f"centre-{uuid.uuid4().hex}"
+        data = centre_ops.CentreData(ctx, blocks, list(msg.block_sizes))
+        self._executor.put_state(key, lambda: data)
+        self._sessions[msg.session_id] = _Session(key, ctx, d, list(msg.block_sizes),
+                                                  n_clusters=msg.n_clusters)
+        return p.UploadAck(protocol_version=p.VERSION, session_id=msg.session_id, round=0,
+                           n_blocks=len(blocks))
+
+    def _init_start(self, s: _Session, msg: p.InitStart) -> Message:
+        s.centres = []
+        n = sum(s.sizes)
+        index = int(self._rng.integers(n))
+        block, slot = divmod(index, s.ctx.params.slot_count)
+        s.expect = (p.NewCentre,)
+        return self._masked_record(s, block, slot)
+
+    def _masked_record(self, s: _Session, block: int, slot: int) -> Message:
+        data: centre_ops.CentreData = self._state(s)
+        slots = s.ctx.params.slot_count
+        masks = self._rng.uniform(-(2.0**MASK_BITS), 2.0**MASK_BITS, size=(s.n_features, slots))
+        s.mask = (block, slot, masks)
+        masked = tuple(
+            s.ctx.ciphertext_to_bytes(s.ctx.add_plain(data.blocks[block][f], masks[f]))
+            for f in range(s.n_features)
+        )
+        return self._reply(p.MaskedRecord, s, slot=slot, masked=masked)
+
+    def _new_centre(self, s: _Session, msg: p.NewCentre) -> Message:
+        if s.mask is None or len(msg.centre) != s.n_features:
+            raise ProtocolError("NewCentre must carry one ciphertext per feature")
+        _, slot, masks = s.mask
+        centre = [
+            s.ctx.sub_plain(s.ctx.ciphertext_from_bytes(b), float(masks[f][slot]))
+            for f, b in enumerate(msg.centre)
+        ]
+        s.mask = None
+        s.centres.append(centre)
+        s.centroid_bytes = tuple(s.ctx.ciphertext_to_bytes(c) for row in s.centres for c in row)
+        if len(s.centres) == s.n_clusters:
+            s.expect = (p.Centroids, p.Close)
+            low = tuple(s.ctx.ciphertext_to_bytes(s.ctx.mod_switch_to_last(c))
+                        for row in s.centres for c in row)
+            return self._reply(p.InitDone, s, centres=low)
+        s.expect = (p.MinScores,)
+        return self._scores(s, s.centroid_bytes, len(s.centres))
+
+    def _scores(self, s: _Session, centroid_bytes: tuple[bytes, ...], m: int) -> Message:
+        n_blocks = len(s.sizes)
+        if m < 2:
+            return self._reply(p.Scores, s, n_scores=0, scores=())
+        chunks = chunk_indices(n_blocks, self._executor.n_workers)
+        results = self._executor.map(
+            centre_ops.scores_task, [(s.key, c, centroid_bytes, m) for c in chunks]
+        )
+        flat = tuple(b for chunk in results for block in chunk for b in block)
+        return self._reply(p.Scores, s, n_scores=m - 1, scores=flat)
+
+    def _min_scores(self, s: _Session, msg: p.MinScores) -> Message:
+        n_blocks = len(s.sizes)
+        mins: list[bytes | None]
+        if len(s.centres) == 1:
+            if msg.min_scores:
+                raise ProtocolError("no scores were sent, so no minimum scores are expected")
+            mins = [None] * n_blocks
+        else:
+            if len(msg.min_scores) != n_blocks:
+                raise ProtocolError(f"expected {n_blocks} minimum-score ciphertexts")
+            mins = list(msg.min_scores)
+        d = s.n_features
+        factor_max = max(1, int(2 ** (s.ctx.params.headroom_bits - 2) // (4 * d)))
+        factor = int(self._rng.integers(1, factor_max + 1))
+        c0 = s.centroid_bytes[:d]
+        chunks = chunk_indices(n_blocks, self._executor.n_workers)
+        results = self._executor.map(
+            centre_ops.d2_task, [(s.key, c, c0, [mins[b] for b in c], factor) for c in chunks]
+        )
+        d2 = [b for chunk in results for b in chunk]
+        perm = self._rng.permutation(n_blocks)
+        s.permutation = perm
+        s.expect = (p.Pick,)
+        return self._reply(p.ShuffledD2, s, block_sizes=tuple(s.sizes[i] for i in perm),
+                           d2=tuple(d2[i] for i in perm))
+
+    def _pick(self, s: _Session, msg: p.Pick) -> Message:
+        if s.permutation is None or not 0 <= msg.shuffled_block < len(s.sizes):
+            raise ProtocolError("pick refers to no shuffled block")
+        block = int(s.permutation[msg.shuffled_block])
+        if not 0 <= msg.slot < s.sizes[block]:
+            raise ProtocolError("pick refers to an empty slot")
+        s.permutation = None
+        s.expect = (p.NewCentre,)
+        return self._masked_record(s, block, msg.slot)
+
+    def _centroids(self, s: _Session, msg: p.Centroids) -> Message:
+        k, d = s.n_clusters, s.n_features
+        if msg.centroids:
+            if len(msg.centroids) != k * d:
+                raise ProtocolError(f"expected {k}×{d} centroid ciphertexts")
+            s.centroid_bytes = tuple(msg.centroids)
+        s.expect = (p.Assignments, p.Centroids, p.Close)
+        return self._scores(s, s.centroid_bytes, k)
+
+    def _assignments(self, s: _Session, msg: p.Assignments) -> Message:
+        k, n_blocks = s.n_clusters, len(s.sizes)
+        if len(msg.onehots) != (k - 1) * n_blocks:
+            raise ProtocolError(f"expected {(k - 1) * n_blocks} one-hot ciphertexts")
+        per_block = [tuple(msg.onehots[b * (k - 1):(b + 1) * (k - 1)]) for b in range(n_blocks)]
+        chunks = chunk_indices(n_blocks, self._executor.n_workers) if k > 1 else []
+        results = self._executor.map(
+            centre_ops.sums_task, [(s.key, c, [per_block[b] for b in c]) for c in chunks]
+        )
+        total: list[Any] = []
+        for part in results:
+            cts = [s.ctx.ciphertext_from_bytes(b) for b in part]
+            total = cts if not total else [s.ctx.add(a, b) for a, b in zip(total, cts, strict=True)]
+        d = s.n_features
+        out = tuple(s.ctx.ciphertext_to_bytes(c) for c in total)
+        s.expect = (p.Centroids, p.Close)
+        return self._reply(p.Sums, s, sums=out[:(k - 1) * d], counts=out[(k - 1) * d:])
+
+    def _close(self, s: _Session, msg: p.Close) -> Message:
+        sid = self._session_id(s)
+        self._executor.drop_state(s.key)
+        reply = self._reply(p.CloseAck, s)
+        del self._sessions[sid]
+        return reply
+
+    def _state(self, s: _Session) -> centre_ops.CentreData:
+        from cipherseg.engine.state import get_state
+
+        data: centre_ops.CentreData = get_state(s.key)
+        return data
