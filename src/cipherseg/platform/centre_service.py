@@ -1,0 +1,185 @@
+"""The compute centre as its own process: public context and ciphertexts only.
+
+The platform's worker (the data owner's side, which holds the CKKS secret key) starts this
+module as a separate operating-system process — optionally as another OS user
+(``CIPHERSEG_CENTRE_OS_USER``) — with an environment stripped of every ``CIPHERSEG_*``
+variable, so the process has no database URL, no session key and no PII key. It speaks
+protocol 4.1 messages over its stdin/stdout as length-prefixed frames::
+
+    request : kind (1 byte: H=hello, M=message, Q=quit) | u64 length | payload
+    reply   : kind (1 byte: R=result, E=error)           | u64 length | payload
+
+``H`` answers a JSON status (pid, whether any held context can decrypt, and which cipherseg
+modules the process has loaded — tests check that no key-holding or PII module is among
+them). This module itself imports nothing from the platform.
+
+>>> frame(b"M", b"abc")
+b'M\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00abc'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from typing import IO, Any
+
+_LEN = struct.Struct("<Q")
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    """One frame of the centre's stdin/stdout protocol."""
+    return kind + _LEN.pack(len(payload)) + payload
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            raise EOFError("the other side closed the pipe")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes]:
+    """Read one frame: (kind, payload)."""
+    head = _read_exact(stream, 1 + _LEN.size)
+    (n,) = _LEN.unpack(head[1:])
+    return head[:1], _read_exact(stream, n)
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None) -> None:
+    """The centre's request loop (runs in the child process)."""
+    from cipherseg.engine.local import LocalExecutor
+    from cipherseg.parties.compute_centre import ComputeCentre
+
+    executor = LocalExecutor(n_jobs)
+    centre = ComputeCentre(executor=executor)
+    try:
+        while True:
+            try:
+                kind, payload = read_frame(stdin)
+            except EOFError:
+                return
+            if kind == b"Q":
+                stdout.write(frame(b"R", b""))
+                stdout.flush()
+                return
+            try:
+                if kind == b"H":
+                    status = {
+                        "pid": os.getpid(),
+                        "holds_secret_key": centre.holds_secret_key(),
+                        "modules": sorted(m for m in sys.modules if m.startswith("cipherseg")),
+                        "env_cipherseg": sorted(k for k in os.environ
+                                                if k.startswith("CIPHERSEG_")),
+                    }
+                    reply = frame(b"R", json.dumps(status).encode())
+                elif kind == b"M":
+                    reply = frame(b"R", centre.handle_bytes(payload))
+                else:
+                    reply = frame(b"E", f"unknown frame kind {kind!r}".encode())
+            except Exception as exc:  # report to the owner; the owner decides
+                reply = frame(b"E", f"{type(exc).__name__}: {exc}".encode()[:2000])
+            stdout.write(reply)
+            stdout.flush()
+    finally:
+        executor.close()
+
+
+class CentreProcessError(RuntimeError):
+    """The compute-centre process failed or answered an error."""
+
+
+class CentreProcess:
+    """Starts the compute centre in a child process and relays protocol bytes to it.
+
+    Use as a context manager; :meth:`request_bytes` is the handler for an
+    :class:`~cipherseg.transport.inprocess.InProcessTransport`.
+    """
+
+    def __init__(self, n_jobs: int | None = 1, os_user: str | None = None) -> None:
+        self.n_jobs = n_jobs
+        self.os_user = os_user
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.status: dict[str, Any] = {}
+
+    def __enter__(self) -> CentreProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
+        self._tmp = tempfile.TemporaryDirectory(prefix="cipherseg-centre-")
+        if self.os_user:
+            os.chmod(self._tmp.name, 0o777)
+        cmd = [sys.executable, "-m", "cipherseg.platform.centre_service",
+               "--n-jobs", str(self.n_jobs or 1)]
+        kwargs: dict[str, Any] = {}
+        if self.os_user:
+            kwargs["user"] = self.os_user
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      env=env, cwd=self._tmp.name, **kwargs)
+        self.status = json.loads(self._call(b"H", b""))
+        if self.status.get("holds_secret_key"):
+            raise CentreProcessError("the compute centre reports a secret key; refusing")
+        return self
+
+    def _call(self, kind: bytes, payload: bytes) -> bytes:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise CentreProcessError("the compute centre process is not running")
+        try:
+            proc.stdin.write(frame(kind, payload))
+            proc.stdin.flush()
+            rkind, reply = read_frame(proc.stdout)
+        except (BrokenPipeError, EOFError) as exc:
+            raise CentreProcessError("the compute centre process stopped unexpectedly "
+                                     f"(exit code {proc.poll()})") from exc
+        if rkind == b"E":
+            raise CentreProcessError("compute centre: " + reply.decode(errors="replace"))
+        return reply
+
+    def request_bytes(self, data: bytes) -> bytes:
+        """Send one protocol message, return the centre's reply."""
+        return self._call(b"M", data)
+
+    def hello(self) -> dict[str, Any]:
+        """The centre's current status (pid, custody, loaded modules)."""
+        status: dict[str, Any] = json.loads(self._call(b"H", b""))
+        return status
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self._proc
+        if proc is not None:
+            try:
+                if proc.poll() is None:
+                    self._call(b"Q", b"")
+                proc.wait(timeout=10)
+            except (CentreProcessError, subprocess.TimeoutExpired, OSError):
+                proc.kill()
+                proc.wait(timeout=10)
+            finally:
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self._proc = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="cipherseg compute centre (stdin/stdout)")
+    parser.add_argument("--n-jobs", type=int, default=1)
+    args = parser.parse_args(argv)
+    # The protocol owns the original stdout; anything a library prints goes to stderr.
+    proto_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, proto_out, args.n_jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Page and API routes of the platform; every route declares its roles with ``Allow``."""

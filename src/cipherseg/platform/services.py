@@ -1,0 +1,221 @@
+"""What the routes and the worker do: receive uploads, import them, erase customers.
+
+Routes stay thin (they check roles and forms, then call these functions); the worker calls
+:func:`run_import` for queued imports.
+
+Uploaded files wait in ``<data dir>/uploads`` (directory 0700, files 0600) only until their
+import job has run; they are deleted afterwards, whatever the outcome, because they hold
+phone numbers in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from cipherseg.errors import ValidationError
+from cipherseg.platform import audit
+from cipherseg.platform.deps import PlatformContext
+from cipherseg.platform.jobs import ProgressSink, enqueue, finish
+from cipherseg.platform.models import Base, Customer, Job, Upload, User, utcnow
+from cipherseg.platform.uploads import (
+    KINDS,
+    Importer,
+    UploadFileError,
+    count_rows,
+    error_report_csv,
+)
+
+log = logging.getLogger("cipherseg.platform.services")
+_CHUNK = 1 << 20
+
+
+def save_upload(ctx: PlatformContext, session: Session, owner: User, kind: str,
+                filename: str, stream: BinaryIO, *, ip: str | None = None) -> Upload:
+    """Store an uploaded file and queue its import; commits."""
+    if kind not in KINDS:
+        raise ValidationError(f"unknown upload kind {kind!r}; choose customers or "
+                              "transactions")
+    name = os.path.basename(filename or "upload")[:255] or "upload"
+    ext = ".xlsx" if name.lower().endswith(".xlsx") else ".csv"
+    updir = ctx.settings.uploads_dir
+    updir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = updir / f"{uuid.uuid4().hex}{ext}"
+    limit = ctx.settings.max_upload_mb * (1 << 20)
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ValidationError(f"the file is larger than {ctx.settings.max_upload_mb}"
+                                          " MB; split it or raise CIPHERSEG_MAX_UPLOAD_MB")
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise ValidationError("the file is empty; download the template and fill it")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    up = Upload(owner_id=owner.id, kind=kind, filename=name, sha256=digest.hexdigest(),
+                size_bytes=size, stored_path=str(path), status="queued")
+    session.add(up)
+    session.flush()
+    job = enqueue(session, "import", owner=owner, params={"upload_id": up.id})
+    audit.record(session, "upload", actor=owner, object_type="upload", object_id=up.id, ip=ip,
+                 detail={"kind": kind, "bytes": size, "sha256": up.sha256[:16], "job": job.id},
+                 region=ctx.settings.default_region)
+    session.commit()
+    return up
+
+
+def upload_job_id(session: Session, upload_id: int) -> int | None:
+    """The import job of an upload."""
+    for job in session.scalars(select(Job).where(Job.kind == "import")
+                               .order_by(Job.id.desc())):
+        if job.params.get("upload_id") == upload_id:
+            return job.id
+    return None
+
+
+def make_import_runner(ctx: PlatformContext) -> Any:
+    """The worker's runner for ``import`` jobs."""
+
+    def run_import(job_id: int, sink: ProgressSink) -> None:
+        factory = ctx.sessions
+        with factory() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            upload_id = int(job.params["upload_id"])
+            up = s.get(Upload, upload_id)
+            if up is None:
+                raise ValidationError(f"upload {upload_id} no longer exists")
+            owner = s.get(User, up.owner_id)
+            path = Path(up.stored_path)
+            kind, owner_id = up.kind, up.owner_id
+
+        def set_upload(**values: Any) -> None:
+            with factory() as s2:
+                s2.execute(update(Upload).where(Upload.id == upload_id).values(**values))
+                s2.commit()
+
+        try:
+            if not path.exists():
+                raise UploadFileError("the uploaded file is gone (already processed?); "
+                                      "upload it again")
+            total = count_rows(path, kind)
+            set_upload(status="validating", rows_total=total, rows_done=0)
+
+            def upload_progress(session: Session, fraction: float, stage: str) -> None:
+                session.execute(update(Upload).where(Upload.id == upload_id).values(
+                    rows_done=int(fraction * total) if stage.startswith("validat") else total))
+
+            sink._extra = upload_progress
+            sink.update(0.0, "validating", force=True)
+            with factory() as s:
+                importer = Importer(s, ctx.vault, owner_id, kind, path,
+                                    region=ctx.settings.default_region)
+                summary = importer.validate(
+                    lambda n: sink.update(0.6 * n / max(total, 1), "validating"))
+                if summary.errors:
+                    report = error_report_csv(summary.errors)
+                    set_upload(status="rejected", rows_total=summary.rows,
+                               rows_done=summary.rows, n_errors=len(summary.bad_rows),
+                               error_report=report, finished_at=utcnow(),
+                               message=f"{len(summary.bad_rows)} of {summary.rows} rows have "
+                                       "problems; nothing was imported")
+                    with factory() as s2:
+                        audit.record(s2, "upload_rejected", actor=owner, object_type="upload",
+                                     object_id=upload_id,
+                                     detail={"bad_rows": len(summary.bad_rows),
+                                             "rows": summary.rows})
+                        s2.commit()
+                    finish(factory, job_id, status="done", stage="rejected",
+                           result={"upload_id": upload_id, "status": "rejected",
+                                   "bad_rows": len(summary.bad_rows)})
+                    return
+                s.rollback()  # end the read snapshot before writing (SQLite)
+                sink.update(0.6, f"importing {summary.rows} rows", force=True)
+                set_upload(status="importing", rows_done=0)
+                with sink.pause_if_sqlite():
+                    counts = importer.apply(
+                        lambda n: sink.update(0.6 + 0.4 * n / max(total, 1),
+                                              f"importing {summary.rows} rows"))
+                    s.execute(update(Upload).where(Upload.id == upload_id).values(
+                        status="imported", rows_total=summary.rows, rows_done=summary.rows,
+                        n_inserted=counts.inserted, n_updated=counts.updated,
+                        n_unchanged=counts.unchanged, finished_at=utcnow(),
+                        message=f"{counts.inserted} new, {counts.updated} updated, "
+                                f"{counts.unchanged} unchanged"))
+                    audit.record(s, "upload_imported", actor=owner, object_type="upload",
+                                 object_id=upload_id,
+                                 detail={"rows": summary.rows, "inserted": counts.inserted,
+                                         "updated": counts.updated,
+                                         "unchanged": counts.unchanged})
+                    s.commit()
+            finish(factory, job_id, status="done", stage="imported",
+                   result={"upload_id": upload_id, "status": "imported",
+                           "inserted": counts.inserted, "updated": counts.updated,
+                           "unchanged": counts.unchanged})
+        except UploadFileError as exc:
+            set_upload(status="rejected", n_errors=1, finished_at=utcnow(), message=str(exc),
+                       error_report=error_report_csv([]) + f"1,,,{exc}\n".encode())
+            with factory() as s2:
+                audit.record(s2, "upload_rejected", actor=owner, object_type="upload",
+                             object_id=upload_id, detail={"file_error": str(exc)[:200]})
+                s2.commit()
+            finish(factory, job_id, status="done", stage="rejected",
+                   result={"upload_id": upload_id, "status": "rejected"})
+        except Exception as exc:
+            set_upload(status="failed", finished_at=utcnow(),
+                       message=str(exc) if isinstance(exc, ValidationError) else
+                       "the import failed; nothing was imported. Try again or ask the "
+                       "administrator to check the worker log")
+            with factory() as s2:
+                audit.record(s2, "upload_failed", actor=owner, object_type="upload",
+                             object_id=upload_id, detail={"error": type(exc).__name__})
+                s2.commit()
+            raise
+        finally:
+            path.unlink(missing_ok=True)
+
+    return run_import
+
+
+def customer_tables() -> list[tuple[Any, Any]]:
+    """Every (table, column) that references ``customers.id`` (erasure deletes from each)."""
+    out = []
+    for table in Base.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table.name == "customers" and fk.column.name == "id":
+                out.append((table, fk.parent))
+    return out
+
+
+def erase_customer(ctx: PlatformContext, session: Session, owner: User, customer_id: int, *,
+                   ip: str | None = None) -> bool:
+    """Right to erasure: delete the customer's PII and every row about them; commits."""
+    cust = session.scalar(select(Customer).where(Customer.id == customer_id,
+                                                 Customer.owner_id == owner.id))
+    if cust is None:
+        return False
+    pseudonym = cust.pseudonym
+    removed: dict[str, int] = {}
+    for table, column in reversed(customer_tables()):
+        res = session.execute(delete(table).where(column == cust.id))
+        removed[table.name] = res.rowcount  # type: ignore[attr-defined]
+    session.execute(delete(Customer).where(Customer.id == cust.id))
+    audit.record(session, "erasure", actor=owner, object_type="customer",
+                 object_id=pseudonym[:16], ip=ip, detail={"rows_removed": removed},
+                 region=ctx.settings.default_region)
+    session.commit()
+    return True
