@@ -1,0 +1,114 @@
+"""Protocol 4.1 at the message level: custody, ordering, malformed requests."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+from cipherseg.errors import KeyCustodyError, ProtocolError
+from cipherseg.parties.compute_centre import ComputeCentre
+from cipherseg.parties.data_owner import DataOwner
+from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
+from cipherseg.schemes.ckks_keys import CkksSecretContext
+from cipherseg.transport.inprocess import InProcessTransport
+
+
+def _reachable(root: object, limit: int = 200_000) -> list[object]:
+    seen: dict[int, object] = {}
+    todo = [root]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, (type, str, bytes, int, float)):
+            continue
+        seen[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(seen.values())
+
+
+def _upload(owner: CkksSecretContext, X: np.ndarray, k: int, sid: str = "s") -> p.Upload:
+    feats = tuple(owner.encrypt_to_bytes(X[:, f]) for f in range(X.shape[1]))
+    return p.Upload(protocol_version=1, session_id=sid, round=1,
+                    public_context=owner.public_bytes(), n_samples=len(X),
+                    n_features=X.shape[1], n_clusters=k, block_sizes=(len(X),), features=feats)
+
+
+@pytest.fixture(scope="module")
+def owner() -> CkksSecretContext:
+    return CkksSecretContext.generate(CkksParams.for_depth(1))
+
+
+def test_centre_state_holds_no_secret_key_during_a_run() -> None:
+    X = np.random.default_rng(0).uniform(-1, 1, (500, 3))
+    centre = ComputeCentre(random_state=0)
+    snapshots: list[list[object]] = []
+
+    def spy(data: bytes) -> bytes:
+        reply = centre.handle_bytes(data)
+        snapshots.append(_reachable(centre))
+        return reply
+
+    DataOwner(random_state=0).run_kmeans(X, 3, InProcessTransport(spy), max_iter=3, tol=0.0)
+    assert snapshots
+    for objects in snapshots:
+        assert not any(isinstance(o, seal.SecretKey) for o in objects)
+        assert not any(isinstance(o, (seal.Decryptor, CkksSecretContext)) for o in objects)
+    assert not centre.holds_secret_key()
+
+
+def test_centre_refuses_an_upload_carrying_a_secret_key(owner: CkksSecretContext) -> None:
+    msg = _upload(owner, np.zeros((10, 2)), 2)
+    fields = unpack_context_bytes(msg.public_context)
+    fields["secret_key"] = b"\x00" * 64
+    bad = dataclasses.replace(msg, public_context=pack_context_bytes(fields))
+    with pytest.raises(KeyCustodyError):
+        ComputeCentre().handle(bad)
+
+
+def test_messages_out_of_order_are_refused(owner: CkksSecretContext) -> None:
+    centre = ComputeCentre(random_state=0)
+    centre.handle(_upload(owner, np.zeros((10, 2)), 2))
+    with pytest.raises(ProtocolError, match="unexpected Pick .* expected InitStart, Centroids"):
+        centre.handle(p.Pick(protocol_version=1, session_id="s", round=2))
+    with pytest.raises(ProtocolError, match="unknown session 'nope'"):
+        centre.handle(p.InitStart(protocol_version=1, session_id="nope", round=2))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_clusters": 0}, "n_clusters=0 must be between 1"),
+        ({"n_clusters": 11}, "n_clusters=11 must be between 1"),
+        ({"n_samples": 9}, "block sizes do not add up"),
+        ({"features": ()}, "upload has 0 ciphertexts for 1 blocks"),
+    ],
+)
+def test_inconsistent_uploads_are_refused(owner: CkksSecretContext, change: dict[str, object],
+                                          message: str) -> None:
+    msg = _upload(owner, np.zeros((10, 2)), 2)
+    bad = dataclasses.replace(msg, **change)  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=message):
+        ComputeCentre().handle(bad)
+
+
+def test_wrong_number_of_one_hots_is_refused(owner: CkksSecretContext) -> None:
+    centre = ComputeCentre(random_state=0)
+    centre.handle(_upload(owner, np.zeros((10, 2)), 3))
+    cents = tuple(owner.encrypt_to_bytes(0.0) for _ in range(6))
+    centre.handle(p.Centroids(protocol_version=1, session_id="s", round=2, centroids=cents))
+    with pytest.raises(ProtocolError, match="expected 2 one-hot ciphertexts"):
+        centre.handle(p.Assignments(protocol_version=1, session_id="s", round=3,
+                                    onehots=(owner.encrypt_to_bytes(0.0),)))
+
+
+def test_bytes_per_direction_are_counted() -> None:
+    X = np.random.default_rng(1).uniform(-1, 1, (300, 2))
+    transport = InProcessTransport(ComputeCentre(random_state=0).handle_bytes)
+    run = DataOwner(random_state=0).run_kmeans(X, 2, transport, max_iter=2, tol=0.0)
+    assert run.bytes_to_centre == transport.stats.bytes_to_server > 0
+    assert run.bytes_to_owner == transport.stats.bytes_to_client > 0
+    assert sum(run.bytes_per_iteration) < run.bytes_to_centre + run.bytes_to_owner
