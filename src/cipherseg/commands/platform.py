@@ -1,0 +1,209 @@
+"""Platform commands: ``serve``, ``worker``, ``db upgrade``, ``db demo-data``, ``users create``,
+``users list``, ``pii rotate-key`` and ``bench platform``.
+
+Settings come from ``CIPHERSEG_*`` environment variables (see ``docs/platform.md``).
+
+>>> from typer.testing import CliRunner
+>>> from cipherseg.cli import app
+>>> CliRunner().invoke(app, ["users", "--help"]).exit_code
+0
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+db_app = typer.Typer(help="Database schema (Alembic migrations shipped in the package).",
+                     no_args_is_help=True)
+users_app = typer.Typer(help="Platform accounts.", no_args_is_help=True)
+pii_app = typer.Typer(help="The PII vault's keys.", no_args_is_help=True)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from cipherseg.platform.core.config import Settings
+
+    return Settings()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int | None, typer.Option(
+        help="Background worker threads in this process (default CIPHERSEG_WORKER_THREADS;"
+             " 0 = run `cipherseg worker` separately).")] = None,
+) -> None:
+    """Run the web platform (FastAPI + background worker)."""
+    import uvicorn
+
+    from cipherseg.errors import CipherSegError
+    from cipherseg.platform.app import create_app
+
+    settings = _settings()
+    if workers is not None:
+        settings.worker_threads = workers
+    try:
+        app = create_app(settings)
+    except CipherSegError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"cipherseg platform on http://{host}:{port}  (data: "
+                  f"{settings.data_dir.resolve()}, database: "
+                  f"{app.state.platform.engine.dialect.name})")
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+
+
+def worker(
+    threads: Annotated[int, typer.Option(min=1, help="Worker threads.")] = 1,
+) -> None:
+    """Run background jobs (imports, segmentations) in this process until interrupted."""
+    import time
+
+    from cipherseg.errors import CipherSegError
+    from cipherseg.platform.app import install_log_redaction, make_context, make_worker
+
+    try:
+        ctx = make_context(_settings())
+    except CipherSegError as exc:
+        raise _fail(str(exc)) from exc
+    install_log_redaction(ctx.settings.default_region)
+    w = make_worker(ctx, threads=threads)
+    w.start()
+    console.print(f"worker {w.name} running {threads} thread(s); Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        w.stop()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or update the database schema."""
+    from cipherseg.platform.db import make_engine
+    from cipherseg.platform.migrate import current_revision, upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    before = current_revision(engine)
+    upgrade(engine, revision)
+    after = current_revision(engine)
+    console.print(f"database {engine.url.render_as_string(hide_password=True)}: "
+                  f"{before or 'empty'} -> {after}")
+
+
+@db_app.command("demo-data")
+def db_demo_data(
+    out: Annotated[Path, typer.Argument(help="Directory for customers.csv and "
+                                             "transactions.csv.")],
+    customers: Annotated[int, typer.Option(min=10)] = 600,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Write synthetic demo data in the upload templates' format."""
+    from cipherseg.platform.demo_data import demo_csv
+
+    c, t = demo_csv(customers, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "customers.csv").write_bytes(c)
+    (out / "transactions.csv").write_bytes(t)
+    console.print(f"wrote {out / 'customers.csv'} and {out / 'transactions.csv'}")
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="admin, owner, merchant, centre or operator.")],
+) -> None:
+    """Create an account; the password is read from stdin (or prompted for twice)."""
+    from cipherseg.errors import ValidationError
+    from cipherseg.platform import audit
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+    from cipherseg.platform.users import create_user, parse_role
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings()
+    factory = make_sessionmaker(make_engine(settings.resolved_database_url()))
+    with factory() as s:
+        try:
+            user = create_user(s, name, password, parse_role(role))
+        except ValidationError as exc:
+            raise _fail(str(exc)) from exc
+        audit.record(s, "user_create", actor=None, actor_name="cli", object_type="user",
+                     object_id=user.username, detail={"role": user.role})
+        s.commit()
+    console.print(f"created {name} ({role})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List accounts."""
+    from sqlalchemy import select
+
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+    from cipherseg.platform.models import User
+
+    factory = make_sessionmaker(make_engine(_settings().resolved_database_url()))
+    with factory() as s:
+        for u in s.scalars(select(User).order_by(User.username)):
+            typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}")
+
+
+@pii_app.command("rotate-key")
+def pii_rotate_key() -> None:
+    """New PII data key; re-encrypt every phone number and name; retire the old key."""
+    from rich.progress import Progress
+
+    from cipherseg.errors import CipherSegError
+    from cipherseg.platform.db import make_engine
+    from cipherseg.platform.rotation import rotate_pii_key
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("re-encrypting", total=None)
+            report = rotate_pii_key(settings, engine, progress=lambda d, t: bar.update(
+                task, completed=d, total=t))
+    except CipherSegError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"new key {report.new_key_id}; re-encrypted {report.reencrypted} values; "
+                  + ("old keys retired" if report.retired else
+                     "old keys kept (an import was running or values remain): run again"))
+
+
+def bench_platform(
+    sessions: Annotated[int, typer.Option(min=1, max=200)] = 50,
+    requests_per_session: Annotated[int, typer.Option(min=1)] = 40,
+    max_seconds: Annotated[float, typer.Option(min=5)] = 180.0,
+    out: Annotated[Path, typer.Option(help="Directory for JSON and PNG.")]
+    = Path("bench/results"),
+) -> None:
+    """Load test on loopback: concurrent sessions browse and upload while a job runs."""
+    from cipherseg.platform.loadtest import run_load_test
+
+    result = run_load_test(sessions=sessions, requests_per_session=requests_per_session,
+                           max_seconds=max_seconds, out_dir=out, console=console)
+    console.print(result.summary())
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Attach this module's commands."""
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.add_typer(db_app, name="db")
+    app.add_typer(users_app, name="users")
+    app.add_typer(pii_app, name="pii")
+    bench_app.command("platform")(bench_platform)
