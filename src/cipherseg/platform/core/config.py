@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     #: Run the compute-centre side in its own process (the service account ``centre``).
     centre_process: bool = True
     centre_account: str = "centre"
+    #: Run the centre process as this operating-system user (needs root); default: same user.
+    centre_os_user: str | None = None
     #: Parallel processes for encrypted work (``n_jobs`` of the estimator).
     n_jobs: int = 1
     max_k: int = Field(default=12, ge=2)
@@ -96,7 +98,7 @@ class Settings(BaseSettings):
         """The database URL: ``CIPHERSEG_DATABASE_URL`` or a SQLite file in the data dir."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.data_dir.resolve() / 'cipherseg.db'}"
+        return f"sqlite:///{self.ensure_data_dir().resolve() / 'cipherseg.db'}"
 
     @property
     def keys_dir(self) -> Path:
@@ -162,6 +164,11 @@ class Settings(BaseSettings):
     @property
     def pii_keyring_from_env(self) -> bool:
         return self.pii_key is not None
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data directory private to this user (0700) if it does not exist."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.data_dir
 
     def check_secrets(self) -> None:
         """Load (or create) both secrets now, so misconfiguration fails at start-up."""

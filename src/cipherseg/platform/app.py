@@ -1,0 +1,203 @@
+"""The FastAPI application factory.
+
+>>> import tempfile
+>>> from cipherseg.platform.core.config import Settings
+>>> from cipherseg.platform.db import make_engine
+>>> from cipherseg.platform.migrate import upgrade
+>>> s = Settings(data_dir=tempfile.mkdtemp(), environment="test", worker_threads=0)
+>>> upgrade(make_engine(s.resolved_database_url()))
+>>> app = create_app(s)
+>>> from fastapi.testclient import TestClient
+>>> TestClient(app).get("/healthz").text
+'ok'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from cipherseg import __version__
+from cipherseg.errors import CipherSegError, ParameterError
+from cipherseg.pii.masking import PhoneRedactingFilter
+from cipherseg.pii.vault import PiiVault
+from cipherseg.platform.core.config import Settings
+from cipherseg.platform.db import make_engine, make_sessionmaker
+from cipherseg.platform.deps import LoginRequired, PlatformContext
+from cipherseg.platform.jobs import Runner, Worker
+from cipherseg.platform.migrate import current_revision, head_revision
+from cipherseg.platform.rotation import FileBackedVault
+from cipherseg.platform.routes import admin, api, auth, owner, views
+from cipherseg.platform.security import TokenSigner
+
+log = logging.getLogger("cipherseg.platform")
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+_HEADINGS = {400: "That did not work", 403: "Not allowed", 404: "Not found",
+             405: "Not allowed", 409: "Not now", 422: "Invalid input", 429: "Slow down"}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """CSP, no framing, no sniffing, no referrer, no caching of pages."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        h = response.headers
+        h.setdefault("Content-Security-Policy", CSP)
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/static/"):
+            h.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def install_log_redaction(region: str) -> None:
+    """Mask phone numbers in every log record of the process (root and uvicorn handlers)."""
+    flt = PhoneRedactingFilter(region)
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error", "cipherseg"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, PhoneRedactingFilter) for f in logger.filters):
+            logger.addFilter(flt)
+        for handler in logger.handlers:
+            if not any(isinstance(f, PhoneRedactingFilter) for f in handler.filters):
+                handler.addFilter(flt)
+
+
+def make_context(settings: Settings) -> PlatformContext:
+    """Engine, sessions, vault, signer and templates for ``settings`` (checks the schema)."""
+    settings.check_secrets()
+    engine = make_engine(settings.resolved_database_url())
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise ParameterError(f"the database schema is at {current or 'nothing'}, this "
+                             f"cipherseg needs {head}; run `cipherseg db upgrade` first")
+    templates = Jinja2Templates(directory=str(resources.files("cipherseg.platform")
+                                              / "templates"))
+    templates.env.globals["version"] = __version__
+    return PlatformContext(settings=settings, engine=engine,
+                           sessions=make_sessionmaker(engine),
+                           vault=(PiiVault(settings.pii_keyring)
+                                  if settings.pii_keyring_from_env
+                                  else FileBackedVault(settings.pii_keyring_path)),
+                           signer=TokenSigner(settings.session_secret), templates=templates)
+
+
+def job_runners(ctx: PlatformContext) -> dict[str, Runner]:
+    """The worker's runner per job kind."""
+    from cipherseg.platform.segmentation import make_segmentation_runner
+    from cipherseg.platform.services import make_import_runner
+
+    return {"import": make_import_runner(ctx), "segmentation": make_segmentation_runner(ctx)}
+
+
+def make_worker(ctx: PlatformContext, threads: int | None = None) -> Worker:
+    """A worker bound to this context (not started)."""
+    s = ctx.settings
+    return Worker(ctx.sessions, job_runners(ctx),
+                  threads=s.worker_threads if threads is None else threads,
+                  poll_seconds=s.worker_poll_seconds)
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/")
+
+
+def create_app(settings: Settings | None = None, *, context: PlatformContext | None = None,
+               start_worker: bool | None = None) -> FastAPI:
+    """Build the app. The worker threads start with the app unless ``worker_threads=0``."""
+    ctx = context or make_context(settings or Settings())
+    install_log_redaction(ctx.settings.default_region)
+    run_worker = ctx.settings.worker_threads > 0 if start_worker is None else start_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = make_worker(ctx) if run_worker else None
+        if worker is not None:
+            worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(title="cipherseg platform", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.platform = ctx
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(packages=[("cipherseg.platform", "static")]),
+              name="static")
+    for module in (auth, admin, owner, views, api):
+        app.include_router(module.router)
+    _install_openapi_route(app)
+    _install_handlers(app, ctx)
+    return app
+
+
+def _install_openapi_route(app: FastAPI) -> None:
+    from cipherseg.platform.deps import AnyUser
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(_user: AnyUser) -> JSONResponse:
+        """The API's OpenAPI schema (logged-in users only)."""
+        return JSONResponse(app.openapi())
+
+
+def _install_handlers(app: FastAPI, ctx: PlatformContext) -> None:
+    def error_page(request: Request, status: int, message: str) -> Response:
+        from cipherseg.platform.routes.common import render
+
+        return render(request, ctx, "error.html", status_code=status, status_code_=status,
+                      heading=_HEADINGS.get(status, "Something went wrong"), message=message)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired) -> Response:
+        if _wants_html(request):
+            target = request.url.path
+            if request.url.query:
+                target += "?" + request.url.query
+            nxt = target if request.method == "GET" else ""
+            from urllib.parse import quote
+
+            return RedirectResponse("/login" + (f"?next={quote(nxt)}" if nxt else ""),
+                                    status_code=303)
+        return JSONResponse({"detail": "log in first (POST /login)"}, status_code=401)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_html(request) and exc.status_code != 405:
+            return error_page(request, exc.status_code, str(exc.detail))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_html(request):
+            return error_page(request, 422, "Some fields were missing or invalid; go back and "
+                                            "check the form.")
+        errors: list[dict[str, Any]] = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(CipherSegError)
+    async def domain_error(request: Request, exc: CipherSegError) -> Response:
+        if _wants_html(request):
+            return error_page(request, 400, str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+__all__ = ["HTTPException", "create_app", "make_context", "make_worker"]

@@ -1,0 +1,281 @@
+"""Segmentation jobs: RFM from the owner's transactions, encrypted k-means, stored results.
+
+The worker runs the **data owner's** side here: it computes RFM features from the owner's
+transactions (customers appear only by pseudonym), scales them (log1p + standardise, the
+owner's :class:`~cipherseg.analytics.rfm.RFMScaler`), quantises them to the fixed-point grid,
+generates the CKKS keys and drives protocol 4.1. The **compute centre** runs in its own
+process (:mod:`cipherseg.platform.centre_service`, under the ``centre`` service account) and
+receives only the public context and ciphertexts. With ``CIPHERSEG_CENTRE_PROCESS=false`` the
+centre runs in the worker process instead (one trust domain: tests and small set-ups).
+
+Stored per job: segment sizes, each segment's mean recency/frequency/monetary in business
+units (days, purchases, money) and its name; one label per pseudonymised customer
+(:class:`~cipherseg.platform.models.SegmentMember`); the run's public schedule (customers,
+iterations, bytes) and timings.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from cipherseg.errors import ValidationError
+from cipherseg.platform import audit
+from cipherseg.platform.core.config import WEB_SCHEMES
+from cipherseg.platform.deps import PlatformContext
+from cipherseg.platform.jobs import ProgressSink, enqueue, finish
+from cipherseg.platform.models import (
+    Customer,
+    Job,
+    Role,
+    Segment,
+    SegmentMember,
+    Transaction,
+    User,
+    utcnow,
+)
+from cipherseg.platform.security import hash_password
+
+FEATURES = {"recency": "Recency (days since last purchase)",
+            "frequency": "Frequency (purchases)",
+            "monetary": "Monetary (total spend)"}
+DECIMALS = 2
+MAX_ITER = 100
+TOL = 1e-4
+#: Progress fractions of the job's stages.
+_STAGES = {"features": (0.0, 0.1), "encrypt": (0.1, 0.2), "init": (0.2, 0.45),
+           "iterate": (0.45, 0.95)}
+
+
+def start_segmentation(ctx: PlatformContext, session: Session, owner: User, *, k: int,
+                       features: list[str], scheme: str, ip: str | None = None) -> Job:
+    """Validate the request and queue the job (commits)."""
+    feats = [f for f in FEATURES if f in set(features)]
+    if not feats or len(feats) != len(set(features)):
+        raise ValidationError("choose at least one feature among recency, frequency and "
+                              "monetary")
+    if scheme not in WEB_SCHEMES:
+        raise ValidationError(f"scheme {scheme!r} is not offered; choose "
+                              f"{', '.join(WEB_SCHEMES)}")
+    if not 2 <= k <= ctx.settings.max_k:
+        raise ValidationError(f"k must be between 2 and {ctx.settings.max_k}")
+    n_customers = session.scalar(
+        select(Customer.id).where(Customer.owner_id == owner.id).limit(1))
+    if n_customers is None:
+        raise ValidationError("upload customers and their transactions first")
+    job = enqueue(session, "segmentation", owner=owner,
+                  params={"k": k, "features": feats, "scheme": scheme})
+    audit.record(session, "job_start", actor=owner, object_type="job", object_id=job.id, ip=ip,
+                 detail={"k": k, "features": feats, "scheme": scheme})
+    session.commit()
+    return job
+
+
+def centre_account(session: Session, name: str) -> User:
+    """The compute centre's service account; created (no usable password) if missing.
+
+    A disabled account, or one with another role, stops segmentations: the administrator
+    controls the centre through it.
+    """
+    user = session.scalar(select(User).where(User.username == name))
+    if user is None:
+        user = User(username=name, role=Role.CENTRE.value, active=True,
+                    password_hash=hash_password(secrets.token_urlsafe(32)))
+        session.add(user)
+        session.commit()
+    if user.role != Role.CENTRE.value or not user.active:
+        raise ValidationError(f"the compute centre's service account {name!r} is disabled or "
+                              "not in the centre role; an administrator must enable it")
+    return user
+
+
+def load_transactions(session: Session, owner_id: int) -> pd.DataFrame:
+    """The owner's transactions keyed by customer pseudonym (customer, invoice, date, amount)."""
+    stmt = (select(Customer.pseudonym, Transaction.external_id, Transaction.date,
+                   Transaction.amount)
+            .join(Customer, Customer.id == Transaction.customer_id)
+            .where(Transaction.owner_id == owner_id)
+            .execution_options(yield_per=20_000))
+    rows = session.execute(stmt).all()
+    df = pd.DataFrame(rows, columns=["customer", "invoice", "date", "amount"])
+    df["date"] = pd.to_datetime(df["date"])
+    df["amount"] = df["amount"].astype(np.float64)
+    return df
+
+
+def rfm_features(tx: pd.DataFrame) -> pd.DataFrame:
+    """Recency (days), frequency (purchases), monetary (total spend) per pseudonym.
+
+    Recency counts from the day after the latest transaction in the data.
+    """
+    from cipherseg.analytics.rfm import RFMColumns, compute_rfm
+
+    columns = RFMColumns(customer="customer", invoice="invoice", date="date", amount="amount")
+    snapshot = tx["date"].max() + timedelta(days=1)
+    rfm = compute_rfm(tx, columns, snapshot=snapshot)
+    feats: pd.DataFrame = rfm.features.loc[:, list(FEATURES)]
+    return feats
+
+
+def _progress_adapter(sink: ProgressSink) -> Any:
+    def progress(stage: str, done: int, total: int) -> None:
+        lo, hi = _STAGES.get(stage, (0.2, 0.95))
+        frac = lo + (hi - lo) * (done / total if total else 1.0)
+        label = {"encrypt": "encrypting features", "init": "k-means++ (secure selection)",
+                 "iterate": "encrypted Lloyd iterations"}.get(stage, stage)
+        sink.update(frac, f"{label} {done}/{total}")
+    return progress
+
+
+def run_encrypted_kmeans(ctx: PlatformContext, X: np.ndarray, k: int, progress: Any,
+                         seed: int | None = None) -> dict[str, Any]:
+    """Protocol 4.1 with the owner here and the centre in its own process (or in-process).
+
+    Mirrors :meth:`cipherseg.EncryptedKMeans.fit` (same normalisation and tolerance), with
+    the transport replaced by the centre process's pipe.
+    """
+    from cipherseg.analytics.estimators import normalising_scale
+    from cipherseg.engine.local import LocalExecutor
+    from cipherseg.parties.data_owner import DataOwner
+    from cipherseg.platform.centre_service import CentreProcess
+    from cipherseg.transport.inprocess import InProcessTransport
+
+    sigma = normalising_scale(X)
+    Xn = X / sigma
+    tol = float(np.mean(np.var(Xn, axis=0))) * TOL
+    executor = LocalExecutor(ctx.settings.n_jobs)
+    try:
+        owner = DataOwner(executor=executor, random_state=seed)
+        if ctx.settings.centre_process:
+            with CentreProcess(n_jobs=ctx.settings.n_jobs,
+                               os_user=ctx.settings.centre_os_user) as centre:
+                run = owner.run_kmeans(Xn, k, InProcessTransport(centre.request_bytes),
+                                       max_iter=MAX_ITER, tol=tol, progress=progress)
+                where = f"separate process (pid {centre.status.get('pid')})"
+        else:
+            from cipherseg.parties.compute_centre import ComputeCentre
+
+            centre_local = ComputeCentre(executor=executor, random_state=seed)
+            run = owner.run_kmeans(Xn, k, InProcessTransport(centre_local.handle_bytes),
+                                   max_iter=MAX_ITER, tol=tol, progress=progress)
+            where = "in the worker process"
+    finally:
+        executor.close()
+    return {"labels": np.asarray(run.labels), "centers": run.centers * sigma,
+            "inertia": float(run.inertia) * sigma**2, "n_iter": int(run.n_iter),
+            "bytes_to_centre": int(run.bytes_to_centre),
+            "bytes_to_owner": int(run.bytes_to_owner), "n_blocks": int(run.n_blocks),
+            "where": where}
+
+
+def make_segmentation_runner(ctx: PlatformContext) -> Any:
+    """The worker's runner for ``segmentation`` jobs."""
+
+    def run_segmentation(job_id: int, sink: ProgressSink) -> None:
+        from cipherseg.analytics.rfm import RFMScaler, segment_names
+        from cipherseg.encoding import FixedPointEncoder
+
+        factory = ctx.sessions
+        started = time.perf_counter()
+        with factory() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            owner = s.get(User, job.owner_id)
+            params = dict(job.params)
+            centre = centre_account(s, ctx.settings.centre_account)
+            centre_name = centre.username
+        k, feats = int(params["k"]), list(params["features"])
+        sink.update(0.02, "computing RFM features", force=True)
+        with factory() as s:
+            tx = load_transactions(s, job.owner_id)
+        if tx.empty:
+            raise ValidationError("there are no transactions to segment; upload them first")
+        raw = rfm_features(tx)
+        if len(raw) < k:
+            raise ValidationError(f"{len(raw)} customers with transactions cannot form {k} "
+                                  "segments; lower k")
+        scaler = RFMScaler(log=True).fit(raw)
+        Z = pd.DataFrame(np.asarray(scaler.transform(raw)), index=raw.index,
+                         columns=list(FEATURES))
+        X = FixedPointEncoder(DECIMALS).quantise(Z.loc[:, feats].to_numpy(np.float64))
+        sink.update(0.1, f"encrypting {len(raw)} customers (compute centre: {centre_name})",
+                    force=True)
+        t = time.perf_counter()
+        run = run_encrypted_kmeans(ctx, X, k, _progress_adapter(sink))
+        seconds_he = time.perf_counter() - t
+        labels = run["labels"]
+        sizes = np.bincount(labels, minlength=k)
+        profile = raw.groupby(labels).mean().reindex(range(k))
+        names = _unique(segment_names(profile.loc[:, list(FEATURES)]))
+        sink.update(0.96, "storing results", force=True)
+        with factory() as s, sink.pause_if_sqlite():
+            ids = dict(s.execute(select(Customer.pseudonym, Customer.id)
+                                 .where(Customer.owner_id == job.owner_id)).all())
+            s.execute(delete(SegmentMember).where(SegmentMember.job_id == job_id))
+            s.execute(delete(Segment).where(Segment.job_id == job_id))
+            for i in range(k):
+                row = profile.iloc[i]
+                s.add(Segment(job_id=job_id, position=i, name=names[i], size=int(sizes[i]),
+                              centroid={"recency_days": _num(row["recency"]),
+                                        "frequency": _num(row["frequency"]),
+                                        "monetary": _num(row["monetary"])}))
+            members = [{"job_id": job_id, "customer_id": ids[p], "pseudonym": p,
+                        "segment_index": int(lab)}
+                       for p, lab in zip(raw.index, labels, strict=True) if p in ids]
+            for start in range(0, len(members), 5000):
+                s.execute(insert(SegmentMember), members[start:start + 5000])
+            result = {
+                "n_customers": len(raw), "n_transactions": len(tx),
+                "n_iter": run["n_iter"], "inertia_standardised": run["inertia"],
+                "bytes_to_centre": run["bytes_to_centre"],
+                "bytes_to_owner": run["bytes_to_owner"], "n_blocks": run["n_blocks"],
+                "centre": f"{centre_name}, {run['where']}",
+                "seconds": time.perf_counter() - started, "seconds_encrypted": seconds_he,
+                "features": feats, "decimals": DECIMALS,
+                "centroids_standardised": np.round(run["centers"], 6).tolist(),
+            }
+            s.execute(update(Job).where(Job.id == job_id).values(
+                status="done", progress=1.0, stage="done", result=result,
+                finished_at=utcnow(), heartbeat_at=utcnow()))
+            audit.record(s, "job_finish", actor=owner, object_type="job", object_id=job_id,
+                         detail={"customers": len(raw), "k": k,
+                                 "n_iter": run["n_iter"], "centre": centre_name})
+            s.commit()
+
+    def guarded(job_id: int, sink: ProgressSink) -> None:
+        try:
+            run_segmentation(job_id, sink)
+        except Exception as exc:
+            with ctx.sessions() as s:
+                job = s.get(Job, job_id)
+                owner = s.get(User, job.owner_id) if job else None
+                audit.record(s, "job_failed", actor=owner, object_type="job",
+                             object_id=job_id, detail={"error": type(exc).__name__})
+                s.commit()
+            if isinstance(exc, ValidationError):
+                finish(ctx.sessions, job_id, status="failed", error=str(exc))
+                return
+            raise
+
+    return guarded
+
+
+def _num(value: Any) -> float | None:
+    v = float(value)
+    return None if np.isnan(v) else round(v, 4)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} {seen[n]}")
+    return out
