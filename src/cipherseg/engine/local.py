@@ -17,10 +17,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from cipherseg.engine import state
+from cipherseg.engine.base import BLOCKS_PER_TASK, Progress, stage_name, task_chunks
 from cipherseg.errors import ParameterError
 
 T = TypeVar("T")
@@ -38,12 +39,20 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 
 
 class LocalExecutor:
-    """Process-pool executor on this machine."""
+    """Process-pool executor on this machine.
 
-    def __init__(self, n_jobs: int | None = None) -> None:
+    ``put_blocks`` keeps all blocks in this process (forked workers share them); ``map_blocks``
+    splits them into chunks of at most ``blocks_per_task`` blocks, at least one per worker.
+    """
+
+    def __init__(self, n_jobs: int | None = None, *,
+                 blocks_per_task: int = BLOCKS_PER_TASK) -> None:
         self._n = resolve_n_jobs(n_jobs)
         self._pool: ProcessPoolExecutor | None = None
         self._keys: set[str] = set()
+        self._n_blocks: dict[str, int] = {}
+        self._per_task = blocks_per_task
+        self._progress: Progress | None = None
 
     @property
     def n_workers(self) -> int:
@@ -57,15 +66,48 @@ class LocalExecutor:
     def drop_state(self, key: str) -> None:
         state.drop_state(key)
         self._keys.discard(key)
+        self._n_blocks.pop(key, None)
+
+    def put_blocks(self, key: str, build: Callable[[Any, dict[int, Any]], Any], common: Any,
+                   blocks: Sequence[Any]) -> None:
+        self.put_state(key, lambda: build(common, dict(enumerate(blocks))))
+        self._n_blocks[key] = len(blocks)
+
+    def set_progress(self, progress: Progress | None) -> None:
+        self._progress = progress
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        return self._run(fn, items, [1] * len(items))
+
+    def map_blocks(self, key: str, fn: Callable[[T], R], make_args: Callable[[list[int]], T],
+                   *, blocks: Sequence[int] | None = None) -> list[R]:
+        if key not in self._n_blocks:
+            raise KeyError(f"no blocks registered under {key!r}; call put_blocks first")
+        ids = range(self._n_blocks[key]) if blocks is None else sorted(blocks)
+        chunks = task_chunks(ids, self._n, self._per_task)
+        return self._run(fn, [make_args(c) for c in chunks], [len(c) for c in chunks])
+
+    def _run(self, fn: Callable[[T], R], items: Sequence[T], weights: list[int]) -> list[R]:
+        stage, total, done = stage_name(fn), sum(weights), 0
+        report = self._progress or (lambda stage, done, total: None)
+        report(stage, 0, total)
         if self._n == 1 or len(items) <= 1:
-            return [fn(item) for item in items]
+            out = []
+            for item, w in zip(items, weights, strict=True):
+                out.append(fn(item))
+                done += w
+                report(stage, done, total)
+            return out
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self._n, mp_context=multiprocessing.get_context("fork")
             )
-        return list(self._pool.map(fn, items))
+        futures = [self._pool.submit(fn, item) for item in items]
+        weight = dict(zip(futures, weights, strict=True))
+        for f in as_completed(futures):
+            done += weight[f]
+            report(stage, done, total)
+        return [f.result() for f in futures]
 
     def _retire_pool(self) -> None:
         if self._pool is not None:

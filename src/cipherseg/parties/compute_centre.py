@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cipherseg.engine.base import Executor, chunk_indices
+from cipherseg.engine.base import Executor
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols import centre_ops
@@ -115,17 +115,16 @@ class ComputeCentre:
             raise ProtocolError(
                 f"n_clusters={msg.n_clusters} must be between 1 and the {msg.n_samples} customers"
             )
-        blocks = [
-            [ctx.ciphertext_from_bytes(msg.features[b * d + f]) for f in range(d)]
-            for b in range(len(msg.block_sizes))
-        ]
+        n_blocks = len(msg.block_sizes)
         key = f"centre-{uuid.uuid4().hex}"
-        data = centre_ops.CentreData(ctx, blocks, list(msg.block_sizes))
-        self._executor.put_state(key, lambda: data)
+        # The executor loads (and checks) the ciphertexts where block work runs; a sharding
+        # executor keeps each block on one worker for the whole session.
+        self._executor.put_blocks(key, centre_ops.build_centre_data, msg.public_context,
+                                  [msg.features[b * d:(b + 1) * d] for b in range(n_blocks)])
         self._sessions[msg.session_id] = _Session(key, ctx, d, list(msg.block_sizes),
                                                   n_clusters=msg.n_clusters)
         return p.UploadAck(protocol_version=p.VERSION, session_id=msg.session_id, round=0,
-                           n_blocks=len(blocks))
+                           n_blocks=n_blocks)
 
     def _init_start(self, s: _Session, msg: p.InitStart) -> Message:
         s.centres = []
@@ -136,14 +135,12 @@ class ComputeCentre:
         return self._masked_record(s, block, slot)
 
     def _masked_record(self, s: _Session, block: int, slot: int) -> Message:
-        data: centre_ops.CentreData = self._state(s)
         slots = s.ctx.params.slot_count
         masks = self._rng.uniform(-(2.0**MASK_BITS), 2.0**MASK_BITS, size=(s.n_features, slots))
         s.mask = (block, slot, masks)
-        masked = tuple(
-            s.ctx.ciphertext_to_bytes(s.ctx.add_plain(data.blocks[block][f], masks[f]))
-            for f in range(s.n_features)
-        )
+        (masked,) = self._executor.map_blocks(
+            s.key, centre_ops.masked_task, lambda c: (s.key, c, masks), blocks=[block]
+        )[0]
         return self._reply(p.MaskedRecord, s, slot=slot, masked=masked)
 
     def _new_centre(self, s: _Session, msg: p.NewCentre) -> Message:
@@ -166,12 +163,10 @@ class ComputeCentre:
         return self._scores(s, s.centroid_bytes, len(s.centres))
 
     def _scores(self, s: _Session, centroid_bytes: tuple[bytes, ...], m: int) -> Message:
-        n_blocks = len(s.sizes)
         if m < 2:
             return self._reply(p.Scores, s, n_scores=0, scores=())
-        chunks = chunk_indices(n_blocks, self._executor.n_workers)
-        results = self._executor.map(
-            centre_ops.scores_task, [(s.key, c, centroid_bytes, m) for c in chunks]
+        results = self._executor.map_blocks(
+            s.key, centre_ops.scores_task, lambda c: (s.key, c, centroid_bytes, m)
         )
         flat = tuple(b for chunk in results for block in chunk for b in block)
         return self._reply(p.Scores, s, n_scores=m - 1, scores=flat)
@@ -191,9 +186,8 @@ class ComputeCentre:
         factor_max = max(1, int(2 ** (s.ctx.params.headroom_bits - 2) // (4 * d)))
         factor = int(self._rng.integers(1, factor_max + 1))
         c0 = s.centroid_bytes[:d]
-        chunks = chunk_indices(n_blocks, self._executor.n_workers)
-        results = self._executor.map(
-            centre_ops.d2_task, [(s.key, c, c0, [mins[b] for b in c], factor) for c in chunks]
+        results = self._executor.map_blocks(
+            s.key, centre_ops.d2_task, lambda c: (s.key, c, c0, [mins[b] for b in c], factor)
         )
         d2 = [b for chunk in results for b in chunk]
         perm = self._rng.permutation(n_blocks)
@@ -226,10 +220,9 @@ class ComputeCentre:
         if len(msg.onehots) != (k - 1) * n_blocks:
             raise ProtocolError(f"expected {(k - 1) * n_blocks} one-hot ciphertexts")
         per_block = [tuple(msg.onehots[b * (k - 1):(b + 1) * (k - 1)]) for b in range(n_blocks)]
-        chunks = chunk_indices(n_blocks, self._executor.n_workers) if k > 1 else []
-        results = self._executor.map(
-            centre_ops.sums_task, [(s.key, c, [per_block[b] for b in c]) for c in chunks]
-        )
+        results = self._executor.map_blocks(
+            s.key, centre_ops.sums_task, lambda c: (s.key, c, [per_block[b] for b in c])
+        ) if k > 1 else []
         total: list[Any] = []
         for part in results:
             cts = [s.ctx.ciphertext_from_bytes(b) for b in part]
@@ -245,9 +238,3 @@ class ComputeCentre:
         reply = self._reply(p.CloseAck, s)
         del self._sessions[sid]
         return reply
-
-    def _state(self, s: _Session) -> centre_ops.CentreData:
-        from cipherseg.engine.state import get_state
-
-        data: centre_ops.CentreData = get_state(s.key)
-        return data

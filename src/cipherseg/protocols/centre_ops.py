@@ -19,9 +19,12 @@ owner's argmin over ``(0, s_1, …, s_{k-1})`` equals the argmin of the squared 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from cipherseg.engine.state import get_state
 from cipherseg.schemes.ckks import CkksPublicContext
@@ -29,15 +32,22 @@ from cipherseg.schemes.ckks import CkksPublicContext
 
 @dataclass(slots=True)
 class CentreData:
-    """What the centre keeps for one session: its public context and the customer blocks."""
+    """What the centre keeps for one session where block work runs: its public context and
+    the customer blocks held there (all of them, or one executor shard), by block index."""
 
     ctx: CkksPublicContext
-    blocks: list[list[Any]]
-    sizes: list[int]
+    blocks: dict[int, list[Any]]
+    n_features: int
 
-    @property
-    def n_features(self) -> int:
-        return len(self.blocks[0]) if self.blocks else 0
+
+def build_centre_data(public_context: bytes, blocks: Mapping[int, Sequence[bytes]]
+                      ) -> CentreData:
+    """Executor builder (see :meth:`cipherseg.engine.base.Executor.put_blocks`): load the public
+    context and the given blocks' feature ciphertexts; bad bytes raise ``CiphertextError``."""
+    ctx = CkksPublicContext.from_bytes(public_context)
+    loaded = {int(b): [ctx.ciphertext_from_bytes(x) for x in feats] for b, feats in blocks.items()}
+    n_features = len(next(iter(loaded.values()))) if loaded else 0
+    return CentreData(ctx, loaded, n_features)
 
 
 def centroid_terms(ctx: CkksPublicContext, centroids: Sequence[Sequence[Any]]
@@ -131,6 +141,18 @@ def sums_task(args: tuple[str, list[int], list[tuple[bytes, ...]]]) -> list[byte
     out = [ctx.ciphertext_to_bytes(ctx.rescale(ctx.relinearize(s))) for row in sums for s in row]
     out += [ctx.ciphertext_to_bytes(ctx.mod_switch_to_last(c)) for c in counts]
     return out
+
+
+def masked_task(args: tuple[str, list[int], npt.NDArray[np.float64]]) -> list[tuple[bytes, ...]]:
+    """Per given block: its feature ciphertexts plus the plaintext masks (one row per feature)."""
+    key, block_ids, masks = args
+    data: CentreData = get_state(key)
+    ctx = data.ctx
+    return [
+        tuple(ctx.ciphertext_to_bytes(ctx.add_plain(data.blocks[b][f], masks[f]))
+              for f in range(data.n_features))
+        for b in block_ids
+    ]
 
 
 def d2_task(args: tuple[str, list[int], tuple[bytes, ...], list[bytes | None], int]
