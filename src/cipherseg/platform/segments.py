@@ -12,11 +12,11 @@
 ...         S(name="B", size=80, centroid={}, position=1),
 ...         S(name="C", size=7, centroid={}, position=2)]
 >>> [(v.name, v.size_label) for v in release_view(segs, min_size=50)]
-[('A', '120'), ('B', '80')]
->>> [(v.name, v.size_label) for v in release_view(segs, min_size=100)]
-[('A', '120')]
->>> [(v.name, v.size_label) for v in release_view(segs, min_size=10)][-1]
-('other', 'fewer than 10')
+[('A', '120'), ('B', '80'), ('other', 'fewer than 50')]
+>>> [(v.name, v.size_label) for v in release_view(segs, min_size=80)]
+[('A', '120'), ('B', '80'), ('other', 'fewer than 80')]
+>>> [(v.name, v.size_label) for v in release_view(segs, min_size=5)]
+[('A', '120'), ('B', '80'), ('C', '7')]
 """
 
 from __future__ import annotations

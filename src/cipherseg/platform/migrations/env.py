@@ -11,8 +11,11 @@ from sqlalchemy import Connection
 from cipherseg.platform.db import make_engine
 from cipherseg.platform.models import Base
 
-config = context.config
 target_metadata = Base.metadata
+try:
+    config = context.config
+except AttributeError:  # imported outside an Alembic run (e.g. pytest --doctest-modules)
+    config = None
 
 
 def _run(connection: Connection) -> None:
@@ -24,6 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
+    assert config is not None
     connection = config.attributes.get("connection")
     if connection is not None:
         _run(connection)
@@ -35,13 +39,15 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
+    assert config is not None
     context.configure(url=config.get_main_option("sqlalchemy.url"),
                       target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+if config is not None:
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        run_migrations_online()
