@@ -214,6 +214,128 @@ def plain_sum(vectors: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np.floa
     return out
 
 
+_LIMB_BITS = 36
+_LIMBS = 2
+
+
+class ThresholdSecureSum:
+    """Secure aggregation for FedAvg under the threshold scheme (Mouchet et al., PETS 2021).
+
+    Parties: ``n_owners`` data owners and one manager, each with its own key share of a joint
+    public key (collective key generation over a fresh common reference string). Per call,
+    every owner fixed-point encodes its vector (scale 10^``decimals``, split into two signed
+    36-bit limbs so that values up to ~2^71 / 10^decimals fit the plaintext space) and
+    encrypts it; the compute centre parses the ciphertext bytes and adds them; every party
+    sends a partial decryption of that sum only; the manager fuses them. Bytes cross between
+    the roles as they would on a network; all parties run in this process here.
+
+    Leakage: the centre sees ciphertexts only; the manager and the owners learn the sum —
+    in FedAvg, the total count and ``Σ n_k w_k``, i.e. the new global model each round — and
+    nothing about a single owner's update (semi-honest, all parties must take part).
+
+    Examples
+    --------
+    >>> agg = ThresholdSecureSum(2, seed=b"0123456789abcdef")
+    >>> agg([np.array([1.5, -2.0]), np.array([0.25, 1e9])]).tolist()
+    [1.75, 999999998.0]
+    """
+
+    def __init__(self, n_owners: int, *, decimals: int = 6, seed: bytes | None = None) -> None:
+        import secrets
+
+        from cipherseg.encoding import FixedPointEncoder
+        from cipherseg.schemes.threshold import ThresholdParams, joint_public_key, new_crs
+        from cipherseg.schemes.threshold_keys import KeyShare
+
+        if not isinstance(n_owners, int) or n_owners < 2:
+            raise ParameterError(f"secure aggregation needs at least 2 owners, got {n_owners!r}")
+        params = ThresholdParams()
+        if n_owners + 1 > params.max_parties:
+            raise ParameterError(
+                f"{n_owners} owners + the manager exceed the {params.max_parties} parties the "
+                "threshold parameters allow"
+            )
+        FixedPointEncoder(decimals)  # validates decimals
+        self.n_owners = n_owners
+        self.decimals = decimals
+        crs = new_crs(params, seed if seed is not None else secrets.token_bytes(32))
+        # Party ids 1..n are the owners, n+1 the manager.
+        self._shares = [KeyShare.generate(params, crs, party_id=i)
+                        for i in range(1, n_owners + 2)]
+        self.public_key = joint_public_key(params, crs, [k.public_share for k in self._shares])
+        self.bytes_to_centre = 0
+        self.bytes_partial_decryptions = 0
+        self.calls = 0
+        self.seconds = 0.0
+
+    def _encode(self, v: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        from cipherseg.errors import EncodingError
+
+        if not np.all(np.isfinite(v)):
+            raise EncodingError("cannot aggregate NaN or infinite values")
+        scale = 10**self.decimals
+        ints = [round(float(x) * scale) for x in v]
+        bound = 1 << (_LIMB_BITS * _LIMBS - 1)
+        if any(abs(m) >= bound for m in ints):
+            raise EncodingError(
+                f"a value exceeds the secure-sum range ±2^{_LIMB_BITS * _LIMBS - 1}/10^"
+                f"{self.decimals}; lower decimals"
+            )
+        half, base = 1 << (_LIMB_BITS - 1), 1 << _LIMB_BITS
+        limbs = np.empty((_LIMBS, len(ints)), dtype=np.int64)
+        for j, m in enumerate(ints):
+            for i in range(_LIMBS):
+                digit = ((m + half) % base) - half  # balanced digit in [-2^35, 2^35)
+                limbs[i, j] = digit
+                m = (m - digit) >> _LIMB_BITS
+        return limbs.ravel()
+
+    def _decode(self, limbs: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]:
+        parts = limbs.reshape(_LIMBS, n)
+        scale = 10**self.decimals
+        return np.array([sum(int(parts[i, j]) << (_LIMB_BITS * i) for i in range(_LIMBS))
+                         / scale for j in range(n)], dtype=np.float64)
+
+    def __call__(self, vectors: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+        from cipherseg.schemes.threshold import Ciphertext, PartialDecryption, encrypt, fuse
+
+        if len(vectors) != self.n_owners:
+            raise ValidationError(f"expected one vector per owner ({self.n_owners}), got "
+                                  f"{len(vectors)}")
+        started = time.perf_counter()
+        n = int(np.asarray(vectors[0]).size)
+        uploads = []
+        for v in vectors:  # at each owner
+            arr = np.asarray(v, dtype=np.float64).ravel()
+            if arr.size != n:
+                raise ValidationError("every owner must send a vector of the same length")
+            uploads.append(encrypt(self.public_key, self._encode(arr)).to_bytes())
+        self.bytes_to_centre += sum(len(b) for b in uploads)
+        # at the centre: public key only
+        total = sum(Ciphertext.from_bytes(b, self.public_key) for b in uploads)
+        if not isinstance(total, Ciphertext):  # pragma: no cover - n_owners >= 2
+            raise ValidationError("nothing to aggregate")
+        broadcast = total.to_bytes()
+        partial_bytes = []
+        for share in self._shares:  # at every party, on the broadcast aggregate only
+            ct = Ciphertext.from_bytes(broadcast, self.public_key)
+            partial_bytes.append(share.partial_decrypt(ct).to_bytes())
+        self.bytes_partial_decryptions += sum(len(b) for b in partial_bytes)
+        # at the manager
+        partials = [PartialDecryption.from_bytes(b, self.public_key) for b in partial_bytes]
+        result = self._decode(fuse(total, partials), n)
+        self.calls += 1
+        self.seconds += time.perf_counter() - started
+        return result
+
+    def report(self) -> dict[str, Any]:
+        return {"aggregation": "threshold secure aggregation (multiparty RLWE, N=8192, "
+                               f"{self.n_owners} owners + manager)",
+                "secure_sums": self.calls, "bytes_to_centre": self.bytes_to_centre,
+                "bytes_partial_decryptions": self.bytes_partial_decryptions,
+                "secure_aggregation_seconds": self.seconds}
+
+
 def partition_owners(data: BankData, n_owners: int, *, seed: int = 0) -> list[BankData]:
     """Split customers at random (IID) among ``n_owners`` simulated data owners.
 
@@ -377,6 +499,7 @@ class EvalConfig:
     dp_seeds: int = 3
     dp_data_norm: float = 3.0
     n_owners: int = 4
+    secure_aggregation: bool = True
     fedavg: FedAvgConfig = field(default_factory=FedAvgConfig)
     n_segments: int = 8
     segment_sample: int | None = 4096
@@ -489,10 +612,16 @@ def evaluate_variant(train: BankData, test: BankData, config: EvalConfig,
 
     say(f"federated averaging across {config.n_owners} owners")
     owners = partition_owners(train, config.n_owners, seed=config.seed)
-    fl_model, fl_report = fedavg_logistic(owners, config.fedavg)
+    aggregator: Aggregator = plain_sum
+    secure = None
+    if config.secure_aggregation:
+        secure = ThresholdSecureSum(config.n_owners)
+        aggregator = secure
+    fl_model, fl_report = fedavg_logistic(owners, config.fedavg, aggregate=aggregator)
     fl_scores = fl_model.decision_function(test.features)
-    methods["federated"] = {**classification_metrics(y, fl_scores), **fl_report,
-                            "aggregation": "plaintext sum (no secure aggregation)"}
+    agg_report = secure.report() if secure is not None else {
+        "aggregation": "plaintext sum (no secure aggregation)"}
+    methods["federated"] = {**classification_metrics(y, fl_scores), **fl_report, **agg_report}
     roc["federated"] = _roc_points(y, fl_scores)
 
     dp: dict[str, Any] = {}
@@ -545,6 +674,7 @@ def run_bank_evaluation(config: EvalConfig, progress: Progress | None = None
             "seed": config.seed, "epsilons": list(config.epsilons),
             "dp_seeds": config.dp_seeds, "dp_data_norm": config.dp_data_norm,
             "n_owners": config.n_owners, "fedavg": asdict(config.fedavg),
+            "secure_aggregation": config.secure_aggregation,
             "n_segments": config.n_segments, "segment_sample": config.segment_sample,
             "segment_max_iter": config.segment_max_iter,
             "segment_variants": ["with duration" if d else "without duration"
@@ -717,3 +847,89 @@ def write_outputs(results: dict[str, Any], json_path: Path) -> dict[str, Path]:
     md_path.write_text(markdown_table(results))
     roc_path, eps_path = plot_results(results, json_path.parent, json_path.stem)
     return {"json": json_path, "markdown": md_path, "roc": roc_path, "dp_epsilon": eps_path}
+
+
+# --- scoring throughput benchmark ----------------------------------------------------------------
+
+def run_scoring_bench(data_dir: Path, sizes: Sequence[int] = (4096, 16384, 41188), *,
+                      variant: str = "bank-additional-full", seed: int = 0,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Customers scored per second: plaintext scikit-learn vs encrypted (both model modes).
+
+    The model is the plaintext pipeline fitted on the training split (without ``duration``);
+    ``sizes`` customers are drawn from the whole file (with repetition beyond its size).
+    Encrypted times are end to end in one process: key generation, preprocessing, encoding
+    and encryption at the owner, the centre's work, decryption.
+    """
+    from cipherseg.analytics.scoring import EncryptedScorer
+
+    say = progress or (lambda _msg: None)
+    data = load_bank(data_dir, variant, with_duration=False)
+    train, _ = split_bank(data, seed=seed)
+    model = make_logistic_pipeline(train).fit(train.features, train.target)
+    rng = np.random.default_rng(seed)
+    rows_out = []
+    for n in sizes:
+        if n < 1:
+            raise ParameterError(f"sizes must be positive, got {n}")
+        rows = rng.choice(data.n_customers, size=n, replace=n > data.n_customers)
+        X = data.features.iloc[rows]
+        say(f"{n} customers: plaintext")
+        t0 = time.perf_counter()
+        plain = model.decision_function(X)
+        plain_s = time.perf_counter() - t0
+        Z = model[:-1].transform(X)
+        t0 = time.perf_counter()
+        model[-1].decision_function(Z)
+        dot_s = time.perf_counter() - t0
+        row: dict[str, Any] = {"customers": n, "features": int(Z.shape[1]),
+                               "plaintext_seconds": plain_s,
+                               "plaintext_customers_per_second": n / plain_s,
+                               "plaintext_dot_only_seconds": dot_s}
+        for mode, encrypt_model in (("encrypted", False), ("encrypted_model_hidden", True)):
+            say(f"{n} customers: {mode}")
+            scorer = EncryptedScorer(model, encrypt_model=encrypt_model)
+            t0 = time.perf_counter()
+            enc = scorer.score(X)
+            secs = time.perf_counter() - t0
+            run = scorer.last_run_
+            row[mode] = {
+                "seconds": secs, "customers_per_second": n / secs,
+                "owner_encrypt_seconds": run.encrypt_seconds,
+                "centre_seconds": run.centre_seconds,
+                "owner_decrypt_seconds": run.decrypt_seconds,
+                "blocks": run.n_blocks,
+                "mb_to_centre": run.bytes_to_centre / 1e6,
+                "mb_to_owner": run.bytes_to_owner / 1e6,
+                "max_abs_score_error": float(np.max(np.abs(enc - plain))),
+                "slowdown_vs_plaintext": secs / plain_s,
+            }
+        rows_out.append(row)
+    return {"variant": variant, "model": "LogisticRegression in the owner's Pipeline",
+            "machine": {"python": platform.python_version(), "processor": platform.machine()},
+            "results": rows_out}
+
+
+def plot_scoring_bench(results: dict[str, Any], path: Path) -> Path:
+    """Customers per second against batch size (log-log), plaintext and encrypted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["results"]
+    n = [r["customers"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(n, [r["plaintext_customers_per_second"] for r in rows], "o-", label="plaintext")
+    ax.plot(n, [r["encrypted"]["customers_per_second"] for r in rows], "s-",
+            label="encrypted features, plaintext model at the centre")
+    ax.plot(n, [r["encrypted_model_hidden"]["customers_per_second"] for r in rows], "^-",
+            label="encrypted features and model")
+    ax.set(xscale="log", yscale="log", xlabel="customers scored", ylabel="customers / second",
+           title=f"Propensity scoring throughput ({results['variant']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
