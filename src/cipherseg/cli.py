@@ -22,6 +22,7 @@ app.add_typer(bench_app, name="bench")
 
 # One line per command module (each defines `register(app, bench_app)`).
 _COMMAND_MODULES: tuple[str, ...] = (
+    "cipherseg.commands.scoring",
     "cipherseg.commands.segmentation",
     "cipherseg.commands.platform",
 )
