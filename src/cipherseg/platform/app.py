@@ -34,7 +34,7 @@ from cipherseg.pii.masking import PhoneRedactingFilter
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.db import make_engine, make_sessionmaker
-from cipherseg.platform.deps import LoginRequired, PlatformContext
+from cipherseg.platform.deps import AnyUser, LoginRequired, PlatformContext
 from cipherseg.platform.jobs import Runner, Worker
 from cipherseg.platform.migrate import current_revision, head_revision
 from cipherseg.platform.rotation import FileBackedVault
@@ -148,8 +148,6 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
 
 
 def _install_openapi_route(app: FastAPI) -> None:
-    from cipherseg.platform.deps import AnyUser
-
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     def openapi(_user: AnyUser) -> JSONResponse:
         """The API's OpenAPI schema (logged-in users only)."""

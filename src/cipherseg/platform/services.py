@@ -121,9 +121,8 @@ def make_import_runner(ctx: PlatformContext) -> Any:
 
             sink._extra = upload_progress
             sink.update(0.0, "validating", force=True)
-            with factory() as s:
-                importer = Importer(s, ctx.vault, owner_id, kind, path,
-                                    region=ctx.settings.default_region)
+            with factory() as s, Importer(s, ctx.vault, owner_id, kind, path,
+                                          region=ctx.settings.default_region) as importer:
                 summary = importer.validate(
                     lambda n: sink.update(0.6 * n / max(total, 1), "validating"))
                 if summary.errors:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
+import pickle
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import insert, select, update
@@ -471,14 +473,46 @@ class Importer:
         self.session, self.vault, self.owner_id, self.kind = session, vault, owner_id, kind
         self.path, self.region = path, region
         self.today = today or (datetime.now(UTC) + timedelta(days=1)).date()
+        self._spill: Path | None = None
+
+    def close(self) -> None:
+        """Delete the spill file of validated rows (it holds phone numbers in clear)."""
+        if self._spill is not None:
+            self._spill.unlink(missing_ok=True)
+            self._spill = None
+
+    def __enter__(self) -> Importer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- pass 1 ------------------------------------------------------------------------
     def validate(self, progress: Progress | None = None) -> ValidationSummary:
-        """Stream the file and collect every problem; raises UploadFileError for the file."""
+        """Stream the file and collect every problem; raises UploadFileError for the file.
+
+        Clean rows are spilled (pickled, next to the upload, mode 0600) so that
+        :meth:`apply` need not parse and validate them again.
+        """
+        self.close()
         summary = ValidationSummary()
         seen: set[str] = set()
         known = self._known_customers() if self.kind == "transactions" else set()
+        spill_path = self.path.with_name(self.path.name + ".validated")
+        fd = os.open(spill_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._spill = spill_path
+        with os.fdopen(fd, "wb") as spill:
+            self._validate_into(spill, summary, seen, known, progress)
+        if summary.rows == 0:
+            raise UploadFileError("the file has a header but no data rows")
+        if summary.errors:
+            self.close()
+        return summary
+
+    def _validate_into(self, spill: BinaryIO, summary: ValidationSummary, seen: set[str],
+                       known: set[str], progress: Progress | None) -> None:
         for batch in _chunks(iter_rows(self.path, self.kind), BATCH):
+            clean_rows: list[CleanCustomer | CleanTransaction] = []
             clean_batch: list[tuple[int, CleanTransaction]] = []
             for rownum, cells in batch:
                 summary.rows += 1
@@ -488,9 +522,11 @@ class Importer:
                 if self.kind == "customers":
                     clean_c, errs = validate_customer(rownum, cells, self.region)
                     key = clean_c.external_id if clean_c else None
+                    clean: CleanCustomer | CleanTransaction | None = clean_c
                 else:
                     clean_t, errs = validate_transaction(rownum, cells, self.today)
                     key = clean_t.external_id if clean_t else None
+                    clean = clean_t
                     if clean_t and clean_t.customer_external_id not in known:
                         errs.append(RowError(rownum, "customer_id",
                                              _shorten(clean_t.customer_external_id),
@@ -504,13 +540,14 @@ class Importer:
                     seen.add(key)
                 for e in errs:
                     summary.add(e)
+                if clean is not None and not errs and not summary.errors:
+                    clean_rows.append(clean)
             if clean_batch:
                 self._check_existing_transactions(clean_batch, summary)
+            if not summary.errors:
+                pickle.dump(clean_rows, spill, protocol=pickle.HIGHEST_PROTOCOL)
             if progress:
                 progress(summary.rows)
-        if summary.rows == 0:
-            raise UploadFileError("the file has a header but no data rows")
-        return summary
 
     def _known_customers(self) -> set[str]:
         return set(self.session.scalars(
@@ -534,11 +571,21 @@ class Importer:
                                      "values; transactions cannot be changed by re-upload"))
 
     # -- pass 2 ------------------------------------------------------------------------
+    def _validated_batches(self) -> Iterator[list[Any]]:
+        if self._spill is None or not self._spill.exists():
+            raise ValidationError("validate the file (without errors) before importing it")
+        with self._spill.open("rb") as fh:
+            while True:
+                try:
+                    yield pickle.load(fh)
+                except EOFError:
+                    return
+
     def apply(self, progress: Progress | None = None) -> ImportCounts:
-        """Import the (already validated) file; raises ValidationError if it changed."""
+        """Import the validated rows; raises ValidationError if the database changed."""
         counts = ImportCounts()
         done = 0
-        for batch in _chunks(iter_rows(self.path, self.kind), BATCH):
+        for batch in self._validated_batches():
             if self.kind == "customers":
                 self._apply_customers(batch, counts)
             else:
@@ -546,29 +593,10 @@ class Importer:
             done += len(batch)
             if progress:
                 progress(done)
+        self.close()
         return counts
 
-    def _clean_batch(self, batch: list[tuple[int, dict[str, str] | RowError]]
-                     ) -> list[Any]:
-        out = []
-        for rownum, cells in batch:
-            if isinstance(cells, RowError):
-                raise ValidationError(f"row {rownum} became invalid during import; upload "
-                                      "again")
-            clean: CleanCustomer | CleanTransaction | None
-            if self.kind == "customers":
-                clean, errs = validate_customer(rownum, cells, self.region)
-            else:
-                clean, errs = validate_transaction(rownum, cells, self.today)
-            if clean is None:
-                raise ValidationError(f"row {rownum} became invalid during import "
-                                      f"({errs[0].message}); upload again")
-            out.append(clean)
-        return out
-
-    def _apply_customers(self, batch: list[tuple[int, dict[str, str] | RowError]],
-                         counts: ImportCounts) -> None:
-        clean: list[CleanCustomer] = self._clean_batch(batch)
+    def _apply_customers(self, clean: list[CleanCustomer], counts: ImportCounts) -> None:
         existing = self._existing(Customer, [c.external_id for c in clean])
         now = utcnow()
         inserts, updates = [], []
@@ -601,9 +629,8 @@ class Importer:
         if updates:
             self.session.execute(update(Customer), updates)
 
-    def _apply_transactions(self, batch: list[tuple[int, dict[str, str] | RowError]],
+    def _apply_transactions(self, clean: list[CleanTransaction],
                             counts: ImportCounts) -> None:
-        clean: list[CleanTransaction] = self._clean_batch(batch)
         existing = self._existing(Transaction, [t.external_id for t in clean])
         cust_ids = dict(self.session.execute(
             select(Customer.external_id, Customer.id).where(
