@@ -165,7 +165,11 @@ def _dp_logistic_class() -> type[LogisticRegression]:
             given = self.accountant
             self.accountant = BudgetAccountant.load_default(given)
             try:
-                super().fit(X, y)
+                with warnings.catch_warnings():
+                    # diffprivlib passes options SciPy 1.17 deprecates; nothing we can act on.
+                    warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                            module="diffprivlib")
+                    super().fit(X, y)
             finally:
                 self.accountant = given
             return self
