@@ -1,0 +1,475 @@
+"""The sending engine: audiences, queueing, and a resumable worker that sends at a set rate.
+
+Queueing a campaign writes one message per (campaign, customer) — the idempotency key —
+with the rules (:mod:`cipherseg.messaging.rules`) applied: customers without consent,
+opted out or suppressed, over the frequency cap, or sharing a number already in the campaign
+are recorded as skipped with the reason. The worker then loops:
+
+1. **reconcile** — messages left ``sending`` by a dead worker (lease expired) are requeued:
+   at once for an idempotent gateway (the outbox), otherwise only after a grace period in
+   which no delivery report proved them sent;
+2. **claim** a batch of due messages (a lease, so two workers never take the same one);
+3. check the rules **again** (an opt-out that arrived a second ago counts), hold messages
+   whose recipient is in quiet hours until the hours end, render the segment's template;
+4. mark the batch ``sending`` and **commit** — only then call the gateway (at most
+   ``rate_per_second``, ``concurrency`` requests in flight);
+5. record the outcomes: sent/delivered, retry with backoff, failed with the reason, or —
+   when the gateway is down — back to the queue without using up an attempt, and pause.
+
+A crash at any point leaves each message queued (sent again later), ``sending`` (step 1
+decides) or finished; none is lost, and none is sent twice unless a non-idempotent gateway
+accepted it and then neither answered nor sent a delivery report within the grace period
+(the residual risk of at-least-once delivery, see docs/messaging.md).
+
+>>> from datetime import datetime, UTC
+>>> from cipherseg.messaging.schema import standalone_tables, memory_engine
+>>> from cipherseg.messaging.store import SqlMessageStore, CampaignSegment
+>>> from cipherseg.messaging.outbox import OutboxGateway
+>>> from cipherseg.messaging.recipients import StaticRecipients, seal_recipient
+>>> from cipherseg.pii import PiiKeyring, PiiVault
+>>> store = SqlMessageStore(memory_engine(), standalone_tables())
+>>> store.create_schema()
+>>> vault = PiiVault(PiiKeyring.generate())
+>>> people = StaticRecipients([seal_recipient(vault, f"c{i}", f"+86138000000{i:02d}",
+...                            consent=i != 3, region="CN") for i in range(5)])
+>>> cid = store.create_campaign("Hello", [CampaignSegment("s", "All", "Hi {{ opt_out }}")],
+...                             opt_out_text="STOP=stop")
+>>> noon = lambda: datetime(2026, 5, 4, 4, 0, tzinfo=UTC)   # 12:00 in Shanghai
+>>> engine = SendingEngine(store, OutboxGateway(store), people, clock=noon,
+...                        config=EngineConfig(rate_per_second=None))
+>>> engine.enqueue(cid, {"s": people})
+EnqueueResult(queued=4, skipped=1, already_present=0)
+>>> store.transition_campaign(cid, "sending", allowed_from=["draft"])
+True
+>>> engine.run(cid).delivered
+4
+>>> store.state_counts(cid) == {"delivered": 4, "skipped": 1}
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cipherseg.errors import ParameterError, ValidationError
+from cipherseg.messaging.gateway import (
+    Gateway,
+    GatewayError,
+    OutboundSms,
+    SendResult,
+    SendStatus,
+)
+from cipherseg.messaging.recipients import Recipient, RecipientSource
+from cipherseg.messaging.rules import Decision, DeliveryPolicy, RetryPolicy
+from cipherseg.messaging.sms import SmsCount, count_sms
+from cipherseg.messaging.store import (
+    Campaign,
+    ClaimedMessage,
+    EnqueueResult,
+    MessageStore,
+    NewMessage,
+    Outcome,
+    new_lease_owner,
+    utcnow,
+)
+from cipherseg.messaging.templates import SmsTemplate
+
+log = logging.getLogger("cipherseg.messaging")
+
+_AUDIENCE_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How the worker sends.
+
+    ``rate_per_second=None`` sends as fast as the gateway takes it; ``lease`` must exceed
+    the time one batch takes; ``in_doubt_grace`` is how long to wait for a delivery report
+    before an unanswered attempt to a non-idempotent gateway is made again.
+    """
+
+    rate_per_second: float | None = 20.0
+    concurrency: int = 8
+    batch_size: int = 200
+    lease: timedelta = timedelta(minutes=2)
+    in_doubt_grace: timedelta = timedelta(minutes=5)
+    idle_sleep: float = 0.5
+    max_parts: int = 6
+    max_down_pause: timedelta = timedelta(seconds=60)
+    worker_id: str = "worker"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.rate_per_second is not None and self.rate_per_second <= 0:
+            raise ParameterError("rate_per_second must be positive (or None for no limit)")
+        if self.concurrency < 1 or self.batch_size < 1 or self.max_parts < 1:
+            raise ParameterError("concurrency, batch_size and max_parts must be >= 1")
+
+
+@dataclass
+class RunStats:
+    """What a run of the worker did (counts of outcomes, not of messages)."""
+
+    claimed: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    down: int = 0
+    in_doubt: int = 0
+    skipped: int = 0
+    held: int = 0
+    requeued: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: RunStats) -> None:
+        for name in ("claimed", "accepted", "delivered", "retried", "failed", "down",
+                     "in_doubt", "skipped", "held", "requeued"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceSummary:
+    """Who a campaign would reach now: eligible count and skipped counts by reason."""
+
+    total: int
+    eligible: int
+    skipped: Mapping[str, int]
+
+
+class RateLimiter:
+    """Spaces calls at least ``1/rate`` seconds apart across threads (no bursts).
+
+    >>> RateLimiter(None).acquire()
+    0.0
+    """
+
+    def __init__(self, rate: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 0.0 if rate is None else 1.0 / rate
+        self._clock, self._sleep = clock, sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for the next slot; returns the seconds waited."""
+        if self.interval == 0.0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+
+def evaluate_audience(store: MessageStore, recipients: Iterable[Recipient],
+                      policy: DeliveryPolicy, *, now: datetime
+                      ) -> Iterator[tuple[Recipient, Decision]]:
+    """Apply the rules (without quiet hours) to each recipient, in batches.
+
+    A second recipient with a number already seen is skipped as a duplicate.
+    """
+    cap = policy.frequency_cap
+    seen: set[str] = set()
+    batch: list[Recipient] = []
+
+    def decide(chunk: list[Recipient]) -> Iterator[tuple[Recipient, Decision]]:
+        kinds = store.suppression_kinds(r.phone_key for r in chunk)
+        recent = (store.recent_sends((r.phone_key for r in chunk), since=now - cap.period)
+                  if cap is not None else {})
+        for r in chunk:
+            k = kinds.get(r.phone_key, set())
+            d = policy.decide(consent=r.consent, timezone=r.timezone, now=now,
+                              opted_out="opt_out" in k, suppressed="suppressed" in k,
+                              recent_sends=recent.get(r.phone_key, 0), check_time=False)
+            if d.action == "send":
+                if r.phone_key in seen:
+                    d = Decision("skip", "duplicate number in campaign")
+                seen.add(r.phone_key)
+            yield r, d
+
+    for r in recipients:
+        batch.append(r)
+        if len(batch) >= _AUDIENCE_CHUNK:
+            yield from decide(batch)
+            batch = []
+    if batch:
+        yield from decide(batch)
+
+
+def summarise_audience(store: MessageStore, recipients: Iterable[Recipient],
+                       policy: DeliveryPolicy, *, now: datetime | None = None
+                       ) -> AudienceSummary:
+    """Audience size after consent, opt-outs, suppression, caps and duplicates."""
+    total = eligible = 0
+    reasons: Counter[str] = Counter()
+    for _r, d in evaluate_audience(store, recipients, policy, now=now or utcnow()):
+        total += 1
+        if d.action == "skip":
+            reasons[d.reason] += 1
+        else:
+            eligible += 1
+    return AudienceSummary(total, eligible, dict(reasons))
+
+
+@dataclass
+class _Prepared:
+    campaign: Campaign
+    templates: dict[str, SmsTemplate]
+
+
+class SendingEngine:
+    """Queues campaigns and sends their messages through a gateway.
+
+    Parameters
+    ----------
+    store:
+        Persistence (:class:`~cipherseg.messaging.store.SqlMessageStore`).
+    gateway:
+        The adapter that hands messages to the SMS network.
+    recipients:
+        Looks customers up at send time (sealed number, consent, time zone, first name).
+    config:
+        Rate, concurrency, leases, retry policy and delivery rules.
+    clock:
+        Returns the current aware UTC time (tests pass their own).
+    """
+
+    def __init__(self, store: MessageStore, gateway: Gateway, recipients: RecipientSource, *,
+                 config: EngineConfig | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.recipients = recipients
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self._limiter = RateLimiter(self.config.rate_per_second)
+        self._pool: ThreadPoolExecutor | None = None
+        self._prepared: dict[int, _Prepared] = {}
+        self._down_streak = 0
+        self._down_until: datetime | None = None
+
+    # ------------------------------------------------------------------ queueing
+    def enqueue(self, campaign_id: int,
+                audiences: Mapping[str, Iterable[Recipient]]) -> EnqueueResult:
+        """Queue one message per recipient of each segment (idempotent: queueing the same
+        campaign again adds only customers that were not in it)."""
+        camp = self.store.campaign(campaign_id)
+        for key in audiences:
+            camp.segment(key)
+        now = self.clock()
+        totals = [0, 0, 0]
+        for key, people in audiences.items():
+            decided = evaluate_audience(self.store, people, self.config.policy, now=now)
+            res = self.store.enqueue(campaign_id, key, (
+                NewMessage(r.ref, r.phone_key, "skipped" if d.action == "skip" else "queued",
+                           d.reason or None, r.customer_id) for r, d in decided), now=now)
+            totals[0] += res.queued
+            totals[1] += res.skipped
+            totals[2] += res.already_present
+        return EnqueueResult(*totals)
+
+    # ------------------------------------------------------------------ sending
+    def _prepare(self, campaign_id: int) -> _Prepared:
+        prep = self._prepared.get(campaign_id)
+        if prep is None:
+            camp = self.store.campaign(campaign_id)
+            prep = _Prepared(camp, {s.key: SmsTemplate(s.template, require_opt_out=False)
+                                    for s in camp.segments})
+            self._prepared[campaign_id] = prep
+        return prep
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.concurrency,
+                                            thread_name_prefix="cipherseg-send")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the sending threads and close the gateway."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.gateway.close()
+
+    def _send_one(self, sms: OutboundSms) -> SendResult:
+        self._limiter.acquire()
+        try:
+            return self.gateway.send(sms)
+        except GatewayError:
+            raise
+        except Exception as exc:  # an adapter bug must not lose the message
+            log.warning("gateway %s raised %s for message %d; treating as in doubt",
+                        self.gateway.name, type(exc).__name__, sms.message_id)
+            return SendResult(SendStatus.IN_DOUBT, type(exc).__name__)
+
+    def step(self, campaign_id: int | None = None) -> RunStats:
+        """Reconcile, then claim, check, send and record one batch (see module docstring).
+
+        Raises :class:`GatewayError` (after putting the batch back in the queue) when the
+        gateway refuses the configuration.
+        """
+        cfg = self.config
+        stats = RunStats()
+        now = self.clock()
+        grace = timedelta(0) if self.gateway.idempotent else cfg.in_doubt_grace
+        stats.requeued = self.store.reconcile(now=now, grace=grace, campaign_id=campaign_id)
+        if self._down_until is not None and now < self._down_until:
+            return stats
+        owner = new_lease_owner(cfg.worker_id)
+        claimed = self.store.claim(owner, now=now, limit=cfg.batch_size, lease=cfg.lease,
+                                   campaign_id=campaign_id)
+        stats.claimed = len(claimed)
+        if not claimed:
+            return stats
+        people = self.recipients.lookup([c.customer_ref for c in claimed])
+        keys = {c.phone_key for c in claimed}
+        kinds = self.store.suppression_kinds(keys)
+        cap = cfg.policy.frequency_cap
+        recent = (self.store.recent_sends(keys, since=now - cap.period,
+                                          exclude_ids=[c.id for c in claimed])
+                  if cap is not None else {})
+        in_batch: Counter[str] = Counter()
+        skips: list[tuple[int, str]] = []
+        holds: list[tuple[int, datetime, str]] = []
+        ready: list[tuple[ClaimedMessage, Recipient, str, SmsCount, str | None]] = []
+        for msg in claimed:
+            person = people.get(msg.customer_ref)
+            if person is None:
+                skips.append((msg.id, "customer no longer exists"))
+                continue
+            k = kinds.get(msg.phone_key, set())
+            d = cfg.policy.decide(consent=person.consent, timezone=person.timezone, now=now,
+                                  opted_out="opt_out" in k, suppressed="suppressed" in k,
+                                  recent_sends=recent.get(msg.phone_key, 0)
+                                  + in_batch[msg.phone_key])
+            if d.action == "skip":
+                skips.append((msg.id, d.reason))
+                continue
+            if d.action == "hold":
+                holds.append((msg.id, d.hold_until or now, d.reason))
+                continue
+            prep = self._prepare(msg.campaign_id)
+            camp = prep.campaign
+            try:
+                seg = camp.segment(msg.segment_key)
+                text = prep.templates[msg.segment_key].render(
+                    first_name=person.first_name or "", segment_name=seg.name,
+                    shop_name=camp.shop_name, opt_out=camp.opt_out_text)
+            except ValidationError as exc:
+                skips.append((msg.id, f"template error: {exc}"))
+                continue
+            if not text:
+                skips.append((msg.id, "the rendered message is empty"))
+                continue
+            count = count_sms(text)
+            if count.parts > cfg.max_parts:
+                skips.append((msg.id, f"too long: {count.parts} SMS parts (at most "
+                                      f"{cfg.max_parts})"))
+                continue
+            in_batch[msg.phone_key] += 1
+            ready.append((msg, person, text, count, camp.sender))
+        stats.skipped, stats.held = len(skips), len(holds)
+        self.store.settle(owner, skips=skips, holds=holds, now=now)
+        if not ready:
+            return stats
+        marked = self.store.begin_attempts(
+            owner, [r[0] for r in ready], {r[0].id: (r[3].encoding, r[3].parts) for r in ready},
+            now=now)
+        outbound = [OutboundSms(msg.id, msg.attempts + 1, person.phone, text, count.encoding,
+                                count.parts, sender)
+                    for msg, person, text, count, sender in ready if msg.id in marked]
+        outcomes, fatal = self._send_batch(outbound)
+        for o in outcomes:
+            name = {SendStatus.ACCEPTED: "accepted", SendStatus.DELIVERED: "delivered",
+                    SendStatus.RETRY: "retried", SendStatus.FAILED: "failed",
+                    SendStatus.DOWN: "down", SendStatus.IN_DOUBT: "in_doubt"}[o.status]
+            setattr(stats, name, getattr(stats, name) + 1)
+        done = self.clock()
+        down_until = None
+        if stats.down:
+            self._down_streak += 1
+            pause = min(timedelta(seconds=2 ** min(self._down_streak - 1, 16)),
+                        cfg.max_down_pause)
+            down_until = self._down_until = done + pause
+            log.warning("gateway %s is down (%d messages back in the queue); pausing %.0f s",
+                        self.gateway.name, stats.down, pause.total_seconds())
+        else:
+            self._down_streak, self._down_until = 0, None
+        self.store.record_outcomes(outcomes, retry=cfg.retry, now=done, down_until=down_until)
+        if fatal is not None:
+            raise fatal
+        return stats
+
+    def _send_batch(self, batch: list[OutboundSms]
+                    ) -> tuple[list[Outcome], GatewayError | None]:
+        if not batch:
+            return [], None
+        pool = self._executor()
+        futures = [(sms, pool.submit(self._send_one, sms)) for sms in batch]
+        outcomes: list[Outcome] = []
+        fatal: GatewayError | None = None
+        for sms, fut in futures:
+            try:
+                res = fut.result()
+            except GatewayError as exc:
+                fatal = fatal or exc
+                # Refused before sending: back to the queue without using an attempt.
+                res = SendResult(SendStatus.DOWN, "gateway refused the configuration")
+            outcomes.append(Outcome(sms.message_id, sms.attempt, res.status, res.detail))
+        return outcomes, fatal
+
+    def run(self, campaign_id: int | None = None, *, stop: threading.Event | None = None,
+            max_seconds: float | None = None) -> RunStats:
+        """Send until the campaign has nothing queued or in flight (then mark it
+        completed), it stops being ``sending`` (paused, cancelled), ``stop`` is set, or
+        ``max_seconds`` pass. With ``campaign_id=None`` serve every sending campaign until
+        stopped (a background worker)."""
+        cfg = self.config
+        stop = stop or threading.Event()
+        total = RunStats()
+        start = time.monotonic()
+        try:
+            while not stop.is_set():
+                if max_seconds is not None and time.monotonic() - start > max_seconds:
+                    break
+                stats = self.step(campaign_id)
+                total.add(stats)
+                if stats.claimed:
+                    continue
+                now = self.clock()
+                if campaign_id is None:
+                    self.finish_campaigns(self.store.sending_campaigns())
+                    stop.wait(cfg.idle_sleep)
+                    continue
+                left, due = self.store.work_left(campaign_id, now=now)
+                if left == 0:
+                    self.store.finish_if_done(campaign_id, now=now)
+                    break
+                if self.store.campaign(campaign_id).status != "sending":
+                    break
+                wait = cfg.idle_sleep
+                if due is not None and due > now:
+                    wait = min(wait, (due - now).total_seconds())
+                if self._down_until is not None:
+                    wait = max(wait, min((self._down_until - now).total_seconds(), 5.0))
+                stop.wait(max(wait, 0.01))
+        finally:
+            total.seconds = time.monotonic() - start
+        return total
+
+    def finish_campaigns(self, campaign_ids: Iterable[int]) -> list[int]:
+        """Mark the given sending campaigns completed when nothing is left; returns those."""
+        now = self.clock()
+        return [c for c in campaign_ids if self.store.finish_if_done(c, now=now)]

@@ -1,0 +1,785 @@
+"""Persistence of campaigns, messages, delivery reports and suppressions.
+
+:class:`MessageStore` is what the sending engine and the callback handlers need;
+:class:`SqlMessageStore` implements it with SQLAlchemy Core on SQLite, PostgreSQL and
+MariaDB, over tables made by :mod:`cipherseg.messaging.schema` (standalone or inside the
+platform's metadata).
+
+Message states and who moves them::
+
+    queued ──claim+begin──▶ sending ──accepted──▶ sent ──DLR 1──▶ delivered
+      ▲  │                     │  │                  │  └─DLR 2──▶ failed
+      │  └──rules──▶ skipped   │  └─refused────────────────────▶ failed
+      └────retry/down/DLR 16───┴──────────────────────┘
+    sending with an expired lease (worker died, or the answer was lost) ──reconcile──▶ queued
+
+Every transition is a conditional ``UPDATE`` (``WHERE state = … AND attempts = …``), so a
+late worker, a duplicate or stale delivery report, or two workers racing cannot move a
+message backwards or send it twice. Claims are leases: a claimed message that is not
+finished before ``lease_until`` is claimable again.
+
+>>> from sqlalchemy import create_engine
+>>> from cipherseg.messaging.schema import standalone_tables
+>>> store = SqlMessageStore(create_engine("sqlite://"), standalone_tables())
+>>> store.create_schema()
+>>> cid = store.create_campaign("Spring", [CampaignSegment("s1", "Loyal", "Hi {{ opt_out }}")],
+...                             shop_name="Joy Mall", opt_out_text="Reply STOP")
+>>> store.campaign(cid).segments[0].name
+'Loyal'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import (
+    Engine,
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from cipherseg.errors import ParameterError, ValidationError
+from cipherseg.messaging.gateway import SendStatus
+from cipherseg.messaging.rules import RetryPolicy
+from cipherseg.messaging.schema import MessagingTables
+
+MessageState = Literal["queued", "sending", "sent", "delivered", "failed", "skipped"]
+MESSAGE_STATES: tuple[str, ...] = ("queued", "sending", "sent", "delivered", "failed",
+                                   "skipped")
+CAMPAIGN_STATES: tuple[str, ...] = ("draft", "pending_approval", "approved", "sending",
+                                    "paused", "completed", "cancelled")
+SUPPRESSION_KINDS: tuple[str, ...] = ("opt_out", "suppressed")
+
+#: Delivery report values of Kannel's ``%d`` (the SMPP/Kannel convention).
+DLR_DELIVERED, DLR_UNDELIVERED, DLR_BUFFERED, DLR_SUBMITTED, DLR_REJECTED = 1, 2, 4, 8, 16
+
+_CHUNK = 500
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def idempotency_key(campaign_id: int, customer_ref: str) -> str:
+    """The key that makes a (campaign, customer) pair one message, ever.
+
+    >>> idempotency_key(1, "42") == idempotency_key(1, "42") != idempotency_key(2, "42")
+    True
+    """
+    return hashlib.sha256(f"cipherseg-msg/{campaign_id}/{customer_ref}".encode()).hexdigest()
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSegment:
+    """One segment of a campaign and the template its members get."""
+
+    key: str
+    name: str
+    template: str
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A campaign as stored."""
+
+    id: int
+    name: str
+    shop_name: str
+    sender: str | None
+    opt_out_text: str
+    status: str
+    segments: tuple[CampaignSegment, ...]
+    settings: Mapping[str, Any]
+    created_by: str | None
+    approved_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def segment(self, key: str) -> CampaignSegment:
+        """The segment ``key`` of this campaign."""
+        for seg in self.segments:
+            if seg.key == key:
+                return seg
+        raise ValidationError(f"campaign {self.id} has no segment {key!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to queue: whose, and whether the rules already skip it."""
+
+    customer_ref: str
+    phone_key: str
+    state: Literal["queued", "skipped"] = "queued"
+    reason: str | None = None
+    customer_id: int | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """A message leased to one worker."""
+
+    id: int
+    campaign_id: int
+    segment_key: str
+    customer_ref: str
+    phone_key: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt, as the engine records it."""
+
+    message_id: int
+    attempt: int
+    status: SendStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """How many messages a call to :meth:`MessageStore.enqueue` added, by state."""
+
+    queued: int = 0
+    skipped: int = 0
+    already_present: int = 0
+
+
+@dataclass
+class SegmentReport:
+    """Counts for one segment of a campaign (``audience`` = every message row)."""
+
+    segment_key: str
+    segment_name: str
+    audience: int = 0
+    queued: int = 0
+    held: int = 0
+    sending: int = 0
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    opted_out: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reached(self) -> int:
+        """Messages the gateway accepted (sent or delivered)."""
+        return self.sent + self.delivered
+
+
+@dataclass
+class CampaignReport:
+    """Per-segment counts and their totals."""
+
+    campaign_id: int
+    segments: list[SegmentReport]
+
+    @property
+    def total(self) -> SegmentReport:
+        """All segments added up."""
+        tot = SegmentReport("*", "All segments")
+        reasons: Counter[str] = Counter()
+        for s in self.segments:
+            for name in ("audience", "queued", "held", "sending", "sent", "delivered",
+                         "failed", "skipped", "opted_out"):
+                setattr(tot, name, getattr(tot, name) + getattr(s, name))
+            reasons.update(s.skipped_reasons)
+        tot.skipped_reasons = dict(reasons)
+        return tot
+
+
+class MessageStore(Protocol):
+    """What the engine and the callback handlers need from persistence."""
+
+    def campaign(self, campaign_id: int) -> Campaign: ...
+
+    def enqueue(self, campaign_id: int, segment_key: str, messages: Iterable[NewMessage],
+                *, now: datetime | None = None) -> EnqueueResult: ...
+
+    def claim(self, owner: str, *, now: datetime, limit: int, lease: timedelta,
+              campaign_id: int | None = None) -> list[ClaimedMessage]: ...
+
+    def settle(self, owner: str, *, skips: Sequence[tuple[int, str]],
+               holds: Sequence[tuple[int, datetime, str]], now: datetime) -> None: ...
+
+    def begin_attempts(self, owner: str, messages: Sequence[ClaimedMessage],
+                       encodings: Mapping[int, tuple[str, int]], *,
+                       now: datetime) -> set[int]: ...
+
+    def sending_campaigns(self) -> list[int]: ...
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, retry: RetryPolicy,
+                        now: datetime, down_until: datetime | None = None) -> None: ...
+
+    def record_delivery_report(self, message_id: int, attempt: int, status: int, *,
+                               retry: RetryPolicy, now: datetime | None = None) -> str: ...
+
+    def reconcile(self, *, now: datetime, grace: timedelta,
+                  campaign_id: int | None = None) -> int: ...
+
+    def suppression_kinds(self, phone_keys: Iterable[str]) -> dict[str, set[str]]: ...
+
+    def recent_sends(self, phone_keys: Iterable[str], *, since: datetime,
+                     exclude_ids: Iterable[int] = ()) -> dict[str, int]: ...
+
+    def add_suppression(self, phone_key: str, kind: str, *, source: str,
+                        note: str | None = None, now: datetime | None = None) -> bool: ...
+
+    def work_left(self, campaign_id: int, *, now: datetime) -> tuple[int, datetime | None]: ...
+
+    def finish_if_done(self, campaign_id: int, *, now: datetime) -> bool: ...
+
+
+class SqlMessageStore:
+    """:class:`MessageStore` on SQLAlchemy Core (SQLite, PostgreSQL, MariaDB/MySQL).
+
+    Parameters
+    ----------
+    engine:
+        A SQLAlchemy engine (the platform's, or one of its own).
+    tables:
+        From :func:`~cipherseg.messaging.schema.define_tables` or
+        :func:`~cipherseg.messaging.schema.standalone_tables`.
+    """
+
+    def __init__(self, engine: Engine, tables: MessagingTables) -> None:
+        self.engine = engine
+        self.t = tables
+
+    def create_schema(self) -> None:
+        """Create the tables (standalone use; the platform runs its migrations)."""
+        self.t.create_all(self.engine)
+
+    # ------------------------------------------------------------------ campaigns
+    def create_campaign(self, name: str, segments: Sequence[CampaignSegment], *,
+                        shop_name: str = "", opt_out_text: str = "",
+                        sender: str | None = None, created_by: str | None = None,
+                        settings: Mapping[str, Any] | None = None,
+                        status: str = "draft", now: datetime | None = None) -> int:
+        """Store a campaign and its per-segment templates; returns its id."""
+        if not name.strip():
+            raise ValidationError("a campaign needs a name")
+        if not segments:
+            raise ValidationError("a campaign needs at least one segment with a template")
+        keys = [s.key for s in segments]
+        if len(set(keys)) != len(keys):
+            raise ValidationError("each segment can appear only once in a campaign")
+        if status not in CAMPAIGN_STATES:
+            raise ParameterError(f"unknown campaign status {status!r}")
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            cid = conn.execute(insert(self.t.campaigns).values(
+                name=name.strip(), shop_name=shop_name, opt_out_text=opt_out_text,
+                sender=sender, created_by=created_by, settings=dict(settings or {}),
+                status=status, created_at=now)).inserted_primary_key[0]
+            conn.execute(insert(self.t.segments), [
+                {"campaign_id": cid, "segment_key": s.key, "segment_name": s.name,
+                 "template": s.template} for s in segments])
+        return int(cid)
+
+    def _campaign_from_row(self, row: Row[Any], segs: list[Row[Any]]) -> Campaign:
+        m = row._mapping
+        return Campaign(
+            id=m["id"], name=m["name"], shop_name=m["shop_name"], sender=m["sender"],
+            opt_out_text=m["opt_out_text"], status=m["status"],
+            segments=tuple(CampaignSegment(s.segment_key, s.segment_name, s.template)
+                           for s in segs),
+            settings=dict(m["settings"] or {}), created_by=m["created_by"],
+            approved_by=m["approved_by"], created_at=m["created_at"],
+            started_at=m["started_at"], finished_at=m["finished_at"])
+
+    def campaign(self, campaign_id: int) -> Campaign:
+        """Load one campaign; :class:`ValidationError` if it does not exist."""
+        c, s = self.t.campaigns, self.t.segments
+        with self.engine.connect() as conn:
+            row = conn.execute(select(c).where(c.c.id == campaign_id)).first()
+            if row is None:
+                raise ValidationError(f"there is no campaign {campaign_id}")
+            segs = list(conn.execute(select(s).where(s.c.campaign_id == campaign_id)
+                                     .order_by(s.c.id)))
+        return self._campaign_from_row(row, segs)
+
+    def campaigns(self, *, limit: int = 100) -> list[Campaign]:
+        """The newest campaigns first."""
+        c, s = self.t.campaigns, self.t.segments
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(select(c).order_by(c.c.id.desc()).limit(limit)))
+            ids = [r.id for r in rows]
+            segs: dict[int, list[Row[Any]]] = defaultdict(list)
+            if ids:
+                for seg in conn.execute(select(s).where(s.c.campaign_id.in_(ids))
+                                        .order_by(s.c.id)):
+                    segs[seg.campaign_id].append(seg)
+        return [self._campaign_from_row(r, segs[r.id]) for r in rows]
+
+    def transition_campaign(self, campaign_id: int, to: str, *, allowed_from: Iterable[str],
+                            actor: str | None = None, now: datetime | None = None) -> bool:
+        """Move a campaign to status ``to`` if it is in one of ``allowed_from``.
+
+        Returns ``False`` (and changes nothing) otherwise, e.g. for a double click.
+        """
+        if to not in CAMPAIGN_STATES:
+            raise ParameterError(f"unknown campaign status {to!r}")
+        now = now or utcnow()
+        c = self.t.campaigns
+        values: dict[str, Any] = {"status": to}
+        if to == "approved":
+            values.update(approved_by=actor, approved_at=now)
+        if to == "sending":
+            values["started_at"] = func.coalesce(c.c.started_at, now)
+        if to in ("completed", "cancelled"):
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            res = conn.execute(update(c).where(c.c.id == campaign_id,
+                                               c.c.status.in_(list(allowed_from)))
+                               .values(**values))
+        return bool(res.rowcount)
+
+    # ------------------------------------------------------------------ queueing
+    def enqueue(self, campaign_id: int, segment_key: str, messages: Iterable[NewMessage],
+                *, now: datetime | None = None) -> EnqueueResult:
+        """Add one message per customer of a segment; customers already in the campaign are
+        left alone (the idempotency key), and a second customer with the same number is
+        skipped as a duplicate."""
+        now = now or utcnow()
+        m = self.t.messages
+        has_customer = "customer_id" in m.c
+        queued = skipped = present = 0
+        batch: list[NewMessage] = []
+
+        def flush() -> None:
+            nonlocal queued, skipped, present
+            if not batch:
+                return
+            keys = {idempotency_key(campaign_id, x.customer_ref): x for x in batch}
+            with self.engine.begin() as conn:
+                existing = set(conn.execute(select(m.c.idem_key)
+                                            .where(m.c.idem_key.in_(list(keys)))).scalars())
+                numbers = {x.phone_key for x in batch}
+                taken = set(conn.execute(
+                    select(m.c.phone_key).where(m.c.campaign_id == campaign_id,
+                                                m.c.phone_key.in_(list(numbers)),
+                                                m.c.state != "skipped")).scalars())
+                rows = []
+                for key, x in keys.items():
+                    if key in existing:
+                        present += 1
+                        continue
+                    state, reason = x.state, x.reason
+                    if state == "queued":
+                        if x.phone_key in taken:
+                            state, reason = "skipped", "duplicate number in campaign"
+                        else:
+                            taken.add(x.phone_key)
+                    row = {"campaign_id": campaign_id, "segment_key": segment_key,
+                           "customer_ref": x.customer_ref, "idem_key": key,
+                           "phone_key": x.phone_key, "state": state, "reason": reason,
+                           "attempts": 0, "next_attempt_at": x.next_attempt_at or now,
+                           "created_at": now, "updated_at": now}
+                    if has_customer:
+                        row["customer_id"] = x.customer_id
+                    rows.append(row)
+                    if state == "queued":
+                        queued += 1
+                    else:
+                        skipped += 1
+                if rows:
+                    try:
+                        conn.execute(insert(m), rows)
+                    except IntegrityError as exc:
+                        raise ValidationError(
+                            f"campaign {campaign_id} was queued concurrently by another "
+                            "process; queue it again (nothing is sent twice)") from exc
+            batch.clear()
+
+        for x in messages:
+            batch.append(x)
+            if len(batch) >= _CHUNK:
+                flush()
+        flush()
+        return EnqueueResult(queued, skipped, present)
+
+    # ------------------------------------------------------------------ sending
+    def claim(self, owner: str, *, now: datetime, limit: int, lease: timedelta,
+              campaign_id: int | None = None) -> list[ClaimedMessage]:
+        """Lease up to ``limit`` due messages of campaigns that are sending.
+
+        ``owner`` must be unique per call (e.g. worker id + a counter): it is the lease.
+        """
+        m, c = self.t.messages, self.t.campaigns
+        free = or_(m.c.lease_until.is_(None), m.c.lease_until < now)
+        sending = select(c.c.id).where(c.c.status == "sending")
+        if campaign_id is not None:
+            sending = sending.where(c.c.id == campaign_id)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(
+                select(m.c.id).where(m.c.state == "queued", m.c.next_attempt_at <= now, free,
+                                     m.c.campaign_id.in_(sending))
+                .order_by(m.c.next_attempt_at, m.c.id).limit(limit)).scalars())
+            if not ids:
+                return []
+            conn.execute(update(m).where(m.c.id.in_(ids), m.c.state == "queued", free)
+                         .values(lease_owner=owner, lease_until=now + lease))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(m.c.id, m.c.campaign_id, m.c.segment_key,
+                                       m.c.customer_ref, m.c.phone_key, m.c.attempts)
+                                .where(m.c.id.in_(ids), m.c.lease_owner == owner,
+                                       m.c.state == "queued")
+                                .order_by(m.c.id))
+            return [ClaimedMessage(r.id, r.campaign_id, r.segment_key, r.customer_ref,
+                                   r.phone_key, r.attempts) for r in rows]
+
+    def settle(self, owner: str, *, skips: Sequence[tuple[int, str]],
+               holds: Sequence[tuple[int, datetime, str]], now: datetime) -> None:
+        """Skip (final) or hold (until a time) claimed messages the rules stopped."""
+        m = self.t.messages
+        with self.engine.begin() as conn:
+            if skips:
+                conn.execute(update(m).where(m.c.id == bindparam("b_id"),
+                                             m.c.lease_owner == owner, m.c.state == "queued")
+                             .values(state="skipped", reason=bindparam("b_reason"),
+                                     lease_owner=None, lease_until=None, updated_at=now),
+                             [{"b_id": i, "b_reason": r[:255]} for i, r in skips])
+            if holds:
+                conn.execute(update(m).where(m.c.id == bindparam("b_id"),
+                                             m.c.lease_owner == owner, m.c.state == "queued")
+                             .values(next_attempt_at=bindparam("b_until"),
+                                     reason=bindparam("b_reason"), lease_owner=None,
+                                     lease_until=None, updated_at=now),
+                             [{"b_id": i, "b_until": u, "b_reason": r[:255]}
+                              for i, u, r in holds])
+
+    def begin_attempts(self, owner: str, messages: Sequence[ClaimedMessage],
+                       encodings: Mapping[int, tuple[str, int]], *, now: datetime) -> set[int]:
+        """Mark claimed messages ``sending`` (attempt + 1) — committed before the gateway
+        is called, so a crash leaves evidence that an attempt may have been made. Returns
+        the ids marked (a message whose lease was lost meanwhile is not)."""
+        if not messages:
+            return set()
+        m = self.t.messages
+        with self.engine.begin() as conn:
+            conn.execute(update(m).where(m.c.id == bindparam("b_id"),
+                                         m.c.lease_owner == owner, m.c.state == "queued",
+                                         m.c.attempts == bindparam("b_old"))
+                         .values(state="sending", attempts=bindparam("b_new"), attempt_at=now,
+                                 reason=None, encoding=bindparam("b_enc"),
+                                 parts=bindparam("b_parts"), updated_at=now),
+                         [{"b_id": x.id, "b_old": x.attempts, "b_new": x.attempts + 1,
+                           "b_enc": encodings.get(x.id, ("", 0))[0] or None,
+                           "b_parts": encodings.get(x.id, ("", 0))[1] or None}
+                          for x in messages])
+        expected = {x.id: x.attempts + 1 for x in messages}
+        marked: set[int] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(expected)):
+                for mid, att in conn.execute(select(m.c.id, m.c.attempts).where(
+                        m.c.id.in_(list(chunk)), m.c.lease_owner == owner,
+                        m.c.state == "sending")):
+                    if expected[mid] == att:
+                        marked.add(mid)
+        return marked
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, retry: RetryPolicy,
+                        now: datetime, down_until: datetime | None = None) -> None:
+        """Write what the gateway said about a batch of attempts (one transaction).
+
+        ``IN_DOUBT`` outcomes stay ``sending``: :meth:`reconcile` decides after the lease
+        and the grace period whether a delivery report proved them sent.
+        """
+        m = self.t.messages
+        by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for o in outcomes:
+            detail = o.detail[:200]
+            p = {"b_id": o.message_id, "b_att": o.attempt}
+            if o.status == SendStatus.ACCEPTED:
+                by["sent"].append(p)
+            elif o.status == SendStatus.DELIVERED:
+                by["delivered"].append(p)
+            elif o.status == SendStatus.FAILED:
+                by["failed"].append({**p, "b_reason": f"refused: {detail}"[:255]})
+            elif o.status == SendStatus.DOWN:
+                by["down"].append({**p, "b_until": down_until or now,
+                                   "b_reason": f"gateway down: {detail}"[:255]})
+            elif o.status == SendStatus.RETRY:
+                if retry.exhausted(o.attempt):
+                    by["failed"].append({**p, "b_reason": (
+                        f"gave up after {o.attempt} attempts: {detail}")[:255]})
+                else:
+                    by["retry"].append({**p, "b_until": now + retry.delay(o.attempt),
+                                        "b_reason": f"retrying: {detail}"[:255]})
+            elif o.status == SendStatus.IN_DOUBT:
+                by["doubt"].append({**p, "b_reason": f"in doubt: {detail}"[:255]})
+        inflight = and_(m.c.id == bindparam("b_id"), m.c.state == "sending",
+                        m.c.attempts == bindparam("b_att"))
+        released = {"lease_owner": None, "lease_until": None, "updated_at": now}
+        with self.engine.begin() as conn:
+            if by["sent"]:
+                conn.execute(update(m).where(inflight).values(
+                    state="sent", sent_at=now, reason=None, **released), by["sent"])
+            if by["delivered"]:
+                conn.execute(update(m).where(inflight).values(
+                    state="delivered", sent_at=now, delivered_at=now, reason=None,
+                    **released), by["delivered"])
+            if by["failed"]:
+                conn.execute(update(m).where(inflight).values(
+                    state="failed", reason=bindparam("b_reason"), **released), by["failed"])
+            if by["retry"]:
+                conn.execute(update(m).where(inflight).values(
+                    state="queued", next_attempt_at=bindparam("b_until"),
+                    reason=bindparam("b_reason"), **released), by["retry"])
+            if by["down"]:
+                # Nothing reached the gateway: the attempt does not count.
+                conn.execute(update(m).where(inflight).values(
+                    state="queued", attempts=m.c.attempts - 1,
+                    next_attempt_at=bindparam("b_until"), reason=bindparam("b_reason"),
+                    **released), by["down"])
+            if by["doubt"]:
+                conn.execute(update(m).where(inflight).values(
+                    reason=bindparam("b_reason"), updated_at=now), by["doubt"])
+
+    def record_delivery_report(self, message_id: int, attempt: int, status: int, *,
+                               retry: RetryPolicy, now: datetime | None = None) -> str:
+        """Apply a delivery report to a message; returns the message's resulting state, or
+        ``"ignored"`` (unknown message, stale attempt, or nothing to change).
+
+        1 delivered → ``delivered``; 2 undelivered → ``failed``; 4 buffered and 8 submitted →
+        ``sent``; 16 rejected by the SMSC (nothing went out) → ``queued`` for a retry with
+        backoff, or ``failed`` once the attempts are used up.
+        """
+        now = now or utcnow()
+        m, r = self.t.messages, self.t.reports
+        with self.engine.begin() as conn:
+            row = conn.execute(select(m.c.state, m.c.attempts).where(m.c.id == message_id)
+                               ).first()
+            if row is None:
+                return "ignored"
+            current = row.attempts == attempt
+            new_state = "ignored"
+            values: dict[str, Any] = {"updated_at": now}
+            allowed: tuple[str, ...] = ()
+            if current:
+                if status & DLR_DELIVERED:
+                    new_state, allowed = "delivered", ("sending", "sent")
+                    values.update(delivered_at=now, sent_at=func.coalesce(m.c.sent_at, now),
+                                  reason=None)
+                elif status & DLR_UNDELIVERED:
+                    new_state, allowed = "failed", ("sending", "sent")
+                    values.update(reason="not delivered to the handset (DLR 2)",
+                                  sent_at=func.coalesce(m.c.sent_at, now))
+                elif status & DLR_REJECTED:
+                    allowed = ("sending", "sent")
+                    if retry.exhausted(attempt):
+                        new_state = "failed"
+                        values.update(reason=f"rejected by the SMSC {attempt} times (DLR 16)",
+                                      sent_at=None)
+                    else:
+                        new_state = "queued"
+                        values.update(reason="rejected by the SMSC (DLR 16); retrying",
+                                      sent_at=None, next_attempt_at=now + retry.delay(attempt),
+                                      lease_owner=None, lease_until=None)
+                elif status & (DLR_SUBMITTED | DLR_BUFFERED):
+                    new_state, allowed = "sent", ("sending",)
+                    values.update(sent_at=func.coalesce(m.c.sent_at, now), reason=None,
+                                  lease_owner=None, lease_until=None)
+            applied = False
+            if allowed:
+                res = conn.execute(update(m).where(m.c.id == message_id,
+                                                   m.c.attempts == attempt,
+                                                   m.c.state.in_(allowed))
+                                   .values(state=new_state, **values))
+                applied = bool(res.rowcount)
+            conn.execute(insert(r).values(message_id=message_id, attempt=attempt,
+                                          status=status, applied=applied, at=now))
+        return new_state if applied else "ignored"
+
+    def reconcile(self, *, now: datetime, grace: timedelta,
+                  campaign_id: int | None = None) -> int:
+        """Requeue messages stuck in ``sending`` whose lease expired and whose attempt began
+        more than ``grace`` ago without any delivery report proving it went out.
+
+        Such a message's worker died (or its gateway answer was lost); a report for it would
+        already have moved it to ``sent``. Returns how many were requeued.
+        """
+        m = self.t.messages
+        cond = [m.c.state == "sending", m.c.lease_until < now, m.c.attempt_at <= now - grace]
+        if campaign_id is not None:
+            cond.append(m.c.campaign_id == campaign_id)
+        with self.engine.begin() as conn:
+            res = conn.execute(update(m).where(*cond).values(
+                state="queued", next_attempt_at=now, lease_owner=None, lease_until=None,
+                reason="requeued: the outcome of the last attempt is unknown",
+                updated_at=now))
+        return int(res.rowcount or 0)
+
+    def work_left(self, campaign_id: int, *, now: datetime) -> tuple[int, datetime | None]:
+        """(messages queued or in flight, when the earliest queued one is due)."""
+        m = self.t.messages
+        with self.engine.connect() as conn:
+            n, due = conn.execute(
+                select(func.count(), func.min(m.c.next_attempt_at))
+                .where(m.c.campaign_id == campaign_id,
+                       m.c.state.in_(["queued", "sending"]))).one()
+        if due is not None and due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)
+        return int(n), due
+
+    def sending_campaigns(self) -> list[int]:
+        """Ids of the campaigns whose status is ``sending``."""
+        c = self.t.campaigns
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(c.c.id).where(c.c.status == "sending")
+                                     .order_by(c.c.id)).scalars())
+
+    def finish_if_done(self, campaign_id: int, *, now: datetime) -> bool:
+        """Mark a sending campaign ``completed`` when nothing is queued or in flight."""
+        left, _ = self.work_left(campaign_id, now=now)
+        if left:
+            return False
+        return self.transition_campaign(campaign_id, "completed", allowed_from=("sending",),
+                                        now=now)
+
+    # ------------------------------------------------------------------ rules data
+    def suppression_kinds(self, phone_keys: Iterable[str]) -> dict[str, set[str]]:
+        """For each number that is opted out or suppressed, the kinds that apply."""
+        s = self.t.suppressions
+        keys = sorted(set(phone_keys))
+        out: dict[str, set[str]] = defaultdict(set)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(keys):
+                for k, kind in conn.execute(select(s.c.phone_key, s.c.kind)
+                                            .where(s.c.phone_key.in_(list(chunk)))):
+                    out[k].add(kind)
+        return dict(out)
+
+    def recent_sends(self, phone_keys: Iterable[str], *, since: datetime,
+                     exclude_ids: Iterable[int] = ()) -> dict[str, int]:
+        """Messages sent (or being sent) to each number since ``since``, any campaign."""
+        m = self.t.messages
+        keys = sorted(set(phone_keys))
+        excl = list(exclude_ids)
+        out: dict[str, int] = {}
+        recent = or_(m.c.sent_at >= since,
+                     and_(m.c.state == "sending", m.c.attempt_at >= since))
+        with self.engine.connect() as conn:
+            for chunk in _chunks(keys):
+                q = (select(m.c.phone_key, func.count()).where(
+                    m.c.phone_key.in_(list(chunk)), recent).group_by(m.c.phone_key))
+                if excl:
+                    q = q.where(m.c.id.not_in(excl))
+                out.update({k: int(n) for k, n in conn.execute(q)})
+        return out
+
+    def add_suppression(self, phone_key: str, kind: str, *, source: str,
+                        note: str | None = None, now: datetime | None = None) -> bool:
+        """Opt a number out (``kind="opt_out"``) or suppress it; ``False`` if it already was."""
+        if kind not in SUPPRESSION_KINDS:
+            raise ParameterError(f"suppression kind must be one of {SUPPRESSION_KINDS}")
+        s = self.t.suppressions
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(s).values(phone_key=phone_key, kind=kind,
+                                              source=source[:48], note=note,
+                                              created_at=now or utcnow()))
+        except IntegrityError:
+            return False
+        return True
+
+    def remove_suppression(self, phone_key: str, kind: str) -> bool:
+        """Lift an opt-out or suppression (an admin action); ``False`` if there was none."""
+        s = self.t.suppressions
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(s).where(s.c.phone_key == phone_key, s.c.kind == kind))
+        return bool(res.rowcount)
+
+    def suppression_counts(self) -> dict[str, int]:
+        """How many numbers are opted out / suppressed."""
+        s = self.t.suppressions
+        with self.engine.connect() as conn:
+            return {k: int(n) for k, n in conn.execute(
+                select(s.c.kind, func.count()).group_by(s.c.kind))}
+
+    # ------------------------------------------------------------------ reports
+    def state_counts(self, campaign_id: int) -> dict[str, int]:
+        """Messages of a campaign by state."""
+        m = self.t.messages
+        with self.engine.connect() as conn:
+            return {st: int(n) for st, n in conn.execute(
+                select(m.c.state, func.count()).where(m.c.campaign_id == campaign_id)
+                .group_by(m.c.state))}
+
+    def report(self, campaign_id: int, *, now: datetime | None = None) -> CampaignReport:
+        """Audience, queued, held (quiet hours), sent, delivered, failed, skipped (by reason)
+        and opted out (numbers that opted out after their message was sent), per segment."""
+        now = now or utcnow()
+        camp = self.campaign(campaign_id)
+        m, s = self.t.messages, self.t.suppressions
+        reports = {seg.key: SegmentReport(seg.key, seg.name) for seg in camp.segments}
+        with self.engine.connect() as conn:
+            later = func.sum(case((m.c.next_attempt_at > now, 1), else_=0))
+            rows = conn.execute(
+                select(m.c.segment_key, m.c.state, m.c.reason, later, func.count())
+                .where(m.c.campaign_id == campaign_id)
+                .group_by(m.c.segment_key, m.c.state, m.c.reason))
+            for key, state, reason, n_later, n in rows:
+                rep = reports.setdefault(key, SegmentReport(key, key))
+                rep.audience += n
+                if state == "queued" and reason == "quiet hours":
+                    rep.held += int(n_later or 0)
+                    rep.queued += n - int(n_later or 0)
+                elif state == "skipped":
+                    rep.skipped += n
+                    rep.skipped_reasons[reason or "skipped"] = (
+                        rep.skipped_reasons.get(reason or "skipped", 0) + n)
+                else:
+                    setattr(rep, state, getattr(rep, state) + n)
+            opted = conn.execute(
+                select(m.c.segment_key, func.count(func.distinct(m.c.id)))
+                .join(s, and_(s.c.phone_key == m.c.phone_key, s.c.kind == "opt_out"))
+                .where(m.c.campaign_id == campaign_id, m.c.sent_at.is_not(None),
+                       s.c.created_at >= m.c.sent_at)
+                .group_by(m.c.segment_key))
+            for key, n in opted:
+                if key in reports:
+                    reports[key].opted_out += int(n)
+        return CampaignReport(campaign_id, list(reports.values()))
+
+    def delivery_times(self, campaign_id: int,
+                       segment_key: str | None = None) -> list[datetime]:
+        """When each delivered message of a campaign was delivered, oldest first."""
+        m = self.t.messages
+        q = (select(m.c.delivered_at).where(m.c.campaign_id == campaign_id,
+                                            m.c.delivered_at.is_not(None))
+             .order_by(m.c.delivered_at))
+        if segment_key is not None:
+            q = q.where(m.c.segment_key == segment_key)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+
+def new_lease_owner(worker: str) -> str:
+    """A unique lease token for one claim by ``worker``."""
+    return f"{worker[:27]}:{uuid.uuid4().hex}"
