@@ -298,11 +298,9 @@ class Ring:
 
     def to_signed(self, a: Array) -> Array:
         """Centred representatives in ``[-q/2, q/2)`` (int64 when bits ≤ 64)."""
-        if self.native:
-            if self.bits == 64:
-                return a.view(np.int64)
-            s = a.astype(np.int64)
-            return np.where(s >= self.q // 2, s - self.q, s)
+        if self.native:  # sign-extend bit (bits - 1) by an arithmetic shift
+            shift = np.int64(64 - self.bits)
+            return (np.asarray(a, dtype=np.uint64) << np.uint64(shift)).view(np.int64) >> shift
         return np.where(a >= self.q // 2, a - self.q, a)
 
     def add(self, a: Array, b: Array) -> Array:
