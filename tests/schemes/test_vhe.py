@@ -200,7 +200,7 @@ def test_backend_choice() -> None:
     assert VHEParams.for_workload(3, 40, max_terms=2**20).backend == "object"
 
 
-# --- bad input -------------------------------------------------------------------------------------
+# --- bad input ---------------------------------------------------------------------------
 def test_bad_plaintexts_and_ciphertexts() -> None:
     params = VHEParams.for_workload(2, 8)
     key = VHESecretKey.generate(params, rng=0)
