@@ -196,7 +196,7 @@ class DataOwner:
             c_bytes = self._encrypt_centroids(owner, key, centers, clock)
             labels, chosen = self._assign(owner, key, sizes, k, c_bytes, send, par, clock,
                                           with_onehots=False, assignments_out=[])
-        notify("iterate", max_iter, max_iter)
+        notify("iterate", it + 1, it + 1)
         c0 = centers[0]
         inertia = sq_total + n * float(c0 @ c0) - 2.0 * float(c0 @ totals) + float(chosen.sum())
         send(p.Close, "close")
