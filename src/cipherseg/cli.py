@@ -25,6 +25,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.scoring",
     "cipherseg.commands.segmentation",
     "cipherseg.commands.platform",
+    "cipherseg.commands.joint",
 )
 
 for _name in _COMMAND_MODULES:
