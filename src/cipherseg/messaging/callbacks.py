@@ -1,0 +1,271 @@
+"""Gateway callbacks: delivery reports (DLR) and inbound messages (MO) for opt-outs.
+
+Kannel calls back over HTTP:
+
+* **DLR** — ``GET <dlr-url>?m=<message id>&a=<attempt>&k=<signature>&s=<status>``. The
+  gateway adapter put ``m``, ``a`` and ``k`` into the ``dlr-url`` of each message
+  (Kannel's own answer carries no message id); ``k`` is an HMAC of ``(m, a)`` under a
+  secret shared by the adapter and this handler, so nobody else can mark messages
+  delivered or failed. ``s`` is Kannel's ``%d`` (1 delivered, 2 undelivered, 4 buffered,
+  8 submitted to the SMSC, 16 rejected by it).
+* **MO** — Kannel's ``sms-service`` ``post-url``: the text in the body, the sender in the
+  ``X-Kannel-From`` header (kept out of URLs, hence out of access logs), and a secret token
+  in the URL. An opt-out keyword (STOP, TD, 退订, …) puts the sender's keyed pseudonym on the
+  opt-out list; the number itself is normalised, pseudonymised and dropped, never stored
+  or logged.
+
+:class:`MessagingCallbacks` is transport-free (the platform mounts it on FastAPI routes);
+:class:`CallbackServer` serves it with the standard library on loopback for standalone
+workers, the benchmark and tests.
+
+>>> from cipherseg.messaging.schema import memory_engine, standalone_tables
+>>> from cipherseg.messaging.store import SqlMessageStore
+>>> store = SqlMessageStore(memory_engine(), standalone_tables())
+>>> store.create_schema()
+>>> cb = MessagingCallbacks(store, signer=DlrSigner(b"k" * 32), mo_token="t0ken",
+...                         phone_key=lambda e164: "pk:" + e164[-4:], region="CN")
+>>> cb.inbound(sender="+8613812345678", text="退订", token="t0ken").status
+200
+>>> store.suppression_kinds(["pk:5678"])
+{'pk:5678': {'opt_out'}}
+>>> cb.inbound(sender="+8613812345678", text="STOP", token="wrong").status
+403
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from cipherseg.errors import ParameterError, ValidationError
+from cipherseg.messaging.rules import OPT_OUT_KEYWORDS, RetryPolicy, matched_keyword
+from cipherseg.messaging.store import MessageStore
+from cipherseg.pii import mask_raw, normalise_phone
+
+log = logging.getLogger("cipherseg.messaging.callbacks")
+
+_MAX_MO_BYTES = 4096
+
+
+class DlrSigner:
+    """Signs and checks ``(message id, attempt)`` pairs for delivery-report URLs.
+
+    >>> s = DlrSigner(b"x" * 32)
+    >>> s.verify(7, 1, s.sign(7, 1)), s.verify(7, 2, s.sign(7, 1))
+    (True, False)
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ParameterError("the delivery-report secret needs at least 16 bytes; "
+                                 "generate one with secrets.token_bytes(32)")
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return "DlrSigner(<secret>)"
+
+    def sign(self, message_id: int, attempt: int) -> str:
+        """The signature put into a message's dlr-url (20 hex digits)."""
+        msg = f"dlr/{message_id}/{attempt}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:20]
+
+    def verify(self, message_id: int, attempt: int, signature: str) -> bool:
+        """Whether ``signature`` was made by :meth:`sign` for this pair."""
+        return hmac.compare_digest(self.sign(message_id, attempt), signature)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """An HTTP answer for the gateway (``body`` is a reply SMS for MO, if not empty)."""
+
+    status: int
+    body: str = ""
+
+
+class MessagingCallbacks:
+    """Handles delivery reports and inbound messages for one store.
+
+    Parameters
+    ----------
+    store:
+        Where messages and suppressions live.
+    signer:
+        The :class:`DlrSigner` whose secret the gateway adapter signs dlr-urls with.
+    mo_token:
+        Secret expected in the MO URL (``?token=``).
+    phone_key:
+        Keyed pseudonym of an E.164 number (e.g. ``PiiVault.pseudonym("phone", …)``).
+    region:
+        Region for reading numbers without a country code.
+    retry:
+        Backoff for messages the SMSC rejected (DLR 16).
+    opt_out_reply:
+        Text sent back to a number that opted out (empty: no reply).
+    on_opt_out:
+        Called with ``(phone_key, keyword)`` after a new opt-out (e.g. to audit it).
+    """
+
+    def __init__(self, store: MessageStore, *, signer: DlrSigner, mo_token: str,
+                 phone_key: Callable[[str], str], region: str,
+                 retry: RetryPolicy | None = None, opt_out_reply: str = "",
+                 keywords: frozenset[str] = OPT_OUT_KEYWORDS,
+                 on_opt_out: Callable[[str, str], None] | None = None) -> None:
+        if len(mo_token) < 4:
+            raise ParameterError("the MO token must be a real secret (16+ random characters)")
+        self.store = store
+        self.signer = signer
+        self._mo_token = mo_token
+        self._phone_key = phone_key
+        self.region = region
+        self.retry = retry or RetryPolicy()
+        self.opt_out_reply = opt_out_reply
+        self.keywords = keywords
+        self.on_opt_out = on_opt_out
+
+    def delivery_report(self, params: Mapping[str, str]) -> CallbackResult:
+        """Apply one DLR (query parameters ``m``, ``a``, ``k``, ``s``)."""
+        try:
+            mid, attempt, status = int(params["m"]), int(params["a"]), int(params["s"])
+            sig = params["k"]
+        except (KeyError, ValueError):
+            return CallbackResult(400, "m, a, k and s are required integers/strings")
+        if not self.signer.verify(mid, attempt, sig):
+            log.warning("delivery report with a bad signature for message %d refused", mid)
+            return CallbackResult(403, "bad signature")
+        state = self.store.record_delivery_report(mid, attempt, status, retry=self.retry)
+        return CallbackResult(200, state)
+
+    def inbound(self, *, sender: str, text: str, token: str) -> CallbackResult:
+        """Handle one inbound message; opt the sender out if it is an opt-out keyword."""
+        if not hmac.compare_digest(token.encode(), self._mo_token.encode()):
+            log.warning("inbound message with a bad token refused")
+            return CallbackResult(403)
+        keyword = matched_keyword(text, self.keywords)
+        if keyword is None:
+            return CallbackResult(200)
+        try:
+            e164 = normalise_phone(sender, region=self.region)
+        except ValidationError:
+            log.warning("opt-out from an unreadable sender %s ignored", mask_raw(sender))
+            return CallbackResult(200)
+        key = self._phone_key(e164)
+        added = self.store.add_suppression(key, "opt_out", source=f"mo:{keyword}")
+        if added:
+            log.info("opt-out by inbound %r recorded", keyword)
+            if self.on_opt_out is not None:
+                self.on_opt_out(key, keyword)
+        return CallbackResult(200, self.opt_out_reply if added else "")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        # Paths carry no numbers, but keep access lines out of the logs all the same.
+        return
+
+    def _answer(self, res: CallbackResult) -> None:
+        body = res.body.encode("utf-8")
+        self.send_response(res.status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.path != self.server.dlr_path:
+            self._answer(CallbackResult(404))
+            return
+        params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self._answer(self.server.callbacks.delivery_report(params))
+
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if parts.path != self.server.mo_path or length > _MAX_MO_BYTES:
+            self.rfile.read(min(length, _MAX_MO_BYTES))
+            self._answer(CallbackResult(404 if parts.path != self.server.mo_path else 413))
+            return
+        raw = self.rfile.read(length)
+        ctype = self.headers.get("Content-Type", "")
+        charset = "utf-8"
+        for piece in ctype.split(";"):
+            name, _, value = piece.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip('"').lower()
+        try:
+            text = raw.decode(charset, errors="replace")
+        except LookupError:
+            text = raw.decode("utf-8", errors="replace")
+        token = parse_qs(parts.query).get("token", [""])[0]
+        sender = self.headers.get("X-Kannel-From", "")
+        self._answer(self.server.callbacks.inbound(sender=sender, text=text, token=token))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    callbacks: MessagingCallbacks
+    dlr_path: str
+    mo_path: str
+
+
+class CallbackServer:
+    """Serves :class:`MessagingCallbacks` on ``host:port`` (``/dlr`` GET, ``/mo`` POST).
+
+    >>> from cipherseg.messaging.schema import memory_engine, standalone_tables
+    >>> from cipherseg.messaging.store import SqlMessageStore
+    >>> store = SqlMessageStore(memory_engine(), standalone_tables())
+    >>> cb = MessagingCallbacks(store, signer=DlrSigner(b"k" * 32), mo_token="secret",
+    ...                         phone_key=str, region="CN")
+    >>> with CallbackServer(cb) as srv:
+    ...     srv.dlr_url.startswith("http://127.0.0.1:")
+    True
+    """
+
+    def __init__(self, callbacks: MessagingCallbacks, *, host: str = "127.0.0.1",
+                 port: int = 0, dlr_path: str = "/dlr", mo_path: str = "/mo") -> None:
+        self.callbacks = callbacks
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.callbacks = callbacks
+        self._httpd.dlr_path, self._httpd.mo_path = dlr_path, mo_path
+        self.host, self.port = self._httpd.server_address[0], self._httpd.server_address[1]
+        self._dlr_path, self._mo_path = dlr_path, mo_path
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dlr_url(self) -> str:
+        """Base URL for delivery reports (the adapter appends its parameters)."""
+        return f"http://{self.host}:{self.port}{self._dlr_path}"
+
+    def mo_url(self, token: str) -> str:
+        """URL for Kannel's ``post-url`` (carries the MO token)."""
+        return f"http://{self.host}:{self.port}{self._mo_path}?token={token}"
+
+    def start(self) -> CallbackServer:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        name="cipherseg-callbacks", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> CallbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
