@@ -167,9 +167,34 @@ def _decode_total(slots: Sequence[int]) -> float:
 
 def assign(points: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
            ) -> npt.NDArray[np.int64]:
-    """Index of the nearest centroid (squared Euclidean distance; ties to the lower index)."""
-    d2 = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
-    out: npt.NDArray[np.int64] = np.argmin(d2, axis=1).astype(np.int64)
+    """Index of the nearest centroid (squared Euclidean distance; ties to the lower index).
+
+    >>> assign(np.array([[0.0, 0.0], [5.0, 5.0]]), np.array([[4.0, 4.0], [0.1, 0.0]])).tolist()
+    [1, 0]
+    """
+    return _assign_columns(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T),
+                           centroids)
+
+
+def _assign_columns(columns: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
+                    ) -> npt.NDArray[np.int64]:
+    """:func:`assign` on feature-major data (shape (d, n)): one contiguous pass per feature
+    and centroid, several times faster than broadcasting (n, k, d) temporaries."""
+    labels = np.zeros(columns.shape[1], dtype=np.int64)
+    best = _squared_distances(columns, centroids[0])
+    for j in range(1, centroids.shape[0]):
+        d2 = _squared_distances(columns, centroids[j])
+        closer = d2 < best
+        np.copyto(best, d2, where=closer)
+        labels[closer] = j
+    return labels
+
+
+def _squared_distances(columns: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]
+                       ) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = (columns[0] - centre[0]) ** 2
+    for f in range(1, columns.shape[0]):
+        out += (columns[f] - centre[f]) ** 2
     return out
 
 
@@ -291,7 +316,8 @@ class JointOwner:
         self._key: KeyShare | None = None
         self._pk: JointPublicKey | None = None
         self._x_int: npt.NDArray[np.int64] | None = None
-        self._points: npt.NDArray[np.float64] | None = None
+        self._points: npt.NDArray[np.float64] | None = None  # feature-major (d, n)
+        self._x_int_cols: npt.NDArray[np.float64] | None = None
         self._d2: npt.NDArray[np.float64] | None = None
         self._offset = np.zeros(X_arr.shape[1])
         self.labels_: npt.NDArray[np.int64] | None = None
@@ -326,7 +352,8 @@ class JointOwner:
             return self._stats(message)
         if isinstance(message, jm.Final):
             start = time.perf_counter()
-            self.labels_ = assign(self._require_points(), self._working(message.centroids))
+            self.labels_ = _assign_columns(self._require_points(),
+                                           self._working(message.centroids))
             self.timings["owner: final labels"] += time.perf_counter() - start
             self.done = True
             return []
@@ -350,7 +377,8 @@ class JointOwner:
             X = session.dp.clip(X)  # centred on the box's middle
             self._offset = session.dp.middle
         self._x_int = session.encoder.encode(X)
-        self._points = session.encoder.decode(self._x_int)
+        self._points = np.ascontiguousarray(session.encoder.decode(self._x_int).T)  # (d, n)
+        self._x_int_cols = np.ascontiguousarray(self._x_int.T.astype(np.float64))
         self._check_range(session)
         self.timings["owner: encode data"] += time.perf_counter() - start
         if session.crs is None or session.params is None:
@@ -393,15 +421,15 @@ class JointOwner:
     def _d2_request(self, m: jm.D2Request) -> Outgoing:
         session = self._require_session()
         start = time.perf_counter()
-        x_int = self._require_ints()
         if m.step == 0:
             d2 = np.ones(self.n_samples)
         else:
             centres = np.asarray(m.centres, dtype=np.float64).reshape(m.step, session.d)
-            xf = x_int.astype(np.float64)
-            d2 = np.full(self.n_samples, np.inf)
-            for c in centres:  # exact: integer coordinates, squares below 2^53
-                d2 = np.minimum(d2, ((xf - c) ** 2).sum(axis=1))
+            cols = self._x_int_cols
+            assert cols is not None
+            d2 = _squared_distances(cols, centres[0])  # exact: integers, squares below 2^53
+            for c in centres[1:]:
+                np.minimum(d2, _squared_distances(cols, c), out=d2)
         self._d2 = d2
         total = float(d2.sum())
         vector = np.zeros(_D2_SLOTS * len(session.setup.owner_ids), dtype=np.int64)
@@ -430,10 +458,11 @@ class JointOwner:
     def _stats(self, m: jm.Centroids) -> Outgoing:
         session = self._require_session()
         start = time.perf_counter()
-        labels = assign(self._require_points(), self._working(m.centroids))
-        x_int = self._require_ints()
+        labels = _assign_columns(self._require_points(), self._working(m.centroids))
+        cols = self._x_int_cols
+        assert cols is not None
         counts = np.bincount(labels, minlength=session.k).astype(np.float64)
-        sums = np.stack([np.bincount(labels, weights=x_int[:, f], minlength=session.k)
+        sums = np.stack([np.bincount(labels, weights=cols[f], minlength=session.k)
                          for f in range(session.d)], axis=1)  # exact below 2^53
         if session.dp is not None:
             noisy_sums, noisy_counts = gaussian_release(
@@ -583,6 +612,14 @@ class JointManager:
         self.timings: dict[str, float] = defaultdict(float)
         self.stage_marks: dict[str, float] = {}
         self.done = False
+
+    def progress_state(self) -> tuple[str, int, int]:
+        """(stage, done, total) for progress bars: centres picked, then iterations run."""
+        if "iterations" in self.stage_marks:
+            return "iterations", self.n_iter_, self.max_iter
+        if "init" in self.stage_marks:
+            return "init", len(self._centres_int), self.n_clusters
+        return "keygen", len(self._ready), len(self.owner_ids)
 
     # ------------------------------------------------------------------ start
     def start(self) -> Outgoing:
@@ -1021,9 +1058,14 @@ OwnerFactory = Callable[[int], npt.NDArray[np.float64]]
 
 
 def _party_process(name: str, build: Callable[[], Any], inboxes: dict[str, Any],
-                   results: Any, timeout: float) -> None:
+                   results: Any, timeout: float, report_progress: bool = False) -> None:
     try:
-        party = build()
+        party = build()  # an owner builds its data here, before the protocol clock starts
+        results.put((name, "ready", None))
+        if isinstance(party, JointManager):
+            token = inboxes[name].get(timeout=timeout)
+            if token != ("parent", b"start"):
+                raise ProtocolError("the manager expected the start signal first")
         stats = TrafficStats()
 
         def send(out: Outgoing) -> None:
@@ -1031,6 +1073,16 @@ def _party_process(name: str, build: Callable[[], Any], inboxes: dict[str, Any],
                 data = msg.to_bytes()
                 stats.record(name, dst, msg, len(data))
                 inboxes[dst].put((name, data))
+
+        last_state: tuple[str, int, int] | None = None
+
+        def report() -> None:
+            nonlocal last_state
+            if isinstance(party, JointManager) and report_progress:
+                state = party.progress_state()
+                if state != last_state:
+                    results.put((name, "progress", state))
+                    last_state = state
 
         if isinstance(party, JointManager):
             start = time.perf_counter()
@@ -1051,6 +1103,7 @@ def _party_process(name: str, build: Callable[[], Any], inboxes: dict[str, Any],
                     continue
                 stats.seconds[name][stage_of(message)] += time.perf_counter() - start
                 send(out)
+                report()
                 batch = waiting + batch
                 waiting = []
         results.put((name, "ok", _summary(party, stats)))
@@ -1096,11 +1149,13 @@ def run_joint_kmeans_processes(
     dp: DPConfig | None = None,
     random_state: int | None = None,
     timeout: float = 600.0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> JointResult:
     """Run protocol 4.2 with each party in its own process; parties exchange only bytes
     through queues (one inbox per party). ``owner_data(party_id)`` builds an owner's data
     *inside* that owner's process (it must be picklable, e.g. a module-level function or a
     ``functools.partial``), so no customer record ever crosses a process boundary.
+    ``progress(stage, done, total)`` is called in this process as the manager advances.
     """
     import functools
 
@@ -1123,17 +1178,29 @@ def run_joint_kmeans_processes(
     for i in owner_ids:
         builders[jm.owner_name(i)] = functools.partial(_build_owner, i, owner_data, seeds[i])
     start = time.perf_counter()
-    procs = [ctx.Process(target=_party_process, args=(n, builders[n], inboxes, results, timeout),
+    procs = [ctx.Process(target=_party_process,
+                         args=(n, builders[n], inboxes, results, timeout, progress is not None),
                          name=f"cipherseg-{n}", daemon=True) for n in names]
     for p in procs:
         p.start()
     summaries: dict[str, dict[str, Any]] = {}
+    ready: set[str] = set()
     try:
         while len(summaries) < len(names):
             try:
                 name, status, payload = results.get(timeout=timeout)
             except queue.Empty as exc:
                 raise ProtocolError(f"joint k-means parties timed out after {timeout} s") from exc
+            if status == "ready":
+                ready.add(name)
+                if len(ready) == len(names):  # every party is set up: start the protocol
+                    start = time.perf_counter()
+                    inboxes[jm.MANAGER].put(("parent", b"start"))
+                continue
+            if status == "progress":
+                if progress is not None:
+                    progress(*payload)
+                continue
             if status != "ok":
                 raise ProtocolError(f"party {name} failed:\n{payload}")
             summaries[name] = payload
@@ -1142,7 +1209,7 @@ def run_joint_kmeans_processes(
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start  # from the start signal to the last party's report
     traffic = TrafficStats()
     for s in summaries.values():
         traffic.merge(s["traffic"])

@@ -84,8 +84,14 @@ def ntt_primes(n: int, count: int, bits: int = 31) -> tuple[int, ...]:
     return tuple(found)
 
 
-def _bit_reverse(i: int, bits: int) -> int:
-    return int(format(i, f"0{bits}b")[::-1], 2) if bits else 0
+def _powers(w: int, n: int, p: int) -> npt.NDArray[np.uint64]:
+    """w^0 … w^(n-1) mod p, as an outer product of two short power tables."""
+    block = 1 << ((n.bit_length() - 1 + 1) // 2)
+    low = np.array([pow(w, j, p) for j in range(block)], dtype=np.uint64)
+    step = pow(w, block, p)
+    high = np.array([pow(step, i, p) for i in range(-(-n // block))], dtype=np.uint64)
+    out: npt.NDArray[np.uint64] = ((high[:, None] * low[None, :]) % np.uint64(p)).ravel()[:n]
+    return out
 
 
 def _root_of_unity_2n(p: int, n: int) -> int:
@@ -137,18 +143,14 @@ class RnsRing:
         fwd = np.empty((self.k, n), dtype=np.uint64)
         inv = np.empty((self.k, n), dtype=np.uint64)
         n_inv = np.empty((self.k, 1), dtype=np.uint64)
+        index = np.arange(n)
+        reversed_index = np.zeros(n, dtype=np.int64)
+        for b in range(logn):
+            reversed_index |= ((index >> b) & 1) << (logn - 1 - b)
         for row, p in enumerate(self.moduli):
             psi = _root_of_unity_2n(p, n)
-            psi_inv = pow(psi, -1, p)
-            powers = [1] * n
-            powers_inv = [1] * n
-            for i in range(1, n):
-                powers[i] = powers[i - 1] * psi % p
-                powers_inv[i] = powers_inv[i - 1] * psi_inv % p
-            for i in range(n):
-                r = _bit_reverse(i, logn)
-                fwd[row, i] = powers[r]
-                inv[row, i] = powers_inv[r]
+            fwd[row] = _powers(psi, n, p)[reversed_index]
+            inv[row] = _powers(pow(psi, -1, p), n, p)[reversed_index]
             n_inv[row, 0] = pow(n, -1, p)
         # Stage s of the constant-geometry transform multiplies position i of the upper half by
         # psi_rev[2^s + (i mod 2^s)]: the twiddles of each stage, tiled to length N/2.
