@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -140,6 +140,9 @@ async def _check_csrf(request: Request, ctx: PlatformContext,
         raise HTTPException(status_code=403, detail="missing or invalid CSRF token; reload the "
                             "page and submit the form again")
 
+
+#: A database id in a path: positive and within 32 bits on every backend.
+IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 OwnerUser = Annotated[User, Depends(Allow(Role.OWNER))]
 AdminUser = Annotated[User, Depends(Allow(Role.ADMIN))]

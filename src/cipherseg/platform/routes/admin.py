@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
-from cipherseg.platform.deps import AdminUser, ContextDep, SessionDep, client_ip
+from cipherseg.platform.deps import AdminUser, ContextDep, IdPath, SessionDep, client_ip
 from cipherseg.platform.models import Role, User
 from cipherseg.platform.routes.common import redirect, render
 from cipherseg.platform.users import create_user, parse_role, update_user
@@ -50,7 +50,7 @@ def users_create(request: Request, ctx: ContextDep, db: SessionDep, admin: Admin
 
 @router.post("/users/{user_id}", response_class=HTMLResponse)
 def users_update(request: Request, ctx: ContextDep, db: SessionDep, admin: AdminUser,
-                 user_id: int, role: Annotated[str, Form(max_length=32)] = "",
+                 user_id: IdPath, role: Annotated[str, Form(max_length=32)] = "",
                  active: Annotated[str, Form(max_length=8)] = "1") -> Response:
     """Change a user's role or disable/enable them (their sessions end)."""
     target = db.get(User, user_id)

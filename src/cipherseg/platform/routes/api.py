@@ -21,6 +21,7 @@ from cipherseg.platform.deps import (
     AnyUser,
     CentreUser,
     ContextDep,
+    IdPath,
     OwnerUser,
     ReleaseViewer,
     SessionDep,
@@ -206,7 +207,7 @@ def users_create(request: Request, body: UserCreate, db: SessionDep,
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-def users_patch(request: Request, user_id: int, body: UserPatch, db: SessionDep,
+def users_patch(request: Request, user_id: IdPath, body: UserPatch, db: SessionDep,
                 admin: AdminUser) -> UserOut:
     """Change a user's role or active flag (their sessions end)."""
     target = db.get(User, user_id)
@@ -260,7 +261,7 @@ def uploads_create(request: Request, ctx: ContextDep, db: SessionDep, owner: Own
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut)
-def uploads_get(upload_id: int, db: SessionDep, owner: OwnerUser) -> UploadOut:
+def uploads_get(upload_id: IdPath, db: SessionDep, owner: OwnerUser) -> UploadOut:
     """One upload's status and counts."""
     up = db.get(Upload, upload_id)
     if up is None or up.owner_id != owner.id:
@@ -280,7 +281,7 @@ def customers_list(db: SessionDep, owner: OwnerUser,
 
 
 @router.delete("/customers/{customer_id}", status_code=204)
-def customers_erase(request: Request, ctx: ContextDep, customer_id: int, db: SessionDep,
+def customers_erase(request: Request, ctx: ContextDep, customer_id: IdPath, db: SessionDep,
                     owner: OwnerUser) -> Response:
     """Erase a customer and every row about them."""
     if not erase_customer(ctx, db, owner, customer_id, ip=client_ip(request)):
@@ -317,7 +318,7 @@ def _own_job(db: SessionDep, owner: User, job_id: int) -> Job:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def jobs_get(request: Request, job_id: int, db: SessionDep, owner: OwnerUser) -> JobOut:
+def jobs_get(request: Request, job_id: IdPath, db: SessionDep, owner: OwnerUser) -> JobOut:
     """A segmentation's status and (owner view) segments."""
     job = _own_job(db, owner, job_id)
     if job.status == "done":
@@ -328,7 +329,7 @@ def jobs_get(request: Request, job_id: int, db: SessionDep, owner: OwnerUser) ->
 
 
 @router.post("/jobs/{job_id}/publish", response_model=JobOut)
-def jobs_publish(request: Request, job_id: int, db: SessionDep, owner: OwnerUser) -> JobOut:
+def jobs_publish(request: Request, job_id: IdPath, db: SessionDep, owner: OwnerUser) -> JobOut:
     """Release a finished segmentation to merchants and the operator."""
     job = _own_job(db, owner, job_id)
     if job.status != "done":

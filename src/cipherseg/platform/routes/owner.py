@@ -15,7 +15,7 @@ from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
 from cipherseg.platform.demo_data import demo_csv
-from cipherseg.platform.deps import ContextDep, OwnerUser, SessionDep, client_ip
+from cipherseg.platform.deps import ContextDep, IdPath, OwnerUser, SessionDep, client_ip
 from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, Transaction, Upload
 from cipherseg.platform.routes.common import redirect, render
 from cipherseg.platform.segmentation import FEATURES, start_segmentation
@@ -111,7 +111,7 @@ def _upload_context(db: SessionDep, up: Upload) -> dict[str, object]:
 
 @router.get("/uploads/{upload_id}", response_class=HTMLResponse)
 def upload_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                upload_id: int) -> Response:
+                upload_id: IdPath) -> Response:
     """An upload's status, live progress and error report."""
     up = _own_upload(db, owner.id, upload_id)
     return render(request, ctx, "upload_detail.html", **_upload_context(db, up))
@@ -119,7 +119,7 @@ def upload_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerU
 
 @router.get("/uploads/{upload_id}/progress", response_class=HTMLResponse)
 def upload_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                    upload_id: int) -> Response:
+                    upload_id: IdPath) -> Response:
     """The progress fragment htmx polls."""
     up = _own_upload(db, owner.id, upload_id)
     return render(request, ctx, "partials/upload_progress.html", **_upload_context(db, up))
@@ -127,7 +127,7 @@ def upload_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: Ow
 
 @router.get("/uploads/{upload_id}/errors.csv")
 def upload_errors(request: Request, db: SessionDep, owner: OwnerUser,
-                  upload_id: int) -> Response:
+                  upload_id: IdPath) -> Response:
     """Download the report of every bad row (values masked or shortened)."""
     up = _own_upload(db, owner.id, upload_id)
     if not up.error_report:
@@ -159,7 +159,7 @@ def customers_page(request: Request, ctx: ContextDep, db: SessionDep, owner: Own
 
 @router.post("/customers/{customer_id}/erase", response_class=HTMLResponse)
 def customer_erase(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                   customer_id: int,
+                   customer_id: IdPath,
                    confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
     """Erase a customer (confirmation box required)."""
     if confirm != "yes":
@@ -216,7 +216,7 @@ def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, object]
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-             job_id: int) -> Response:
+             job_id: IdPath) -> Response:
     """A segmentation's live progress and, when done, its segments."""
     job = _own_job(db, owner.id, job_id)
     if job.status == "done":
@@ -228,7 +228,7 @@ def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser
 
 @router.get("/jobs/{job_id}/progress", response_class=HTMLResponse)
 def job_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                 job_id: int) -> Response:
+                 job_id: IdPath) -> Response:
     """The progress fragment htmx polls."""
     job = _own_job(db, owner.id, job_id)
     return render(request, ctx, "partials/job_progress.html", **_job_context(ctx, db, job))
@@ -236,7 +236,7 @@ def job_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: Owner
 
 @router.post("/jobs/{job_id}/publish", response_class=HTMLResponse)
 def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                job_id: int) -> Response:
+                job_id: IdPath) -> Response:
     """Release a finished segmentation's segments to merchants and the operator."""
     job = _own_job(db, owner.id, job_id)
     if job.status != "done":
@@ -251,7 +251,7 @@ def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerU
 
 @router.get("/jobs/{job_id}/labels.csv")
 def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-               job_id: int) -> Response:
+               job_id: IdPath) -> Response:
     """Labels per pseudonymised customer (the owner's own data; audited export)."""
     job = _own_job(db, owner.id, job_id)
     if job.status != "done":
