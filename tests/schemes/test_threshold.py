@@ -284,7 +284,7 @@ def test_default_parameters_and_their_estimate() -> None:
     # Smudging: N · (noise of max_summands encryptions) · 2^λ ≤ 2^(B+1).
     assert p.poly_degree * p.ciphertext_noise_bound * 2**40 <= 2 ** (p.smudging_bits + 1)
     assert p.q > 2 * p.decode_residual_bound and p.tamper_detection_bits > 10
-    assert "128-bit" in p.security_estimate() and "Table 1" in p.security_estimate()
+    assert "128-bit" in p.security_estimate() and "ternary-secret table" in p.security_estimate()
 
 
 def test_too_many_summands_and_bad_plaintexts_are_refused(

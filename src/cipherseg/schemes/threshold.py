@@ -24,16 +24,18 @@ dozen residues on the wire.
 This module holds nothing that can decrypt: secret shares live in
 :mod:`cipherseg.schemes.threshold_keys`, which the compute centre does not import.
 
-Security (see ``docs/threshold.md``): the default set N = 8192, q = five 31-bit primes
-(log2 q ≈ 155), ternary secrets, σ = 3.2 errors meets the HomomorphicEncryption.org standard's
-128-bit bound for N = 8192 (log2 q ≤ 218, Table 1 of Albrecht et al. 2018); parameter sets
-above that bound are refused. Smudging noise makes each released partial decryption within
-statistical distance 2^-40 (per decrypted ring element of N coefficients) of one that does not
-depend on the secret shares or on the ciphertext noise, for up to ``max_parties`` = 7 parties
-and ciphertexts summing up to ``max_summands`` = 2^20 fresh encryptions. Plaintext sums must
-stay in [-2^41, 2^41) (t = 2^42). The model is semi-honest: a party that sends a well-formed
-but wrong partial decryption is detected only with overwhelming probability if the error is
-not a multiple of Δ (the noise check); active security would need zero-knowledge proofs.
+Security (see ``docs/threshold.md``): the default set — N = 8192, q the product of five 31-bit
+primes (log2 q ≈ 155), uniform ternary secrets, σ = 3.2 errors — is within the
+HomomorphicEncryption.org standard's 128-bit bound for N = 8192 (log2 q ≤ 218 in its table for
+ternary secrets, Albrecht et al. 2018); parameter sets above that bound are refused. Smudging
+noise makes each released partial decryption within statistical distance 2^-40 (per decrypted
+ring element of N coefficients) of one that depends on neither the secret shares nor the
+ciphertext noise, for up to ``max_parties`` = 7 parties and ciphertexts that sum up to
+``max_summands`` = 2^20 fresh encryptions. Plaintext sums must stay in [-2^41, 2^41)
+(t = 2^42). The model is semi-honest: a corrupted partial decryption makes the fusion noise
+check fail (a random error passes with probability about 2^-15 per coefficient), but a party
+that adds an exact multiple of Δ shifts the result undetectably; active security would need
+zero-knowledge proofs of correct decryption.
 
 >>> import numpy as np
 >>> from cipherseg.schemes.threshold_keys import KeyShare
@@ -82,8 +84,9 @@ from cipherseg.schemes.rns_ntt import RnsRing, is_prime
 
 U64 = npt.NDArray[np.uint64]
 
-# HomomorphicEncryption.org security standard (Albrecht et al., 2018), Table 1, uniform ternary
-# secrets, error width σ ≈ 3.2: the largest log2(q) for each ring degree N and security level.
+# HomomorphicEncryption.org Security Standard (Albrecht et al., Nov. 2018), recommended parameters
+# for uniform ternary secrets, error width σ ≈ 3.2, classical security: the largest log2(q) for
+# each ring degree N and security level (the values SEAL enforces as SEAL_HE_STD_PARMS_*_TC).
 HE_STANDARD_MAX_LOG_Q: dict[int, dict[int, int]] = {
     128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
     192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
@@ -364,8 +367,9 @@ class ThresholdParams:
             f"N={self.poly_degree}, log2(q)={self.log_q:.1f} <= "
             f"{HE_STANDARD_MAX_LOG_Q[self.security_level][self.poly_degree]}: "
             f"{self.security_level}-bit classical security for RLWE with uniform ternary "
-            f"secrets and σ={self.error_std} (HomomorphicEncryption.org standard, Albrecht et "
-            f"al. 2018, Table 1); smudging 2^{self.smudging_bits} gives 2^-"
+            f"secrets and σ={self.error_std} (HomomorphicEncryption.org Security Standard, "
+            f"Albrecht et al. 2018, ternary-secret table); smudging 2^{self.smudging_bits} "
+            f"gives 2^-"
             f"{self.smudging_security} statistical distance per decrypted ring element for "
             f"<= {self.max_parties} parties and <= {self.max_summands} summands"
         )
