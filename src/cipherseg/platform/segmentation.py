@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from cipherseg.platform.security import hash_password
 
 FEATURES = {"recency": "Recency (days since last purchase)",
             "frequency": "Frequency (purchases)",
-            "monetary": "Monetary (total spend)"}
+            "monetary": "Monetary (average spend per purchase)"}
 DECIMALS = 2
 MAX_ITER = 100
 TOL = 1e-4
@@ -111,15 +110,14 @@ def load_transactions(session: Session, owner_id: int) -> pd.DataFrame:
 
 
 def rfm_features(tx: pd.DataFrame) -> pd.DataFrame:
-    """Recency (days), frequency (purchases), monetary (total spend) per pseudonym.
+    """Recency (days), frequency (purchases), monetary (mean spend per purchase) per pseudonym.
 
     Recency counts from the day after the latest transaction in the data.
     """
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm
 
     columns = RFMColumns(customer="customer", invoice="invoice", date="date", amount="amount")
-    snapshot = tx["date"].max() + timedelta(days=1)
-    rfm = compute_rfm(tx, columns, snapshot=snapshot)
+    rfm = compute_rfm(tx, columns)  # snapshot: the day after the latest transaction
     feats: pd.DataFrame = rfm.features.loc[:, list(FEATURES)]
     return feats
 
@@ -169,6 +167,7 @@ def run_encrypted_kmeans(ctx: PlatformContext, X: np.ndarray, k: int, progress: 
     finally:
         executor.close()
     return {"labels": np.asarray(run.labels), "centers": run.centers * sigma,
+            "init_centers": run.init_centers * sigma,
             "inertia": float(run.inertia) * sigma**2, "n_iter": int(run.n_iter),
             "bytes_to_centre": int(run.bytes_to_centre),
             "bytes_to_owner": int(run.bytes_to_owner), "n_blocks": int(run.n_blocks),
