@@ -180,6 +180,10 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
                         progress, executor)
         self.cluster_centers_ = run["centers"] * sigma
         self.init_centers_ = run["init_centers"] * sigma
+        if self.decimals is not None and init is None:
+            # k-means++ picks records, which lie on the fixed-point grid; decryption returns
+            # them with ~1e-8 of noise, which rounding removes.
+            self.init_centers_ = np.round(self.init_centers_, self.decimals)
         self.labels_ = run["labels"]
         self.inertia_ = float(run["inertia"]) * sigma**2
         self.n_iter_ = int(run["n_iter"])

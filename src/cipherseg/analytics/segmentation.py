@@ -86,7 +86,7 @@ def segment_customers(features: pd.DataFrame, *, n_clusters: int = 4, random_sta
 
     t = time.perf_counter()
     model = EncryptedKMeans(n_clusters=n_clusters, random_state=random_state, max_iter=max_iter,
-                            tol=tol, n_jobs=n_jobs)
+                            tol=tol, n_jobs=n_jobs, decimals=decimals)
     model.fit(X, progress=progress, executor=executor)
     seconds["encrypted_kmeans"] = time.perf_counter() - t
 

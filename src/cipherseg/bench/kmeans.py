@@ -30,7 +30,7 @@ def run_kmeans_bench(sizes: list[int], *, k: int, iterations: int, seed: int,
             progress.done(f"data-{n}")
         t = time.perf_counter()
         enc = EncryptedKMeans(n_clusters=k, max_iter=iterations, tol=0.0, random_state=seed,
-                              n_jobs=n_jobs)
+                              n_jobs=n_jobs, decimals=2)
         enc.fit(X, progress=None if progress is None else progress.callback)
         encrypted = time.perf_counter() - t
         t = time.perf_counter()

@@ -12,6 +12,9 @@ import numpy.typing as npt
 from cipherseg.engine.state import get_state
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 
+TIE_TOLERANCE = 1e-7
+"""Score differences below this (features normalised to |x| <= 1) count as ties."""
+
 
 def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool]
                 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], list[bytes]]]:
@@ -24,7 +27,11 @@ def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool]
         if scores:
             s = np.vstack([owner.decrypt_bytes(b, size) for b in scores])
             full = np.vstack([np.zeros((1, size)), s])
-            labels = np.argmin(full, axis=0).astype(np.int64)
+            # Ties (equal distances, common on fixed-point data) go to the lowest cluster
+            # index, as in scikit-learn; CKKS noise (~1e-8 here) would otherwise break them
+            # at random.
+            near_min = full <= full.min(axis=0) + TIE_TOLERANCE
+            labels = np.argmax(near_min, axis=0).astype(np.int64)
             chosen = full[labels, np.arange(size)]
         else:
             labels = np.zeros(size, dtype=np.int64)
