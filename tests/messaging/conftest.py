@@ -160,6 +160,14 @@ def make_people(vault: PiiVault, n: int, *, no_consent: frozenset[int] = frozens
             for i in range(n)]
 
 
+@pytest.fixture(name="make_people")
+def _make_people(vault: PiiVault) -> Callable[..., list[Recipient]]:
+    """``people(n, no_consent=…, timezone=…)``: synthetic customers sealed with ``vault``."""
+    def make(n: int, **kw: object) -> list[Recipient]:
+        return make_people(vault, n, **kw)  # type: ignore[arg-type]
+    return make
+
+
 @pytest.fixture
 def people_factory(vault: PiiVault) -> Callable[..., StaticRecipients]:
     def make(n: int, **kw: object) -> StaticRecipients:

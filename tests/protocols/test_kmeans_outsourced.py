@@ -72,7 +72,7 @@ def test_centre_refuses_an_upload_carrying_a_secret_key(owner: CkksSecretContext
 def test_messages_out_of_order_are_refused(owner: CkksSecretContext) -> None:
     centre = ComputeCentre(random_state=0)
     centre.handle(_upload(owner, np.zeros((10, 2)), 2))
-    with pytest.raises(ProtocolError, match="unexpected Pick .* expected InitStart, Centroids"):
+    with pytest.raises(ProtocolError, match=r"unexpected Pick .* expected InitStart, Centroids"):
         centre.handle(p.Pick(protocol_version=1, session_id="s", round=2))
     with pytest.raises(ProtocolError, match="unknown session 'nope'"):
         centre.handle(p.InitStart(protocol_version=1, session_id="nope", round=2))

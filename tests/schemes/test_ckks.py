@@ -123,7 +123,7 @@ def test_truncated_ciphertext_is_refused(owner: CkksSecretContext,
                                          centre: CkksPublicContext) -> None:
     data = owner.encrypt_to_bytes([1.0])
     for cut in (0, 10, len(data) // 2, len(data) - 1):
-        with pytest.raises(CiphertextError, match="truncated|corrupted"):
+        with pytest.raises(CiphertextError, match=r"truncated|corrupted"):
             centre.ciphertext_from_bytes(data[:cut])
 
 

@@ -14,7 +14,7 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -92,7 +92,7 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     [2, 2]
     """
 
-    _parameter_constraints: dict[str, str] = {
+    _parameter_constraints: ClassVar[dict[str, str]] = {
         "n_clusters": "int >= 1",
         "init": "'k-means++' or array (n_clusters, n_features)",
         "max_iter": "int >= 1",

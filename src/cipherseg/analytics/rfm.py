@@ -218,12 +218,25 @@ def _parse_numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _factorize(col: pd.Series, *, sort: bool) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (-1 for missing or blank) and the distinct values."""
-    try:
-        codes, uniques = pd.factorize(col, sort=sort)
-    except TypeError:  # mixed types that cannot be ordered
-        codes, uniques = pd.factorize(col, sort=False)
-    uniques = pd.Index(uniques)
+    """Integer codes (-1 for missing or blank) and the distinct values (perhaps unused ones)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):  # codes are already there
+        codes = np.asarray(col.cat.codes, dtype=np.int64)
+        uniques = pd.Index(col.cat.categories)
+        if sort and not uniques.is_monotonic_increasing:
+            try:
+                order = np.asarray(uniques.argsort())
+            except TypeError:
+                order = np.arange(len(uniques))
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+            uniques = uniques[order]
+    else:
+        try:
+            codes, uniques = pd.factorize(col, sort=sort)
+        except TypeError:  # mixed types that cannot be ordered
+            codes, uniques = pd.factorize(col, sort=False)
+        uniques = pd.Index(uniques)
     if pd.api.types.is_string_dtype(uniques.dtype) or uniques.dtype == object:
         blank = np.asarray(uniques.astype("str").str.strip() == "", dtype=bool)
         if blank.any():

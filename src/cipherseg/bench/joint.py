@@ -172,6 +172,60 @@ def run_demo(*, owners: int, customers: int, k: int, dp_epsilon: float | None = 
     return out
 
 
+# ---------------------------------------------------------------------- primitives
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(statistics.median(samples))
+
+
+def measure_primitives(repeats: int = 20, values: int = 16, parties: int = 7) -> dict[str, Any]:
+    """Median milliseconds of the threshold scheme's operations (default parameters)."""
+    from cipherseg.schemes.rns_ntt import RnsRing, ntt_primes
+    from cipherseg.schemes.threshold import (
+        ThresholdParams,
+        encrypt,
+        fuse,
+        joint_public_key,
+        new_crs,
+    )
+    from cipherseg.schemes.threshold_keys import KeyShare
+
+    out: dict[str, Any] = {"repeats": repeats}
+    rng = np.random.default_rng(0)
+    for n in (4096, 8192):
+        ring = RnsRing(n, ntt_primes(n, 5))
+        a = ring.from_int(rng.integers(-(2**40), 2**40, n))
+        b = ring.from_int(rng.integers(-1, 2, n))
+        out[f"ntt_forward_5primes_N{n}_ms"] = _median_ms(
+            functools.partial(ring.forward, a), repeats)
+        out[f"product_5primes_N{n}_ms"] = _median_ms(
+            functools.partial(ring.multiply, a, b), repeats)
+    params = ThresholdParams()
+    crs = new_crs(params, b"cipherseg primitives benchmark..")
+    out["keygen_ms"] = _median_ms(lambda: KeyShare.generate(params, crs, 1), repeats)
+    shares = [KeyShare.generate(params, crs, i) for i in range(parties)]
+    pk = joint_public_key(params, crs, [s.public_share for s in shares])
+    vec = np.arange(values, dtype=np.int64)
+    ct = encrypt(pk, vec)
+    partials = [s.partial_decrypt(ct) for s in shares]
+    out.update({
+        "values": values, "parties": parties,
+        "encrypt_ms": _median_ms(lambda: encrypt(pk, vec), repeats),
+        "partial_decrypt_ms": _median_ms(lambda: shares[0].partial_decrypt(ct), repeats),
+        "fuse_ms": _median_ms(lambda: fuse(ct, partials), repeats),
+        "add_ms": _median_ms(lambda: ct + ct, repeats),
+        "ciphertext_bytes": len(ct.to_bytes()),
+        "partial_decryption_bytes": len(partials[0].to_bytes()),
+        "public_share_bytes": len(shares[0].public_share.to_bytes()),
+    })
+    return out
+
+
 # ---------------------------------------------------------------------- cost benchmark
 def _timed_run(parts: Sequence[npt.NDArray[np.float64]], k: int, mode: str, seed: int,
                decimals: int, max_iter: int) -> tuple[float, Any]:
@@ -249,8 +303,10 @@ def run_joint_bench(*, owners: int = 5, customers: int = 200_000, k: int = 4,
                                      max_iter=max_iter, repeats=max(1, repeats // 2)))
     if progress:
         progress("owners", len(owner_counts), len(owner_counts))
+    primitives = measure_primitives()
     return {
         "benchmark": "joint k-means (protocol 4.2): threshold vs plaintext aggregation",
+        "primitives": primitives,
         "data": data, "seed": seed, "decimals": decimals,
         "security": ThresholdParams().security_estimate(),
         "note": ("all parties in one process, run one after another (total CPU time of the "

@@ -40,7 +40,7 @@ def run_kmeans_bench(sizes: list[int], *, k: int, iterations: int, seed: int,
         rep = enc.report_
         per_iter = rep["mb_per_iteration"]
         results.append({
-            "customers": int(len(X)),
+            "customers": len(X),
             "n_iter": int(enc.n_iter_),
             "sklearn_n_iter": int(ref.n_iter_),
             "seconds_encrypted_total": encrypted,

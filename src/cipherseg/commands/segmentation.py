@@ -169,7 +169,8 @@ def bench_kmeans(
         console.print(
             f"{r['customers']:>9,} customers: encrypted {r['seconds_encrypted_total']:.2f} s "
             f"({r['n_iter']} iterations, {r['mb_per_iteration_mean']:.1f} MB/iteration), "
-            f"scikit-learn {r['seconds_sklearn']:.3f} s, ratio {r['ratio_encrypted_vs_plain']:.0f}×, "
+            f"scikit-learn {r['seconds_sklearn']:.3f} s, "
+            f"ratio {r['ratio_encrypted_vs_plain']:.0f}×, "
             f"ARI {r['ari_vs_sklearn']:.4f}"
         )
 

@@ -171,7 +171,7 @@ class DataOwner:
         labels = labels_old
         chosen = np.zeros(n)
         it = 0
-        for it in range(max_iter):  # noqa: B007 - it is reported after the loop
+        for it in range(max_iter):
             notify("iterate", it, max_iter)
             onehots: list[bytes] = []
             labels, chosen = self._assign(owner, key, sizes, k, c_bytes, send, par, clock,

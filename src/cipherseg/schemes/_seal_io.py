@@ -6,6 +6,7 @@ one private scratch file per process in RAM-backed storage when it exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -34,10 +35,8 @@ def _scratch_path() -> str:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def seal_to_bytes(obj: _Saveable) -> bytes:

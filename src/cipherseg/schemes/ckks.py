@@ -9,8 +9,9 @@ Ciphertexts travel as bytes in an envelope::
     magic "CSCK" | version u8 | context fingerprint (16 bytes) | CRC-32 (4 bytes) | SEAL blob
 
 The fingerprint binds a ciphertext to the key set it was made under; the CRC-32 catches
-truncation and accidental corruption (every single-byte change, every burst up to 32 bits). Neither authenticates the sender: against an active network
-attacker the transport must be authenticated (TLS); the compute centre is honest-but-curious.
+truncation and accidental corruption (every single-byte change, every burst up to 32 bits).
+Neither authenticates the sender: against an active network attacker the transport must be
+authenticated (TLS); the compute centre is honest-but-curious.
 
 >>> params = CkksParams.for_depth(1)
 >>> params.coeff_mod_bit_sizes

@@ -38,13 +38,13 @@ class PlainScheme:
         return np.array(ciphertext, dtype=np.float64)
 
     def add(self, a: Any, b: Any) -> npt.NDArray[np.float64]:
-        return np.asarray(a) + np.asarray(b)
+        return np.asarray(a, dtype=np.float64) + np.asarray(b, dtype=np.float64)
 
     def mul_plain(self, a: Any, plain: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return np.asarray(a) * np.asarray(plain, dtype=np.float64)
 
     def mul(self, a: Any, b: Any) -> npt.NDArray[np.float64]:
-        return np.asarray(a) * np.asarray(b)
+        return np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
 
     def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
         arr = np.ascontiguousarray(ciphertext, dtype="<f8")
