@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.segmentation",
     "cipherseg.commands.platform",
     "cipherseg.commands.joint",
+    "cipherseg.commands.vhe",
 )
 
 for _name in _COMMAND_MODULES:
