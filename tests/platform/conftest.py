@@ -25,7 +25,6 @@ from cipherseg.platform.db import make_engine
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.migrate import upgrade
 from cipherseg.platform.models import Role
-from cipherseg.platform.users import create_user
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -179,14 +178,22 @@ class Client:
                                                                             ctype)})
 
 
+_HASH: list[str] = []
+
+
 def migrate_and_add_users(url: str) -> None:
+    """Migrate and add one user per role (one Argon2 hash, computed once per session)."""
+    from cipherseg.platform.db import make_sessionmaker
+    from cipherseg.platform.models import User
+    from cipherseg.platform.security import hash_password
+
+    if not _HASH:
+        _HASH.append(hash_password(PASSWORD))
     engine = make_engine(url)
     upgrade(engine)
-    from cipherseg.platform.db import make_sessionmaker
-
     with make_sessionmaker(engine)() as s:
-        for name, role in USERS.items():
-            create_user(s, name, PASSWORD, role)
+        s.add_all([User(username=name, password_hash=_HASH[0], role=role.value, active=True)
+                   for name, role in USERS.items()])
         s.commit()
     engine.dispose()
 
