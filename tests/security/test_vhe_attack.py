@@ -123,3 +123,17 @@ def test_lwe_solver_refuses_when_no_solution_fits_the_bound() -> None:
     u = rng.integers(0, q, size=40).tolist()  # not an LWE sample: uniform
     with pytest.raises(AttackFailed):
         solve_lwe_row(a, u, q, 3)
+
+
+@pytest.mark.parametrize("scenario", ["seed-mode", "public-key"])
+def test_cli_demonstration_recovers_and_warns(scenario: str) -> None:
+    from typer.testing import CliRunner
+
+    from cipherseg.cli import app
+
+    result = CliRunner().invoke(app, ["attack", "vhe", "--customers", "300", "--scenario",
+                                      scenario, "--show", "3"])
+    assert result.exit_code == 0, result.output
+    assert "BROKEN" in result.output
+    assert "ALL 300 customers recovered exactly" in result.output
+    assert result.output.count("│ yes") == 3
