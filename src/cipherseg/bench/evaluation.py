@@ -736,7 +736,8 @@ def compare_with_published(results: dict[str, Any]) -> list[dict[str, Any]]:
                 pub = PUBLISHED["encrypted" if label == "encrypted" else "plaintext"]
                 gaps = {"precision": m[p] - pub["precision"], "recall": m[r] - pub["recall"],
                         "roc_auc": m["roc_auc"] - pub["roc_auc"]}
-                rows.append({"variant": key, "model": label, "metrics": convention,
+                rows.append({"variant": key, "model": label.replace("_", " "),
+                             "metrics": convention,
                              "precision": round(m[p], 4), "recall": round(m[r], 4),
                              "roc_auc": round(m["roc_auc"], 4),
                              "max_abs_gap": round(max(abs(g) for g in gaps.values()), 4)})
@@ -778,10 +779,10 @@ def markdown_table(results: dict[str, Any]) -> str:
             m = d["mean"]
             lines.append(f"| DP LR ε={eps} (mean of {d['seeds']}) | "
                          + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
-        if "segments" not in methods:
-            lines.append("| encrypted k-means segments | not run: segments for targeting are "
-                         "built before the call, so never from its duration |||||||| ")
         enc = methods["encrypted"]
+        if "segments" not in methods:
+            lines += ["", "Encrypted k-means segments: not run on this variant (targeting "
+                      "segments are built before the call, so never from its duration)."]
         lines += ["", f"Encrypted vs plaintext over {enc['customers']} customers: max |score "
                   f"difference| {enc['max_abs_score_error']:.2e}, max metric difference "
                   f"{enc['max_metric_difference']:.2e}, {enc['prediction_flips']} flipped "
