@@ -1,8 +1,9 @@
 """RFM features from transaction files larger than memory, with Dask DataFrame.
 
-The same features, drops and checks as the pandas path (:func:`cipherseg.analytics.rfm.compute_rfm`),
-computed partition by partition from partitioned CSV (plain or gzip) or Parquet files, or from
-a Dask DataFrame, so that no process ever holds all transaction lines:
+The same features, drops and checks as the pandas path
+(:func:`cipherseg.analytics.rfm.compute_rfm`), computed partition by partition from
+partitioned CSV (plain or gzip) or Parquet files, or from a Dask DataFrame, so that no process
+ever holds all transaction lines:
 
 1. each partition is validated and reduced to (customer, invoice, time, amount, flags), with
    the pandas path's own parsers (dates, numbers, blank ids);
@@ -62,6 +63,7 @@ __all__ = ["compute_rfm_dask", "read_transactions_dask"]
 
 _NS_PER_DAY = 86_400 * 10**9
 _C, _I, _T, _A = "customer", "invoice", "t_ns", "amount"
+_DEFAULT_COLUMNS = RFMColumns()
 
 
 def _expand(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -82,7 +84,7 @@ def _expand(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
 
 
 def read_transactions_dask(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                           columns: RFMColumns = RFMColumns(), *, fmt: str = "auto",
+                           columns: RFMColumns = _DEFAULT_COLUMNS, *, fmt: str = "auto",
                            sep: str = ",", blocksize: str | int | None = "64MB",
                            encoding: str = "utf-8") -> dd.DataFrame:
     """Lazily read partitioned transactions: a directory, a glob, or a list of files.
@@ -157,10 +159,7 @@ def _normalise(part: pd.DataFrame, columns: RFMColumns, date_format: str | None,
                                   f"missing at row label(s) {shown}; fix or remove these rows")
     except ValidationError as exc:
         raise ValidationError(f"{where}: {exc}") from None
-    if isinstance(dates.dtype, pd.DatetimeTZDtype):
-        tz = str(dates.dt.tz)
-    else:
-        tz = ""
+    tz = str(dates.dt.tz) if isinstance(dates.dtype, pd.DatetimeTZDtype) else ""
     customer = _plain(part[columns.customer])
     invoice = _plain(invoice)
     has_customer = ~_null_values(customer)
@@ -178,7 +177,7 @@ def _normalise(part: pd.DataFrame, columns: RFMColumns, date_format: str | None,
 
 def compute_rfm_dask(transactions: dd.DataFrame | str | os.PathLike[str]
                      | Sequence[str | os.PathLike[str]],
-                     columns: RFMColumns = RFMColumns(), snapshot: pd.Timestamp | None = None,
+                     columns: RFMColumns = _DEFAULT_COLUMNS, snapshot: pd.Timestamp | None = None,
                      *, date_format: str | None = None, fmt: str = "auto", sep: str = ",",
                      blocksize: str | int | None = "64MB", split_out: int = 1,
                      scheduler: Any = None) -> RFMResult:
