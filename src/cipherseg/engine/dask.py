@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,9 +92,33 @@ class _Shard:
         return self.nbytes
 
 
-def _run_on_shard(fn: Callable[[Any], Any], key: str, shard: _Shard, args: Any) -> Any:
+def _run_on_shard(fn: Callable[[Any], Any], key: str, shard: _Shard, args: Any
+                  ) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
     with state.bound_state(key, shard.value):
-        return fn(args)
+        out = fn(args)
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def _run(fn: Callable[[Any], Any], args: Any) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(args)
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+@dataclass
+class StageStats:
+    """Where a stage's time went: on the client (wall) and inside the block tasks."""
+
+    calls: int = 0
+    tasks: int = 0
+    wall_seconds: float = 0.0
+    task_seconds: float = 0.0
+    task_cpu_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"calls": self.calls, "tasks": self.tasks, "wall_seconds": self.wall_seconds,
+                "task_seconds": self.task_seconds, "task_cpu_seconds": self.task_cpu_seconds}
 
 
 class _StatePlugin(WorkerPlugin):
@@ -165,6 +190,8 @@ class DaskExecutor:
         self._plugins: dict[str, str] = {}
         self._blocks: dict[str, _Blocks] = {}
         self._progress: Progress | None = None
+        self.stats: dict[str, StageStats] = {}
+        """Per stage (block function): client wall time and time inside the tasks."""
 
     # --- cluster facts -----------------------------------------------------------------------
     @property
@@ -246,17 +273,19 @@ class DaskExecutor:
 
     # --- work --------------------------------------------------------------------------------
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        started = time.perf_counter()
         with dask.config.set(_GRAPH_WARNING):
-            futures = [self._client.submit(fn, item, pure=False,
+            futures = [self._client.submit(_run, fn, item, pure=False,
                                            key=f"{stage_name(fn)}-{uuid.uuid4().hex}")
                        for item in items]
-        return self._collect(stage_name(fn), futures, [1] * len(items))
+        return self._collect(stage_name(fn), futures, [1] * len(items), started)
 
     def map_blocks(self, key: str, fn: Callable[[T], R], make_args: Callable[[list[int]], T],
                    *, blocks: Sequence[int] | None = None) -> list[R]:
         held = self._blocks.get(key)
         if held is None:
             raise KeyError(f"no blocks registered under {key!r}; call put_blocks first")
+        started = time.perf_counter()
         wanted = None if blocks is None else set(blocks)
         where = self._client.who_has(held.shards)
         nthreads = self._workers()
@@ -274,22 +303,30 @@ class DaskExecutor:
                         workers=holders or None, allow_other_workers=True,
                     ))
                     weights.append(len(chunk))
-        return self._collect(stage, futures, weights)
+        return self._collect(stage, futures, weights, started)
 
-    def _collect(self, stage: str, futures: list[Future[Any]], weights: list[int]) -> list[Any]:
+    def _collect(self, stage: str, futures: list[Future[Any]], weights: list[int],
+                 started: float) -> list[Any]:
         report = self._progress or (lambda stage, done, total: None)
         total, done = sum(weights), 0
         report(stage, 0, total)
         weight = {f.key: w for f, w in zip(futures, weights, strict=True)}
         results: dict[Any, Any] = {}
+        stats = self.stats.setdefault(stage, StageStats())
         try:
-            for f, result in as_completed(futures, loop=self._client.loop, with_results=True):
+            for f, (wall, cpu, result) in as_completed(futures, loop=self._client.loop,
+                                                        with_results=True):
                 results[f.key] = result
+                stats.task_seconds += wall
+                stats.task_cpu_seconds += cpu
                 done += weight[f.key]
                 report(stage, done, total)
         finally:
             for f in futures:
                 f.release()
+        stats.calls += 1
+        stats.tasks += len(futures)
+        stats.wall_seconds += time.perf_counter() - started
         return [results[f.key] for f in futures]
 
     def close(self) -> None:
