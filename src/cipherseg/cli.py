@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.platform",
     "cipherseg.commands.joint",
     "cipherseg.commands.vhe",
+    "cipherseg.commands.scale",
 )
 
 for _name in _COMMAND_MODULES:
