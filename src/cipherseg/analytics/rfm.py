@@ -266,7 +266,8 @@ def read_transactions(path_or_buffer: str | os.PathLike[str] | IO[Any],
                       date_format: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a transactions CSV (plain or gzip-compressed) and validate it strictly.
 
-    Only the columns named by ``columns`` are read. Customer and invoice ids are kept as text
+    Only the columns named by ``columns`` are kept; a line with more fields than the header
+    is refused. Customer and invoice ids are kept as text
     (so ``"00123"`` stays ``"00123"``), dates are parsed (``date_format`` in ``strftime``
     notation, inferred when omitted), amounts / quantities / prices must be plain numbers. The
     returned frame is indexed by the file line number (header = line 1; lines empty in every
@@ -284,15 +285,11 @@ def read_transactions(path_or_buffer: str | os.PathLike[str] | IO[Any],
     (['007', nan], [2, 3])
     """
     wanted = columns.needed
-    seen: dict[str, None] = {}
-
-    def use(name: str) -> bool:
-        seen[name] = None
-        return name in wanted
-
     compression = "gzip" if _is_gzip(path_or_buffer) else "infer"
     try:
-        frame = pd.read_csv(path_or_buffer, sep=sep, usecols=use, dtype="str",
+        # All columns are read (not usecols): only then does pandas refuse lines with more
+        # fields than the header instead of silently dropping the surplus.
+        frame = pd.read_csv(path_or_buffer, sep=sep, dtype="str",
                             skip_blank_lines=False, compression=compression,
                             encoding=encoding, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError as exc:
@@ -306,7 +303,7 @@ def read_transactions(path_or_buffer: str | os.PathLike[str] | IO[Any],
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise ValidationError(f"the transactions lack column(s) {missing}; found "
-                              f"{list(seen)}. Name the columns to use with RFMColumns "
+                              f"{list(frame.columns)}. Name the columns to use with RFMColumns "
                               "(CLI: --customer-col, --invoice-col, --date-col, --amount-col "
                               "or --quantity-col and --price-col)")
     frame = frame.loc[:, list(wanted)]
@@ -464,7 +461,7 @@ class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ``transform`` gives ``(log1p(x) - mean_) / scale_`` (without ``log1p`` if ``log=False``);
     ``inverse_transform`` maps standardised points, such as cluster centres, back to business
     units. A zero-variance column gets ``scale_ = 1`` (as scikit-learn's ``StandardScaler``).
-    With ``log=True`` every value must be > -1. ``to_dict``/``from_dict`` give a JSON-able
+    With ``log=True`` every value must be ≥ 0. ``to_dict``/``from_dict`` give a JSON-able
     form for releasing the model.
 
     Parameters
@@ -499,7 +496,7 @@ class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.positive_only = True
+        tags.input_tags.positive_only = bool(self.log)
         return tags
 
     def _check_log_param(self) -> None:
@@ -509,9 +506,10 @@ class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _forward(self, X: np.ndarray) -> np.ndarray:
         if not self.log:
             return X
-        if (X <= -1).any():
-            raise ValidationError("RFMScaler(log=True) needs every value > -1 (RFM features "
-                                  f"are ≥ 0); the smallest value is {X.min()}")
+        if (X < 0).any():
+            raise ValidationError("Negative values in data passed to RFMScaler(log=True): RFM "
+                                  f"features are ≥ 0 (the smallest value is {X.min()}); use "
+                                  "log=False for data that can be negative")
         return np.log1p(X)
 
     def fit(self, X: Any, y: Any = None) -> RFMScaler:
