@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EncryptedKMeans", "EncryptedScorer", "__version__"]
+__all__ = ["EncryptedKMeans", "EncryptedScorer", "JointKMeans", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from cipherseg.analytics.scoring import EncryptedScorer
 
         return EncryptedScorer
+    if name == "JointKMeans":
+        from cipherseg.protocols.kmeans_joint import JointKMeans
+
+        return JointKMeans
     raise AttributeError(f"module 'cipherseg' has no attribute {name!r}")
