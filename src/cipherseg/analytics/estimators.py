@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.engine.base import Executor
+from cipherseg.engine.factory import PartyExecutors
 from cipherseg.engine.local import LocalExecutor, resolve_n_jobs
 from cipherseg.errors import ParameterError
 
@@ -150,12 +151,14 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
 
     # --- estimator API ---------------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, y: Any = None, *, progress: Progress | None = None,
-            executor: Executor | None = None) -> EncryptedKMeans:
+            executor: Executor | PartyExecutors | None = None) -> EncryptedKMeans:
         """Cluster ``X`` on encrypted data.
 
         ``progress(stage, done, total)`` is called as stages advance (the CLI's progress
-        bars); ``executor`` replaces the default local process pool for both parties'
-        block work (e.g. a :mod:`cipherseg.engine` Dask executor).
+        bars); ``executor`` replaces the default local process pools: one executor for both
+        parties' block work, or a :class:`~cipherseg.engine.factory.PartyExecutors` giving each
+        party its own — the way to run the centre on a Dask cluster, where the owner's secret
+        context cannot and must not go (:func:`cipherseg.engine.make_executors`).
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
         X = np.asarray(X, dtype=np.float64)
@@ -210,7 +213,8 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     # --- the protocol ------------------------------------------------------------------------
     def _run(self, Xn: npt.NDArray[np.float64], init: npt.NDArray[np.float64] | None,
              tol: float, centre_seed: int | None, owner_seed: int | None, max_iter: int,
-             progress: Progress | None, executor: Executor | None) -> dict[str, Any]:
+             progress: Progress | None, executor: Executor | PartyExecutors | None
+             ) -> dict[str, Any]:
         if self.scheme == "vhe":
             from cipherseg.protocols.kmeans_seed import run_seed_kmeans_for_estimator
 
@@ -223,8 +227,8 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         from cipherseg.parties.data_owner import LEAKAGE_4_1, DataOwner
         from cipherseg.transport.inprocess import InProcessTransport
 
-        owner_exec = executor or LocalExecutor(self.n_jobs)
-        centre_exec = executor or LocalExecutor(self.n_jobs)
+        owner_exec = getattr(executor, "owner", executor) or LocalExecutor(self.n_jobs)
+        centre_exec = getattr(executor, "centre", executor) or LocalExecutor(self.n_jobs)
         try:
             centre = ComputeCentre(executor=centre_exec, random_state=centre_seed)
             owner = DataOwner(executor=owner_exec, random_state=owner_seed)

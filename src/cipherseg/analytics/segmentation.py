@@ -29,6 +29,7 @@ from cipherseg.analytics.estimators import EncryptedKMeans, Progress
 from cipherseg.analytics.rfm import RFMScaler, segment_names
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.engine.base import Executor
+from cipherseg.engine.factory import PartyExecutors
 from cipherseg.errors import ValidationError
 
 FEATURES = ("recency", "frequency", "monetary")
@@ -67,7 +68,8 @@ class SegmentationResult:
 
 def segment_customers(features: pd.DataFrame, *, n_clusters: int = 4, random_state: int = 0,
                       decimals: int = 2, max_iter: int = 300, tol: float = 1e-4,
-                      n_jobs: int | None = None, executor: Executor | None = None,
+                      n_jobs: int | None = None,
+                      executor: Executor | PartyExecutors | None = None,
                       progress: Progress | None = None) -> SegmentationResult:
     """Segment customers from their RFM features on encrypted data."""
     missing = [c for c in FEATURES if c not in features.columns]

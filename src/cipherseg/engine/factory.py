@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cipherseg.engine.base import Executor
-from cipherseg.engine.local import LocalExecutor
+from cipherseg.engine.local import LocalExecutor, resolve_n_jobs
 from cipherseg.errors import ParameterError
 
 ENGINES = ("local", "dask")
@@ -25,8 +25,9 @@ def make_executor(engine: str = "local", workers: int | None = None,
                   scheduler: str | None = None) -> Executor:
     """One executor: a local process pool, a local Dask cluster, or a remote Dask scheduler.
 
-    ``workers`` is the number of processes (local pool or local Dask cluster; default 1);
-    ``scheduler`` (``tcp://host:8786``) selects a running Dask cluster, whose size is its own.
+    ``workers`` is the number of processes of the local pool or local Dask cluster, with
+    scikit-learn's ``n_jobs`` convention (None: 1, -1: all cores); ``scheduler``
+    (``tcp://host:8786``) selects a running Dask cluster instead, whose size is its own.
 
     >>> ex = make_executor("local", workers=2)
     >>> ex.n_workers
@@ -39,20 +40,15 @@ def make_executor(engine: str = "local", workers: int | None = None,
     """
     if engine not in ENGINES:
         raise ParameterError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ParameterError(f"workers must be a positive integer, got {workers!r}")
+    n = resolve_n_jobs(workers)
     if engine == "local":
         if scheduler is not None:
             raise ParameterError("--scheduler needs --engine dask")
-        return LocalExecutor(workers)
-    if scheduler is not None and workers is not None:
-        raise ParameterError(
-            "--workers sizes a local Dask cluster; with --scheduler the cluster has the workers "
-            "started for it (`dask worker ADDRESS --nthreads 1`): drop --workers"
-        )
+        return LocalExecutor(n)
     from cipherseg.engine.dask import DaskExecutor
 
-    return DaskExecutor(scheduler, n_workers=workers or 1)
+    # With a scheduler the cluster has the workers started for it; ``workers`` is unused.
+    return DaskExecutor(scheduler, n_workers=n)
 
 
 @dataclass
@@ -73,6 +69,6 @@ class PartyExecutors:
 def make_executors(engine: str = "local", workers: int | None = None,
                    scheduler: str | None = None) -> PartyExecutors:
     """The centre's executor from the options; the owner's: a local pool of ``workers``
-    processes (default 1), standing for the owner's own machine."""
+    processes (default 1), standing for the owner's own machine (also with ``scheduler``)."""
     centre = make_executor(engine, workers, scheduler)
-    return PartyExecutors(owner=LocalExecutor(workers), centre=centre)
+    return PartyExecutors(owner=LocalExecutor(resolve_n_jobs(workers)), centre=centre)

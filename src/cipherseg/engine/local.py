@@ -87,6 +87,13 @@ class LocalExecutor:
         chunks = task_chunks(ids, self._n, self._per_task)
         return self._run(fn, [make_args(c) for c in chunks], [len(c) for c in chunks])
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current pool's workers (empty when work runs in this process)."""
+        if self._pool is None:
+            return []
+        return sorted(p.pid for p in list(getattr(self._pool, "_processes", {}).values())
+                      if p.pid is not None)
+
     def _run(self, fn: Callable[[T], R], items: Sequence[T], weights: list[int]) -> list[R]:
         stage, total, done = stage_name(fn), sum(weights), 0
         report = self._progress or (lambda stage, done, total: None)

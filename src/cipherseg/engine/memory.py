@@ -10,15 +10,18 @@ import resource
 import sys
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process in bytes (``VmHWM``; since the last reset)."""
+def peak_rss_bytes(pid: int | None = None) -> int:
+    """Peak resident set size in bytes (``VmHWM``, since the last reset) of this process or of
+    process ``pid`` (0 if that process is gone or unreadable)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    if pid is not None:
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
