@@ -186,3 +186,16 @@ def test_targeting_bad_input_and_merchant_view():
     assert "customer_ids" not in seg.merchant_view(1)
     with pytest.raises(ValidationError, match="minimum segment size"):
         seg.merchant_view(4)
+
+
+def test_segment_feeds_the_campaign_flow():
+    from cipherseg.messaging.recipients import StaticRecipients, seal_recipient
+    from cipherseg.pii import PiiKeyring, PiiVault
+
+    vault = PiiVault(PiiKeyring.generate())
+    people = [seal_recipient(vault, f"C{i}", f"+86138123456{i:02d}", consent=True, region="CN",
+                             customer_id=i) for i in (1, 2, 3)]
+    seg = select_top_n([0.1, 0.9, 0.5, 0.7], [1, 2, 3, 4], 3)
+    assert seg.customer_ids == (2, 4, 3)
+    audience = seg.audience(StaticRecipients(people), ref_format="C{}")
+    assert [r.ref for r in audience] == ["C2", "C3"]  # customer 4 has no recipient record

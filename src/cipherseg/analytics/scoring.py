@@ -233,6 +233,29 @@ class Segment:
     def size(self) -> int:
         return len(self.customer_ids)
 
+    def refs(self, ref_format: str = "{}") -> tuple[str, ...]:
+        """Customer references for the campaign flow (``ref_format`` maps an id to a ref).
+
+        >>> Segment("s", (7, 3), "r").refs("C{:05d}")
+        ('C00007', 'C00003')
+        """
+        return tuple(ref_format.format(i) for i in self.customer_ids)
+
+    def audience(self, source: Any, ref_format: str = "{}") -> list[Any]:
+        """The segment's recipients from a messaging ``RecipientSource``, best-scored first.
+
+        Customers the source no longer knows (erased, no phone) are left out. The result is
+        what :meth:`cipherseg.messaging.engine.SendingEngine.enqueue` takes per segment:
+        ``engine.enqueue(campaign_id, {segment.name: segment.audience(source)})``.
+
+        >>> from cipherseg.messaging.recipients import StaticRecipients
+        >>> Segment("s", (7, 3), "r").audience(StaticRecipients([]))
+        []
+        """
+        refs = self.refs(ref_format)
+        found = source.lookup(list(refs))
+        return [found[r] for r in refs if r in found]
+
     def merchant_view(self, min_segment_size: int) -> dict[str, Any]:
         """What the merchant may learn: name, rule and size — refused below the minimum size."""
         if self.size < min_segment_size:
