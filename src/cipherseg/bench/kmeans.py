@@ -10,7 +10,8 @@ import numpy as np
 
 
 def run_kmeans_bench(sizes: list[int], *, k: int, iterations: int, seed: int,
-                     n_jobs: int | None, progress: Any = None) -> list[dict[str, Any]]:
+                     n_jobs: int | None, progress: Any = None,
+                     executor: Any = None) -> list[dict[str, Any]]:
     """For each size: synthetic mall → RFM → encrypted k-means; sklearn on the same data."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
@@ -31,7 +32,7 @@ def run_kmeans_bench(sizes: list[int], *, k: int, iterations: int, seed: int,
         t = time.perf_counter()
         enc = EncryptedKMeans(n_clusters=k, max_iter=iterations, tol=0.0, random_state=seed,
                               n_jobs=n_jobs, decimals=2)
-        enc.fit(X, progress=None if progress is None else progress.callback)
+        enc.fit(X, progress=None if progress is None else progress.callback, executor=executor)
         encrypted = time.perf_counter() - t
         t = time.perf_counter()
         ref = KMeans(n_clusters=k, init=enc.init_centers_, n_init=1, max_iter=iterations,

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cipherseg.commands.engine_options import (
+    EngineOption,
+    SchedulerOption,
+    attach_block_progress,
+    party_executors,
+)
 from cipherseg.commands.progress import StageProgress, console
 
 
@@ -66,6 +73,8 @@ def demo(
     = -1,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")]
     = None,
+    engine: EngineOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
     """End-to-end encrypted segmentation of a synthetic mall's customers."""
     from cipherseg.analytics.rfm import compute_rfm
@@ -73,7 +82,9 @@ def demo(
     from cipherseg.analytics.synthetic import generate_mall_transactions
 
     timings: dict[str, float] = {}
-    with StageProgress() as progress:
+    with closing(party_executors(engine, workers, scheduler)) as executors, \
+            StageProgress() as progress:
+        attach_block_progress(executors, progress)
         t = time.perf_counter()
         progress.stage("generate", f"generating {customers:,} customers' transactions")
         tx = generate_mall_transactions(customers, seed=seed)
@@ -85,7 +96,8 @@ def demo(
         progress.done("rfm")
         timings["rfm"] = time.perf_counter() - t
         result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
-                                   n_jobs=workers, progress=progress.callback)
+                                   n_jobs=workers, executor=executors,
+                                   progress=progress.callback)
     result.seconds = {**timings, **result.seconds}
     console.print(f"RFM: {len(rfm.features):,} customers, snapshot {rfm.snapshot.date()}, "
                   f"dropped {rfm.dropped_missing_customer:,} lines without customer and "
@@ -110,6 +122,8 @@ def segment(
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(min=-1)] = -1,
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
+    engine: EngineOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Segment the customers of a transactions file on encrypted data."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm, read_transactions
@@ -121,7 +135,9 @@ def segment(
     try:
         columns = RFMColumns(customer=customer_col, invoice=invoice_col, date=date_col,
                              amount=amount_col, quantity=quantity_col, price=price_col)
-        with StageProgress() as progress:
+        with closing(party_executors(engine, workers, scheduler)) as executors, \
+                StageProgress() as progress:
+            attach_block_progress(executors, progress)
             progress.stage("read", f"reading {transactions.name}")
             tx = read_transactions(transactions, columns)
             progress.done("read")
@@ -129,7 +145,8 @@ def segment(
             rfm = compute_rfm(tx, columns)
             progress.done("rfm")
             result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
-                                       n_jobs=workers, progress=progress.callback)
+                                       n_jobs=workers, executor=executors,
+                                       progress=progress.callback)
     except CipherSegError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from exc
@@ -152,15 +169,20 @@ def bench_kmeans(
     seed: Annotated[int, typer.Option()] = 0,
     workers: Annotated[int, typer.Option(min=-1)] = -1,
     json_path: Annotated[Path, typer.Option("--json")] = Path("bench/results/kmeans.json"),
+    engine: EngineOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Encrypted k-means vs scikit-learn, measured in the same run: JSON + PNG plot."""
     from cipherseg.bench.kmeans import plot_kmeans_bench, run_kmeans_bench
 
     sizes = [int(s) for s in customers.split(",") if s.strip()]
-    with StageProgress() as progress:
+    with closing(party_executors(engine, workers, scheduler)) as executors, \
+            StageProgress() as progress:
+        attach_block_progress(executors, progress)
         results = run_kmeans_bench(sizes, k=k, iterations=iterations, seed=seed,
-                                   n_jobs=workers, progress=progress)
+                                   n_jobs=workers, progress=progress, executor=executors)
     payload = {"k": k, "iterations": iterations, "seed": seed, "workers": workers,
+               "engine": engine, "scheduler": scheduler,
                "results": results}
     _write_json(json_path, payload)
     png = plot_kmeans_bench(results, json_path.with_suffix(".png"))
