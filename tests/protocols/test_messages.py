@@ -64,3 +64,19 @@ def test_truncated_and_foreign_bytes_are_refused() -> None:
         Message.from_bytes(data + b"!")
     with pytest.raises(ProtocolError, match="bad magic"):
         Message.from_bytes(b"GET / HTTP/1.1")
+
+
+def test_same_named_messages_of_two_protocols_do_not_collide() -> None:
+    from dataclasses import dataclass
+
+    from cipherseg.protocols.messages import register_message
+
+    @register_message
+    @dataclass(frozen=True, slots=True)
+    class Close(Message):  # same name as kmeans_outsourced.Close, another protocol
+        PROTOCOL = "test-other"
+
+    theirs = Close(protocol_version=1, session_id="a", round=1)
+    ours = p.Close(protocol_version=1, session_id="a", round=1)
+    assert type(Message.from_bytes(theirs.to_bytes())) is Close
+    assert type(Message.from_bytes(ours.to_bytes())) is p.Close

@@ -34,7 +34,8 @@ from cipherseg.errors import ProtocolError
 
 _MAGIC = b"CSMSG"
 _FORMAT_VERSION = 1
-_REGISTRY: dict[str, type[Message]] = {}
+# Keyed by (protocol, class name): two protocols may both have, say, a `Centroids` message.
+_REGISTRY: dict[tuple[str, str], type[Message]] = {}
 # Protocol versions each protocol accepts.
 SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {}
 
@@ -108,9 +109,10 @@ def _parse(data: bytes) -> Message:
         pos += blen
     if pos != len(data):
         raise ProtocolError(f"{len(data) - pos} trailing bytes after the protocol message")
-    cls = _REGISTRY.get(header.pop("type"))
-    if cls is None or header.pop("protocol") != cls.PROTOCOL:
-        raise ProtocolError("unknown protocol message type")
+    name, protocol = header.pop("type"), header.pop("protocol")
+    cls = _REGISTRY.get((protocol, name))
+    if cls is None:
+        raise ProtocolError(f"unknown protocol message type {name!r} of protocol {protocol!r}")
     version = header["protocol_version"]
     allowed = SUPPORTED_VERSIONS.get(cls.PROTOCOL, frozenset())
     if version not in allowed:
@@ -138,6 +140,6 @@ def register_message(cls: M) -> M:
     """Class decorator: make a message type parseable by :meth:`Message.from_bytes`."""
     if not cls.PROTOCOL:
         raise TypeError(f"{cls.__name__} must set PROTOCOL")
-    _REGISTRY[cls.__name__] = cls
+    _REGISTRY[(cls.PROTOCOL, cls.__name__)] = cls
     SUPPORTED_VERSIONS.setdefault(cls.PROTOCOL, frozenset({1}))
     return cls
