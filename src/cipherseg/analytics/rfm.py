@@ -162,7 +162,7 @@ def _row_kind(frame: pd.DataFrame) -> str:
 
 def _null_values(col: pd.Series) -> np.ndarray:
     """Missing values, counting empty or blank strings as missing."""
-    isna = col.isna().to_numpy(dtype=bool, copy=True)
+    isna: np.ndarray = col.isna().to_numpy(dtype=bool, copy=True)
     if pd.api.types.is_string_dtype(col.dtype) or col.dtype == object:
         as_str = col.astype("str")
         isna |= (as_str.str.strip() == "").fillna(True).to_numpy(dtype=bool)
@@ -205,6 +205,7 @@ def _parse_numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     col = frame[column]
     if pd.api.types.is_bool_dtype(col.dtype):
         raise ValidationError(f"column {column!r} holds booleans, not numbers")
+    values: np.ndarray
     if pd.api.types.is_numeric_dtype(col.dtype):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -326,7 +327,8 @@ def read_transactions(path_or_buffer: str | os.PathLike[str] | IO[Any],
 def _naive_utc_ns(dates: pd.Series) -> np.ndarray:
     if isinstance(dates.dtype, pd.DatetimeTZDtype):
         dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
-    return dates.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ns: np.ndarray = dates.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return ns
 
 
 def _snapshot_ns(snapshot: pd.Timestamp, tz: Any) -> int:
@@ -510,7 +512,8 @@ class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise ValidationError("Negative values in data passed to RFMScaler(log=True): RFM "
                                   f"features are ≥ 0 (the smallest value is {X.min()}); use "
                                   "log=False for data that can be negative")
-        return np.log1p(X)
+        logged: np.ndarray = np.log1p(X)
+        return logged
 
     def fit(self, X: Any, y: Any = None) -> RFMScaler:
         """Learn the per-column mean and standard deviation (after ``log1p`` if ``log``)."""
