@@ -92,7 +92,9 @@ class EngineConfig:
 
     ``rate_per_second=None`` sends as fast as the gateway takes it; ``lease`` must exceed
     the time one batch takes; ``in_doubt_grace`` is how long to wait for a delivery report
-    before an unanswered attempt to a non-idempotent gateway is made again.
+    before an unanswered attempt to a non-idempotent gateway is made again;
+    ``report_wait`` is how long a campaign stays open after its last send for delivery
+    reports that may ask for a retry (an SMSC rejection).
     """
 
     rate_per_second: float | None = 20.0
@@ -100,6 +102,7 @@ class EngineConfig:
     batch_size: int = 200
     lease: timedelta = timedelta(minutes=2)
     in_doubt_grace: timedelta = timedelta(minutes=5)
+    report_wait: timedelta = timedelta(seconds=30)
     idle_sleep: float = 0.5
     max_parts: int = 6
     max_down_pause: timedelta = timedelta(seconds=60)
@@ -453,9 +456,10 @@ class SendingEngine:
                     self.finish_campaigns(self.store.sending_campaigns())
                     stop.wait(cfg.idle_sleep)
                     continue
-                left, due = self.store.work_left(campaign_id, now=now)
+                since = self._reports_since(now)
+                left, due = self.store.work_left(campaign_id, now=now, reports_since=since)
                 if left == 0:
-                    self.store.finish_if_done(campaign_id, now=now)
+                    self.store.finish_if_done(campaign_id, now=now, reports_since=since)
                     break
                 if self.store.campaign(campaign_id).status != "sending":
                     break
@@ -469,7 +473,12 @@ class SendingEngine:
             total.seconds = time.monotonic() - start
         return total
 
+    def _reports_since(self, now: datetime) -> datetime | None:
+        return None if self.gateway.idempotent else now - self.config.report_wait
+
     def finish_campaigns(self, campaign_ids: Iterable[int]) -> list[int]:
         """Mark the given sending campaigns completed when nothing is left; returns those."""
         now = self.clock()
-        return [c for c in campaign_ids if self.store.finish_if_done(c, now=now)]
+        since = self._reports_since(now)
+        return [c for c in campaign_ids
+                if self.store.finish_if_done(c, now=now, reports_since=since)]

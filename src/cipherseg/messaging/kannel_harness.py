@@ -309,6 +309,11 @@ class FakeSms:
     kind: str
 
 
+def _unquote(data: bytes) -> bytes:
+    """Kannel's URL encoding (``octstr_url_encode``): ``+`` is a space, ``%XX`` a byte."""
+    return unquote_to_bytes(data.replace(b"+", b" ").decode("ascii"))
+
+
 def _decode_line(line: bytes) -> FakeSms | None:
     parts = line.rstrip(b"\r\n").split(b" ", 3)
     if len(parts) < 4:
@@ -318,12 +323,12 @@ def _decode_line(line: bytes) -> FakeSms | None:
     if kind == "text":
         text = rest.decode("utf-8", errors="replace")
     elif kind == "ucs-2":
-        text = unquote_to_bytes(rest.decode("ascii")).decode("utf-16-be", errors="replace")
+        text = _unquote(rest).decode("utf-16-be", errors="replace")
     elif kind == "data":
-        text = unquote_to_bytes(rest.decode("ascii")).decode("utf-8", errors="replace")
+        text = _unquote(rest).decode("utf-8", errors="replace")
     elif kind == "udh":
         _udh, _, data = rest.partition(b" ")
-        text = unquote_to_bytes(data.decode("ascii")).decode("utf-8", errors="replace")
+        text = _unquote(data).decode("utf-8", errors="replace")
     else:
         return None
     return FakeSms(sender, receiver, text, kind)

@@ -249,9 +249,11 @@ class MessageStore(Protocol):
     def add_suppression(self, phone_key: str, kind: str, *, source: str,
                         note: str | None = None, now: datetime | None = None) -> bool: ...
 
-    def work_left(self, campaign_id: int, *, now: datetime) -> tuple[int, datetime | None]: ...
+    def work_left(self, campaign_id: int, *, now: datetime,
+                  reports_since: datetime | None = None) -> tuple[int, datetime | None]: ...
 
-    def finish_if_done(self, campaign_id: int, *, now: datetime) -> bool: ...
+    def finish_if_done(self, campaign_id: int, *, now: datetime,
+                       reports_since: datetime | None = None) -> bool: ...
 
 
 class SqlMessageStore:
@@ -612,6 +614,12 @@ class SqlMessageStore:
                                                    m.c.state.in_(allowed))
                                    .values(state=new_state, **values))
                 applied = bool(res.rowcount)
+            if applied and new_state == "queued":
+                # A retry for a campaign already marked completed re-opens it.
+                c = self.t.campaigns
+                cid = select(m.c.campaign_id).where(m.c.id == message_id).scalar_subquery()
+                conn.execute(update(c).where(c.c.id == cid, c.c.status == "completed")
+                             .values(status="sending", finished_at=None))
             conn.execute(insert(r).values(message_id=message_id, attempt=attempt,
                                           status=status, applied=applied, at=now))
         return new_state if applied else "ignored"
@@ -635,14 +643,22 @@ class SqlMessageStore:
                 updated_at=now))
         return int(res.rowcount or 0)
 
-    def work_left(self, campaign_id: int, *, now: datetime) -> tuple[int, datetime | None]:
-        """(messages queued or in flight, when the earliest queued one is due)."""
+    def work_left(self, campaign_id: int, *, now: datetime,
+                  reports_since: datetime | None = None) -> tuple[int, datetime | None]:
+        """(messages queued or in flight, when the earliest queued one is due).
+
+        With ``reports_since``, messages sent since then count as in flight too: their
+        delivery report (which may be a rejection to retry) is still awaited.
+        """
         m = self.t.messages
+        busy = m.c.state.in_(["queued", "sending"])
+        if reports_since is not None:
+            busy = or_(busy, and_(m.c.state == "sent", m.c.sent_at >= reports_since))
         with self.engine.connect() as conn:
             n, due = conn.execute(
-                select(func.count(), func.min(m.c.next_attempt_at))
-                .where(m.c.campaign_id == campaign_id,
-                       m.c.state.in_(["queued", "sending"]))).one()
+                select(func.count(), func.min(case((m.c.state == "queued",
+                                                    m.c.next_attempt_at))))
+                .where(m.c.campaign_id == campaign_id, busy)).one()
         if due is not None and due.tzinfo is None:
             due = due.replace(tzinfo=UTC)
         return int(n), due
@@ -654,9 +670,10 @@ class SqlMessageStore:
             return list(conn.execute(select(c.c.id).where(c.c.status == "sending")
                                      .order_by(c.c.id)).scalars())
 
-    def finish_if_done(self, campaign_id: int, *, now: datetime) -> bool:
+    def finish_if_done(self, campaign_id: int, *, now: datetime,
+                       reports_since: datetime | None = None) -> bool:
         """Mark a sending campaign ``completed`` when nothing is queued or in flight."""
-        left, _ = self.work_left(campaign_id, now=now)
+        left, _ = self.work_left(campaign_id, now=now, reports_since=reports_since)
         if left:
             return False
         return self.transition_campaign(campaign_id, "completed", allowed_from=("sending",),
