@@ -87,7 +87,7 @@ in one, got str
     return pre, clf
 
 
-class EncryptedScorer(BaseEstimator):
+class EncryptedScorer(BaseEstimator):  # type: ignore[misc]
     """Score customers with a fitted logistic regression while their features stay encrypted.
 
     Parameters

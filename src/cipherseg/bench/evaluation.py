@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def clip_rows(X: Any, max_norm: float) -> npt.NDArray[np.float64]:
     Z = np.asarray(X, dtype=np.float64)
     norms = np.linalg.norm(Z, axis=1, keepdims=True)
     factor = np.minimum(1.0, max_norm / np.maximum(norms, 1e-300))
-    return Z * factor
+    clipped: npt.NDArray[np.float64] = Z * factor
+    return clipped
 
 
 def _dp_logistic_class() -> type[LogisticRegression]:
@@ -472,7 +474,8 @@ def segment_response_scores(Z_train: npt.NDArray[np.float64], y_train: npt.Array
 
     def assign(Z: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         d2 = (Z * Z).sum(1)[:, None] - 2 * Z @ centres.T + (centres * centres).sum(1)[None, :]
-        return np.argmin(d2, axis=1)
+        labels: npt.NDArray[np.int64] = np.argmin(d2, axis=1)
+        return labels
 
     train_labels = assign(Z_train)
     sizes = np.bincount(train_labels, minlength=n_segments)
@@ -916,9 +919,9 @@ def _run_scoring_bench(data_dir: Path, sizes: Sequence[int], variant: str, seed:
         rows = rng.choice(data.n_customers, size=n, replace=n > data.n_customers)
         X = data.features.iloc[rows]
         say(f"{n} customers: plaintext")
-        plain_s, plain = _median_run(lambda X=X: model.decision_function(X), repeats)
+        plain_s, plain = _median_run(partial(model.decision_function, X), repeats)
         Z = model[:-1].transform(X)
-        dot_s, _ = _median_run(lambda Z=Z: model[-1].decision_function(Z), repeats)
+        dot_s, _ = _median_run(partial(model[-1].decision_function, Z), repeats)
         row: dict[str, Any] = {"customers": n, "features": int(Z.shape[1]),
                                "plaintext_seconds": plain_s,
                                "plaintext_customers_per_second": n / plain_s,
@@ -926,7 +929,7 @@ def _run_scoring_bench(data_dir: Path, sizes: Sequence[int], variant: str, seed:
         for mode, encrypt_model in (("encrypted", False), ("encrypted_model_hidden", True)):
             say(f"{n} customers: {mode}")
             scorer = EncryptedScorer(model, encrypt_model=encrypt_model)
-            secs, enc = _median_run(lambda X=X, scorer=scorer: scorer.score(X), repeats)
+            secs, enc = _median_run(partial(scorer.score, X), repeats)
             run = scorer.last_run_
             row[mode] = {
                 "seconds": secs, "customers_per_second": n / secs,
