@@ -168,7 +168,7 @@ def _normalise(part: pd.DataFrame, columns: RFMColumns, date_format: str | None,
     else:
         cancelled_invoice = np.asarray(invoice.astype("str").str.startswith("C"), dtype=bool)
     return pd.DataFrame({
-        _C: customer.to_numpy(), _I: invoice.to_numpy(),
+        _C: customer.array, _I: invoice.array,  # keep the (Arrow) string arrays as they are
         _T: _naive_utc_ns(dates), _A: amount,
         "has_customer": has_customer, "cancelled": cancelled_invoice | (amount <= 0),
         "tz": pd.Categorical.from_codes(np.zeros(len(part), dtype=np.int8), categories=[tz]),

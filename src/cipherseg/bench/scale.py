@@ -69,6 +69,8 @@ def _generate(n: int, seed: int, parquet_dir: str, partitions: int, out: str) ->
     t = time.perf_counter()
     tx = generate_mall_transactions(n, seed=seed)
     t_gen = time.perf_counter() - t
+    # Files hold plain text ids (a categorical would carry every id into every partition).
+    tx = tx.astype({"customer_id": "str", "invoice_id": "str"})
     t = time.perf_counter()
     os.makedirs(parquet_dir, exist_ok=True)
     bounds = np.linspace(0, len(tx), partitions + 1).astype(int)
