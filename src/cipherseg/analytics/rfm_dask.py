@@ -127,16 +127,20 @@ def read_transactions_dask(source: str | os.PathLike[str] | Sequence[str | os.Pa
     return frame[wanted]
 
 
-def _plain(col: pd.Series) -> pd.Series:
-    """Categorical ids (Parquet dictionaries) as their values: group-bys then see only the
-    ids present, not every category of the file."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.astype(col.cat.categories.dtype)
-    return col
-
-
 def _plain_dtype(dtype: Any) -> Any:
-    return dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype
+    """Categorical ids (Parquet dictionaries) as their values — group-bys then see only the
+    ids present, not every category of the file — and text ids as pandas' default ``str``
+    (the pandas path's dtype, whichever string flavour a file reader chose)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    if isinstance(dtype, pd.StringDtype):
+        dtype = pd.StringDtype(na_value=np.nan)
+    return dtype
+
+
+def _plain(col: pd.Series) -> pd.Series:
+    dtype = _plain_dtype(col.dtype)
+    return col if dtype == col.dtype else col.astype(dtype)
 
 
 def _normalise(part: pd.DataFrame, columns: RFMColumns, date_format: str | None,
