@@ -22,6 +22,7 @@ from cipherseg.messaging.engine import (
     RateLimiter,
     RunStats,
     SendingEngine,
+    enqueue_campaign,
     evaluate_audience,
     summarise_audience,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "StaticRecipients",
     "count_sms",
     "define_tables",
+    "enqueue_campaign",
     "evaluate_audience",
     "is_gsm7",
     "is_opt_out",

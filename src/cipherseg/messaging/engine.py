@@ -226,6 +226,28 @@ def summarise_audience(store: MessageStore, recipients: Iterable[Recipient],
     return AudienceSummary(total, eligible, dict(reasons))
 
 
+def enqueue_campaign(store: MessageStore, campaign_id: int,
+                     audiences: Mapping[str, Iterable[Recipient]], policy: DeliveryPolicy,
+                     *, now: datetime | None = None) -> EnqueueResult:
+    """Queue one message per recipient of each segment, recording skipped ones with their
+    reason. Idempotent: queueing the same campaign again adds only customers that were not
+    in it."""
+    camp = store.campaign(campaign_id)
+    for key in audiences:
+        camp.segment(key)
+    now = now or utcnow()
+    totals = [0, 0, 0]
+    for key, people in audiences.items():
+        decided = evaluate_audience(store, people, policy, now=now)
+        res = store.enqueue(campaign_id, key, (
+            NewMessage(r.ref, r.phone_key, "skipped" if d.action == "skip" else "queued",
+                       d.reason or None, r.customer_id) for r, d in decided), now=now)
+        totals[0] += res.queued
+        totals[1] += res.skipped
+        totals[2] += res.already_present
+    return EnqueueResult(*totals)
+
+
 @dataclass
 class _Prepared:
     campaign: Campaign
@@ -266,22 +288,9 @@ class SendingEngine:
     # ------------------------------------------------------------------ queueing
     def enqueue(self, campaign_id: int,
                 audiences: Mapping[str, Iterable[Recipient]]) -> EnqueueResult:
-        """Queue one message per recipient of each segment (idempotent: queueing the same
-        campaign again adds only customers that were not in it)."""
-        camp = self.store.campaign(campaign_id)
-        for key in audiences:
-            camp.segment(key)
-        now = self.clock()
-        totals = [0, 0, 0]
-        for key, people in audiences.items():
-            decided = evaluate_audience(self.store, people, self.config.policy, now=now)
-            res = self.store.enqueue(campaign_id, key, (
-                NewMessage(r.ref, r.phone_key, "skipped" if d.action == "skip" else "queued",
-                           d.reason or None, r.customer_id) for r, d in decided), now=now)
-            totals[0] += res.queued
-            totals[1] += res.skipped
-            totals[2] += res.already_present
-        return EnqueueResult(*totals)
+        """Queue a campaign with this engine's rules (see :func:`enqueue_campaign`)."""
+        return enqueue_campaign(self.store, campaign_id, audiences, self.config.policy,
+                                now=self.clock())
 
     # ------------------------------------------------------------------ sending
     def _prepare(self, campaign_id: int) -> _Prepared:
