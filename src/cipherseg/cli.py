@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.joint",
     "cipherseg.commands.vhe",
     "cipherseg.commands.scale",
+    "cipherseg.commands.messaging",
 )
 
 for _name in _COMMAND_MODULES:
