@@ -66,9 +66,12 @@ def make_engine(url: str) -> Engine:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs.update(connect_args={"check_same_thread": False, "timeout": 30})
+            # As many connections as the server has request threads (40), so a request never
+            # waits for a connection while others wait for SQLite's write lock.
+            kwargs.update(connect_args={"check_same_thread": False, "timeout": 30},
+                          pool_size=20, max_overflow=30)
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=30, pool_recycle=1800)
     engine = create_engine(url, **kwargs)
     if u.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
