@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -105,7 +106,8 @@ class Allow:
         raw = request.cookies.get(SESSION_COOKIE)
         token = ctx.signer.unsign(raw) if raw else None
         if token:
-            found = load_session(db, token)
+            # a blocking database call: keep it off the event loop
+            found = await run_in_threadpool(load_session, db, token)
             if found is not None:
                 web_session, user = found
         request.state.user = user
