@@ -400,3 +400,40 @@ def test_parties_in_separate_processes_match_the_in_process_run() -> None:
     sent = procs.traffic.sent
     assert sent["owner-1"]["iterations"] > 0 and sent["centre"]["iterations"] > 0
     assert procs.stage_seconds["wall_total"] > 0
+
+
+# ---------------------------------------------------------------- demo and bench plumbing
+@pytest.mark.slow
+def test_demo_report_and_cli(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from cipherseg.bench.joint import (
+        plot_dp_bench,
+        plot_joint_bench,
+        run_demo,
+        run_dp_bench,
+        run_joint_bench,
+    )
+    from cipherseg.cli import app
+
+    out = Path(str(tmp_path))
+    report = run_demo(owners=2, customers=300, k=3, data="blobs", processes=False, seed=1)
+    assert report["ari_vs_sklearn_pooled"] >= 0.999 and report["max_centroid_error"] < 1e-9
+    assert report["bytes_per_party_per_iteration"]["centre"] > 0
+    json.dumps(report, default=float)
+    result = CliRunner().invoke(app, ["joint-demo", "--owners", "2", "--customers-per-owner",
+                                      "200", "--k", "2", "--data", "blobs", "--in-process",
+                                      "--dp-epsilon", "5", "--json", str(out / "d.json")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "d.json").read_text())
+    assert saved["dp"]["epsilon"] == 5.0 and saved["dp_epsilon_spent"] <= 5.0
+    bench = run_joint_bench(owners=2, customers=150, k=2, owner_counts=(2,), repeats=1,
+                            data="blobs", primitive_repeats=1)
+    assert bench["main"]["identical_results"] and bench["primitives"]["ciphertext_bytes"] > 0
+    assert plot_joint_bench(bench, out / "j.png").stat().st_size > 0
+    dp = run_dp_bench(epsilons=[1.0], owners=2, customers=150, k=2, seeds=[0], max_iter=3,
+                      data="blobs")
+    assert len(dp["rows"]) == 1 and plot_dp_bench(dp, out / "dp.png").stat().st_size > 0

@@ -134,7 +134,8 @@ def stage_of(message: Message) -> str:
 
 
 def _source(random_state: int | None, label: str) -> RandomSource:
-    """CSPRNG by default; a SHAKE stream from ``random_state`` for reproducible tests."""
+    """Source of the parties' sampling choices (never of keys or noise): the OS CSPRNG by
+    default, a SHAKE stream from ``random_state`` for reproducible runs."""
     if random_state is None:
         return SystemRandomSource()
     return SeededRandomSource(int(random_state).to_bytes(16, "little", signed=True),
@@ -293,8 +294,9 @@ class JointOwner:
     X:
         Its customers' features, shape (n_customers, n_features), business units.
     random_state:
-        ``None``: every random choice from the OS CSPRNG. An integer makes the run
-        reproducible (tests only: keys then derive from it).
+        Seeds this owner's *sampling* (the record it picks in k-means++) for reproducible
+        runs; ``None`` draws it from the OS CSPRNG. Key shares, encryption randomness,
+        smudging and DP noise always come from the OS CSPRNG.
     """
 
     def __init__(self, party_id: int, X: npt.ArrayLike, *,
@@ -385,8 +387,7 @@ class JointOwner:
             return [(jm.MANAGER, _msg(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
                                       key_fingerprint=b""))]
         start = time.perf_counter()
-        self._key = KeyShare.generate(session.params, session.crs, self.party_id,
-                                      rng=_source(self._random_state, f"key-{self.party_id}"))
+        self._key = KeyShare.generate(session.params, session.crs, self.party_id)
         share = self._key.public_share.to_bytes()
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.CENTRE, _msg(jm.PublicKeyShare, m.session_id, 0, party_id=self.party_id,
@@ -466,7 +467,7 @@ class JointOwner:
                          for f in range(session.d)], axis=1)  # exact below 2^53
         if session.dp is not None:
             noisy_sums, noisy_counts = gaussian_release(
-                session.encoder.decode(sums), counts, session.dp, self._noise_source())
+                session.encoder.decode(sums), counts, session.dp)  # noise: os.urandom
             sums_int = session.encoder.encode(noisy_sums)
             counts_int = np.rint(noisy_counts).astype(np.int64)
         else:
@@ -477,30 +478,20 @@ class JointOwner:
         return [(jm.CENTRE, _msg(jm.EncryptedVector, m.session_id, m.round, purpose="stats",
                                  ciphertext=self._encrypt(vector)))]
 
-    def _noise_source(self) -> RandomSource | None:
-        if self._random_state is None:
-            return None  # os.urandom
-        return self._source
-
     # ------------------------------------------------------------------ crypto
     def _encrypt(self, vector: npt.NDArray[np.int64]) -> bytes:
         start = time.perf_counter()
-        if self._pk is None:
-            blob = _plain_to_bytes(vector)
-        else:
-            blob = encrypt(self._pk, vector, rng=self._crypto_source()).to_bytes()
+        pk = self._pk
+        blob = _plain_to_bytes(vector) if pk is None else encrypt(pk, vector).to_bytes()
         self.timings["owner: encrypt"] += time.perf_counter() - start
         return blob
-
-    def _crypto_source(self) -> RandomSource | None:
-        return None if self._random_state is None else self._source
 
     def _partial(self, m: jm.Aggregate) -> Outgoing:
         if self._pk is None or self._key is None:
             raise ProtocolError(f"{self.name}: an aggregate to decrypt without threshold keys")
         start = time.perf_counter()
         ct = Ciphertext.from_bytes(m.ciphertext, self._pk)
-        partial = self._key.partial_decrypt(ct, rng=self._crypto_source()).to_bytes()
+        partial = self._key.partial_decrypt(ct).to_bytes()
         self.timings["owner: partial decrypt"] += time.perf_counter() - start
         return [(jm.MANAGER, _msg(jm.Partial, m.session_id, m.round, purpose=m.purpose,
                                   party_id=self.party_id, partial=partial))]
@@ -593,8 +584,7 @@ class JointManager:
         self._source = _source(random_state, "manager")
         self._rng = _generator(self._source)
         self.session_id = session_id or uuid.uuid4().hex
-        self._crs_seed = self._source.random_bytes(32) if random_state is not None \
-            else secrets.token_bytes(32)
+        self._crs_seed = secrets.token_bytes(32)  # public, fresh per session
         self._session: _Session | None = None
         self._key: KeyShare | None = None
         self._pk: JointPublicKey | None = None
@@ -641,8 +631,7 @@ class JointManager:
         session = self._session
         if session.crs is not None and session.params is not None:
             start = time.perf_counter()
-            self._key = KeyShare.generate(session.params, session.crs, jm.MANAGER_ID,
-                                          rng=_source(self._random_state, "key-manager"))
+            self._key = KeyShare.generate(session.params, session.crs, jm.MANAGER_ID)
             out.append((jm.CENTRE, _msg(jm.PublicKeyShare, self.session_id, 0,
                                         party_id=jm.MANAGER_ID,
                                         share=self._key.public_share.to_bytes())))
@@ -756,12 +745,9 @@ class JointManager:
         start = time.perf_counter()
         ct = Ciphertext.from_bytes(m.ciphertext, self._pk)
         self._aggregate = ct
-        self._partials[jm.MANAGER_ID] = self._key.partial_decrypt(ct, rng=self._crypto_source())
+        self._partials[jm.MANAGER_ID] = self._key.partial_decrypt(ct)
         self.timings["manager: partial decrypt"] += time.perf_counter() - start
         return self._maybe_fuse()
-
-    def _crypto_source(self) -> RandomSource | None:
-        return None if self._random_state is None else self._source
 
     def _on_partial(self, sender: str, m: jm.Partial) -> Outgoing:
         if self._pk is None:
@@ -1258,7 +1244,9 @@ class JointKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     params : ThresholdParams or None
         Threshold scheme parameters (default 128-bit set).
     random_state : int or None
-        Seeds every party (reproducible runs and tests); ``None``: OS CSPRNG.
+        Seeds the parties' sampling choices (k-means++ picks, data-independent centres) for
+        reproducible runs; ``None``: OS CSPRNG. Keys, encryption, smudging and DP noise always
+        come from the OS CSPRNG, whatever the seed.
 
     Attributes
     ----------

@@ -723,11 +723,19 @@ class Ciphertext:
         """16-byte identifier of this exact ciphertext (partial decryptions are bound to it)."""
         d = self._cache.get("digest")
         if d is None:
-            d = _digest(b"ct", self.public_key.fingerprint,
-                        struct.pack("<QQ", self.length, self.summands),
-                        _residue_bytes(self.c0), _residue_bytes(self.c1))
+            d = _digest(b"ct", self._body())
             self._cache["digest"] = d
         return d
+
+    def _body(self) -> bytes:
+        """The canonical serialised body (cached: ciphertexts are immutable)."""
+        body = self._cache.get("body")
+        if body is None:
+            body = (self.public_key.fingerprint
+                    + struct.pack("<QQI", self.length, self.summands, self.blocks)
+                    + _residue_bytes(self.c0) + _residue_bytes(self.c1))
+            self._cache["body"] = body
+        return body
 
     def __add__(self, other: Ciphertext) -> Ciphertext:
         if not isinstance(other, Ciphertext):
@@ -755,10 +763,7 @@ class Ciphertext:
         return NotImplemented
 
     def to_bytes(self) -> bytes:
-        body = (self.public_key.fingerprint
-                + struct.pack("<QQI", self.length, self.summands, self.blocks)
-                + _residue_bytes(self.c0) + _residue_bytes(self.c1))
-        return pack(_KIND_CT, body)
+        return pack(_KIND_CT, self._body())
 
     @classmethod
     def from_bytes(cls, data: bytes, public_key: JointPublicKey) -> Ciphertext:
@@ -779,7 +784,7 @@ class Ciphertext:
         c0 = r.residues(params.moduli, (k, length))
         c1 = r.residues(params.moduli, (blocks, k, n))
         r.done()
-        return cls(public_key, length, summands, _frozen(c0), _frozen(c1))
+        return cls(public_key, length, summands, _frozen(c0), _frozen(c1), {"body": r.body})
 
 
 def _flatten_blocks(arr: U64, length: int) -> U64:

@@ -67,7 +67,7 @@ class KeyShare:
     7
     """
 
-    __slots__ = ("_s", "_s_hat", "crs", "party_id", "public_share")
+    __slots__ = ("_head", "_s", "_s_hat", "crs", "party_id", "public_share")
 
     def __init__(self, crs: CommonReference, party_id: int, secret: npt.NDArray[np.int8],
                  public_share: PublicShare) -> None:
@@ -77,6 +77,7 @@ class KeyShare:
         ring = crs.params.ring
         self._s_hat = _frozen(ring.forward(ring.from_int(secret.astype(np.int64))))
         self.public_share = public_share
+        self._head: dict[int, npt.NDArray[np.float64]] = {}  # s_i's negacyclic rows, per length
 
     def __repr__(self) -> str:
         return f"KeyShare(party_id={self.party_id})"
@@ -129,7 +130,13 @@ class KeyShare:
         ring = params.ring
         length = ciphertext.length
         if ciphertext.blocks == 1 and length <= HEAD_PRODUCT_LIMIT:
-            sc1 = ring.multiply_small_head(ciphertext.c1[0], self._s.astype(np.int64), length)
+            small = self._s.astype(np.int64)
+            matrix = self._head.get(length)
+            if matrix is None:
+                if len(self._head) >= 8:
+                    self._head.clear()
+                matrix = self._head[length] = ring.small_head_matrix(small, length)
+            sc1 = ring.multiply_small_head(ciphertext.c1[0], small, length, matrix)
         else:
             full = ring.inverse(ring.mul(ring.forward(ciphertext.c1), self._s_hat))
             sc1 = _flatten_blocks(full, length)
