@@ -185,3 +185,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_result_is_unchanged(
                if nxt[0] != s)
     # The centre's workers never held the owner's secret key.
     assert set(dask_ex.client.run(W["secret_objects"]).values()) == {0}
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(ParameterError, match="cannot reach the Dask scheduler"):
+        DaskExecutor("tcp://127.0.0.1:9", timeout=2)

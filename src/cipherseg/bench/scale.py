@@ -103,6 +103,10 @@ def _rfm_dask(parquet_dir: str, workers: int, out: str) -> None:
 
 def _in_child(fn: Callable[..., None], *args: Any) -> None:
     # Fork before any cluster or pool exists in this process; the child's memory goes with it.
+    # Import what the children need first, so that each child does not import it again.
+    import cipherseg.analytics.rfm_dask
+    import cipherseg.analytics.synthetic  # noqa: F401
+
     proc = multiprocessing.get_context("fork").Process(target=fn, args=args)
     proc.start()
     proc.join()
@@ -119,7 +123,7 @@ def prepare_features(n: int, seed: int, cache_dir: Path, partitions: int = 16,
     from cipherseg.encoding import FixedPointEncoder
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stem = cache_dir / f"mall-{n}-seed{seed}"
+    stem = cache_dir / f"mall-{n}-seed{seed}-p{partitions}"
     pandas_out, dask_out = f"{stem}-pandas.npz", f"{stem}-dask.npz"
     parquet_dir = f"{stem}-parquet"
     cached = os.path.exists(pandas_out) and os.path.exists(dask_out)
@@ -302,8 +306,9 @@ def run_scale_bench(cfg: ScaleConfig, progress: Any = None) -> dict[str, Any]:
     for n in cfg.sizes:
         if progress is not None:
             progress.stage(f"data-{n}", f"data for {n:,} customers (generate, Parquet, RFM)")
-        X, info = prepare_features(n, cfg.seed, cache, cfg.parquet_partitions,
-                                   max(cfg.workers))
+        # About 800 000 transaction lines (50 000 customers) per Parquet file, at most 16.
+        parts = min(cfg.parquet_partitions, max(1, n // 50_000))
+        X, info = prepare_features(n, cfg.seed, cache, parts, max(cfg.workers))
         data[n] = X
         prep.append(info)
         if progress is not None:

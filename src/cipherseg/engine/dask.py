@@ -39,6 +39,7 @@ import contextlib
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -170,7 +171,10 @@ class DaskExecutor:
             if not isinstance(n_workers, int) or n_workers < 1:
                 raise ParameterError(f"n_workers must be a positive integer, got {n_workers!r}")
             # Block tasks are pinned to their shard's worker; stealing them would move shards.
-            with dask.config.set({"distributed.scheduler.work-stealing": False}):
+            with dask.config.set({"distributed.scheduler.work-stealing": False}), \
+                    warnings.catch_warnings():
+                # Its health/metrics HTTP server moves to a free port when 8787 is taken.
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
                 self._cluster = LocalCluster(
                     n_workers=n_workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
