@@ -190,10 +190,18 @@ def bench_platform(
     max_seconds: Annotated[float, typer.Option(min=5)] = 180.0,
     out: Annotated[Path, typer.Option(help="Directory for JSON and PNG.")]
     = Path("bench/results"),
+    import_rows: Annotated[int, typer.Option(
+        min=0, help="Also time a customers and a transactions import of this many rows "
+                    "(0: skip).")] = 100_000,
 ) -> None:
     """Load test on loopback: concurrent sessions browse and upload while a job runs."""
-    from cipherseg.platform.loadtest import run_load_test
+    from cipherseg.platform.loadtest import run_import_bench, run_load_test
 
+    if import_rows:
+        console.print(f"timing {import_rows:,}-row imports")
+        for kind, m in run_import_bench(import_rows, out_dir=out).items():
+            console.print(f"{kind}: {m['rows']:,} rows in {m['seconds']} s "
+                          f"({m['rows_per_s']:,} rows/s)")
     result = run_load_test(sessions=sessions, requests_per_session=requests_per_session,
                            max_seconds=max_seconds, out_dir=out, console=console)
     console.print(result.summary())

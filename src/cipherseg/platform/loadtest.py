@@ -352,3 +352,61 @@ def _write(out_dir: Path, result: LoadResult, rec: _Recorder) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "platform_load.png", dpi=120)
     plt.close(fig)
+
+
+def run_import_bench(rows: int = 100_000, customers_for_tx: int = 2_000,
+                     out_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """Time validate + import of a ``rows``-row customers file and a ``rows``-row
+    transactions file through the API and the worker (SQLite in a temporary directory)."""
+    import warnings
+
+    from starlette.testclient import TestClient
+
+    from cipherseg.platform.app import create_app, make_context, make_worker
+    from cipherseg.platform.core.config import Settings
+    from cipherseg.platform.db import make_engine
+    from cipherseg.platform.migrate import upgrade
+    from cipherseg.platform.models import Role, Upload
+    from cipherseg.platform.users import create_user
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    out: dict[str, dict[str, float]] = {}
+    for n_cust, n_tx in ((rows, 0), (customers_for_tx, rows)):
+        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="cipherseg-import-")),
+                            environment="test", worker_threads=0)
+        upgrade(make_engine(settings.resolved_database_url()))
+        ctx = make_context(settings)
+        with ctx.sessions() as s:
+            create_user(s, "mall", PASSWORD, Role.OWNER)
+            s.commit()
+        client = TestClient(create_app(context=ctx), follow_redirects=False)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        client.post("/login", data={"username": "mall", "password": PASSWORD,
+                                    "csrf_token": token.group(1) if token else ""})
+        csrf = client.get("/api/v1/me").json()["csrf_token"]
+        files = {"customers": "customer_id,phone,consent\n" + "".join(
+            f"C{i:06d},13{8 + i % 2}{i:08d},yes\n" for i in range(n_cust))}
+        if n_tx:
+            files["transactions"] = "transaction_id,customer_id,date,amount,category\n" + "".join(
+                f"T{i:07d},C{i % n_cust:06d},2025-{1 + i % 12:02d}-{1 + i % 28:02d},"
+                f"{1 + i % 500}.{i % 100:02d},food\n" for i in range(n_tx))
+        worker = make_worker(ctx, threads=1)
+        for kind, body in files.items():
+            client.post("/api/v1/uploads", data={"kind": kind}, headers={"X-CSRF-Token": csrf},
+                        files={"file": (f"{kind}.csv", body.encode())})
+            t = time.perf_counter()
+            worker.run_until_empty()
+            seconds = time.perf_counter() - t
+            with ctx.sessions() as s:
+                status = s.query(Upload).order_by(Upload.id.desc()).first().status  # type: ignore[union-attr]
+            if status != "imported":
+                raise RuntimeError(f"the {kind} import ended {status}")
+            n = n_cust if kind == "customers" else n_tx
+            if n == rows:
+                out[kind] = {"rows": n, "seconds": round(seconds, 2),
+                             "rows_per_s": round(n / seconds)}
+        ctx.engine.dispose()
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "platform_imports.json").write_text(json.dumps(out, indent=2))
+    return out
