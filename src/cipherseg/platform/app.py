@@ -95,12 +95,30 @@ def make_context(settings: Settings) -> PlatformContext:
                            signer=TokenSigner(settings.session_secret), templates=templates)
 
 
+#: Modules that extend the platform, one line each (e.g. the campaigns of
+#: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
+#: their roles with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job kinds)
+#: and ``nav`` (``{Role: ((href, label), ...)}`` links appended to the role's navigation).
+PLATFORM_EXTENSIONS: tuple[str, ...] = ()
+
+
+def _extensions() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(name) for name in PLATFORM_EXTENSIONS]
+
+
 def job_runners(ctx: PlatformContext) -> dict[str, Runner]:
-    """The worker's runner per job kind."""
+    """The worker's runner per job kind (the platform's and the extensions')."""
     from cipherseg.platform.segmentation import make_segmentation_runner
     from cipherseg.platform.services import make_import_runner
 
-    return {"import": make_import_runner(ctx), "segmentation": make_segmentation_runner(ctx)}
+    runners: dict[str, Runner] = {"import": make_import_runner(ctx),
+                                  "segmentation": make_segmentation_runner(ctx)}
+    for ext in _extensions():
+        if hasattr(ext, "runners"):
+            runners.update(ext.runners(ctx))
+    return runners
 
 
 def make_worker(ctx: PlatformContext, threads: int | None = None) -> Worker:
@@ -142,6 +160,13 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
               name="static")
     for module in (auth, admin, owner, views, api):
         app.include_router(module.router)
+    for ext in _extensions():
+        if hasattr(ext, "router"):
+            app.include_router(ext.router)
+        for role, links in getattr(ext, "nav", {}).items():
+            from cipherseg.platform.routes.common import NAV
+
+            NAV[role] = tuple(dict.fromkeys((*NAV.get(role, ()), *links)))
     _install_openapi_route(app)
     _install_handlers(app, ctx)
     return app

@@ -39,7 +39,8 @@ from cipherseg.platform.models import Job, User, utcnow
 
 log = logging.getLogger("cipherseg.platform.jobs")
 
-JOB_KINDS = ("import", "segmentation")
+#: Job kinds the queue accepts; extensions add theirs (``JOB_KINDS.add("campaign")``).
+JOB_KINDS = {"import", "segmentation"}
 #: A job kind's runner: (job id, progress sink) -> None; raises to fail the job.
 Runner = Callable[[int, "ProgressSink"], None]
 
