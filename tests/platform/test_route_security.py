@@ -52,14 +52,15 @@ def test_every_route_declares_roles(splatform) -> None:  # type: ignore[no-untyp
         if (method, path) in PUBLIC:
             assert allows[0].roles is None, f"{method} {path} should be public"
         else:
-            assert allows[0].roles, f"{method} {path} is public but not in the PUBLIC list"
+            assert allows[0].roles or len(allows[0].reason) > 20, \
+                f"{method} {path} is public: add it to PUBLIC or give Allow.public a reason"
 
 
 def test_anonymous_requests_are_refused_everywhere(splatform) -> None:  # type: ignore[no-untyped-def]
     anon = splatform.client()
     checked = 0
-    for method, path, _route in _routes(splatform.app):
-        if (method, path) in PUBLIC:
+    for method, path, route in _routes(splatform.app):
+        if _allow_of(route)[0].roles is None:
             continue
         r = anon.tc.request(method, _concrete(path))
         if path.startswith("/api/"):

@@ -85,16 +85,19 @@ class Allow:
     stores the session row on ``request.state.web_session`` for templates (CSRF token).
     """
 
-    def __init__(self, *roles: Role, public: bool = False) -> None:
+    def __init__(self, *roles: Role, public: bool = False, reason: str = "") -> None:
         if public and roles:
             raise ValueError("a public route allows everyone; give no roles")
         if not public and not roles:
             raise ValueError("name at least one role, or use Allow.public()")
         self.roles: frozenset[Role] | None = None if public else frozenset(roles)
+        #: Why a route is public (required by the route test for routes outside the core
+        #: login pages, e.g. a gateway callback authenticated by a signed URL instead).
+        self.reason = reason
 
     @classmethod
-    def public(cls) -> Allow:
-        return cls(public=True)
+    def public(cls, reason: str = "") -> Allow:
+        return cls(public=True, reason=reason)
 
     def __repr__(self) -> str:
         names = "public" if self.roles is None else ",".join(sorted(r.value for r in self.roles))
