@@ -142,6 +142,8 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # uvicorn configures its loggers after the app is built: attach the filter again
+        install_log_redaction(ctx.settings.default_region)
         worker = make_worker(ctx) if run_worker else None
         if worker is not None:
             worker.start()
