@@ -49,7 +49,7 @@ def test_sigkill_mid_campaign_then_restart(
     keyring = tmp_path / "pii.keyring"
     keyring.write_text(vault.keyring.to_json())
     keyring.chmod(0o600)
-    with CallbackServer(callbacks) as server:
+    with callbacks, CallbackServer(callbacks) as server:
         harness = kannel()
         phone = handset(harness.ports.smsc)
         harness.wait_smsc_online()

@@ -105,8 +105,11 @@ def rig(store: SqlMessageStore, vault: PiiVault) -> Iterator[Rig]:
         store, signer=signer, mo_token=token, region="CN", opt_out_reply=REPLY,
         phone_key=lambda e164: vault.pseudonym("phone", e164),
         retry=RetryPolicy(max_attempts=3, base_delay=timedelta(seconds=0.2)))
-    with CallbackServer(callbacks) as server:
-        yield Rig(store, vault, callbacks, server, signer, token)
+    try:
+        with CallbackServer(callbacks) as server:
+            yield Rig(store, vault, callbacks, server, signer, token)
+    finally:
+        callbacks.close()
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_no_full_number_in_database_or_logs(
                                    opt_out_reply="Unsubscribed.")
     people = make_people(N)
     nationals = [f"139{i:08d}" for i in range(N)]
-    with CallbackServer(callbacks) as server:
+    with callbacks, CallbackServer(callbacks) as server:
         harness = kannel(mo_url=server.mo_url(token))
         phone = handset(harness.ports.smsc)
         harness.wait_smsc_online()

@@ -7,7 +7,8 @@ it with no rate limit. Reported per gateway:
 * ``queue_per_s`` — customers queued per second (rules + idempotent inserts);
 * ``send_per_s`` — messages the gateway accepted per second, claim to record;
 * ``delivered_per_s`` — for Kannel, messages per second until the last delivery report
-  (from the fake SMSC, via smsbox, to the callback server) was applied.
+  (from the fake SMSC, via smsbox, to the callback server) was applied. The callback
+  server runs in a process of its own, as the web app would in production.
 
 >>> r = run_send_benchmark("/tmp/cipherseg-send-doc", messages=20, kannel=False)
 >>> r["runs"][0]["gateway"], r["runs"][0]["delivered"]
@@ -44,6 +45,18 @@ TEMPLATE = ("Hi {{ first_name|default('there') }}, {{ segment_name }} members sa
 Progress = Callable[[str, int, int], None]
 
 
+def _engine_for(database: str) -> Engine:
+    """A SQLite file path, or a database URL (PostgreSQL, MariaDB)."""
+    if "://" not in database:
+        return _sqlite(Path(database))
+    url = database
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    elif url.startswith(("mysql://", "mariadb://")):
+        url = "mysql+pymysql://" + url.split("://", 1)[1]
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
 def _sqlite(path: Path) -> Engine:
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30,
                                                             "check_same_thread": False})
@@ -59,6 +72,33 @@ def _sqlite(path: Path) -> Engine:
     return engine
 
 
+def _callback_process(database: str, secret: bytes, keyring_json: str, conn: Any) -> None:
+    """Serve delivery reports from a process of its own (as the web app would)."""
+    vault = PiiVault(PiiKeyring.from_json(keyring_json))
+    store = SqlMessageStore(_engine_for(database), standalone_tables())
+    callbacks = MessagingCallbacks(store, signer=DlrSigner(secret),
+                                   mo_token=secrets.token_urlsafe(16),
+                                   phone_key=lambda e: vault.pseudonym("phone", e), region="CN")
+    server = CallbackServer(callbacks).start()
+    conn.send(server.dlr_url)
+    threading.Event().wait()
+
+
+def _start_callback_process(database: str, secret: bytes, keyring_json: str
+                            ) -> tuple[Any, str]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_callback_process, args=(database, secret, keyring_json, child),
+                       daemon=True)
+    proc.start()
+    if not parent.poll(60):
+        proc.terminate()
+        raise RuntimeError("the delivery-report process did not start")
+    return proc, str(parent.recv())
+
+
 def synthetic_recipients(vault: PiiVault, n: int) -> list[Recipient]:
     """``n`` customers with valid Chinese mobile numbers, sealed with ``vault``."""
     names = ["Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang"]
@@ -67,32 +107,33 @@ def synthetic_recipients(vault: PiiVault, n: int) -> list[Recipient]:
 
 
 def _one_run(workdir: Path, vault: PiiVault, people: list[Recipient], gateway_name: str,
-             concurrency: int, progress: Progress | None) -> dict[str, Any]:
+             concurrency: int, progress: Progress | None,
+             database_url: str | None = None) -> dict[str, Any]:
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    db = _sqlite(workdir / "messages.db")
+    database = database_url or str(workdir / "messages.db")
+    db = _engine_for(database)
     store = SqlMessageStore(db, standalone_tables())
+    store.t.drop_all(db)
     store.create_schema()
     n = len(people)
     harness: KannelHarness | None = None
     phone: FakeSmscClient | None = None
-    server: CallbackServer | None = None
+    callbacks_proc: Any = None
     gateway: Gateway
     try:
         if gateway_name == "kannel":
-            signer = DlrSigner(secrets.token_bytes(32))
-            callbacks = MessagingCallbacks(store, signer=signer,
-                                           mo_token=secrets.token_urlsafe(16),
-                                           phone_key=lambda e: vault.pseudonym("phone", e),
-                                           region="CN")
-            server = CallbackServer(callbacks).start()
+            secret = secrets.token_bytes(32)
+            signer = DlrSigner(secret)
+            callbacks_proc, dlr_url = _start_callback_process(
+                database, secret, vault.keyring.to_json())
             harness = KannelHarness(workdir / "kannel").start()
             phone = FakeSmscClient(harness.ports.smsc).connect()
             harness.wait_smsc_online()
             gateway = KannelGateway(sendsms_url=harness.sendsms_url,
                                     username=harness.username, password=harness.password,
-                                    open_phone=vault_opener(vault), dlr_url=server.dlr_url,
+                                    open_phone=vault_opener(vault), dlr_url=dlr_url,
                                     signer=signer, sender="JOYMALL",
                                     max_connections=max(concurrency, 8))
         else:
@@ -153,28 +194,35 @@ def _one_run(workdir: Path, vault: PiiVault, people: list[Recipient], gateway_na
             phone.close()
         if harness is not None:
             harness.stop()
-        if server is not None:
-            server.stop()
+        if callbacks_proc is not None:
+            callbacks_proc.terminate()
+            callbacks_proc.join(timeout=10)
         db.dispose()
 
 
 def run_send_benchmark(workdir: str | Path, *, messages: int = 2000,
                        concurrency: tuple[int, ...] = (8, 32), kannel: bool = True,
+                       database_url: str | None = None,
                        progress: Progress | None = None) -> dict[str, Any]:
-    """Send ``messages`` through the outbox, then through Kannel at each concurrency."""
+    """Send ``messages`` through the outbox, then through Kannel at each concurrency.
+
+    ``database_url`` (an empty PostgreSQL or MariaDB database; its messaging tables are
+    dropped and re-created) replaces the default SQLite file.
+    """
     workdir = Path(workdir)
     vault = PiiVault(PiiKeyring.generate())
     people = synthetic_recipients(vault, messages)
-    runs = [_one_run(workdir / "outbox", vault, people, "outbox", concurrency[0], progress)]
+    runs = [_one_run(workdir / "outbox", vault, people, "outbox", concurrency[0], progress,
+                     database_url)]
     if kannel:
         if not kannel_installed():
             raise RuntimeError("Kannel is not installed; run scripts/system-deps.sh or pass "
                                "--no-kannel")
         for c in concurrency:
             runs.append(_one_run(workdir / f"kannel-{c}", vault, people, "kannel", c,
-                                 progress))
-    return {"benchmark": "send", "messages": messages, "database": "sqlite (WAL)",
-            "runs": runs}
+                                 progress, database_url))
+    backend = "sqlite (WAL)" if database_url is None else database_url.split(":", 1)[0]
+    return {"benchmark": "send", "messages": messages, "database": backend, "runs": runs}
 
 
 def plot_send_benchmark(result: dict[str, Any], path: str | Path) -> None:
@@ -195,7 +243,8 @@ def plot_send_benchmark(result: dict[str, Any], path: str | Path) -> None:
     ax.bar([x + 0.2 for x in xs], delivered, width=0.4, label="delivered (DLR applied)")
     ax.set_xticks(list(xs), labels)
     ax.set_ylabel("messages / second")
-    ax.set_title(f"Sending {result['messages']} messages (SQLite, no rate limit)")
+    ax.set_title(f"Sending {result['messages']} messages ({result['database']}, "
+                 "no rate limit)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +83,75 @@ class DlrSigner:
         return hmac.compare_digest(self.sign(message_id, attempt), signature)
 
 
+class ReportBatcher:
+    """Group commit for delivery reports: callers block until their report is written;
+    one writer thread writes whatever has arrived meanwhile in a single transaction.
+
+    Kannel sends two reports per message (8, then 1) from many connections at once; one
+    transaction per report would make the database the bottleneck. The writer waits up to
+    ``linger`` seconds for more reports before writing, which also leaves the database free
+    for the sending worker in between.
+
+    >>> from cipherseg.messaging.schema import memory_engine, standalone_tables
+    >>> from cipherseg.messaging.store import SqlMessageStore
+    >>> store = SqlMessageStore(memory_engine(), standalone_tables())
+    >>> store.create_schema()
+    >>> b = ReportBatcher(store, RetryPolicy())
+    >>> b.submit(12345, 1, 1)
+    'ignored'
+    >>> b.close()
+    """
+
+    def __init__(self, store: MessageStore, retry: RetryPolicy, *, max_batch: int = 500,
+                 linger: float = 0.02, timeout: float = 30.0) -> None:
+        self.store, self.retry = store, retry
+        self.max_batch, self.linger, self.timeout = max_batch, linger, timeout
+        self._queue: queue.SimpleQueue[tuple[tuple[int, int, int], Future[str]] | None] = \
+            queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cipherseg-dlr-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, message_id: int, attempt: int, status: int) -> str:
+        """Queue one report and wait until it is written; returns its result."""
+        fut: Future[str] = Future()
+        self._queue.put(((message_id, attempt, status), fut))
+        return fut.result(timeout=self.timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            deadline = time.monotonic() + self.linger
+            while len(batch) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=left) if left > 0 else \
+                        self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                results = self.store.record_delivery_reports([b[0] for b in batch],
+                                                             retry=self.retry)
+            except Exception as exc:  # the database is down: every caller gets a 503
+                for _, fut in batch:
+                    fut.set_exception(exc)
+            else:
+                for (_, fut), res in zip(batch, results, strict=True):
+                    fut.set_result(res)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackResult:
     """An HTTP answer for the gateway (``body`` is a reply SMS for MO, if not empty)."""
@@ -109,13 +181,16 @@ class MessagingCallbacks:
         Text sent back to a number that opted out (empty: no reply).
     on_opt_out:
         Called with ``(phone_key, keyword)`` after a new opt-out (e.g. to audit it).
+    batch_reports:
+        Write delivery reports through a :class:`ReportBatcher` (group commit).
     """
 
     def __init__(self, store: MessageStore, *, signer: DlrSigner, mo_token: str,
                  phone_key: Callable[[str], str], region: str,
                  retry: RetryPolicy | None = None, opt_out_reply: str = "",
                  keywords: frozenset[str] = OPT_OUT_KEYWORDS,
-                 on_opt_out: Callable[[str, str], None] | None = None) -> None:
+                 on_opt_out: Callable[[str, str], None] | None = None,
+                 batch_reports: bool = True) -> None:
         if len(mo_token) < 4:
             raise ParameterError("the MO token must be a real secret (16+ random characters)")
         self.store = store
@@ -127,6 +202,19 @@ class MessagingCallbacks:
         self.opt_out_reply = opt_out_reply
         self.keywords = keywords
         self.on_opt_out = on_opt_out
+        self._batcher = ReportBatcher(store, self.retry) if batch_reports else None
+
+    def close(self) -> None:
+        """Stop the report writer (after writing what is queued)."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+
+    def __enter__(self) -> MessagingCallbacks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def delivery_report(self, params: Mapping[str, str]) -> CallbackResult:
         """Apply one DLR (query parameters ``m``, ``a``, ``k``, ``s``)."""
@@ -138,7 +226,16 @@ class MessagingCallbacks:
         if not self.signer.verify(mid, attempt, sig):
             log.warning("delivery report with a bad signature for message %d refused", mid)
             return CallbackResult(403, "bad signature")
-        state = self.store.record_delivery_report(mid, attempt, status, retry=self.retry)
+        try:
+            if self._batcher is not None:
+                state = self._batcher.submit(mid, attempt, status)
+            else:
+                state = self.store.record_delivery_report(mid, attempt, status,
+                                                          retry=self.retry)
+        except Exception as exc:  # Kannel retries a failed report later
+            log.warning("delivery report for message %d not stored (%s); the gateway will "
+                        "retry it", mid, type(exc).__name__)
+            return CallbackResult(503, "try again later")
         return CallbackResult(200, state)
 
     def inbound(self, *, sender: str, text: str, token: str) -> CallbackResult:
@@ -212,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # smsbox opens many connections at once; the default backlog of 5 drops some, and
+    # Kannel then retries those reports only seconds later.
+    request_queue_size = 256
     callbacks: MessagingCallbacks
     dlr_path: str
     mo_path: str

@@ -217,7 +217,9 @@ class KannelHarness:
         out = open(self.workdir / f"{name}.out", "ab")  # noqa: SIM115 (owned by the child)
         try:
             self._procs[name] = subprocess.Popen(
-                [exe, str(conf)], cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                # -v 2: the console gets warnings and errors only (at the default, debug,
+                # Kannel prints every message with its recipient, and runs slower).
+                [exe, "-v", "2", str(conf)], cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             out.close()

@@ -43,7 +43,7 @@ class OutboxGateway:
             "sender": sms.sender, "body": sms.text, "encoding": sms.encoding,
             "parts": sms.parts, "created_at": utcnow()}
         try:
-            with self.store.engine.begin() as conn:
+            with self.store.write() as conn:
                 conn.execute(insert(t).values(**row))
         except IntegrityError:
             with self.store.engine.connect() as conn:

@@ -31,14 +31,18 @@ finished before ``lease_until`` is claimable again.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Row,
     and_,
@@ -83,6 +87,18 @@ def idempotency_key(campaign_id: int, customer_ref: str) -> str:
     True
     """
     return hashlib.sha256(f"cipherseg-msg/{campaign_id}/{customer_ref}".encode()).hexdigest()
+
+
+_SQLITE_LOCKS: dict[str, threading.Lock] = {}
+_SQLITE_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_lock(engine: Engine) -> threading.Lock:
+    """One lock per SQLite database file in this process (shared by every store on it)."""
+    db = engine.url.database
+    key = str(Path(db).resolve()) if db and db != ":memory:" else f"memory@{id(engine)}"
+    with _SQLITE_LOCKS_GUARD:
+        return _SQLITE_LOCKS.setdefault(key, threading.Lock())
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -238,6 +254,10 @@ class MessageStore(Protocol):
     def record_delivery_report(self, message_id: int, attempt: int, status: int, *,
                                retry: RetryPolicy, now: datetime | None = None) -> str: ...
 
+    def record_delivery_reports(self, reports: Sequence[tuple[int, int, int]], *,
+                                retry: RetryPolicy,
+                                now: datetime | None = None) -> list[str]: ...
+
     def reconcile(self, *, now: datetime, grace: timedelta,
                   campaign_id: int | None = None) -> int: ...
 
@@ -271,6 +291,26 @@ class SqlMessageStore:
     def __init__(self, engine: Engine, tables: MessagingTables) -> None:
         self.engine = engine
         self.t = tables
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = _sqlite_lock(engine) if self._sqlite else None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite: one writer per process at a time (threads queue
+        on a lock instead of SQLite's sleeping busy handler) and ``BEGIN IMMEDIATE``, so a
+        transaction that reads first never fails to upgrade to a write lock."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def create_schema(self) -> None:
         """Create the tables (standalone use; the platform runs its migrations)."""
@@ -293,7 +333,7 @@ class SqlMessageStore:
         if status not in CAMPAIGN_STATES:
             raise ParameterError(f"unknown campaign status {status!r}")
         now = now or utcnow()
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             cid = conn.execute(insert(self.t.campaigns).values(
                 name=name.strip(), shop_name=shop_name, opt_out_text=opt_out_text,
                 sender=sender, created_by=created_by, settings=dict(settings or {}),
@@ -355,7 +395,7 @@ class SqlMessageStore:
             values["started_at"] = func.coalesce(c.c.started_at, now)
         if to in ("completed", "cancelled"):
             values["finished_at"] = now
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             res = conn.execute(update(c).where(c.c.id == campaign_id,
                                                c.c.status.in_(list(allowed_from)))
                                .values(**values))
@@ -378,7 +418,7 @@ class SqlMessageStore:
             if not batch:
                 return
             keys = {idempotency_key(campaign_id, x.customer_ref): x for x in batch}
-            with self.engine.begin() as conn:
+            with self.write() as conn:
                 existing = set(conn.execute(select(m.c.idem_key)
                                             .where(m.c.idem_key.in_(list(keys)))).scalars())
                 numbers = {x.phone_key for x in batch}
@@ -437,7 +477,7 @@ class SqlMessageStore:
         sending = select(c.c.id).where(c.c.status == "sending")
         if campaign_id is not None:
             sending = sending.where(c.c.id == campaign_id)
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             ids = list(conn.execute(
                 select(m.c.id).where(m.c.state == "queued", m.c.next_attempt_at <= now, free,
                                      m.c.campaign_id.in_(sending))
@@ -458,8 +498,10 @@ class SqlMessageStore:
     def settle(self, owner: str, *, skips: Sequence[tuple[int, str]],
                holds: Sequence[tuple[int, datetime, str]], now: datetime) -> None:
         """Skip (final) or hold (until a time) claimed messages the rules stopped."""
+        if not skips and not holds:
+            return
         m = self.t.messages
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             if skips:
                 conn.execute(update(m).where(m.c.id == bindparam("b_id"),
                                              m.c.lease_owner == owner, m.c.state == "queued")
@@ -483,7 +525,7 @@ class SqlMessageStore:
         if not messages:
             return set()
         m = self.t.messages
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             conn.execute(update(m).where(m.c.id == bindparam("b_id"),
                                          m.c.lease_owner == owner, m.c.state == "queued",
                                          m.c.attempts == bindparam("b_old"))
@@ -538,7 +580,7 @@ class SqlMessageStore:
         inflight = and_(m.c.id == bindparam("b_id"), m.c.state == "sending",
                         m.c.attempts == bindparam("b_att"))
         released = {"lease_owner": None, "lease_until": None, "updated_at": now}
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             if by["sent"]:
                 conn.execute(update(m).where(inflight).values(
                     state="sent", sent_at=now, reason=None, **released), by["sent"])
@@ -572,56 +614,65 @@ class SqlMessageStore:
         ``sent``; 16 rejected by the SMSC (nothing went out) → ``queued`` for a retry with
         backoff, or ``failed`` once the attempts are used up.
         """
+        return self.record_delivery_reports([(message_id, attempt, status)], retry=retry,
+                                            now=now)[0]
+
+    def record_delivery_reports(self, reports: Sequence[tuple[int, int, int]], *,
+                                retry: RetryPolicy, now: datetime | None = None) -> list[str]:
+        """Apply several ``(message id, attempt, status)`` reports in one transaction (in
+        order); returns each one's result as :meth:`record_delivery_report` does."""
         now = now or utcnow()
+        with self.write() as conn:
+            return [self._apply_report(conn, mid, att, st, retry, now)
+                    for mid, att, st in reports]
+
+    def _apply_report(self, conn: Connection, message_id: int, attempt: int, status: int,
+                      retry: RetryPolicy, now: datetime) -> str:
         m, r = self.t.messages, self.t.reports
-        with self.engine.begin() as conn:
-            row = conn.execute(select(m.c.state, m.c.attempts).where(m.c.id == message_id)
-                               ).first()
-            if row is None:
-                return "ignored"
-            current = row.attempts == attempt
-            new_state = "ignored"
-            values: dict[str, Any] = {"updated_at": now}
-            allowed: tuple[str, ...] = ()
-            if current:
-                if status & DLR_DELIVERED:
-                    new_state, allowed = "delivered", ("sending", "sent")
-                    values.update(delivered_at=now, sent_at=func.coalesce(m.c.sent_at, now),
-                                  reason=None)
-                elif status & DLR_UNDELIVERED:
-                    new_state, allowed = "failed", ("sending", "sent")
-                    values.update(reason="not delivered to the handset (DLR 2)",
-                                  sent_at=func.coalesce(m.c.sent_at, now))
-                elif status & DLR_REJECTED:
-                    allowed = ("sending", "sent")
-                    if retry.exhausted(attempt):
-                        new_state = "failed"
-                        values.update(reason=f"rejected by the SMSC {attempt} times (DLR 16)",
-                                      sent_at=None)
-                    else:
-                        new_state = "queued"
-                        values.update(reason="rejected by the SMSC (DLR 16); retrying",
-                                      sent_at=None, next_attempt_at=now + retry.delay(attempt),
-                                      lease_owner=None, lease_until=None)
-                elif status & (DLR_SUBMITTED | DLR_BUFFERED):
-                    new_state, allowed = "sent", ("sending",)
-                    values.update(sent_at=func.coalesce(m.c.sent_at, now), reason=None,
+        row = conn.execute(select(m.c.state, m.c.attempts).where(m.c.id == message_id)).first()
+        if row is None:
+            return "ignored"
+        new_state = "ignored"
+        values: dict[str, Any] = {"updated_at": now}
+        allowed: tuple[str, ...] = ()
+        if row.attempts == attempt:
+            if status & DLR_DELIVERED:
+                new_state, allowed = "delivered", ("sending", "sent")
+                values.update(delivered_at=now, sent_at=func.coalesce(m.c.sent_at, now),
+                              reason=None)
+            elif status & DLR_UNDELIVERED:
+                new_state, allowed = "failed", ("sending", "sent")
+                values.update(reason="not delivered to the handset (DLR 2)",
+                              sent_at=func.coalesce(m.c.sent_at, now))
+            elif status & DLR_REJECTED:
+                allowed = ("sending", "sent")
+                if retry.exhausted(attempt):
+                    new_state = "failed"
+                    values.update(reason=f"rejected by the SMSC {attempt} times (DLR 16)",
+                                  sent_at=None)
+                else:
+                    new_state = "queued"
+                    values.update(reason="rejected by the SMSC (DLR 16); retrying",
+                                  sent_at=None, next_attempt_at=now + retry.delay(attempt),
                                   lease_owner=None, lease_until=None)
-            applied = False
-            if allowed:
-                res = conn.execute(update(m).where(m.c.id == message_id,
-                                                   m.c.attempts == attempt,
-                                                   m.c.state.in_(allowed))
-                                   .values(state=new_state, **values))
-                applied = bool(res.rowcount)
-            if applied and new_state == "queued":
-                # A retry for a campaign already marked completed re-opens it.
-                c = self.t.campaigns
-                cid = select(m.c.campaign_id).where(m.c.id == message_id).scalar_subquery()
-                conn.execute(update(c).where(c.c.id == cid, c.c.status == "completed")
-                             .values(status="sending", finished_at=None))
-            conn.execute(insert(r).values(message_id=message_id, attempt=attempt,
-                                          status=status, applied=applied, at=now))
+            elif status & (DLR_SUBMITTED | DLR_BUFFERED):
+                new_state, allowed = "sent", ("sending",)
+                values.update(sent_at=func.coalesce(m.c.sent_at, now), reason=None,
+                              lease_owner=None, lease_until=None)
+        applied = False
+        if allowed:
+            res = conn.execute(update(m).where(m.c.id == message_id, m.c.attempts == attempt,
+                                               m.c.state.in_(allowed))
+                               .values(state=new_state, **values))
+            applied = bool(res.rowcount)
+        if applied and new_state == "queued":
+            # A retry for a campaign already marked completed re-opens it.
+            c = self.t.campaigns
+            cid = select(m.c.campaign_id).where(m.c.id == message_id).scalar_subquery()
+            conn.execute(update(c).where(c.c.id == cid, c.c.status == "completed")
+                         .values(status="sending", finished_at=None))
+        conn.execute(insert(r).values(message_id=message_id, attempt=attempt, status=status,
+                                      applied=applied, at=now))
         return new_state if applied else "ignored"
 
     def reconcile(self, *, now: datetime, grace: timedelta,
@@ -636,7 +687,10 @@ class SqlMessageStore:
         cond = [m.c.state == "sending", m.c.lease_until < now, m.c.attempt_at <= now - grace]
         if campaign_id is not None:
             cond.append(m.c.campaign_id == campaign_id)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:  # a read first: usually there is nothing to do
+            if conn.execute(select(m.c.id).where(*cond).limit(1)).first() is None:
+                return 0
+        with self.write() as conn:
             res = conn.execute(update(m).where(*cond).values(
                 state="queued", next_attempt_at=now, lease_owner=None, lease_until=None,
                 reason="requeued: the outcome of the last attempt is unknown",
@@ -717,7 +771,7 @@ class SqlMessageStore:
             raise ParameterError(f"suppression kind must be one of {SUPPRESSION_KINDS}")
         s = self.t.suppressions
         try:
-            with self.engine.begin() as conn:
+            with self.write() as conn:
                 conn.execute(insert(s).values(phone_key=phone_key, kind=kind,
                                               source=source[:48], note=note,
                                               created_at=now or utcnow()))
@@ -728,7 +782,7 @@ class SqlMessageStore:
     def remove_suppression(self, phone_key: str, kind: str) -> bool:
         """Lift an opt-out or suppression (an admin action); ``False`` if there was none."""
         s = self.t.suppressions
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             res = conn.execute(delete(s).where(s.c.phone_key == phone_key, s.c.kind == kind))
         return bool(res.rowcount)
 
