@@ -336,7 +336,7 @@ def test_dp_noise_is_added_by_every_owner_with_the_calibrated_width() -> None:
     diffs_arr = np.concatenate(diffs).astype(float)
     expected = np.sqrt(3) * dp.count_noise_std
     assert np.any(diffs_arr != 0)
-    assert 0.5 * expected < diffs_arr.std() < 1.6 * expected
+    assert 0.4 * expected < diffs_arr.std() < 1.8 * expected  # 23 dof: fails w.p. < 1e-5
 
 
 def test_dp_utility_at_a_generous_budget() -> None:

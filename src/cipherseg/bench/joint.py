@@ -69,7 +69,7 @@ def owner_blob_features(party_id: int, customers: int, seed: int) -> npt.NDArray
     return out
 
 
-DATA_SOURCES: dict[str, Callable[[int, int, int], npt.NDArray[np.float64]]] = {
+DATA_SOURCES: dict[str, Callable[..., npt.NDArray[np.float64]]] = {
     "rfm": owner_rfm_features,
     "blobs": owner_blob_features,
 }
@@ -339,14 +339,14 @@ def plot_joint_bench(payload: dict[str, Any], path: Path) -> Path:
     by_step = main["median_cpu_seconds_by_step"]
     steps = sorted(set(by_step["threshold"]) | set(by_step["plain"]))
     modes = ["plain", "threshold"]
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab20")
     bottom = np.zeros(2)
     for i, step in enumerate(steps):
         vals = np.array([by_step[m].get(step, 0.0) for m in modes])
         if vals.max() < 1e-3:
             continue
         left.bar(["plaintext aggregation", "threshold encryption"], vals, bottom=bottom,
-                 label=step, color=colours[i % len(colours)])
+                 label=step, color=colours(i % 20))
         bottom += vals
     left.set_ylabel("CPU seconds per run (median of repeats)")
     left.set_title(f"{main['owners']} owners × {main['customers_per_owner']:,} customers, "
