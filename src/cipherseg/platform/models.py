@@ -294,3 +294,11 @@ def _refuse_audit_bulk(state: ORMExecuteState) -> None:
     if table is not None and getattr(table, "name", None) == AuditEvent.__tablename__:
         raise AppendOnlyError("the audit log is append-only: UPDATE/DELETE on audit_events "
                               "is refused")
+
+
+# ------------------------------------------------------------------ messaging tables
+# cipherseg.messaging's tables (campaigns, messages, opt-outs, outbox) live in this metadata,
+# messages cascading on customer erasure; migration 0002_messaging creates them.
+from cipherseg.messaging.schema import define_tables as _define_messaging_tables  # noqa: E402
+
+MESSAGING = _define_messaging_tables(Base.metadata, customer_table="customers")
