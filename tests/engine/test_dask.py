@@ -78,6 +78,8 @@ def test_dask_gives_the_local_executors_labels_and_centroids(
     run = _run(X, dask_ex, lambda stage, done, total: seen.__setitem__(stage, total))
     _assert_same(run, local_run)
     assert run.n_blocks == 5 and seen["scores"] == 5 and seen["sums"] == 5
+    assert dask_ex.stats["scores"].tasks >= 3 * dask_ex.stats["scores"].calls  # 2-block tasks
+    assert dask_ex.stats["sums"].task_cpu_seconds > 0
     # Plaintext reference: scikit-learn's Lloyd from the same initial centres.
     ref = KMeans(4, init=run.init_centers, n_init=1, max_iter=4, tol=0.0,
                  algorithm="lloyd").fit(X)

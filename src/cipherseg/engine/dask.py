@@ -27,10 +27,15 @@ not be: its block work runs on the owner's own executor.
 
 Examples
 --------
->>> ex = DaskExecutor(n_workers=1)                       # doctest: +SKIP
->>> ex.map(abs, [-1, 2])                                 # doctest: +SKIP
+>>> ex = DaskExecutor(n_workers=1)
+>>> ex.map(abs, [-1, 2])
 [1, 2]
->>> ex.close()                                           # doctest: +SKIP
+>>> import operator
+>>> from cipherseg.engine.state import get_state
+>>> ex.put_blocks("doc", operator.or_, {}, [b"a", b"b", b"c"])   # shard = {} | {0: b"a", …}
+>>> ex.map_blocks("doc", get_state, lambda chunk: "doc")        # where the shard lives
+[{0: b'a', 1: b'b', 2: b'c'}]
+>>> ex.close()
 """
 
 from __future__ import annotations
