@@ -1,0 +1,454 @@
+"""Joint segmentation jobs: several owner accounts pool their customers with protocol 4.2.
+
+Flow: an owner creates a job of kind ``joint`` naming the other participating owner accounts
+and k; the job waits (status ``awaiting``, which the worker never claims) until **every** named
+owner has accepted it on their own page; the last acceptance queues it. The worker then runs
+:func:`cipherseg.protocols.kmeans_joint.run_joint_kmeans_processes`: the manager, the compute
+centre and each owner are separate processes exchanging only protocol bytes, and each owner's
+process reads **its own** transactions from the database and computes its RFM features there
+(with ``CIPHERSEG_CENTRE_PROCESS=false`` every party runs in the worker process instead, one
+trust domain, as for single-owner segmentations).
+
+Features: recency (days before the job's public snapshot date, common to all owners),
+frequency (purchases) and monetary (average spend per purchase), each mapped by the public,
+data-independent ``log1p`` and quantised to the fixed-point grid (10^-2). Owners do not
+standardise with their own statistics: the features must be on one scale for all owners.
+
+Stored: one :class:`~cipherseg.platform.models.Segment` row per cluster (pooled size, the
+released centroid mapped back to business units with ``expm1``, a name), one
+:class:`~cipherseg.platform.models.SegmentMember` row per customer of every participant.
+Each owner sees the released model and only its own customers' labels; merchants see the
+released segments (once the creator releases them) under the minimum segment size rule.
+
+>>> sorted(JOINT_FEATURES)
+['frequency', 'monetary', 'recency']
+>>> np.round(to_business_units(np.log1p([[10.0, 2.0, 35.5]])), 6).tolist()
+[[10.0, 2.0, 35.5]]
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import date, timedelta
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from cipherseg.errors import ValidationError
+from cipherseg.platform import audit
+from cipherseg.platform.deps import (
+    ContextDep,
+    IdPath,
+    MerchantUser,
+    OwnerUser,
+    PlatformContext,
+    SessionDep,
+    client_ip,
+)
+from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue, finish
+from cipherseg.platform.models import (
+    Customer,
+    Job,
+    Role,
+    Segment,
+    SegmentMember,
+    User,
+    utcnow,
+)
+from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.segments import owner_view, release_view
+
+JOB_KINDS.add("joint")
+
+JOINT_FEATURES = ("recency", "frequency", "monetary")
+DECIMALS = 2
+MAX_ITER = 100
+MAX_OWNERS = 7
+AWAITING = "awaiting"
+
+
+def to_business_units(centroids: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Centroids in ``log1p`` space back to days, purchases and money (``expm1``)."""
+    return np.expm1(np.asarray(centroids, dtype=np.float64))
+
+
+# ------------------------------------------------------------------------------ features
+def owner_features(session: Session, owner_id: int, snapshot: date
+                   ) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """One owner's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features.
+
+    Only the owner's own transactions are read. Recency counts from the common ``snapshot``.
+    """
+    from cipherseg.analytics.rfm import RFMColumns, compute_rfm
+    from cipherseg.encoding import FixedPointEncoder
+    from cipherseg.platform.segmentation import load_transactions
+
+    tx = load_transactions(session, owner_id)
+    if tx.empty:
+        return [], np.zeros((0, len(JOINT_FEATURES)))
+    if tx["date"].max() >= pd.Timestamp(snapshot):
+        raise ValidationError("an owner has transactions dated on or after the joint job's "
+                              f"snapshot date {snapshot}; fix the dates or start a new job")
+    columns = RFMColumns(customer="customer", invoice="invoice", date="date", amount="amount")
+    feats = compute_rfm(tx, columns, snapshot=pd.Timestamp(snapshot)).features
+    feats = feats.loc[:, list(JOINT_FEATURES)].sort_index()
+    X = FixedPointEncoder(DECIMALS).quantise(np.log1p(feats.to_numpy(np.float64)))
+    return [str(p) for p in feats.index], np.asarray(X, dtype=np.float64)
+
+
+def _owner_process_data(database_url: str, owner_ids: list[int], snapshot: str,
+                        party_id: int) -> npt.NDArray[np.float64]:
+    """Runs inside owner ``party_id``'s process: reads only that owner's rows."""
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            _, X = owner_features(s, owner_ids[party_id - 1], date.fromisoformat(snapshot))
+    finally:
+        engine.dispose()
+    return X
+
+
+# ------------------------------------------------------------------------------ services
+def participants(job: Job) -> list[int]:
+    return [int(i) for i in job.params.get("participants", [])]
+
+
+def accepted(job: Job) -> list[int]:
+    return [int(i) for i in job.params.get("accepted", [])]
+
+
+def create_joint_job(session: Session, creator: User, *, others: list[int], k: int,
+                     max_k: int, ip: str | None = None) -> Job:
+    """Validate and create a joint job awaiting the other owners' consent (commits)."""
+    other_ids = sorted({int(i) for i in others} - {creator.id})
+    if not other_ids:
+        raise ValidationError("name at least one other data owner account to segment with")
+    if len(other_ids) + 1 > MAX_OWNERS:
+        raise ValidationError(f"at most {MAX_OWNERS} owners can take part in one joint job")
+    if not 2 <= k <= max_k:
+        raise ValidationError(f"k must be between 2 and {max_k}")
+    found = set(session.scalars(select(User.id).where(
+        User.id.in_(other_ids), User.role == Role.OWNER.value, User.active.is_(True))))
+    if found != set(other_ids):
+        raise ValidationError("every participant must be an active data owner account")
+    if session.scalar(select(Customer.id).where(Customer.owner_id == creator.id)
+                      .limit(1)) is None:
+        raise ValidationError("upload customers and their transactions first")
+    snapshot = (utcnow().date() + timedelta(days=1)).isoformat()
+    job = enqueue(session, "joint", owner=creator, params={
+        "k": k, "participants": [creator.id, *other_ids], "accepted": [creator.id],
+        "features": list(JOINT_FEATURES), "snapshot": snapshot, "decimals": DECIMALS})
+    job.status, job.stage = AWAITING, "waiting for every owner to accept"
+    audit.record(session, "joint_create", actor=creator, object_type="job", object_id=job.id,
+                 ip=ip, detail={"k": k, "participants": [creator.id, *other_ids]})
+    session.commit()
+    return job
+
+
+def accept_joint_job(session: Session, owner: User, job: Job, *,
+                     ip: str | None = None) -> None:
+    """Record ``owner``'s consent; the last consent queues the job (commits)."""
+    if job.status != AWAITING:
+        raise HTTPException(409, "this joint job is not waiting for consent any more")
+    if owner.id in accepted(job):
+        return
+    now_accepted = [*accepted(job), owner.id]
+    params = {**job.params, "accepted": now_accepted}
+    values: dict[str, Any] = {"params": params}
+    ready = set(now_accepted) == set(participants(job))
+    if ready:
+        values.update(status="queued", stage="queued")
+    res = session.execute(update(Job).where(Job.id == job.id, Job.status == AWAITING)
+                          .values(**values))
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise HTTPException(409, "this joint job changed meanwhile; reload the page")
+    audit.record(session, "joint_accept", actor=owner, object_type="job", object_id=job.id,
+                 ip=ip, detail={"all_accepted": ready})
+    session.commit()
+
+
+# ------------------------------------------------------------------------------ runner
+def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
+    """The worker's runner for ``joint`` jobs."""
+    from cipherseg.analytics.rfm import segment_names
+    from cipherseg.platform.segmentation import _num, _unique, centre_account
+    from cipherseg.protocols.kmeans_joint import run_joint_kmeans, run_joint_kmeans_processes
+
+    started = time.perf_counter()
+    with ctx.sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        owner_ids, k = participants(job), int(job.params["k"])
+        snapshot = date.fromisoformat(job.params["snapshot"])
+        if set(accepted(job)) != set(owner_ids):
+            raise ValidationError("not every participant has accepted this joint job")
+        users = {u.id: u for u in s.scalars(select(User).where(User.id.in_(owner_ids)))}
+        if any(u.role != Role.OWNER.value or not u.active for u in users.values()) or \
+                len(users) != len(owner_ids):
+            raise ValidationError("a participant's account is disabled or no longer a data "
+                                  "owner; start a new joint job")
+        centre_name = centre_account(s, ctx.settings.centre_account).username
+        creator = users[job.owner_id]
+        audit.record(s, "joint_start", actor=creator, object_type="job", object_id=job_id,
+                     detail={"participants": owner_ids, "k": k, "centre": centre_name})
+        s.commit()
+    sink.update(0.05, "computing each owner's RFM features", force=True)
+    pseudonyms: list[list[str]] = []
+    local_parts: list[npt.NDArray[np.float64]] = []
+    with ctx.sessions() as s:
+        for oid in owner_ids:
+            # the customers' order; in process mode each owner's process recomputes its own
+            # features (only its labels come back), so the worker uses just the pseudonyms
+            names, X = owner_features(s, oid, snapshot)
+            pseudonyms.append(names)
+            local_parts.append(X)
+    for oid, names in zip(owner_ids, pseudonyms, strict=True):
+        if not names:
+            raise ValidationError(f"owner {users[oid].username} has no customers with "
+                                  "transactions; every participant must upload data first")
+    if sum(len(p) for p in pseudonyms) < k:
+        raise ValidationError(f"the owners' customers cannot form {k} segments; lower k")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        frac = {"keygen": 0.1, "init": 0.2, "iterations": 0.3}.get(stage, 0.9)
+        if stage == "iterations" and total:
+            frac = 0.3 + 0.6 * done / total
+        sink.update(frac, f"joint k-means: {stage} {done}/{total}")
+
+    t = time.perf_counter()
+    if ctx.settings.centre_process:
+        data = functools.partial(_owner_process_data, ctx.settings.resolved_database_url(),
+                                 owner_ids, snapshot.isoformat())
+        result = run_joint_kmeans_processes(data, len(owner_ids), len(JOINT_FEATURES), k,
+                                            max_iter=MAX_ITER, decimals=DECIMALS,
+                                            progress=progress)
+        where = "manager, centre and each owner in separate processes"
+    else:
+        result = run_joint_kmeans(local_parts, k, max_iter=MAX_ITER, decimals=DECIMALS)
+        where = "every party in the worker process"
+    seconds_protocol = time.perf_counter() - t
+    for names, labels in zip(pseudonyms, result.labels, strict=True):
+        if len(names) != len(labels):
+            raise ValidationError("an owner's data changed while the joint job ran; run it "
+                                  "again")
+    sizes = np.bincount(np.concatenate(result.labels), minlength=k)
+    centres = to_business_units(result.centroids)
+    profile = pd.DataFrame(centres, columns=list(JOINT_FEATURES))
+    seg_names = _unique(segment_names(profile))
+    sink.update(0.95, "storing results", force=True)
+    with ctx.sessions() as s, sink.pause_if_sqlite():
+        from sqlalchemy import delete
+
+        s.execute(delete(SegmentMember).where(SegmentMember.job_id == job_id))
+        s.execute(delete(Segment).where(Segment.job_id == job_id))
+        for i in range(k):
+            row = profile.iloc[i]
+            s.add(Segment(job_id=job_id, position=i, name=seg_names[i], size=int(sizes[i]),
+                          centroid={"recency_days": _num(row["recency"]),
+                                    "frequency": _num(row["frequency"]),
+                                    "monetary": _num(row["monetary"])}))
+        per_owner: dict[str, int] = {}
+        for oid, names, labels in zip(owner_ids, pseudonyms, result.labels, strict=True):
+            ids = dict(s.execute(select(Customer.pseudonym, Customer.id)
+                                 .where(Customer.owner_id == oid)).all())
+            members = [{"job_id": job_id, "customer_id": ids[p], "pseudonym": p,
+                        "segment_index": int(lab)}
+                       for p, lab in zip(names, labels, strict=True) if p in ids]
+            for start in range(0, len(members), 5000):
+                s.execute(insert(SegmentMember), members[start:start + 5000])
+            per_owner[str(oid)] = len(members)
+        res = {"n_customers": int(sizes.sum()), "customers_per_owner": per_owner,
+               "n_iter": int(result.n_iter), "where": where, "centre": centre_name,
+               "centroids_log1p": np.round(result.centroids, 6).tolist(),
+               "init_centres_log1p": np.round(result.init_centres, 6).tolist(),
+               "bytes_per_party_per_iteration": {
+                   p: round(b, 1) for p, b in result.bytes_per_party_per_iteration().items()},
+               "seconds": time.perf_counter() - started, "seconds_protocol": seconds_protocol,
+               "features": list(JOINT_FEATURES), "decimals": DECIMALS}
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="done", progress=1.0, stage="done", result=res, finished_at=utcnow(),
+            heartbeat_at=utcnow()))
+        audit.record(s, "joint_finish", actor=creator, object_type="job", object_id=job_id,
+                     detail={"customers": int(sizes.sum()), "k": k,
+                             "n_iter": int(result.n_iter), "owners": len(owner_ids)})
+        s.commit()
+
+
+def runners(ctx: PlatformContext) -> dict[str, Any]:
+    """Background job kinds of this extension."""
+
+    def guarded(job_id: int, sink: ProgressSink) -> None:
+        try:
+            run_joint_job(ctx, job_id, sink)
+        except Exception as exc:
+            with ctx.sessions() as s:
+                job = s.get(Job, job_id)
+                owner = s.get(User, job.owner_id) if job else None
+                audit.record(s, "job_failed", actor=owner, object_type="job",
+                             object_id=job_id, detail={"error": type(exc).__name__})
+                s.commit()
+            if isinstance(exc, ValidationError):
+                finish(ctx.sessions, job_id, status="failed", error=str(exc))
+                return
+            raise
+
+    return {"joint": guarded}
+
+
+# ------------------------------------------------------------------------------ pages
+router = APIRouter(include_in_schema=False)
+nav = {Role.OWNER: (("/owner/joint", "Joint segmentation"),),
+       Role.MERCHANT: (("/merchant/joint", "Joint segments"),)}
+
+
+def _visible_jobs(db: Session, owner_id: int) -> list[Job]:
+    jobs = db.scalars(select(Job).where(Job.kind == "joint").order_by(Job.id.desc())
+                      .limit(500))
+    return [j for j in jobs if owner_id in participants(j)][:50]
+
+
+def _participant_job(db: Session, owner_id: int, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is None or job.kind != "joint" or owner_id not in participants(job):
+        raise HTTPException(404, "no such joint segmentation")
+    return job
+
+
+def _names(db: Session, ids: list[int]) -> dict[int, str]:
+    return {u.id: u.username for u in db.scalars(select(User).where(User.id.in_(ids)))}
+
+
+def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User, *,
+               status_code: int = 200, error: str | None = None) -> Response:
+    jobs = _visible_jobs(db, owner.id)
+    others = list(db.scalars(select(User).where(User.role == Role.OWNER.value,
+                                                User.active.is_(True), User.id != owner.id)
+                             .order_by(User.username)))
+    names = _names(db, sorted({i for j in jobs for i in participants(j)}))
+    return render(request, ctx, "owner_joint.html", status_code=status_code, error=error,
+                  jobs=jobs, others=others, names=names, me=owner.id, job=None,
+                  max_k=ctx.settings.max_k)
+
+
+@router.get("/owner/joint", response_class=HTMLResponse)
+def joint_list(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser) -> Response:
+    """Start a joint segmentation with other owners; joint jobs this owner takes part in."""
+    return _list_page(request, ctx, db, owner)
+
+
+@router.post("/owner/joint", response_class=HTMLResponse)
+def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+                 k: Annotated[int, Form()] = 4,
+                 participants_: Annotated[list[int] | None, Form(alias="participants")] = None
+                 ) -> Response:
+    """Create a joint job; it runs once every named owner has accepted it."""
+    try:
+        job = create_joint_job(db, owner, others=participants_ or [], k=k,
+                               max_k=ctx.settings.max_k, ip=client_ip(request))
+    except ValidationError as exc:
+        db.rollback()
+        return _list_page(request, ctx, db, owner, status_code=400, error=str(exc))
+    return redirect(f"/owner/joint/{job.id}")
+
+
+@router.get("/owner/joint/{job_id}", response_class=HTMLResponse)
+def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+               job_id: IdPath) -> Response:
+    """A joint job: participants and consent, status, the released model, own label count."""
+    job = _participant_job(db, owner.id, job_id)
+    segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
+    own = 0
+    if job.status == "done":
+        from sqlalchemy import func
+
+        own = int(db.scalar(select(func.count()).select_from(SegmentMember).join(
+            Customer, Customer.id == SegmentMember.customer_id).where(
+            SegmentMember.job_id == job.id, Customer.owner_id == owner.id)) or 0)
+        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
+                     ip=client_ip(request))
+        db.commit()
+    return render(request, ctx, "owner_joint.html", job=job, me=owner.id,
+                  names=_names(db, participants(job)), accepted_ids=accepted(job),
+                  segments=owner_view(segments) if job.status == "done" else [],
+                  own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k)
+
+
+@router.post("/owner/joint/{job_id}/accept", response_class=HTMLResponse)
+def joint_accept(request: Request, db: SessionDep, owner: OwnerUser,
+                 job_id: IdPath) -> Response:
+    """Consent to take part (the job runs once every participant has consented)."""
+    job = _participant_job(db, owner.id, job_id)
+    accept_joint_job(db, owner, job, ip=client_ip(request))
+    return redirect(f"/owner/joint/{job.id}")
+
+
+@router.post("/owner/joint/{job_id}/publish", response_class=HTMLResponse)
+def joint_publish(request: Request, db: SessionDep, owner: OwnerUser,
+                  job_id: IdPath) -> Response:
+    """Release the joint model's segments to merchants (the creating owner only)."""
+    job = _participant_job(db, owner.id, job_id)
+    if job.owner_id != owner.id:
+        raise HTTPException(403, "only the owner who created the joint job can release it")
+    if job.status != "done":
+        raise HTTPException(409, "only a finished segmentation can be released")
+    if not job.published:
+        job.published = True
+        audit.record(db, "job_publish", actor=owner, object_type="job", object_id=job.id,
+                     ip=client_ip(request))
+        db.commit()
+    return redirect(f"/owner/joint/{job.id}?done=published")
+
+
+@router.get("/owner/joint/{job_id}/labels.csv")
+def joint_labels(request: Request, db: SessionDep, owner: OwnerUser,
+                 job_id: IdPath) -> Response:
+    """This owner's own customers' labels (never another participant's)."""
+    job = _participant_job(db, owner.id, job_id)
+    if job.status != "done":
+        raise HTTPException(409, "the segmentation has not finished")
+    audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
+                 ip=client_ip(request))
+    db.commit()
+    seg = dict(db.execute(select(Segment.position, Segment.name)
+                          .where(Segment.job_id == job.id)).all())
+    rows = db.execute(select(SegmentMember.pseudonym, SegmentMember.segment_index).join(
+        Customer, Customer.id == SegmentMember.customer_id).where(
+        SegmentMember.job_id == job.id, Customer.owner_id == owner.id)
+        .order_by(SegmentMember.pseudonym)).all()
+    body = "pseudonym,segment,segment_name\n" + "".join(
+        f"{p},{i},{seg.get(i, '')}\n" for p, i in rows)
+    return Response(body, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="joint-{job.id}-labels.csv"'})
+
+
+@router.get("/merchant/joint", response_class=HTMLResponse)
+def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
+                   merchant: MerchantUser) -> Response:
+    """Released joint segmentations (segments ≥ the minimum segment size, with profiles)."""
+    min_size = ctx.settings.min_segment_size
+    jobs = list(db.scalars(select(Job).where(Job.kind == "joint", Job.status == "done",
+                                             Job.published.is_(True))
+                           .order_by(Job.id.desc()).limit(20)))
+    releases = []
+    for job in jobs:
+        segs = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
+        releases.append({"job_id": job.id, "owner": ", ".join(
+            _names(db, participants(job)).values()),
+            "released": job.finished_at.strftime("%Y-%m-%d") if job.finished_at else "",
+            "segments": release_view(segs, min_size=min_size, with_profiles=True)})
+    audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
+                 object_id=",".join(str(r["job_id"]) for r in releases)[:64] or None,
+                 ip=client_ip(request))
+    db.commit()
+    return render(request, ctx, "merchant_segments.html", releases=releases,
+                  min_size=min_size)
