@@ -697,6 +697,18 @@ class SqlMessageStore:
                 updated_at=now))
         return int(res.rowcount or 0)
 
+    def skip_queued(self, campaign_id: int, reason: str, *,
+                    now: datetime | None = None) -> int:
+        """Skip every still-queued message of a campaign (cancellation); returns how many."""
+        m = self.t.messages
+        now = now or utcnow()
+        with self.write() as conn:
+            res = conn.execute(update(m).where(m.c.campaign_id == campaign_id,
+                                               m.c.state == "queued")
+                               .values(state="skipped", reason=reason[:255], lease_owner=None,
+                                       lease_until=None, updated_at=now))
+        return int(res.rowcount or 0)
+
     def work_left(self, campaign_id: int, *, now: datetime,
                   reports_since: datetime | None = None) -> tuple[int, datetime | None]:
         """(messages queued or in flight, when the earliest queued one is due).

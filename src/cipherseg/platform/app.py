@@ -99,7 +99,10 @@ def make_context(settings: Settings) -> PlatformContext:
 #: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
 #: their roles with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job kinds)
 #: and ``nav`` (``{Role: ((href, label), ...)}`` links appended to the role's navigation).
-PLATFORM_EXTENSIONS: tuple[str, ...] = ("cipherseg.platform.joint",)
+PLATFORM_EXTENSIONS: tuple[str, ...] = (
+    "cipherseg.platform.joint",
+    "cipherseg.platform.campaigns",
+)
 
 
 def _extensions() -> list[Any]:
