@@ -8,7 +8,8 @@ Kannel calls back over HTTP:
   secret shared by the adapter and this handler, so nobody else can mark messages
   delivered or failed. ``s`` is Kannel's ``%d`` (1 delivered, 2 undelivered, 4 buffered,
   8 submitted to the SMSC, 16 rejected by it).
-* **MO** — Kannel's ``sms-service`` ``post-url``: the text in the body, the sender in the
+* **MO** — Kannel's ``sms-service`` with ``send-sender = true``: ``get-url`` (the text in
+  the URL's ``text``) or ``post-url`` (the text as the body); the sender always in the
   ``X-Kannel-From`` header (kept out of URLs, hence out of access logs), and a secret token
   in the URL. An opt-out keyword (STOP, TD, 退订, …) puts the sender's keyed pseudonym on the
   opt-out list; the number itself is normalised, pseudonymised and dropped, never stored
@@ -278,11 +279,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        if parts.path != self.server.dlr_path:
-            self._answer(CallbackResult(404))
-            return
         params = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        self._answer(self.server.callbacks.delivery_report(params))
+        if parts.path == self.server.dlr_path:
+            self._answer(self.server.callbacks.delivery_report(params))
+        elif parts.path == self.server.mo_path:
+            self._answer(self.server.callbacks.inbound(
+                sender=self.headers.get("X-Kannel-From", ""), text=params.get("text", ""),
+                token=params.get("token", "")))
+        else:
+            self._answer(CallbackResult(404))
 
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
@@ -318,7 +323,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class CallbackServer:
-    """Serves :class:`MessagingCallbacks` on ``host:port`` (``/dlr`` GET, ``/mo`` POST).
+    """Serves :class:`MessagingCallbacks` on ``host:port`` (``/dlr`` GET, ``/mo`` GET/POST).
 
     >>> from cipherseg.messaging.schema import memory_engine, standalone_tables
     >>> from cipherseg.messaging.store import SqlMessageStore
@@ -346,7 +351,7 @@ class CallbackServer:
         return f"http://{self.host}:{self.port}{self._dlr_path}"
 
     def mo_url(self, token: str) -> str:
-        """URL for Kannel's ``post-url`` (carries the MO token)."""
+        """URL for Kannel's ``get-url``/``post-url`` (carries the MO token)."""
         return f"http://{self.host}:{self.port}{self._mo_path}?token={token}"
 
     def start(self) -> CallbackServer:

@@ -83,7 +83,8 @@ class KannelHarness:
     http_smsc_url:
         For ``smsc="http"``: where Kannel forwards each message.
     mo_url:
-        Kannel posts inbound messages here (``post-url``, sender in ``X-Kannel-From``).
+        Kannel calls this for inbound messages (``get-url`` with ``&text=…`` appended; the
+        sender in the ``X-Kannel-From`` header, never in the URL).
     throughput:
         Messages per second Kannel lets through to the SMSC (``None``: unlimited).
     """
@@ -186,7 +187,9 @@ class KannelHarness:
             "catch-all = true",
         ]
         if self.mo_url:
-            lines += [f"post-url = \"{self.mo_url}\"", "send-sender = true",
+            # GET with the text in the URL and the sender in X-Kannel-From (send-sender).
+            sep = "&" if "?" in self.mo_url else "?"
+            lines += [f"get-url = \"{self.mo_url}{sep}text=%a\"", "send-sender = true",
                       "max-messages = 1", "omit-empty = true"]
         else:
             lines += ["text = \"\"", "max-messages = 0"]
