@@ -31,7 +31,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,9 @@ def run_seed_experiments(out_dir: str | Path, *, quick: bool = False, seed: int 
 
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in EXPERIMENTS}
     started = time.perf_counter()
+    # Warm-up (imports, first-call allocations) so that the first point is not penalised.
+    warm = replace(cfg, repeats=1, max_iter=2)
+    measure_point(features(cfg.n_values[0])[:500], 2, cfg.base_decimals, warm)
     for i, (name, opts) in enumerate(plan):
         notify(name, i, len(plan))
         n = int(opts.get("n", cfg.base_n))
