@@ -29,6 +29,8 @@ TEMPLATE_EN = 'Hi {{ first_name|default("there") }}, {{ segment_name }} night at
               '{{ shop_name }}! {{ opt_out }}'
 TEMPLATE_ZH = "{{ first_name }}您好，{{ shop_name }}会员日全场8折。{{ opt_out }}"
 
+CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
+
 
 def _csv(rows: list[list[str]]) -> bytes:
     buf = io.StringIO()
@@ -61,7 +63,7 @@ def release(platform, **settings: object) -> tuple[int, dict[int, list[int]]]:  
         groups = {0: ids[:70], 1: ids[70:120], 2: ids[120:]}
         for pos, members in groups.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Loyal", "Regular", "Tiny")[pos],
-                          size=len(members), centroid={"monetary": 1.0}))
+                          size=len(members), centroid=CENTROID))
             s.add_all(SegmentMember(job_id=job.id, customer_id=c, pseudonym=f"p{c}",
                                     segment_index=pos) for c in members)
         s.commit()

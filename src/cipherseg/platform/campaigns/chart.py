@@ -39,8 +39,10 @@ def _steps(times: Sequence[datetime], t0: float, span: float) -> list[tuple[floa
 
 
 def _clock(ts: float, span: float, tz: ZoneInfo) -> str:
-    fmt = "%H:%M:%S" if span < 3 * 3600 else "%d %b %H:%M"
-    return datetime.fromtimestamp(ts, tz).strftime(fmt)
+    moment = datetime.fromtimestamp(ts, tz)
+    if span < 10:
+        return moment.strftime("%H:%M:%S.%f")[:-5]
+    return moment.strftime("%H:%M:%S" if span < 3 * 3600 else "%d %b %H:%M")
 
 
 def delivered_chart(series: Mapping[str, Sequence[datetime]], *,

@@ -120,11 +120,23 @@ def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, _merchant: M
 
 @router.post("/merchant/campaigns/preview", response_class=HTMLResponse)
 def merchant_preview(request: Request, ctx: ContextDep, _merchant: MerchantUser,
-                     tpl: Annotated[str, Form(max_length=4000)] = "",
+                     tpl: Annotated[list[str] | None, Form(max_length=4000)] = None,
+                     pos: Annotated[list[int] | None, Form()] = None,
                      segment_name: Annotated[str, Form(max_length=128)] = "",
                      shop_name: Annotated[str, Form(max_length=128)] = "") -> Response:
-    """Live preview (htmx): the message for the sample customer, characters, SMS parts."""
-    result = service.preview(tpl, segment_name=segment_name, shop_name=shop_name,
+    """Live preview (htmx): the message for the sample customer, characters, SMS parts.
+
+    From the compose form htmx sends every segment's text (``pos``/``tpl`` pairs); the
+    ``HX-Trigger`` header names the textarea (``tpl-<position>``) being previewed.
+    """
+    texts = tpl or [""]
+    text = texts[0]
+    trigger = request.headers.get("HX-Trigger", "")
+    if pos and trigger.startswith("tpl-") and trigger[4:].isdigit():
+        wanted = int(trigger[4:])
+        if wanted in pos and pos.index(wanted) < len(texts):
+            text = texts[pos.index(wanted)]
+    result = service.preview(text, segment_name=segment_name, shop_name=shop_name,
                              opt_out_text=service.campaign_settings(ctx).sms_opt_out_text)
     return render(request, ctx, "campaigns/_preview.html", p=result)
 

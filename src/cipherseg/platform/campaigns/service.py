@@ -297,8 +297,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
                      object_id=camp.id, ip=ip)
         db.commit()
         return "pending_approval"
-    if not store.transition_campaign(camp.id, "approved", allowed_from=["draft"],
-                                     actor=merchant.username):
+    if not store.transition_campaign(camp.id, "approved", allowed_from=["draft"]):
         raise ValidationError("only a draft campaign can be sent")
     start_sending(db, camp.id, merchant)
     audit.record(db, "campaign_send", actor=merchant, object_type="campaign",
