@@ -341,7 +341,8 @@ class CallbackServer:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.callbacks = callbacks
         self._httpd.dlr_path, self._httpd.mo_path = dlr_path, mo_path
-        self.host, self.port = self._httpd.server_address[0], self._httpd.server_address[1]
+        self.host = str(self._httpd.server_address[0])
+        self.port = int(self._httpd.server_address[1])
         self._dlr_path, self._mo_path = dlr_path, mo_path
         self._thread: threading.Thread | None = None
 

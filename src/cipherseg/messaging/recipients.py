@@ -19,7 +19,7 @@ dict_keys(['c1'])
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,7 +64,7 @@ class StaticRecipients:
     def __len__(self) -> int:
         return len(self._by_ref)
 
-    def __iter__(self) -> Iterable[Recipient]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Recipient]:
         return iter(self._by_ref.values())
 
     def lookup(self, refs: Sequence[str]) -> Mapping[str, Recipient]:

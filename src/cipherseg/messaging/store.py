@@ -56,6 +56,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.messaging.gateway import SendStatus
@@ -334,10 +335,13 @@ class SqlMessageStore:
             raise ParameterError(f"unknown campaign status {status!r}")
         now = now or utcnow()
         with self.write() as conn:
-            cid = conn.execute(insert(self.t.campaigns).values(
+            key = conn.execute(insert(self.t.campaigns).values(
                 name=name.strip(), shop_name=shop_name, opt_out_text=opt_out_text,
                 sender=sender, created_by=created_by, settings=dict(settings or {}),
-                status=status, created_at=now)).inserted_primary_key[0]
+                status=status, created_at=now)).inserted_primary_key
+            if key is None:
+                raise ParameterError("the database returned no id for the new campaign")
+            cid = key[0]
             conn.execute(insert(self.t.segments), [
                 {"campaign_id": cid, "segment_key": s.key, "segment_name": s.name,
                  "template": s.template} for s in segments])
@@ -717,7 +721,7 @@ class SqlMessageStore:
         delivery report (which may be a rejection to retry) is still awaited.
         """
         m = self.t.messages
-        busy = m.c.state.in_(["queued", "sending"])
+        busy: ColumnElement[bool] = m.c.state.in_(["queued", "sending"])
         if reports_since is not None:
             busy = or_(busy, and_(m.c.state == "sent", m.c.sent_at >= reports_since))
         with self.engine.connect() as conn:
