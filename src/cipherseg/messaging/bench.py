@@ -17,6 +17,7 @@ it with no rate limit. Reported per gateway:
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import threading
@@ -222,7 +223,9 @@ def run_send_benchmark(workdir: str | Path, *, messages: int = 2000,
             runs.append(_one_run(workdir / f"kannel-{c}", vault, people, "kannel", c,
                                  progress, database_url))
     backend = "sqlite (WAL)" if database_url is None else database_url.split(":", 1)[0]
-    return {"benchmark": "send", "messages": messages, "database": backend, "runs": runs}
+    return {"benchmark": "send", "messages": messages, "database": backend,
+            "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "runs": runs}
 
 
 def plot_send_benchmark(result: dict[str, Any], path: str | Path) -> None:
