@@ -52,7 +52,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue, finish
+from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
 from cipherseg.platform.models import (
     Customer,
     Job,
@@ -287,22 +287,9 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
 def runners(ctx: PlatformContext) -> dict[str, Any]:
     """Background job kinds of this extension."""
 
-    def guarded(job_id: int, sink: ProgressSink) -> None:
-        try:
-            run_joint_job(ctx, job_id, sink)
-        except Exception as exc:
-            with ctx.sessions() as s:
-                job = s.get(Job, job_id)
-                owner = s.get(User, job.owner_id) if job else None
-                audit.record(s, "job_failed", actor=owner, object_type="job",
-                             object_id=job_id, detail={"error": type(exc).__name__})
-                s.commit()
-            if isinstance(exc, ValidationError):
-                finish(ctx.sessions, job_id, status="failed", error=str(exc))
-                return
-            raise
+    from cipherseg.platform.segmentation import audited_runner
 
-    return {"joint": guarded}
+    return {"joint": audited_runner(ctx, functools.partial(run_joint_job, ctx))}
 
 
 # ------------------------------------------------------------------------------ pages

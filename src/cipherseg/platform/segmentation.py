@@ -248,9 +248,16 @@ def make_segmentation_runner(ctx: PlatformContext) -> Any:
                                  "n_iter": run["n_iter"], "centre": centre_name})
             s.commit()
 
+    return audited_runner(ctx, run_segmentation)
+
+
+def audited_runner(ctx: PlatformContext, run: Any) -> Any:
+    """Wrap a job runner: audit every failure; a ValidationError fails the job with its
+    message (the user's data was at fault), anything else propagates to the worker."""
+
     def guarded(job_id: int, sink: ProgressSink) -> None:
         try:
-            run_segmentation(job_id, sink)
+            run(job_id, sink)
         except Exception as exc:
             with ctx.sessions() as s:
                 job = s.get(Job, job_id)
