@@ -159,7 +159,7 @@ class DataOwner:
                                                     notify)
         else:
             init_centers = np.asarray(init, dtype=np.float64)
-            c_bytes = self._encrypt_centroids(owner, key, init_centers, clock)
+            c_bytes = self._encrypt_centroids(owner, init_centers, clock)
         bytes_mark = transport.stats.snapshot()
 
         # Lloyd iterations, mirroring scikit-learn's loop (labels then centres, strict
@@ -173,8 +173,10 @@ class DataOwner:
         it = 0
         for it in range(max_iter):
             notify("iterate", it, max_iter)
+            if it > 0:  # the first iteration uses the initial centres already encrypted
+                c_bytes = self._encrypt_centroids(owner, centers, clock)
             onehots: list[bytes] = []
-            labels, chosen = self._assign(owner, key, sizes, k, c_bytes, send, par, clock,
+            labels, chosen = self._assign(key, sizes, k, c_bytes, send, par, clock,
                                           with_onehots=True, assignments_out=onehots)
             sums_msg = send(p.Assignments, "sums", onehots=tuple(onehots))
             t = time.perf_counter()
@@ -191,10 +193,9 @@ class DataOwner:
             if shift <= tol:
                 break
             labels_old = labels
-            c_bytes = self._encrypt_centroids(owner, key, centers, clock)
         if not strict:
-            c_bytes = self._encrypt_centroids(owner, key, centers, clock)
-            labels, chosen = self._assign(owner, key, sizes, k, c_bytes, send, par, clock,
+            c_bytes = self._encrypt_centroids(owner, centers, clock)
+            labels, chosen = self._assign(key, sizes, k, c_bytes, send, par, clock,
                                           with_onehots=False, assignments_out=[])
         notify("iterate", it + 1, it + 1)
         c0 = centers[0]
@@ -209,14 +210,14 @@ class DataOwner:
             bytes_per_iteration=per_iter, n_blocks=n_blocks,
         )
 
-    def _encrypt_centroids(self, owner: CkksSecretContext, key: str,
+    def _encrypt_centroids(self, owner: CkksSecretContext,
                            centers: npt.NDArray[np.float64], clock: _Clock) -> tuple[bytes, ...]:
         t = time.perf_counter()
         out = tuple(owner.encrypt_to_bytes(float(v)) for v in centers.ravel())
         clock.add("owner", "encrypt_centroids", t)
         return out
 
-    def _assign(self, owner: CkksSecretContext, key: str, sizes: list[int], k: int,
+    def _assign(self, key: str, sizes: list[int], k: int,
                 c_bytes: tuple[bytes, ...], send: Any, par: Any, clock: _Clock, *,
                 with_onehots: bool, assignments_out: list[bytes]
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
