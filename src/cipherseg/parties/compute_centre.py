@@ -128,6 +128,7 @@ class ComputeCentre:
 
     def _init_start(self, s: _Session, msg: p.InitStart) -> Message:
         s.centres = []
+        s.centroid_bytes = ()
         n = sum(s.sizes)
         index = int(self._rng.integers(n))
         block, slot = divmod(index, s.ctx.params.slot_count)
@@ -153,7 +154,8 @@ class ComputeCentre:
         ]
         s.mask = None
         s.centres.append(centre)
-        s.centroid_bytes = tuple(s.ctx.ciphertext_to_bytes(c) for row in s.centres for c in row)
+        # Serialise only the new centre: the earlier ones' bytes are already held.
+        s.centroid_bytes += tuple(s.ctx.ciphertext_to_bytes(c) for c in centre)
         if len(s.centres) == s.n_clusters:
             s.expect = (p.Centroids, p.Close)
             low = tuple(s.ctx.ciphertext_to_bytes(s.ctx.mod_switch_to_last(c))
