@@ -8,8 +8,6 @@ on free loopback ports (``kannel`` fixture) and stop them afterwards.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,57 +24,13 @@ from cipherseg.messaging import (
 )
 from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.pii import PiiKeyring, PiiVault
-
-DB_KINDS = [k.strip() for k in os.environ.get("CIPHERSEG_TEST_DATABASES",
-                                              "sqlite,postgresql,mariadb").split(",") if k.strip()]
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+from db_servers import DB_KINDS, create_database, drop_database
 
 #: Noon in Shanghai on a Monday: outside the default quiet hours.
 NOON_SHANGHAI = datetime(2026, 5, 4, 4, 0, tzinfo=UTC)
 
 requires_kannel = pytest.mark.skipif(not kannel_installed(),
                                      reason="Kannel not installed (scripts/system-deps.sh)")
-
-
-def _create_database(kind: str, tmp_path: Path) -> tuple[str, str | None]:
-    name = f"cs_msg_{uuid.uuid4().hex[:12]}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'messaging.db'}", None
-    if kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
-    if kind == "mariadb":
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 "
-                            "COLLATE utf8mb4_unicode_ci")
-        finally:
-            conn.close()
-        return f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4", name
-    raise ValueError(kind)
-
-
-def _drop_database(kind: str, name: str | None) -> None:
-    if kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    elif kind == "mariadb":
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            conn.close()
 
 
 def sqlite_engine(path: Path) -> Engine:
@@ -104,14 +58,14 @@ def any_db(request: pytest.FixtureRequest,
     ``db_store`` for a store whose tables start empty)."""
     kind = request.param
     tmp = tmp_path_factory.mktemp(f"db-{kind}")
-    url, name = _create_database(kind, tmp)
+    url, name = create_database(kind, tmp, prefix="cs_msg_", sqlite_file="messaging.db")
     engine = sqlite_engine(tmp / "messaging.db") if kind == "sqlite" else \
         create_engine(url, pool_pre_ping=True)
     try:
         yield engine
     finally:
         engine.dispose()
-        _drop_database(kind, name)
+        drop_database(kind, name)
 
 
 @pytest.fixture

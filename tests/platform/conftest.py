@@ -9,9 +9,7 @@ Tests that do not need every backend use ``sqlite_url``.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,70 +23,27 @@ from cipherseg.platform.db import make_engine
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.migrate import upgrade
 from cipherseg.platform.models import Role
+from db_servers import DB_KINDS, create_database, drop_database
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-DB_KINDS = [k.strip() for k in os.environ.get("CIPHERSEG_TEST_DATABASES",
-                                              "sqlite,postgresql,mariadb").split(",") if k.strip()]
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 PASSWORD = "correct horse battery"
 USERS = {"admin": Role.ADMIN, "mall": Role.OWNER, "shop": Role.MERCHANT,
          "centre": Role.CENTRE, "sms": Role.OPERATOR}
 ROLE_USER = {role: name for name, role in USERS.items()}
 
 
-def _create_database(kind: str, tmp_path: Path) -> tuple[str, object]:
-    name = f"cs_test_{uuid.uuid4().hex[:12]}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'test.db'}", None
-    if kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
-    if kind == "mariadb":
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 "
-                            "COLLATE utf8mb4_unicode_ci")
-        finally:
-            conn.close()
-        return f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4", name
-    raise ValueError(f"unknown database kind {kind}")
-
-
-def _drop_database(kind: str, name: object) -> None:
-    if kind == "postgresql":
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    elif kind == "mariadb":
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            conn.close()
-
-
 @pytest.fixture(params=DB_KINDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database on each backend (migrated by ``platform`` fixtures)."""
     kind = request.param
-    url, name = _create_database(kind, tmp_path)
+    url, name = create_database(kind, tmp_path, prefix="cs_test_", sqlite_file="test.db")
     try:
         yield url
     finally:
-        _drop_database(kind, name)
+        drop_database(kind, name)
 
 
 @pytest.fixture
