@@ -57,6 +57,8 @@ def test_small_head_product_matches_full_product(length: int) -> None:
         y = rng.integers(-bound, bound + 1, size=n)
         full = ring.multiply(a, ring.from_int(y))
         assert (ring.multiply_small_head(a, y, length) == full[:, :length]).all()
+        fixed = ring.fixed_head_matrix(a, length)
+        assert (ring.multiply_fixed_head(fixed, y) == full[:, :length]).all()
 
 
 def test_small_head_refuses_inexact_inputs() -> None:
@@ -64,6 +66,8 @@ def test_small_head_refuses_inexact_inputs() -> None:
     with pytest.raises(ParameterError, match="2\\^53"):
         ring.multiply_small_head(ring.from_int(np.zeros(8192, dtype=np.int64)),
                                  np.full(8192, 2**20), 4)
+    with pytest.raises(ParameterError, match="2\\^53"):
+        ring.multiply_fixed_head(np.zeros((1, 4, 8192)), np.full(8192, 2**20))
 
 
 def test_crt_round_trip_of_centred_integers() -> None:
@@ -86,18 +90,23 @@ def test_primes_and_bad_moduli() -> None:
 
 
 @pytest.mark.parametrize("n", [16, 4096, 8192])
-def test_float_fft_product_with_small_polynomials_is_exact(n: int) -> None:
+def test_float_fft_product_with_ternary_polynomials_is_exact(n: int) -> None:
     ring = RnsRing(n, ntt_primes(n, 5))
     rng = np.random.default_rng(n + 1)
     a = ring.from_int(rng.integers(-(2**62), 2**62, size=n))
     a[:, :3] = np.array(ring.moduli, dtype=np.uint64)[:, None] - 1  # extreme residues
-    prepared = ring.fft_prepare(a)
-    for bound in (1, 19, 32):
-        y = rng.integers(-bound, bound + 1, size=(2, n))
-        y[0, :5] = bound  # extreme small coefficients
-        got = ring.fft_multiply_small(prepared, y)
+    worst = np.array([p // 2 for p in ring.moduli], dtype=np.uint64)[:, None] * np.ones(
+        n, dtype=np.uint64)  # the largest balanced residue everywhere: the round-off worst case
+    for poly in (a, worst):
+        prepared = ring.fft_prepare(poly)
+        y = rng.integers(-1, 2, size=(2, n))
+        y[0, :5] = 1
+        y[1] = 1  # all ones, with the constant polynomial: every partial sum is maximal
+        e = rng.integers(-19, 20, size=(2, n))
+        got = ring.fft_multiply_small(prepared, y, addend=e)
         assert got.shape == (2, 5, n)
         for i in range(2):
-            assert (got[i] == ring.multiply(a, ring.from_int(y[i]))).all()
-    with pytest.raises(ParameterError, match="<= 32"):
-        ring.fft_multiply_small(prepared, np.full(n, 33))
+            expected = ring.add(ring.multiply(poly, ring.from_int(y[i])), ring.from_int(e[i]))
+            assert (got[i] == expected).all()
+    with pytest.raises(ParameterError, match="<= 1"):
+        ring.fft_multiply_small(ring.fft_prepare(a), np.full(n, 2))

@@ -100,7 +100,7 @@ MIN_SMUDGING_SECURITY = 40
 DEFAULT_MODULI: tuple[int, ...] = (2147352577, 2147205121, 2147074049, 2146959361, 2146713601)
 
 _MAGIC = b"CSTH"
-_VERSION = 1
+_VERSION = 2  # 2: SHA-256 checksums and fingerprints (1 used BLAKE2b, 2.3x slower here)
 _FP_LEN = 16
 _SUM_LEN = 16
 _HEADER = struct.Struct("<4sBBQ")  # magic, kind, version, body length
@@ -116,16 +116,23 @@ HEAD_PRODUCT_LIMIT = 64
 
 
 def _digest(*parts: bytes) -> bytes:
-    h = hashlib.blake2b(digest_size=_FP_LEN)
+    """SHA-256 truncated to 128 bits (hardware-accelerated: a 164 KB ciphertext in 0.1 ms)."""
+    h = hashlib.sha256()
     for part in parts:
         h.update(part)
-    return h.digest()
+    return h.digest()[:_FP_LEN]
 
 
 def pack(kind: int, body: bytes) -> bytes:
-    """Envelope: magic | kind | version | body length | body | BLAKE2b-128 checksum."""
+    """Envelope: magic | kind | version | body length | body | SHA-256-128 checksum."""
     head = _HEADER.pack(_MAGIC, kind, _VERSION, len(body))
     return head + body + _digest(head, body)
+
+
+def envelope_checksum(data: bytes) -> bytes:
+    """The checksum of an envelope made by :func:`pack` (its last 16 bytes). It is a
+    collision-resistant digest of the whole object: ciphertexts use it as their identity."""
+    return bytes(data[-_SUM_LEN:])
 
 
 def unpack(kind: int, data: bytes) -> bytes:
@@ -178,11 +185,10 @@ class _Reader:
     def residues(self, moduli: tuple[int, ...], shape: tuple[int, ...]) -> U64:
         """uint32 residues of shape (..., K, n), each row checked below its prime."""
         count = int(np.prod(shape))
-        arr = np.frombuffer(self.take(4 * count), dtype="<u4").astype(np.uint64).reshape(shape)
-        p = np.array(moduli, dtype=np.uint64)[:, None]
-        if (arr >= p).any():
+        raw = np.frombuffer(self.take(4 * count), dtype="<u4").reshape(shape)
+        if (raw >= np.array(moduli, dtype=np.uint32)[:, None]).any():
             raise CiphertextError(f"{self.what}: a residue is not reduced modulo its prime")
-        return arr
+        return raw.astype(np.uint64)
 
     def done(self) -> None:
         if self.pos != len(self.body):
@@ -589,6 +595,16 @@ class JointPublicKey:
         out: U64 = b
         return out
 
+    def b_head(self, length: int) -> npt.NDArray[np.float64]:
+        """b's first ``length`` negacyclic rows (cached) for the truncated c0 = b·u + …"""
+        key = f"b_head_{length}"
+        matrix = self._cache.get(key)
+        if matrix is None:
+            matrix = _frozen(self.params.ring.fixed_head_matrix(self.b_coeff, length))
+            self._cache[key] = matrix
+        out: npt.NDArray[np.float64] = matrix
+        return out
+
     @property
     def b_fft(self) -> npt.NDArray[np.complex128]:
         """b prepared for fast products with small polynomials (computed once)."""
@@ -720,11 +736,12 @@ class Ciphertext:
 
     @property
     def digest(self) -> bytes:
-        """16-byte identifier of this exact ciphertext (partial decryptions are bound to it)."""
+        """16-byte identifier of this exact ciphertext (partial decryptions are bound to it):
+        the checksum of its serialised envelope, so a party that received it hashes it once."""
         d = self._cache.get("digest")
         if d is None:
-            d = _digest(b"ct", self._body())
-            self._cache["digest"] = d
+            self.to_bytes()
+            d = self._cache["digest"]
         return d
 
     def _body(self) -> bytes:
@@ -763,7 +780,9 @@ class Ciphertext:
         return NotImplemented
 
     def to_bytes(self) -> bytes:
-        return pack(_KIND_CT, self._body())
+        data = pack(_KIND_CT, self._body())
+        self._cache.setdefault("digest", envelope_checksum(data))
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes, public_key: JointPublicKey) -> Ciphertext:
@@ -784,7 +803,8 @@ class Ciphertext:
         c0 = r.residues(params.moduli, (k, length))
         c1 = r.residues(params.moduli, (blocks, k, n))
         r.done()
-        return cls(public_key, length, summands, _frozen(c0), _frozen(c1), {"body": r.body})
+        return cls(public_key, length, summands, _frozen(c0), _frozen(c1),
+                   {"body": r.body, "digest": envelope_checksum(data)})
 
 
 def _flatten_blocks(arr: U64, length: int) -> U64:
@@ -820,9 +840,9 @@ def encrypt(public_key: JointPublicKey, values: npt.ArrayLike, *,
     e1 = sample_error(params, source, (blocks, n))
     e0 = sample_error(params, source, (length,))
     # a·u and b·u with u ternary: exact float-FFT products with the pre-transformed a and b.
-    c1 = ring.add(ring.fft_multiply_small(public_key.crs.a_fft, u), ring.from_int(e1))
+    c1 = ring.fft_multiply_small(public_key.crs.a_fft, u, addend=e1)
     if blocks == 1 and length <= HEAD_PRODUCT_LIMIT:
-        bu = ring.multiply_small_head(public_key.b_coeff, u[0], length)
+        bu = ring.multiply_fixed_head(public_key.b_head(length), u[0])
     else:
         bu = _flatten_blocks(ring.fft_multiply_small(public_key.b_fft, u), length)
     scaled = ring.mul_scalar(ring.from_int(m), params.delta)
