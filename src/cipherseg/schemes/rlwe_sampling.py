@@ -162,15 +162,12 @@ def sample_wide_uniform_mod(
     words = _words32(source, limbs * count).reshape(limbs, count)
     top_bits = bits + 1 - 32 * (limbs - 1)
     words[-1] &= np.uint64((1 << top_bits) - 1)
-    out = np.empty((len(moduli), count), dtype=np.uint64)
-    for row, p in enumerate(moduli):
-        pu = np.uint64(p)
-        acc = np.zeros(count, dtype=np.uint64)
-        for i in range(limbs - 1, -1, -1):  # Horner in base 2^32
-            acc = (acc * np.uint64((1 << 32) % p)) % pu
-            acc = (acc + words[i] % pu) % pu
-        offset = np.uint64((1 << bits) % p)
-        acc = (acc + (pu - offset)) % pu
-        out[row] = acc
+    p = np.array(moduli, dtype=np.uint64)[:, None]  # all primes at once: (K, 1)
+    radix = np.array([(1 << 32) % q for q in moduli], dtype=np.uint64)[:, None]
+    out = np.zeros((len(moduli), count), dtype=np.uint64)
+    for i in range(limbs - 1, -1, -1):  # Horner in base 2^32; every product is below 2^63
+        out = (out * radix + words[i] % p) % p
+    offset = np.array([(1 << bits) % q for q in moduli], dtype=np.uint64)[:, None]
+    out = (out + (p - offset)) % p
     arranged = out.reshape(len(moduli), *shape)
     return np.ascontiguousarray(np.moveaxis(arranged, 0, -2))

@@ -309,38 +309,13 @@ class RnsRing:
         (K, length). Used where only a few coefficients are ever read (truncated ciphertext
         bodies and partial decryptions): far cheaper than a full transform.
         """
-        self._check_head_bound(small)
-        if matrix is None:
-            matrix = self.small_head_matrix(small, length)
-        return self._reduce_head(a.astype(np.float64) @ matrix.T)
-
-    def fixed_head_matrix(self, a: U64, length: int) -> npt.NDArray[np.float64]:
-        """The first ``length`` rows of the negacyclic matrix of each residue row of a fixed
-        ``a`` (shape (K, N)), shape (K, length, N): prepared once for
-        :meth:`multiply_fixed_head` (the public key's b times many fresh u)."""
-        n = self.n
-        if a.shape != (self.k, n) or not 1 <= length <= n:
-            raise ParameterError(f"need residues of shape ({self.k}, {n}) and 1 <= length <= {n}")
-        signed = a.astype(np.float64)
-        g = np.concatenate([-signed[:, 1:], signed], axis=1)[:, ::-1]
-        windows = np.lib.stride_tricks.sliding_window_view(g, n, axis=1)
-        return np.ascontiguousarray(windows[:, n - length:n][:, ::-1])
-
-    def multiply_fixed_head(self, matrix: npt.NDArray[np.float64],
-                            small: npt.NDArray[np.int64]) -> U64:
-        """The first coefficients of a · y from ``matrix = fixed_head_matrix(a, length)`` and
-        a small y of shape (N,): one exact float64 matrix-vector product per prime."""
-        self._check_head_bound(small)
-        return self._reduce_head(matrix @ small.astype(np.float64))
-
-    def _check_head_bound(self, small: npt.NDArray[np.int64]) -> None:
         # Every partial sum is an integer below 2^53, so float64 adds it exactly in any order.
         if int(np.abs(small).max(initial=0)) * self.n * max(self.moduli) >= _FLOAT_EXACT:
-            raise ParameterError("a head product needs |y| * N * p < 2^53")
-
-    def _reduce_head(self, prod: npt.NDArray[np.float64]) -> U64:
-        p = np.array(self.moduli, dtype=np.int64)[:, None]
-        out: U64 = (prod.astype(np.int64) % p).astype(np.uint64)
+            raise ParameterError("multiply_small_head needs |y| * N * p < 2^53")
+        if matrix is None:
+            matrix = self.small_head_matrix(small, length)
+        prod = a.astype(np.float64) @ matrix.T
+        out: U64 = (prod.astype(np.int64) % self._p_signed).astype(np.uint64)
         return out
 
     # ---------------------------------------------------------------- float FFT products

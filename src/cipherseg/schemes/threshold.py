@@ -595,16 +595,6 @@ class JointPublicKey:
         out: U64 = b
         return out
 
-    def b_head(self, length: int) -> npt.NDArray[np.float64]:
-        """b's first ``length`` negacyclic rows (cached) for the truncated c0 = b·u + …"""
-        key = f"b_head_{length}"
-        matrix = self._cache.get(key)
-        if matrix is None:
-            matrix = _frozen(self.params.ring.fixed_head_matrix(self.b_coeff, length))
-            self._cache[key] = matrix
-        out: npt.NDArray[np.float64] = matrix
-        return out
-
     @property
     def b_fft(self) -> npt.NDArray[np.complex128]:
         """b prepared for fast products with small polynomials (computed once)."""
@@ -842,7 +832,7 @@ def encrypt(public_key: JointPublicKey, values: npt.ArrayLike, *,
     # a·u and b·u with u ternary: exact float-FFT products with the pre-transformed a and b.
     c1 = ring.fft_multiply_small(public_key.crs.a_fft, u, addend=e1)
     if blocks == 1 and length <= HEAD_PRODUCT_LIMIT:
-        bu = ring.multiply_fixed_head(public_key.b_head(length), u[0])
+        bu = ring.multiply_small_head(public_key.b_coeff, u[0], length)
     else:
         bu = _flatten_blocks(ring.fft_multiply_small(public_key.b_fft, u), length)
     scaled = ring.mul_scalar(ring.from_int(m), params.delta)
