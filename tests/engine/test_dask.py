@@ -16,6 +16,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from cipherseg.engine import dask as dask_module
 from cipherseg.engine.dask import DaskExecutor
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.engine.state import get_state, has_state
@@ -162,8 +163,14 @@ def test_bad_ciphertext_bytes_fail_the_upload_with_ciphertext_error(
         ComputeCentre(executor=dask_ex).handle(upload)
 
 
+@pytest.mark.parametrize("scatter", [False, True], ids=["args-in-graph", "args-scattered"])
 def test_a_worker_killed_mid_run_is_replaced_and_the_result_is_unchanged(
-        dask_ex: DaskExecutor, X: np.ndarray, local_run: KMeansRun) -> None:
+        dask_ex: DaskExecutor, X: np.ndarray, local_run: KMeansRun, scatter: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scattered stage arguments (the sums' one-hots) are lost with their worker and must be
+    # sent again; arguments in the task graph are recovered by Dask itself.
+    monkeypatch.setattr(dask_module, "_SCATTER_BYTES", 0 if scatter else 2**62)
+    dask_ex.client.wait_for_workers(2, timeout=60)
     pids = dask_ex.client.run(os.getpid)
     victim = max(pids.values())
     killed: list[int] = []
@@ -176,8 +183,10 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_result_is_unchanged(
             os.kill(victim, signal.SIGKILL)  # tasks of this stage are queued or running on it
             killed.append(victim)
 
+    resent_before = dask_ex.stats["sums"].resent if "sums" in dask_ex.stats else 0
     run = _run(X, dask_ex, kill_in_second_sums_stage)
     assert killed
+    assert (dask_ex.stats["sums"].resent > resent_before) == scatter
     _assert_same(run, local_run)
     dask_ex.client.wait_for_workers(2, timeout=60)
     new_pids = dask_ex.client.run(os.getpid)

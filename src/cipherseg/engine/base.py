@@ -33,6 +33,9 @@ Progress = Callable[[str, int, int], None]
 BLOCKS_PER_TASK = 32
 """Default number of blocks per task in ``map_blocks``: progress granularity vs overhead."""
 
+ONE_TASK_PER_WORKER = 2**62
+"""``blocks_per_task`` for ``map_blocks`` calls that want one task per worker slot."""
+
 
 class Executor(Protocol):
     """Runs block functions, possibly on other processes or machines."""
@@ -57,10 +60,13 @@ class Executor(Protocol):
         ...
 
     def map_blocks(self, key: str, fn: Callable[[T], R], make_args: Callable[[list[int]], T],
-                   *, blocks: Sequence[int] | None = None) -> list[R]:
+                   *, blocks: Sequence[int] | None = None,
+                   blocks_per_task: int | None = None) -> list[R]:
         """``fn(make_args(chunk))`` for contiguous chunks of the blocks under ``key`` (all, or
         only ``blocks``), each run where its blocks are held; results in ascending block order,
-        so concatenating per-block results gives block order."""
+        so concatenating per-block results gives block order. ``blocks_per_task`` overrides
+        the executor's chunk size for this call (:data:`ONE_TASK_PER_WORKER` for stages whose
+        results are partial aggregates: fewer partials to combine)."""
         ...
 
     def set_progress(self, progress: Progress | None) -> None:

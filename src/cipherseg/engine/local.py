@@ -80,11 +80,12 @@ class LocalExecutor:
         return self._run(fn, items, [1] * len(items))
 
     def map_blocks(self, key: str, fn: Callable[[T], R], make_args: Callable[[list[int]], T],
-                   *, blocks: Sequence[int] | None = None) -> list[R]:
+                   *, blocks: Sequence[int] | None = None,
+                   blocks_per_task: int | None = None) -> list[R]:
         if key not in self._n_blocks:
             raise KeyError(f"no blocks registered under {key!r}; call put_blocks first")
         ids = range(self._n_blocks[key]) if blocks is None else sorted(blocks)
-        chunks = task_chunks(ids, self._n, self._per_task)
+        chunks = task_chunks(ids, self._n, blocks_per_task or self._per_task)
         return self._run(fn, [make_args(c) for c in chunks], [len(c) for c in chunks])
 
     def worker_pids(self) -> list[int]:

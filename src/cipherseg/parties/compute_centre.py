@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cipherseg.engine.base import Executor
+from cipherseg.engine.base import ONE_TASK_PER_WORKER, Executor
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols import centre_ops
@@ -222,15 +222,14 @@ class ComputeCentre:
         if len(msg.onehots) != (k - 1) * n_blocks:
             raise ProtocolError(f"expected {(k - 1) * n_blocks} one-hot ciphertexts")
         per_block = [tuple(msg.onehots[b * (k - 1):(b + 1) * (k - 1)]) for b in range(n_blocks)]
+        # One task per worker: each partial costs the front k·(d+1) ciphertext loads and
+        # additions, and each task k·d relinearisations, so fewer partials is less serial work.
         results = self._executor.map_blocks(
-            s.key, centre_ops.sums_task, lambda c: (s.key, c, [per_block[b] for b in c])
+            s.key, centre_ops.sums_task, lambda c: (s.key, c, [per_block[b] for b in c]),
+            blocks_per_task=ONE_TASK_PER_WORKER,
         ) if k > 1 else []
-        total: list[Any] = []
-        for part in results:
-            cts = [s.ctx.ciphertext_from_bytes(b) for b in part]
-            total = cts if not total else [s.ctx.add(a, b) for a, b in zip(total, cts, strict=True)]
+        out = centre_ops.add_partials(s.ctx, [part for part in results if part])
         d = s.n_features
-        out = tuple(s.ctx.ciphertext_to_bytes(c) for c in total)
         s.expect = (p.Centroids, p.Close)
         return self._reply(p.Sums, s, sums=out[:(k - 1) * d], counts=out[(k - 1) * d:])
 
