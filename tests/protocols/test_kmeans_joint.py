@@ -25,13 +25,12 @@ from cipherseg.protocols.kmeans_joint import (
     JointKMeans,
     JointManager,
     JointOwner,
-    _decode_total,
-    _encode_total,
     deliver,
     run_joint_kmeans,
     run_joint_kmeans_processes,
 )
 from cipherseg.protocols.kmeans_joint_centre import JointCentre
+from cipherseg.protocols.kmeans_joint_session import decode_total, encode_total
 from cipherseg.protocols.messages import Message
 from cipherseg.schemes.threshold_keys import KeyShare
 
@@ -307,9 +306,9 @@ def test_unknown_protocol_versions_are_refused() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.floats(min_value=0, max_value=1e300, allow_nan=False))
 def test_d2_totals_travel_exactly(total: float) -> None:
-    slots = _encode_total(total)
+    slots = encode_total(total)
     assert all(-(2**41) < s < 2**41 for s in slots)
-    assert _decode_total(slots) == total
+    assert decode_total(slots) == total
 
 
 # ---------------------------------------------------------------- differential privacy
