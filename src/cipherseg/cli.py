@@ -24,6 +24,7 @@ app.add_typer(bench_app, name="bench")
 _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.scoring",
     "cipherseg.commands.segmentation",
+    "cipherseg.commands.centre",
     "cipherseg.commands.platform",
     "cipherseg.commands.joint",
     "cipherseg.commands.vhe",

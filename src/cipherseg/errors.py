@@ -40,3 +40,7 @@ class CapabilityError(CipherSegError):
 
 class ProtocolError(CipherSegError):
     """A protocol message is out of order, of an unknown version or for another session."""
+
+
+class TransportError(CipherSegError):
+    """The other party cannot be reached, refused the request or answered something unusable."""

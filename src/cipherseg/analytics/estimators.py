@@ -4,7 +4,8 @@
 the estimator plays the data owner; a :class:`~cipherseg.parties.compute_centre.ComputeCentre`
 that holds only the public context does the ciphertext work, reached through the in-process
 transport (both parties in this process: one trust domain, for the library, the CLI and
-tests; the platform runs the centre as its own service).
+tests), or a centre running elsewhere reached through ``fit(X, centre=HttpTransport(...))``
+(:mod:`cipherseg.transport.http`; the platform runs the centre as its own process).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from cipherseg.engine.base import Executor
 from cipherseg.engine.factory import PartyExecutors
 from cipherseg.engine.local import LocalExecutor, resolve_n_jobs
 from cipherseg.errors import ParameterError
+from cipherseg.transport.base import Transport
+from cipherseg.transport.inprocess import InProcessTransport
 
 SCHEMES = ("ckks", "vhe")
 Progress = Callable[[str, int, int], None]
@@ -151,7 +154,8 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
 
     # --- estimator API ---------------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, y: Any = None, *, progress: Progress | None = None,
-            executor: Executor | PartyExecutors | None = None) -> EncryptedKMeans:
+            executor: Executor | PartyExecutors | None = None,
+            centre: Transport | None = None) -> EncryptedKMeans:
         """Cluster ``X`` on encrypted data.
 
         ``progress(stage, done, total)`` is called as stages advance (the CLI's progress
@@ -159,6 +163,11 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         parties' block work, or a :class:`~cipherseg.engine.factory.PartyExecutors` giving each
         party its own — the way to run the centre on a Dask cluster, where the owner's secret
         context cannot and must not go (:func:`cipherseg.engine.make_executors`).
+        ``centre`` is a transport to a compute centre running elsewhere
+        (:class:`~cipherseg.transport.http.HttpTransport` to ``cipherseg centre serve``);
+        by default the centre runs in this process. With a remote centre, ``executor`` serves
+        the owner's block work only, and the centre's own choices (first k-means++ centre,
+        masks) come from its CSPRNG, not from ``random_state``.
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
         X = np.asarray(X, dtype=np.float64)
@@ -180,7 +189,7 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         seeds = rng.randint(0, 2**31 - 1, size=2)
         started = time.perf_counter()
         run = self._run(Xn, init, tol, int(seeds[0]), int(seeds[1]), self.max_iter,
-                        progress, executor)
+                        progress, executor, centre)
         self.cluster_centers_ = run["centers"] * sigma
         self.init_centers_ = run["init_centers"] * sigma
         if self.decimals is not None and init is None:
@@ -201,7 +210,8 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         if self.decimals is not None:
             X = FixedPointEncoder(self.decimals).quantise(X)
         sigma = max(normalising_scale(X), normalising_scale(self.cluster_centers_))
-        run = self._run(X / sigma, self.cluster_centers_ / sigma, 0.0, None, None, 0, None, None)
+        run = self._run(X / sigma, self.cluster_centers_ / sigma, 0.0, None, None, 0, None, None,
+                        None)
         labels: npt.NDArray[np.int64] = run["labels"]
         return labels
 
@@ -213,9 +223,12 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     # --- the protocol ------------------------------------------------------------------------
     def _run(self, Xn: npt.NDArray[np.float64], init: npt.NDArray[np.float64] | None,
              tol: float, centre_seed: int | None, owner_seed: int | None, max_iter: int,
-             progress: Progress | None, executor: Executor | PartyExecutors | None
-             ) -> dict[str, Any]:
+             progress: Progress | None, executor: Executor | PartyExecutors | None,
+             remote: Transport | None) -> dict[str, Any]:
         if self.scheme == "vhe":
+            if remote is not None:
+                raise ParameterError("scheme='vhe' (seed mode) runs its centre in-process only; "
+                                     "use scheme='ckks' with a remote centre")
             from cipherseg.protocols.kmeans_seed import run_seed_kmeans_for_estimator
 
             result: dict[str, Any] = run_seed_kmeans_for_estimator(
@@ -225,20 +238,24 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             return result
         from cipherseg.parties.compute_centre import ComputeCentre
         from cipherseg.parties.data_owner import LEAKAGE_4_1, DataOwner
-        from cipherseg.transport.inprocess import InProcessTransport
 
         owner_exec = getattr(executor, "owner", executor) or LocalExecutor(self.n_jobs)
-        centre_exec = getattr(executor, "centre", executor) or LocalExecutor(self.n_jobs)
+        centre_exec = None
         try:
-            centre = ComputeCentre(executor=centre_exec, random_state=centre_seed)
+            if remote is None:
+                centre_exec = getattr(executor, "centre", executor) or LocalExecutor(self.n_jobs)
+                centre = ComputeCentre(executor=centre_exec, random_state=centre_seed)
+                transport: Transport = InProcessTransport(centre.handle_bytes)
+            else:
+                transport = remote
             owner = DataOwner(executor=owner_exec, random_state=owner_seed)
-            transport = InProcessTransport(centre.handle_bytes)
             run = owner.run_kmeans(Xn, self.n_clusters, transport, max_iter=max_iter, tol=tol,
                                    init=init, progress=progress)
         finally:
             if executor is None:
                 owner_exec.close()
-                centre_exec.close()
+                if centre_exec is not None:
+                    centre_exec.close()
         per_iter = run.bytes_per_iteration
         report = {
             "scheme": "ckks",

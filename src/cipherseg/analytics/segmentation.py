@@ -31,6 +31,7 @@ from cipherseg.encoding import FixedPointEncoder
 from cipherseg.engine.base import Executor
 from cipherseg.engine.factory import PartyExecutors
 from cipherseg.errors import ValidationError
+from cipherseg.transport.base import Transport
 
 FEATURES = ("recency", "frequency", "monetary")
 
@@ -70,8 +71,12 @@ def segment_customers(features: pd.DataFrame, *, n_clusters: int = 4, random_sta
                       decimals: int = 2, max_iter: int = 300, tol: float = 1e-4,
                       n_jobs: int | None = None,
                       executor: Executor | PartyExecutors | None = None,
-                      progress: Progress | None = None) -> SegmentationResult:
-    """Segment customers from their RFM features on encrypted data."""
+                      progress: Progress | None = None,
+                      centre: Transport | None = None) -> SegmentationResult:
+    """Segment customers from their RFM features on encrypted data.
+
+    ``centre`` reaches a compute centre running elsewhere (see :meth:`EncryptedKMeans.fit`).
+    """
     missing = [c for c in FEATURES if c not in features.columns]
     if missing:
         raise ValidationError(f"RFM features lack column(s) {missing}; found {list(features)}")
@@ -89,7 +94,7 @@ def segment_customers(features: pd.DataFrame, *, n_clusters: int = 4, random_sta
     t = time.perf_counter()
     model = EncryptedKMeans(n_clusters=n_clusters, random_state=random_state, max_iter=max_iter,
                             tol=tol, n_jobs=n_jobs, decimals=decimals)
-    model.fit(X, progress=progress, executor=executor)
+    model.fit(X, progress=progress, executor=executor, centre=centre)
     seconds["encrypted_kmeans"] = time.perf_counter() - t
 
     t = time.perf_counter()

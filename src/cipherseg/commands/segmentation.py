@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cipherseg.commands.centre import CentreOption, CentreTokenOption, remote_centre
 from cipherseg.commands.engine_options import (
     EngineOption,
     SchedulerOption,
@@ -75,13 +76,17 @@ def demo(
     = None,
     engine: EngineOption = "local",
     scheduler: SchedulerOption = None,
+    centre_url: CentreOption = None,
+    centre_token_file: CentreTokenOption = None,
 ) -> None:
     """End-to-end encrypted segmentation of a synthetic mall's customers."""
     from cipherseg.analytics.rfm import compute_rfm
     from cipherseg.analytics.segmentation import segment_customers
     from cipherseg.analytics.synthetic import generate_mall_transactions
+    from cipherseg.errors import CipherSegError
 
     timings: dict[str, float] = {}
+    centre = remote_centre(centre_url, centre_token_file, engine)
     with closing(party_executors(engine, workers, scheduler)) as executors, \
             StageProgress() as progress:
         attach_block_progress(executors, progress)
@@ -95,9 +100,16 @@ def demo(
         rfm = compute_rfm(tx)
         progress.done("rfm")
         timings["rfm"] = time.perf_counter() - t
-        result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
-                                   n_jobs=workers, executor=executors,
-                                   progress=progress.callback)
+        try:
+            result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
+                                       n_jobs=workers, executor=executors,
+                                       progress=progress.callback, centre=centre)
+        except CipherSegError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=2) from exc
+        finally:
+            if centre is not None:
+                centre.close()
     result.seconds = {**timings, **result.seconds}
     console.print(f"RFM: {len(rfm.features):,} customers, snapshot {rfm.snapshot.date()}, "
                   f"dropped {rfm.dropped_missing_customer:,} lines without customer and "
@@ -124,6 +136,8 @@ def segment(
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
     engine: EngineOption = "local",
     scheduler: SchedulerOption = None,
+    centre_url: CentreOption = None,
+    centre_token_file: CentreTokenOption = None,
 ) -> None:
     """Segment the customers of a transactions file on encrypted data."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm, read_transactions
@@ -132,6 +146,7 @@ def segment(
 
     if amount_col is None and quantity_col is None and price_col is None:
         amount_col = "amount"
+    centre = remote_centre(centre_url, centre_token_file, engine)
     try:
         columns = RFMColumns(customer=customer_col, invoice=invoice_col, date=date_col,
                              amount=amount_col, quantity=quantity_col, price=price_col)
@@ -146,10 +161,13 @@ def segment(
             progress.done("rfm")
             result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
                                        n_jobs=workers, executor=executors,
-                                       progress=progress.callback)
+                                       progress=progress.callback, centre=centre)
     except CipherSegError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from exc
+    finally:
+        if centre is not None:
+            centre.close()
     table = rfm.features.loc[:, ["recency", "frequency", "monetary"]].copy()
     table["segment"] = result.labels
     table["segment_name"] = result.segments["name"].reindex(result.labels.to_numpy()).to_numpy()

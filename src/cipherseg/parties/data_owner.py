@@ -37,7 +37,7 @@ from cipherseg.protocols import owner_ops
 from cipherseg.protocols.messages import Message
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from cipherseg.transport.inprocess import InProcessTransport
+from cipherseg.transport.base import Transport
 
 Progress = Callable[[str, int, int], None]
 
@@ -96,7 +96,7 @@ class DataOwner:
         self._rng = np.random.default_rng(seed)
 
     def run_kmeans(self, X: npt.NDArray[np.float64], n_clusters: int,
-                   transport: InProcessTransport, *, max_iter: int, tol: float,
+                   transport: Transport, *, max_iter: int, tol: float,
                    init: npt.NDArray[np.float64] | None = None,
                    progress: Progress | None = None) -> KMeansRun:
         """Encrypted k-means of ``X`` (already normalised to |x| ≤ 1) through ``transport``."""
@@ -116,7 +116,7 @@ class DataOwner:
 
     # ------------------------------------------------------------------------------------
     def _run(self, owner: CkksSecretContext, key: str, session: str,
-             X: npt.NDArray[np.float64], k: int, transport: InProcessTransport,
+             X: npt.NDArray[np.float64], k: int, transport: Transport,
              max_iter: int, tol: float, init: npt.NDArray[np.float64] | None, clock: _Clock,
              notify: Progress) -> KMeansRun:
         n, d = X.shape
@@ -124,6 +124,7 @@ class DataOwner:
         sizes = [min(slots, n - start) for start in range(0, n, slots)]
         n_blocks = len(sizes)
         rnd = 0
+        start_to_centre, start_to_owner = transport.stats.snapshot()
 
         def send(msg_cls: type[Message], stage: str, **fields: Any) -> Any:
             nonlocal rnd
@@ -205,8 +206,8 @@ class DataOwner:
             labels=labels, centers=centers, init_centers=init_centers,
             inertia=max(inertia, 0.0), n_iter=it + 1,
             seconds={party: dict(v) for party, v in clock.seconds.items()},
-            bytes_to_centre=transport.stats.bytes_to_server,
-            bytes_to_owner=transport.stats.bytes_to_client,
+            bytes_to_centre=transport.stats.bytes_to_server - start_to_centre,
+            bytes_to_owner=transport.stats.bytes_to_client - start_to_owner,
             bytes_per_iteration=per_iter, n_blocks=n_blocks,
         )
 

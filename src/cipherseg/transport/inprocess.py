@@ -14,41 +14,18 @@ b'cba'
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from cipherseg.protocols.messages import Message
+from cipherseg.transport.base import TransferStats, Transport
 
-
-@dataclass(slots=True)
-class TransferStats:
-    """Bytes and messages in each direction (client = data owner, server = compute centre)."""
-
-    bytes_to_server: int = 0
-    bytes_to_client: int = 0
-    messages: int = 0
-    per_type: dict[str, int] = field(default_factory=dict)
-
-    def snapshot(self) -> tuple[int, int]:
-        return self.bytes_to_server, self.bytes_to_client
+__all__ = ["InProcessTransport", "TransferStats"]
 
 
-class InProcessTransport:
+class InProcessTransport(Transport):
     """Request/response between a client and a handler that takes and returns bytes."""
 
     def __init__(self, handler: Callable[[bytes], bytes]) -> None:
+        super().__init__()
         self._handler = handler
-        self.stats = TransferStats()
 
-    def request_bytes(self, data: bytes) -> bytes:
-        self.stats.bytes_to_server += len(data)
-        reply = self._handler(data)
-        self.stats.bytes_to_client += len(reply)
-        self.stats.messages += 1
-        return reply
-
-    def request(self, message: Message) -> Message:
-        data = message.to_bytes()
-        reply = self.request_bytes(data)
-        name = type(message).__name__
-        self.stats.per_type[name] = self.stats.per_type.get(name, 0) + len(data) + len(reply)
-        return Message.from_bytes(reply)
+    def _exchange(self, data: bytes) -> bytes:
+        return self._handler(data)

@@ -1,0 +1,138 @@
+"""``cipherseg centre serve``: the compute centre as a network service (protocol 4.1 over HTTP),
+and the access-token file it shares with data owners (``--centre-token-file`` of ``demo`` and
+``segment``).
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "centre.token"
+>>> token = ensure_token_file(path)
+>>> read_token_file(path) == token, oct(path.stat().st_mode & 0o777)
+(True, '0o600')
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cipherseg.commands.engine_options import EngineOption, SchedulerOption
+from cipherseg.commands.progress import console
+from cipherseg.errors import ParameterError
+
+if TYPE_CHECKING:
+    from cipherseg.transport.http import HttpTransport
+
+centre_app = typer.Typer(help="Run the compute centre as a service for remote data owners.",
+                         no_args_is_help=True)
+
+
+def read_token_file(path: Path) -> str:
+    """The access token in ``path`` (one line), or a clear error."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ParameterError(f"cannot read the access token file {path}: {exc.strerror}") from exc
+    if len(token) < 16:
+        raise ParameterError(f"the access token in {path} is shorter than 16 characters; "
+                             "delete the file to have `cipherseg centre serve` make a new one")
+    return token
+
+
+def ensure_token_file(path: Path) -> str:
+    """Read the token in ``path``, or write a fresh random one there (mode 0600)."""
+    if path.exists():
+        return read_token_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token
+
+
+CentreOption = Annotated[str | None, typer.Option(
+    "--centre", help="URL of a compute centre run with `cipherseg centre serve` "
+    "(default: the centre runs in this process).")]
+CentreTokenOption = Annotated[Path | None, typer.Option(
+    help="File holding the remote centre's access token.")]
+
+
+def remote_centre(url: str | None, token_file: Path | None, engine: str) -> HttpTransport | None:
+    """The transport to a remote centre for ``--centre``, or None; a clear CLI error else."""
+    from cipherseg.transport.http import HttpTransport
+
+    if url is None:
+        if token_file is not None:
+            raise typer.BadParameter("--centre-token-file needs --centre URL")
+        return None
+    if engine != "local":
+        raise typer.BadParameter("--engine chooses where an in-process centre runs; a remote "
+                                 "centre chooses its own (cipherseg centre serve --engine)")
+    try:
+        token = read_token_file(token_file) if token_file is not None else None
+        return HttpTransport(url, token=token)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@centre_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8787,
+    token_file: Annotated[Path | None, typer.Option(
+        help="Access token that owners must present; created (mode 0600) if missing. "
+             "Required unless the centre listens on loopback only.")] = None,
+    engine: EngineOption = "local",
+    workers: Annotated[int, typer.Option(min=-1, help="Centre worker processes (-1: all "
+                                         "cores).")] = -1,
+    scheduler: SchedulerOption = None,
+    max_message_mb: Annotated[int, typer.Option(min=1, help="Largest message accepted, MB "
+                                                "(the upload is the largest).")] = 2048,
+    ssl_certfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+) -> None:
+    """Serve protocol 4.1 to data owners over HTTP(S); holds public contexts only."""
+    from cipherseg.engine.factory import make_executor
+    from cipherseg.errors import CipherSegError
+    from cipherseg.parties.compute_centre import ComputeCentre
+    from cipherseg.transport.http_server import serve_centre
+
+    if token_file is None and not _is_loopback(host):
+        raise typer.BadParameter(f"listening on {host} needs --token-file (anyone who can reach "
+                                 "the port could otherwise use this centre)")
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("--ssl-certfile and --ssl-keyfile go together")
+    try:
+        token = ensure_token_file(token_file) if token_file is not None else None
+        executor = make_executor(engine, workers, scheduler)
+    except CipherSegError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    scheme = "https" if ssl_certfile else "http"
+    console.print(f"compute centre on {scheme}://{host}:{port} ({engine}, "
+                  f"{executor.n_workers} worker(s)); "
+                  + (f"owners need the token in {token_file}" if token_file else
+                     "no access token (loopback only)"))
+    try:
+        serve_centre(ComputeCentre(executor=executor), host=host, port=port, token=token,
+                     max_message_bytes=max_message_mb * 1024**2,
+                     ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                     ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+    finally:
+        executor.close()
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(centre_app, name="centre")

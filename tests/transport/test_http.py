@@ -1,0 +1,230 @@
+"""Protocol 4.1 over HTTP: a compute centre in another process gives the in-process answers,
+holds no key material, and every refusal reaches the owner as a clear error.
+
+The end-to-end tests start the real service (`cipherseg centre serve`) as a separate process
+on a free loopback port; the error-handling tests drive the same ASGI app through FastAPI's
+TestClient (real HTTP semantics, no socket).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from typer.testing import CliRunner
+
+from cipherseg import EncryptedKMeans
+from cipherseg.cli import app as cli_app
+from cipherseg.errors import CiphertextError, ProtocolError, TransportError
+from cipherseg.parties.compute_centre import ComputeCentre
+from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.transport.http import HttpTransport
+from cipherseg.transport.http_server import create_centre_app
+
+TOKEN = "test-token-0123456789abcdef"
+KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys",
+               "cipherseg.schemes.vhe_keys", "cipherseg.parties.data_owner", "cipherseg.pii")
+
+
+def _plain(output: str) -> str:
+    """CLI output without Rich's box drawing, on one line."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`cipherseg centre serve` in its own process; yields (url, token file)."""
+    token_file = tmp_path_factory.mktemp("centre") / "centre.token"
+    port = _free_port()
+    cmd = [str(Path(sys.executable).with_name("cipherseg")), "centre", "serve", "--port",
+           str(port), "--token-file", str(token_file), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                token = token_file.read_text().strip() if token_file.exists() else ""
+                HttpTransport(url, token=token).status()
+                break
+            except TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    raise RuntimeError(f"centre service did not start:\n{out}") from None
+                time.sleep(0.2)
+        yield url, token_file
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def X() -> np.ndarray:
+    # Two blocks of 4096 (the last one partial), three features, three separated groups.
+    rng = np.random.default_rng(11)
+    centres = np.array([[-0.5, -0.4, 0.3], [0.5, 0.5, -0.4], [0.4, -0.5, 0.5]])
+    labels = rng.integers(0, 3, 6000)
+    return np.round(centres[labels] + rng.normal(0, 0.12, (6000, 3)), 2)
+
+
+def _transport(served: tuple[str, Path]) -> HttpTransport:
+    url, token_file = served
+    return HttpTransport(url, token=token_file.read_text().strip())
+
+
+def test_a_remote_centre_gives_the_in_process_result(served: Any, X: np.ndarray) -> None:
+    init = X[[0, 1, 2]]
+    local = EncryptedKMeans(n_clusters=3, init=init, random_state=0, n_jobs=1).fit(X)
+    with _transport(served) as centre:
+        remote = EncryptedKMeans(n_clusters=3, init=init, random_state=0, n_jobs=1).fit(
+            X, centre=centre)
+        assert remote.report_["bytes_to_centre"] == centre.stats.bytes_to_server
+        assert remote.report_["bytes_to_owner"] == centre.stats.bytes_to_client
+    # Same start, same protocol: same labels; CKKS noise is fresh, so centres agree to its
+    # precision (1e-7 in the normalised units).
+    np.testing.assert_array_equal(remote.labels_, local.labels_)
+    np.testing.assert_allclose(remote.cluster_centers_, local.cluster_centers_, atol=1e-6)
+    assert remote.n_iter_ == local.n_iter_
+    ref = KMeans(n_clusters=3, init=init, n_init=1).fit(X)
+    assert adjusted_rand_score(ref.labels_, remote.labels_) >= 0.999
+    np.testing.assert_allclose(remote.cluster_centers_, ref.cluster_centers_, atol=1e-6)
+
+
+def test_remote_kmeans_plus_plus_and_a_reused_transport(served: Any, X: np.ndarray) -> None:
+    with _transport(served) as centre:
+        first = EncryptedKMeans(n_clusters=3, random_state=1, n_jobs=1).fit(X, centre=centre)
+        after_first = centre.stats.snapshot()
+        second = EncryptedKMeans(n_clusters=3, random_state=2, n_jobs=1).fit(X, centre=centre)
+        status = centre.status()
+    for km in (first, second):
+        ref = KMeans(n_clusters=3, init=km.init_centers_, n_init=1).fit(X)
+        assert adjusted_rand_score(ref.labels_, km.labels_) >= 0.999
+    # Each fit reports its own bytes, not the transport's running total.
+    assert first.report_["bytes_to_centre"] == after_first[0]
+    assert second.report_["bytes_to_centre"] == centre.stats.bytes_to_server - after_first[0]
+    assert status["sessions"] == 0  # both sessions closed
+
+
+def test_the_service_holds_no_key_material(served: Any, X: np.ndarray) -> None:
+    with _transport(served) as centre:
+        EncryptedKMeans(n_clusters=2, init=X[[0, 1]], max_iter=2, n_jobs=1).fit(X, centre=centre)
+        status = centre.status()
+    assert status["holds_secret_key"] is False
+    assert "cipherseg.parties.compute_centre" in status["modules"]
+    loaded = [m for m in status["modules"] if m.startswith(KEY_MODULES)]
+    assert loaded == []
+
+
+def test_wrong_missing_token_and_unreachable_centre(served: Any) -> None:
+    url, _ = served
+    for token in (None, "another-token-of-enough-length"):
+        with pytest.raises(TransportError, match="refused the access token"):
+            HttpTransport(url, token=token).status()
+    with pytest.raises(TransportError, match="cannot reach the compute centre"):
+        HttpTransport(f"http://127.0.0.1:{_free_port()}").status()
+
+
+def test_centre_refusals_arrive_as_the_same_error(served: Any) -> None:
+    with _transport(served) as centre:
+        with pytest.raises(ProtocolError, match=r"compute centre: .*magic"):
+            centre.request_bytes(b"not a message")
+        bad_context = p.Upload(protocol_version=p.VERSION, session_id="s", round=1,
+                               public_context=b"\x00" * 64, n_samples=1, n_features=1,
+                               n_clusters=2, block_sizes=(1,), features=(b"\x00",))
+        with pytest.raises(CiphertextError, match="compute centre:"):
+            centre.request(bad_context)
+        with pytest.raises(ProtocolError, match="unknown session"):
+            centre.request(p.Close(protocol_version=p.VERSION, session_id="nope", round=1))
+
+
+def _client(centre: ComputeCentre | None = None, **kwargs: Any) -> HttpTransport:
+    app = create_centre_app(centre or ComputeCentre(), token=TOKEN, **kwargs)
+    return HttpTransport("http://testserver", token=TOKEN, client=TestClient(app))
+
+
+def test_an_oversized_message_is_refused_before_it_is_handled() -> None:
+    t = _client(max_message_bytes=1000)
+    with pytest.raises(TransportError, match="exceeds this centre's limit of 1,000"):
+        t.request_bytes(b"\x00" * 1001)
+
+
+def test_an_internal_failure_is_reported_without_its_details() -> None:
+    class Failing(ComputeCentre):
+        def handle_bytes(self, data: bytes) -> bytes:
+            raise RuntimeError("internal detail that must stay at the centre")
+
+    with pytest.raises(TransportError, match="failed on this message") as info:
+        _client(Failing()).request_bytes(b"x")
+    assert "internal detail" not in str(info.value)
+
+
+def test_a_url_that_is_not_a_centre_is_a_clear_error() -> None:
+    other = FastAPI()
+
+    @other.post("/v1/messages")
+    def page() -> PlainTextResponse:
+        return PlainTextResponse("<html>hello</html>")
+
+    t = HttpTransport("http://testserver", client=TestClient(other))
+    with pytest.raises(TransportError, match="not protocol bytes"):
+        t.request_bytes(b"x")
+    assert "token" not in repr(HttpTransport("http://c", token=TOKEN)).lower()
+    assert TOKEN not in repr(HttpTransport("http://c", token=TOKEN))
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_arbitrary_bytes_get_a_cipherseg_error_never_a_crash(data: bytes) -> None:
+    with pytest.raises((ProtocolError, CiphertextError)):
+        _client().request_bytes(data)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["centre", "serve", "--host", "0.0.0.0"], "needs --token-file"),
+    (["demo", "--customers", "100", "--centre", "http://127.0.0.1:1", "--engine", "dask"],
+     "a remote centre chooses its own"),
+    (["demo", "--customers", "100", "--centre-token-file", "t"], "needs --centre URL"),
+    (["demo", "--customers", "100", "--centre", "ftp://x"], "must start with http"),
+])
+def test_bad_centre_options_are_refused(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 2
+    assert message in _plain(result.output)
+
+
+def test_a_cli_run_against_the_service(served: Any, tmp_path: Path) -> None:
+    url, token_file = served
+    out = tmp_path / "demo.json"
+    result = CliRunner().invoke(cli_app, ["demo", "--customers", "3000", "--k", "3",
+                                          "--workers", "1", "--centre", url,
+                                          "--centre-token-file", str(token_file),
+                                          "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["ari_vs_sklearn"] >= 0.999
+    bad = CliRunner().invoke(cli_app, ["demo", "--customers", "3000", "--centre",
+                                       f"http://127.0.0.1:{_free_port()}"])
+    assert bad.exit_code == 2
+    assert "cannot reach the compute centre" in _plain(bad.output)
