@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from cipherseg.errors import CiphertextError, ProtocolError, TransportError
 from cipherseg.parties.compute_centre import ComputeCentre
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.transport.http import HttpTransport
-from cipherseg.transport.http_server import create_centre_app
+from cipherseg.transport.http_server import CentreService, create_centre_app
 
 TOKEN = "test-token-0123456789abcdef"
 KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys",
@@ -58,27 +55,8 @@ def _free_port() -> int:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`cipherseg centre serve` in its own process; yields (url, token file)."""
     token_file = tmp_path_factory.mktemp("centre") / "centre.token"
-    port = _free_port()
-    cmd = [str(Path(sys.executable).with_name("cipherseg")), "centre", "serve", "--port",
-           str(port), "--token-file", str(token_file), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                token = token_file.read_text().strip() if token_file.exists() else ""
-                HttpTransport(url, token=token).status()
-                break
-            except TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"centre service did not start:\n{out}") from None
-                time.sleep(0.2)
+    with CentreService(token_file) as url:
         yield url, token_file
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +206,16 @@ def test_a_cli_run_against_the_service(served: Any, tmp_path: Path) -> None:
                                        f"http://127.0.0.1:{_free_port()}"])
     assert bad.exit_code == 2
     assert "cannot reach the compute centre" in _plain(bad.output)
+
+
+def test_bench_transport_writes_ratios_and_a_plot(tmp_path: Path) -> None:
+    out = tmp_path / "transport.json"
+    result = CliRunner().invoke(cli_app, ["bench", "transport", "--customers", "2000", "--k",
+                                          "3", "--iterations", "2", "--repeats", "2",
+                                          "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    bench = json.loads(out.read_text())
+    assert len(bench["pair_ratios_http_vs_in_process"]) == 2
+    assert bench["ari_http_vs_in_process"] == 1.0
+    assert all(r["n_iter"] == 2 for mode in bench["runs"].values() for r in mode)
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -134,5 +134,38 @@ def serve(
         executor.close()
 
 
+def bench_transport(
+    customers: Annotated[int, typer.Option(min=100)] = 100_000,
+    k: Annotated[int, typer.Option(min=1)] = 4,
+    iterations: Annotated[int, typer.Option(min=1)] = 10,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    workers: Annotated[int, typer.Option(min=1, help="Processes of each party.")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_path: Annotated[Path, typer.Option("--json")] = Path("bench/results/transport.json"),
+) -> None:
+    """Protocol 4.1 with the centre in-process vs over HTTP, measured in one run: JSON + PNG."""
+    import json
+
+    from rich.progress import Progress
+
+    from cipherseg.bench.transport import plot_transport_bench, run_transport_bench
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("fits (in-process and over HTTP, alternating)", total=2 * repeats)
+        result = run_transport_bench(customers, k=k, iterations=iterations, repeats=repeats,
+                                     workers=workers, seed=seed,
+                                     on_fit=lambda: bar.advance(task))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2))
+    png = plot_transport_bench(result, json_path.with_suffix(".png"))
+    med = result["median_seconds"]
+    console.print(f"{result['customers']:,} customers, {iterations} iterations: in-process "
+                  f"{med['in_process']:.2f} s, over HTTP {med['http']:.2f} s → median ratio "
+                  f"{result['median_ratio']:.2f}× ({result['mb_per_run']:.0f} MB per fit); "
+                  f"ARI between the modes {result['ari_http_vs_in_process']:.4f}")
+    console.print(f"wrote {json_path} and {png}")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.add_typer(centre_app, name="centre")
+    bench_app.command("transport")(bench_transport)

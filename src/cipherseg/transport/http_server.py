@@ -36,8 +36,11 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import socket
+import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -126,3 +129,57 @@ def serve_centre(centre: ComputeCentre, *, host: str, port: int, token: str | No
     app = create_centre_app(centre, token=token, max_message_bytes=max_message_bytes)
     uvicorn.run(app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                 log_level="info", timeout_keep_alive=30)
+
+
+class CentreService:
+    """``cipherseg centre serve`` in a child process on a free loopback port, for tests and
+    benchmarks: ``with CentreService(token_file, workers=2) as url: …`` (its log goes to
+    ``token_file + ".log"``)."""
+
+    def __init__(self, token_file: str | os.PathLike[str], *, workers: int = 1,
+                 startup_seconds: float = 60.0) -> None:
+        self.token_file = os.fspath(token_file)
+        self.log_path = self.token_file + ".log"
+        self.workers = workers
+        self.startup_seconds = startup_seconds
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> str:
+        from cipherseg.errors import TransportError
+        from cipherseg.transport.http import HttpTransport
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        exe = os.path.join(os.path.dirname(sys.executable), "cipherseg")
+        with open(self.log_path, "ab") as log_file:  # a pipe nobody reads would fill and block
+            self._proc = subprocess.Popen(
+                [exe, "centre", "serve", "--port", str(port), "--token-file", self.token_file,
+                 "--workers", str(self.workers)],
+                stdout=log_file, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self.startup_seconds
+        while True:
+            try:
+                with open(self.token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+                HttpTransport(self.url, token=token).status()
+                return self.url
+            except (OSError, TransportError):
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                        tail = f.read()[-2000:]
+                    raise RuntimeError(f"the centre service did not start:\n{tail}") from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=20)
