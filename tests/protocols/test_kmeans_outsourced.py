@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import time
 
 import numpy as np
 import pytest
 import tenseal.sealapi as seal
 
-from cipherseg.errors import KeyCustodyError, ProtocolError
+from cipherseg.errors import KeyCustodyError, ParameterError, ProtocolError
 from cipherseg.parties.compute_centre import ComputeCentre
 from cipherseg.parties.data_owner import DataOwner
 from cipherseg.protocols import kmeans_outsourced as p
@@ -76,6 +77,21 @@ def test_messages_out_of_order_are_refused(owner: CkksSecretContext) -> None:
         centre.handle(p.Pick(protocol_version=1, session_id="s", round=2))
     with pytest.raises(ProtocolError, match="unknown session 'nope'"):
         centre.handle(p.InitStart(protocol_version=1, session_id="nope", round=2))
+
+
+def test_idle_sessions_expire_and_active_ones_stay(owner: CkksSecretContext) -> None:
+    X = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    centre = ComputeCentre(random_state=0, session_idle_seconds=1.0)
+    centre.handle(_upload(owner, X, 2, sid="idle"))
+    centre.handle(_upload(owner, X, 2, sid="busy"))
+    time.sleep(0.6)
+    centre.handle(p.InitStart(protocol_version=1, session_id="busy", round=2))
+    time.sleep(0.6)  # "idle" has been silent 1.2 s, "busy" 0.6 s
+    with pytest.raises(ProtocolError, match=r"unknown session 'idle' .*expired"):
+        centre.handle(p.InitStart(protocol_version=1, session_id="idle", round=2))
+    assert len(centre.contexts()) == 1
+    with pytest.raises(ParameterError, match="must be positive"):
+        ComputeCentre(session_idle_seconds=0)
 
 
 @pytest.mark.parametrize(

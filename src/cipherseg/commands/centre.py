@@ -101,6 +101,9 @@ def serve(
     scheduler: SchedulerOption = None,
     max_message_mb: Annotated[int, typer.Option(min=1, help="Largest message accepted, MB "
                                                 "(the upload is the largest).")] = 2048,
+    session_idle_minutes: Annotated[float, typer.Option(
+        min=0.1, help="Drop a session (and its ciphertexts) after this long without a "
+        "message.")] = 60.0,
     ssl_certfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
 ) -> None:
@@ -126,7 +129,8 @@ def serve(
                   + (f"owners need the token in {token_file}" if token_file else
                      "no access token (loopback only)"))
     try:
-        serve_centre(ComputeCentre(executor=executor), host=host, port=port, token=token,
+        centre = ComputeCentre(executor=executor, session_idle_seconds=60 * session_idle_minutes)
+        serve_centre(centre, host=host, port=port, token=token,
                      max_message_bytes=max_message_mb * 1024**2,
                      ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                      ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)

@@ -12,6 +12,7 @@ False
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from cipherseg.engine.base import ONE_TASK_PER_WORKER, Executor
 from cipherseg.engine.local import LocalExecutor
-from cipherseg.errors import ProtocolError
+from cipherseg.errors import ParameterError, ProtocolError
 from cipherseg.protocols import centre_ops
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols.messages import Message
@@ -42,6 +43,7 @@ class _Session:
     mask: tuple[int, int, np.ndarray] | None = None  # block, slot, masks (d × slots)
     expect: tuple[type[Message], ...] = (p.InitStart, p.Centroids, p.Close)
     round: int = 0
+    last_active: float = field(default_factory=time.monotonic)
 
 
 class ComputeCentre:
@@ -54,9 +56,19 @@ class ComputeCentre:
     random_state:
         Seed for the centre's own choices (first centre, block permutation, scale factor,
         masks). ``None`` draws from the operating system's CSPRNG; a seed is for tests only.
+    session_idle_seconds:
+        A session without a message for this long is dropped with its ciphertexts (checked
+        whenever a message arrives) — for a long-running service, where an owner that dies
+        half-way would otherwise leave its blocks in memory. ``None``: sessions live until
+        their ``Close``.
     """
 
-    def __init__(self, executor: Executor | None = None, random_state: int | None = None) -> None:
+    def __init__(self, executor: Executor | None = None, random_state: int | None = None,
+                 session_idle_seconds: float | None = None) -> None:
+        if session_idle_seconds is not None and session_idle_seconds <= 0:
+            raise ParameterError(f"session_idle_seconds must be positive, got "
+                                 f"{session_idle_seconds}")
+        self._idle_limit = session_idle_seconds
         self._executor = executor if executor is not None else LocalExecutor()
         seed = random_state if random_state is not None else secrets.randbits(128)
         self._rng = np.random.default_rng(seed)
@@ -74,11 +86,14 @@ class ComputeCentre:
         return self.handle(Message.from_bytes(data)).to_bytes()
 
     def handle(self, msg: Message) -> Message:
+        self._drop_idle_sessions()
         if isinstance(msg, p.Upload):
             return self._upload(msg)
         session = self._sessions.get(msg.session_id)
         if session is None:
-            raise ProtocolError(f"unknown session {msg.session_id!r}; upload the data first")
+            raise ProtocolError(f"unknown session {msg.session_id!r} (closed, expired after "
+                                "being idle, or never uploaded); upload the data first")
+        session.last_active = time.monotonic()
         if not isinstance(msg, session.expect):
             wanted = ", ".join(t.__name__ for t in session.expect)
             raise ProtocolError(
@@ -92,6 +107,13 @@ class ComputeCentre:
         }
         reply: Message = handlers[type(msg)](session, msg)
         return reply
+
+    def _drop_idle_sessions(self) -> None:
+        if self._idle_limit is None:
+            return
+        cutoff = time.monotonic() - self._idle_limit
+        for sid in [sid for sid, s in self._sessions.items() if s.last_active < cutoff]:
+            self._executor.drop_state(self._sessions.pop(sid).key)
 
     # --- handlers ------------------------------------------------------------------------
     def _reply(self, cls: type[Message], session: _Session, **fields: Any) -> Message:
