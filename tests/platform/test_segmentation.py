@@ -4,6 +4,9 @@ segments never reach merchants."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,10 +15,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
 
+from cipherseg.errors import ParameterError, TransportError
 from cipherseg.platform.centre_service import CentreProcess, CentreProcessError
 from cipherseg.platform.models import Job, Role, User
 from cipherseg.platform.segmentation import run_encrypted_kmeans
 from cipherseg.platform.segments import release_view
+from cipherseg.transport.http_server import CentreService
 
 FORBIDDEN_IN_CENTRE = ("cipherseg.pii", "cipherseg.schemes.ckks_keys",
                        "cipherseg.parties.data_owner", "cipherseg.platform.core",
@@ -28,15 +33,24 @@ def _blobs(seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_encrypted_job_matches_plaintext_kmeans_with_the_centre_in_its_own_process(
-        splatform) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("centre", ["process", "service"])
+def test_encrypted_job_matches_plaintext_kmeans_with_the_centre_elsewhere(
+        splatform, centre: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Tolerance: ARI = 1 against scikit-learn from the same initial centres, centroids within
-    1e-3 (CKKS noise ~1e-6 on data normalised to |x| <= 1, times the scale)."""
-    splatform.ctx.settings.centre_process = True
+    1e-3 (CKKS noise ~1e-6 on data normalised to |x| <= 1, times the scale). The centre runs
+    as the platform's child process, or as a `cipherseg centre serve` service over HTTP."""
+    settings = splatform.ctx.settings
+    settings.centre_process = True
     X = np.round(_blobs(), 2)
     stages: list[str] = []
-    run = run_encrypted_kmeans(splatform.ctx, X, 3, lambda s, d, t: stages.append(s), seed=1)
-    assert run["where"].startswith("separate process")
+    with contextlib.ExitStack() as stack:
+        if centre == "service":
+            settings.centre_token_file = tmp_path / "centre.token"
+            settings.centre_url = stack.enter_context(CentreService(settings.centre_token_file))
+        run = run_encrypted_kmeans(splatform.ctx, X, 3, lambda s, d, t: stages.append(s),
+                                   seed=1)
+    expected_where = {"process": "separate process", "service": "compute centre service at"}
+    assert run["where"].startswith(expected_where[centre])
     ref = KMeans(n_clusters=3, init=run["init_centers"], n_init=1, max_iter=100,
                  tol=1e-4).fit(X)
     assert adjusted_rand_score(ref.labels_, run["labels"]) == 1.0
@@ -59,6 +73,18 @@ def test_centre_process_holds_no_key_no_pii_code_and_no_platform_secret(monkeypa
         with pytest.raises(CentreProcessError, match="ProtocolError"):
             centre.request_bytes(b"not a protocol message")
         assert centre.hello()["pid"] == status["pid"]  # still serving after an error
+
+
+def test_an_unreachable_centre_service_fails_the_job_with_a_clear_reason(
+        splatform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = splatform.ctx.settings
+    settings.centre_url = "http://127.0.0.1:9"  # discard port: nothing listens
+    with pytest.raises(TransportError, match="cannot reach the compute centre"):
+        run_encrypted_kmeans(splatform.ctx, np.round(_blobs(), 2), 3, lambda s, d, t: None)
+    (tmp_path / "short.token").write_text("abc")
+    settings.centre_token_file = tmp_path / "short.token"
+    with pytest.raises(ParameterError, match="shorter than 16 characters"):
+        run_encrypted_kmeans(splatform.ctx, np.round(_blobs(), 2), 3, lambda s, d, t: None)
 
 
 def test_job_reports_clear_errors(splatform) -> None:  # type: ignore[no-untyped-def]

@@ -1,19 +1,15 @@
-"""``cipherseg centre serve``: the compute centre as a network service (protocol 4.1 over HTTP),
-and the access-token file it shares with data owners (``--centre-token-file`` of ``demo`` and
-``segment``).
+"""``cipherseg centre serve``: the compute centre as a network service (protocol 4.1 over HTTP);
+``--centre``/``--centre-token-file`` for the commands that reach it; ``bench transport``.
 
->>> import tempfile, pathlib
->>> path = pathlib.Path(tempfile.mkdtemp()) / "centre.token"
->>> token = ensure_token_file(path)
->>> read_token_file(path) == token, oct(path.stat().st_mode & 0o777)
-(True, '0o600')
+>>> from typer.testing import CliRunner
+>>> from cipherseg.cli import app
+>>> CliRunner().invoke(app, ["centre", "serve", "--help"]).exit_code
+0
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,36 +18,13 @@ import typer
 from cipherseg.commands.engine_options import EngineOption, SchedulerOption
 from cipherseg.commands.progress import console
 from cipherseg.errors import ParameterError
+from cipherseg.transport.tokens import ensure_token_file, read_token_file
 
 if TYPE_CHECKING:
     from cipherseg.transport.http import HttpTransport
 
 centre_app = typer.Typer(help="Run the compute centre as a service for remote data owners.",
                          no_args_is_help=True)
-
-
-def read_token_file(path: Path) -> str:
-    """The access token in ``path`` (one line), or a clear error."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ParameterError(f"cannot read the access token file {path}: {exc.strerror}") from exc
-    if len(token) < 16:
-        raise ParameterError(f"the access token in {path} is shorter than 16 characters; "
-                             "delete the file to have `cipherseg centre serve` make a new one")
-    return token
-
-
-def ensure_token_file(path: Path) -> str:
-    """Read the token in ``path``, or write a fresh random one there (mode 0600)."""
-    if path.exists():
-        return read_token_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    return token
 
 
 CentreOption = Annotated[str | None, typer.Option(

@@ -4,9 +4,10 @@ The worker runs the **data owner's** side here: it computes RFM features from th
 transactions (customers appear only by pseudonym), scales them (log1p + standardise, the
 owner's :class:`~cipherseg.analytics.rfm.RFMScaler`), quantises them to the fixed-point grid,
 generates the CKKS keys and drives protocol 4.1. The **compute centre** runs in its own
-process (:mod:`cipherseg.platform.centre_service`, under the ``centre`` service account) and
-receives only the public context and ciphertexts. With ``CIPHERSEG_CENTRE_PROCESS=false`` the
-centre runs in the worker process instead (one trust domain: tests and small set-ups).
+process (:mod:`cipherseg.platform.centre_service`, under the ``centre`` service account), or
+at a remote service (``CIPHERSEG_CENTRE_URL``, ``cipherseg centre serve``), and receives only
+the public context and ciphertexts. With ``CIPHERSEG_CENTRE_PROCESS=false`` the centre runs in
+the worker process instead (one trust domain: tests and small set-ups).
 
 Stored per job: segment sizes, each segment's mean recency/frequency/monetary in business
 units (days, purchases, money) and its name; one label per pseudonymised customer
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,7 @@ from cipherseg.platform.models import (
     utcnow,
 )
 from cipherseg.platform.security import hash_password
+from cipherseg.transport.base import Transport
 
 FEATURES = {"recency": "Recency (days since last purchase)",
             "frequency": "Frequency (purchases)",
@@ -134,44 +138,53 @@ def _progress_adapter(sink: ProgressSink) -> Any:
 
 def run_encrypted_kmeans(ctx: PlatformContext, X: np.ndarray, k: int, progress: Any,
                          seed: int | None = None) -> dict[str, Any]:
-    """Protocol 4.1 with the owner here and the centre in its own process (or in-process).
-
-    Mirrors :meth:`cipherseg.EncryptedKMeans.fit` (same normalisation and tolerance), with
-    the transport replaced by the centre process's pipe.
-    """
-    from cipherseg.analytics.estimators import normalising_scale
+    """Protocol 4.1 as :meth:`cipherseg.EncryptedKMeans.fit` runs it, with the worker as the
+    data owner and the centre where the settings put it (:func:`centre_transport`)."""
+    from cipherseg.analytics.estimators import EncryptedKMeans
     from cipherseg.engine.local import LocalExecutor
-    from cipherseg.parties.data_owner import DataOwner
-    from cipherseg.platform.centre_service import CentreProcess
-    from cipherseg.transport.inprocess import InProcessTransport
 
-    sigma = normalising_scale(X)
-    Xn = X / sigma
-    tol = float(np.mean(np.var(Xn, axis=0))) * TOL
-    executor = LocalExecutor(ctx.settings.n_jobs)
+    model = EncryptedKMeans(n_clusters=k, max_iter=MAX_ITER, tol=TOL, random_state=seed,
+                            n_jobs=ctx.settings.n_jobs)
+    executor = LocalExecutor(ctx.settings.n_jobs)  # the owner's (and an in-process centre's)
     try:
-        owner = DataOwner(executor=executor, random_state=seed)
-        if ctx.settings.centre_process:
-            with CentreProcess(n_jobs=ctx.settings.n_jobs,
-                               os_user=ctx.settings.centre_os_user) as centre:
-                run = owner.run_kmeans(Xn, k, InProcessTransport(centre.request_bytes),
-                                       max_iter=MAX_ITER, tol=tol, progress=progress)
-                where = f"separate process (pid {centre.status.get('pid')})"
-        else:
-            from cipherseg.parties.compute_centre import ComputeCentre
-
-            centre_local = ComputeCentre(executor=executor, random_state=seed)
-            run = owner.run_kmeans(Xn, k, InProcessTransport(centre_local.handle_bytes),
-                                   max_iter=MAX_ITER, tol=tol, progress=progress)
-            where = "in the worker process"
+        with centre_transport(ctx) as (centre, where):
+            model.fit(X, progress=progress, executor=executor, centre=centre)
     finally:
         executor.close()
-    return {"labels": np.asarray(run.labels), "centers": run.centers * sigma,
-            "init_centers": run.init_centers * sigma,
-            "inertia": float(run.inertia) * sigma**2, "n_iter": int(run.n_iter),
-            "bytes_to_centre": int(run.bytes_to_centre),
-            "bytes_to_owner": int(run.bytes_to_owner), "n_blocks": int(run.n_blocks),
+    report = model.report_
+    return {"labels": np.asarray(model.labels_), "centers": model.cluster_centers_,
+            "init_centers": model.init_centers_, "inertia": float(model.inertia_),
+            "n_iter": int(model.n_iter_), "bytes_to_centre": int(report["bytes_to_centre"]),
+            "bytes_to_owner": int(report["bytes_to_owner"]), "n_blocks": int(report["n_blocks"]),
             "where": where}
+
+
+@contextmanager
+def centre_transport(ctx: PlatformContext) -> Iterator[tuple[Transport | None, str]]:
+    """The transport to the compute centre and a description of where it runs: a remote
+    service (``CIPHERSEG_CENTRE_URL``), a child process (``CIPHERSEG_CENTRE_PROCESS``, the
+    default), or ``None`` for a centre inside this process."""
+    settings = ctx.settings
+    if settings.centre_url:
+        from cipherseg.transport.http import HttpTransport
+
+        token = None
+        if settings.centre_token_file is not None:
+            from cipherseg.transport.tokens import read_token_file
+
+            token = read_token_file(settings.centre_token_file)
+        verify: bool | str = str(settings.centre_ca_file) if settings.centre_ca_file else True
+        with HttpTransport(settings.centre_url, token=token, verify=verify) as remote:
+            yield remote, f"compute centre service at {settings.centre_url}"
+    elif settings.centre_process:
+        from cipherseg.platform.centre_service import CentreProcess
+        from cipherseg.transport.inprocess import InProcessTransport
+
+        with CentreProcess(n_jobs=settings.n_jobs, os_user=settings.centre_os_user) as proc:
+            yield (InProcessTransport(proc.request_bytes),
+                   f"separate process (pid {proc.status.get('pid')})")
+    else:
+        yield None, "in the worker process"
 
 
 def make_segmentation_runner(ctx: PlatformContext) -> Any:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     centre_account: str = "centre"
     #: Run the centre process as this operating-system user (needs root); default: same user.
     centre_os_user: str | None = None
+    #: A compute centre run elsewhere (``cipherseg centre serve``); overrides centre_process.
+    centre_url: str | None = None
+    #: Its access token file, and the CA bundle that signed its TLS certificate.
+    centre_token_file: Path | None = None
+    centre_ca_file: Path | None = None
     #: Parallel processes for encrypted work (``n_jobs`` of the estimator).
     n_jobs: int = 1
     max_k: int = Field(default=12, ge=2)
