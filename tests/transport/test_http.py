@@ -219,3 +219,47 @@ def test_bench_transport_writes_ratios_and_a_plot(tmp_path: Path) -> None:
     assert bench["ari_http_vs_in_process"] == 1.0
     assert all(r["n_iter"] == 2 for mode in bench["runs"].values() for r in mode)
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def _self_signed(directory: Path) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cipherseg test centre")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "centre.pem", directory / "centre.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_over_tls_the_owner_verifies_the_centre(tmp_path: Path, X: np.ndarray) -> None:
+    cert, key = _self_signed(tmp_path)
+    token_file = tmp_path / "centre.token"
+    with CentreService(token_file, tls=(cert, key)) as url:
+        assert url.startswith("https://")
+        token = token_file.read_text().strip()
+        with HttpTransport(url, token=token, verify=cert) as centre:
+            km = EncryptedKMeans(n_clusters=3, init=X[[0, 1, 2]], max_iter=3,
+                                 n_jobs=1).fit(X, centre=centre)
+        ref = KMeans(n_clusters=3, init=X[[0, 1, 2]], n_init=1, max_iter=3).fit(X)
+        assert adjusted_rand_score(ref.labels_, km.labels_) >= 0.999
+        # A certificate the owner does not trust is refused before any byte of data leaves.
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            HttpTransport(url, token=token).status()

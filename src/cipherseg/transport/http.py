@@ -31,6 +31,7 @@ cipherseg.errors.ParameterError: centre URL must start with http:// or https://,
 from __future__ import annotations
 
 import json
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -72,9 +73,17 @@ class HttpTransport(Transport):
         headers = {"Content-Type": CONTENT_TYPE}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        tls: bool | ssl.SSLContext
+        if isinstance(verify, str):
+            try:
+                tls = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise ParameterError(f"cannot load the CA bundle {verify}: {exc}") from exc
+        else:
+            tls = verify
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=10.0), verify=verify)
+            timeout=httpx.Timeout(timeout, connect=10.0), verify=tls)
         self._headers = headers
 
     def __repr__(self) -> str:  # never shows the token

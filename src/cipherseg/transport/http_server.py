@@ -137,8 +137,9 @@ class CentreService:
     ``token_file + ".log"``)."""
 
     def __init__(self, token_file: str | os.PathLike[str], *, workers: int = 1,
-                 startup_seconds: float = 60.0) -> None:
+                 tls: tuple[str, str] | None = None, startup_seconds: float = 60.0) -> None:
         self.token_file = os.fspath(token_file)
+        self.tls = tls  # (certificate file, key file); the certificate also verifies
         self.log_path = self.token_file + ".log"
         self.workers = workers
         self.startup_seconds = startup_seconds
@@ -154,17 +155,20 @@ class CentreService:
             port = s.getsockname()[1]
         exe = os.path.join(os.path.dirname(sys.executable), "cipherseg")
         with open(self.log_path, "ab") as log_file:  # a pipe nobody reads would fill and block
+            tls_args = ["--ssl-certfile", self.tls[0], "--ssl-keyfile", self.tls[1]] \
+                if self.tls else []
             self._proc = subprocess.Popen(
                 [exe, "centre", "serve", "--port", str(port), "--token-file", self.token_file,
-                 "--workers", str(self.workers)],
+                 "--workers", str(self.workers), *tls_args],
                 stdout=log_file, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         deadline = time.monotonic() + self.startup_seconds
         while True:
             try:
                 with open(self.token_file, encoding="utf-8") as f:
                     token = f.read().strip()
-                HttpTransport(self.url, token=token).status()
+                HttpTransport(self.url, token=token,
+                              verify=self.tls[0] if self.tls else True).status()
                 return self.url
             except (OSError, TransportError):
                 if self._proc.poll() is not None or time.monotonic() > deadline:
