@@ -5,6 +5,8 @@ segments never reach merchants."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
 
-from cipherseg.errors import ParameterError, TransportError
-from cipherseg.platform.centre_service import CentreProcess, CentreProcessError
+from cipherseg.bench.transport import CentreService
+from cipherseg.errors import ParameterError, ProtocolError, TransportError
 from cipherseg.platform.models import Job, Role, User
 from cipherseg.platform.segmentation import run_encrypted_kmeans
 from cipherseg.platform.segments import release_view
-from cipherseg.transport.http_server import CentreService
+from cipherseg.transport.centre_process import CentreProcess, CentreProcessError
 
 FORBIDDEN_IN_CENTRE = ("cipherseg.pii", "cipherseg.schemes.ckks_keys",
                        "cipherseg.parties.data_owner", "cipherseg.platform.core",
@@ -70,12 +72,16 @@ def test_centre_process_holds_no_key_no_pii_code_and_no_platform_secret(monkeypa
         assert "cipherseg.parties.compute_centre" in loaded
         for mod in FORBIDDEN_IN_CENTRE:
             assert not any(m == mod or m.startswith(mod + ".") for m in loaded), mod
-        with pytest.raises(CentreProcessError, match="ProtocolError"):
+        # The centre's refusal keeps its class; a dead process is a CentreProcessError.
+        with pytest.raises(ProtocolError, match=r"compute centre: .*magic"):
             centre.request_bytes(b"not a protocol message")
         assert centre.hello()["pid"] == status["pid"]  # still serving after an error
+        os.kill(status["pid"], signal.SIGKILL)
+        with pytest.raises(CentreProcessError, match="stopped unexpectedly"):
+            centre.hello()
 
 
-def test_an_unreachable_centre_service_fails_the_job_with_a_clear_reason(
+def test_an_unreachable_centre_service_is_a_clear_error(
         splatform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings = splatform.ctx.settings
     settings.centre_url = "http://127.0.0.1:9"  # discard port: nothing listens

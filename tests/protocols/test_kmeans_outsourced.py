@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import time
 
 import numpy as np
 import pytest
 import tenseal.sealapi as seal
 
+from cipherseg.engine.state import has_state
 from cipherseg.errors import KeyCustodyError, ParameterError, ProtocolError
 from cipherseg.parties.compute_centre import ComputeCentre
 from cipherseg.parties.data_owner import DataOwner
@@ -81,17 +81,32 @@ def test_messages_out_of_order_are_refused(owner: CkksSecretContext) -> None:
 
 def test_idle_sessions_expire_and_active_ones_stay(owner: CkksSecretContext) -> None:
     X = np.random.default_rng(0).uniform(-1, 1, (50, 2))
-    centre = ComputeCentre(random_state=0, session_idle_seconds=1.0)
+    now = [0.0]
+    centre = ComputeCentre(random_state=0, session_idle_seconds=10.0, clock=lambda: now[0])
     centre.handle(_upload(owner, X, 2, sid="idle"))
     centre.handle(_upload(owner, X, 2, sid="busy"))
-    time.sleep(0.6)
+    idle_blocks = centre._sessions["idle"].key
+    assert has_state(idle_blocks)
+    now[0] = 6.0
     centre.handle(p.InitStart(protocol_version=1, session_id="busy", round=2))
-    time.sleep(0.6)  # "idle" has been silent 1.2 s, "busy" 0.6 s
+    now[0] = 12.0  # "idle" has been silent 12 s, "busy" 6 s
     with pytest.raises(ProtocolError, match=r"unknown session 'idle' .*expired"):
         centre.handle(p.InitStart(protocol_version=1, session_id="idle", round=2))
     assert len(centre.contexts()) == 1
+    assert not has_state(idle_blocks)  # its ciphertexts are gone with it
+    now[0] = 30.0
+    centre.drop_idle_sessions()  # what the service's periodic sweep calls
+    assert centre.contexts() == []
     with pytest.raises(ParameterError, match="must be positive"):
         ComputeCentre(session_idle_seconds=0)
+
+
+def test_an_upload_cannot_replace_an_open_session(owner: CkksSecretContext) -> None:
+    centre = ComputeCentre(random_state=0)
+    centre.handle(_upload(owner, np.zeros((10, 2)), 2, sid="taken"))
+    with pytest.raises(ProtocolError, match="'taken' is already open"):
+        centre.handle(_upload(owner, np.zeros((10, 2)), 2, sid="taken"))
+    assert len(centre.contexts()) == 1
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,22 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from cipherseg import EncryptedKMeans
+from cipherseg.bench.transport import CentreService
 from cipherseg.cli import app as cli_app
-from cipherseg.errors import CiphertextError, ProtocolError, TransportError
-from cipherseg.parties.compute_centre import ComputeCentre
+from cipherseg.errors import (
+    CiphertextError,
+    KeyCustodyError,
+    ParameterError,
+    ProtocolError,
+    TransportError,
+    ValidationError,
+)
 from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
+from cipherseg.schemes.ckks_keys import CkksSecretContext
+from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import HttpTransport
-from cipherseg.transport.http_server import CentreService, create_centre_app
+from cipherseg.transport.http_server import create_centre_app
 
 TOKEN = "test-token-0123456789abcdef"
 KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys",
@@ -53,10 +63,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`cipherseg centre serve` in its own process; yields (url, token file)."""
+    """`cipherseg centre serve` in its own process (2 centre workers); yields (url, token
+    file). After the module's tests: the service's log never shows the token."""
     token_file = tmp_path_factory.mktemp("centre") / "centre.token"
-    with CentreService(token_file) as url:
+    with CentreService(token_file, workers=2) as url:
         yield url, token_file
+    log = Path(str(token_file) + ".log").read_text()
+    assert "POST /v1/messages" in log
+    assert token_file.read_text().strip() not in log
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +120,31 @@ def test_remote_kmeans_plus_plus_and_a_reused_transport(served: Any, X: np.ndarr
     assert status["sessions"] == 0  # both sessions closed
 
 
-def test_the_service_holds_no_key_material(served: Any, X: np.ndarray) -> None:
+def test_the_service_holds_no_key_material_while_it_works(served: Any, X: np.ndarray) -> None:
+    statuses: list[dict[str, Any]] = []
     with _transport(served) as centre:
-        EncryptedKMeans(n_clusters=2, init=X[[0, 1]], max_iter=2, n_jobs=1).fit(X, centre=centre)
-        status = centre.status()
-    assert status["holds_secret_key"] is False
-    assert "cipherseg.parties.compute_centre" in status["modules"]
-    loaded = [m for m in status["modules"] if m.startswith(KEY_MODULES)]
-    assert loaded == []
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage == "iterate" and done == 1:  # between two messages of an open session
+                statuses.append(centre.status())
+
+        EncryptedKMeans(n_clusters=2, init=X[[0, 1]], max_iter=3, n_jobs=1).fit(
+            X, centre=centre, progress=progress)
+    assert statuses and statuses[0]["sessions"] == 1
+    assert statuses[0]["holds_secret_key"] is False
+    assert "cipherseg.parties.compute_centre" in statuses[0]["modules"]
+    assert [m for m in statuses[0]["modules"] if m.startswith(KEY_MODULES)] == []
+
+
+def test_a_context_carrying_a_secret_key_is_refused_over_http(served: Any) -> None:
+    owner = CkksSecretContext.generate(CkksParams.for_depth(1))
+    fields = unpack_context_bytes(owner.public_bytes())
+    fields["secret_key"] = b"\x00" * 64
+    upload = p.Upload(protocol_version=p.VERSION, session_id="with-key", round=1,
+                      public_context=pack_context_bytes(fields), n_samples=1, n_features=1,
+                      n_clusters=1, block_sizes=(1,),
+                      features=(owner.encrypt_to_bytes(np.zeros(1)),))
+    with _transport(served) as centre, pytest.raises(KeyCustodyError, match="compute centre:"):
+        centre.request(upload)
 
 
 def test_wrong_missing_token_and_unreachable_centre(served: Any) -> None:
@@ -138,25 +169,64 @@ def test_centre_refusals_arrive_as_the_same_error(served: Any) -> None:
             centre.request(p.Close(protocol_version=p.VERSION, session_id="nope", round=1))
 
 
-def _client(centre: ComputeCentre | None = None, **kwargs: Any) -> HttpTransport:
-    app = create_centre_app(centre or ComputeCentre(), token=TOKEN, **kwargs)
-    return HttpTransport("http://testserver", token=TOKEN, client=TestClient(app))
+@pytest.fixture(scope="module")
+def link() -> Iterator[CentreProcess]:
+    """The centre process the service relays to, for the app driven through TestClient."""
+    with CentreProcess(n_jobs=1) as centre:
+        yield centre
 
 
-def test_an_oversized_message_is_refused_before_it_is_handled() -> None:
-    t = _client(max_message_bytes=1000)
+def _client(link: Any, **kwargs: Any) -> HttpTransport:
+    app = create_centre_app(link, token=TOKEN, **kwargs)
+    return HttpTransport("http://127.0.0.1", token=TOKEN, client=TestClient(app))
+
+
+def test_an_oversized_message_is_refused_before_it_is_handled(link: CentreProcess) -> None:
+    t = _client(link, max_message_bytes=1000)
     with pytest.raises(TransportError, match="exceeds this centre's limit of 1,000"):
         t.request_bytes(b"\x00" * 1001)
+    # Without a Content-Length (chunked upload) the limit holds while reading.
+    app = create_centre_app(link, token=TOKEN, max_message_bytes=1000)
+    reply = TestClient(app).post("/v1/messages", headers={"Authorization": f"Bearer {TOKEN}"},
+                                 content=iter([b"\x00" * 600, b"\x00" * 600]))
+    assert reply.status_code == 413
+    assert "exceeds this centre's limit" in reply.json()["detail"]
+
+
+class _Link:
+    """A centre link that fails as told (the error paths of the service and the client)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def request_bytes(self, data: bytes) -> bytes:
+        raise self.error
+
+    def hello(self) -> dict[str, Any]:
+        return {}
 
 
 def test_an_internal_failure_is_reported_without_its_details() -> None:
-    class Failing(ComputeCentre):
-        def handle_bytes(self, data: bytes) -> bytes:
-            raise RuntimeError("internal detail that must stay at the centre")
-
+    failing = _Link(RuntimeError("internal detail that must stay at the centre"))
     with pytest.raises(TransportError, match="failed on this message") as info:
-        _client(Failing()).request_bytes(b"x")
+        _client(failing).request_bytes(b"x")
     assert "internal detail" not in str(info.value)
+
+
+def test_only_the_centres_own_refusals_keep_their_class() -> None:
+    # A ValidationError would read as "the user's data was at fault": a centre cannot send it.
+    with pytest.raises(TransportError, match=r"failed \(HTTP 400, ValidationError\)"):
+        _client(_Link(ValidationError("your data is bad"))).request_bytes(b"x")
+    with pytest.raises(ProtocolError, match="compute centre: out of order"):
+        _client(_Link(ProtocolError("out of order"))).request_bytes(b"x")
+
+
+def test_the_token_never_travels_in_clear_to_another_host() -> None:
+    with pytest.raises(ParameterError, match="over plain HTTP"):
+        HttpTransport("http://centre.example:8787", token=TOKEN)
+    HttpTransport("http://centre.example:8787", token=TOKEN, insecure_http=True).close()
+    HttpTransport("https://centre.example:8787", token=TOKEN).close()
+    HttpTransport("http://localhost:8787", token=TOKEN).close()
 
 
 def test_a_url_that_is_not_a_centre_is_a_clear_error() -> None:
@@ -166,25 +236,28 @@ def test_a_url_that_is_not_a_centre_is_a_clear_error() -> None:
     def page() -> PlainTextResponse:
         return PlainTextResponse("<html>hello</html>")
 
-    t = HttpTransport("http://testserver", client=TestClient(other))
+    t = HttpTransport("http://127.0.0.1", client=TestClient(other))
     with pytest.raises(TransportError, match="not protocol bytes"):
         t.request_bytes(b"x")
-    assert "token" not in repr(HttpTransport("http://c", token=TOKEN)).lower()
-    assert TOKEN not in repr(HttpTransport("http://c", token=TOKEN))
+    assert "token" not in repr(HttpTransport("https://c", token=TOKEN)).lower()
+    assert TOKEN not in repr(HttpTransport("https://c", token=TOKEN))
 
 
 @settings(max_examples=50, deadline=None)
 @given(data=st.binary(max_size=400))
-def test_arbitrary_bytes_get_a_cipherseg_error_never_a_crash(data: bytes) -> None:
+def test_arbitrary_bytes_get_a_cipherseg_error_never_a_crash(link: CentreProcess,
+                                                            data: bytes) -> None:
     with pytest.raises((ProtocolError, CiphertextError)):
-        _client().request_bytes(data)
+        _client(link).request_bytes(data)
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["centre", "serve", "--host", "0.0.0.0"], "needs --token-file"),
+    (["centre", "serve", "--host", "0.0.0.0", "--token-file", "t"], "needs --ssl-certfile"),
+    (["centre", "serve", "--engine", "local", "--scheduler", "tcp://x:1"], "needs --engine dask"),
     (["demo", "--customers", "100", "--centre", "http://127.0.0.1:1", "--engine", "dask"],
      "a remote centre chooses its own"),
-    (["demo", "--customers", "100", "--centre-token-file", "t"], "needs --centre URL"),
+    (["demo", "--customers", "100", "--centre-token-file", "t"], "need --centre URL"),
     (["demo", "--customers", "100", "--centre", "ftp://x"], "must start with http"),
 ])
 def test_bad_centre_options_are_refused(args: list[str], message: str) -> None:

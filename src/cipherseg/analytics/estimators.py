@@ -186,9 +186,15 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         Xn = X / sigma
         tol = float(np.mean(np.var(Xn, axis=0))) * float(self.tol)
         init = None if isinstance(self.init, str) else np.asarray(self.init, float) / sigma
-        seeds = rng.randint(0, 2**31 - 1, size=2)
+        # A seed makes a run reproducible (tests, experiments); without one, both parties draw
+        # their protocol randomness (first centre, masks, permutations) from the OS CSPRNG,
+        # never from numpy's global Mersenne Twister.
+        centre_seed: int | None = None
+        owner_seed: int | None = None
+        if self.random_state is not None:
+            centre_seed, owner_seed = (int(v) for v in rng.randint(0, 2**31 - 1, size=2))
         started = time.perf_counter()
-        run = self._run(Xn, init, tol, int(seeds[0]), int(seeds[1]), self.max_iter,
+        run = self._run(Xn, init, tol, centre_seed, owner_seed, self.max_iter,
                         progress, executor, centre)
         self.cluster_centers_ = run["centers"] * sigma
         self.init_centers_ = run["init_centers"] * sigma

@@ -32,22 +32,26 @@ CentreOption = Annotated[str | None, typer.Option(
     "(default: the centre runs in this process).")]
 CentreTokenOption = Annotated[Path | None, typer.Option(
     help="File holding the remote centre's access token.")]
+CentreCaOption = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="CA bundle that signed the remote centre's certificate "
+    "(default: the system's).")]
 
 
-def remote_centre(url: str | None, token_file: Path | None, engine: str) -> HttpTransport | None:
+def remote_centre(url: str | None, token_file: Path | None, engine: str,
+                  ca_file: Path | None = None) -> HttpTransport | None:
     """The transport to a remote centre for ``--centre``, or None; a clear CLI error else."""
     from cipherseg.transport.http import HttpTransport
 
     if url is None:
-        if token_file is not None:
-            raise typer.BadParameter("--centre-token-file needs --centre URL")
+        if token_file is not None or ca_file is not None:
+            raise typer.BadParameter("--centre-token-file and --centre-ca-file need --centre URL")
         return None
     if engine != "local":
         raise typer.BadParameter("--engine chooses where an in-process centre runs; a remote "
                                  "centre chooses its own (cipherseg centre serve --engine)")
     try:
         token = read_token_file(token_file) if token_file is not None else None
-        return HttpTransport(url, token=token)
+        return HttpTransport(url, token=token, verify=str(ca_file) if ca_file else True)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -79,36 +83,43 @@ def serve(
         "message.")] = 60.0,
     ssl_certfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    insecure_http: Annotated[bool, typer.Option(
+        help="Allow plain HTTP on a non-loopback address (the token and the protocol's "
+             "metadata then cross the network in clear).")] = False,
 ) -> None:
     """Serve protocol 4.1 to data owners over HTTP(S); holds public contexts only."""
-    from cipherseg.engine.factory import make_executor
+    from cipherseg.engine.factory import ENGINES
+    from cipherseg.engine.local import resolve_n_jobs
     from cipherseg.errors import CipherSegError
-    from cipherseg.parties.compute_centre import ComputeCentre
     from cipherseg.transport.http_server import serve_centre
 
-    if token_file is None and not _is_loopback(host):
-        raise typer.BadParameter(f"listening on {host} needs --token-file (anyone who can reach "
-                                 "the port could otherwise use this centre)")
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if scheduler is not None and engine != "dask":
+        raise typer.BadParameter("--scheduler needs --engine dask")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("--ssl-certfile and --ssl-keyfile go together")
+    if not _is_loopback(host):
+        if token_file is None:
+            raise typer.BadParameter(f"listening on {host} needs --token-file (anyone who can "
+                                     "reach the port could otherwise use this centre)")
+        if ssl_certfile is None and not insecure_http:
+            raise typer.BadParameter(f"listening on {host} needs --ssl-certfile/--ssl-keyfile "
+                                     "(or --insecure-http on a network you trust)")
     try:
         token = ensure_token_file(token_file) if token_file is not None else None
-        executor = make_executor(engine, workers, scheduler)
     except CipherSegError as exc:
         raise typer.BadParameter(str(exc)) from exc
     scheme = "https" if ssl_certfile else "http"
-    console.print(f"compute centre on {scheme}://{host}:{port} ({engine}, "
-                  f"{executor.n_workers} worker(s)); "
+    console.print(f"compute centre on {scheme}://{host}:{port} ({engine}); "
                   + (f"owners need the token in {token_file}" if token_file else
                      "no access token (loopback only)"))
-    try:
-        centre = ComputeCentre(executor=executor, session_idle_seconds=60 * session_idle_minutes)
-        serve_centre(centre, host=host, port=port, token=token,
-                     max_message_bytes=max_message_mb * 1024**2,
-                     ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                     ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
-    finally:
-        executor.close()
+    serve_centre(host=host, port=port, token=token, n_jobs=resolve_n_jobs(workers),
+                 engine=engine, scheduler=scheduler,
+                 session_idle_seconds=60 * session_idle_minutes,
+                 max_message_bytes=max_message_mb * 1024**2,
+                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
 
 
 def bench_transport(

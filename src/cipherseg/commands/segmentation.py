@@ -10,7 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cipherseg.commands.centre import CentreOption, CentreTokenOption, remote_centre
+from cipherseg.commands.centre import (
+    CentreCaOption,
+    CentreOption,
+    CentreTokenOption,
+    remote_centre,
+)
 from cipherseg.commands.engine_options import (
     EngineOption,
     SchedulerOption,
@@ -78,6 +83,7 @@ def demo(
     scheduler: SchedulerOption = None,
     centre_url: CentreOption = None,
     centre_token_file: CentreTokenOption = None,
+    centre_ca_file: CentreCaOption = None,
 ) -> None:
     """End-to-end encrypted segmentation of a synthetic mall's customers."""
     from cipherseg.analytics.rfm import compute_rfm
@@ -86,7 +92,7 @@ def demo(
     from cipherseg.errors import CipherSegError
 
     timings: dict[str, float] = {}
-    centre = remote_centre(centre_url, centre_token_file, engine)
+    centre = remote_centre(centre_url, centre_token_file, engine, centre_ca_file)
     with closing(party_executors(engine, workers, scheduler)) as executors, \
             StageProgress() as progress:
         attach_block_progress(executors, progress)
@@ -138,6 +144,7 @@ def segment(
     scheduler: SchedulerOption = None,
     centre_url: CentreOption = None,
     centre_token_file: CentreTokenOption = None,
+    centre_ca_file: CentreCaOption = None,
 ) -> None:
     """Segment the customers of a transactions file on encrypted data."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm, read_transactions
@@ -146,7 +153,7 @@ def segment(
 
     if amount_col is None and quantity_col is None and price_col is None:
         amount_col = "amount"
-    centre = remote_centre(centre_url, centre_token_file, engine)
+    centre = remote_centre(centre_url, centre_token_file, engine, centre_ca_file)
     try:
         columns = RFMColumns(customer=customer_col, invoice=invoice_col, date=date_col,
                              amount=amount_col, quantity=quantity_col, price=price_col)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class _Session:
     mask: tuple[int, int, np.ndarray] | None = None  # block, slot, masks (d × slots)
     expect: tuple[type[Message], ...] = (p.InitStart, p.Centroids, p.Close)
     round: int = 0
-    last_active: float = field(default_factory=time.monotonic)
+    last_active: float = 0.0
 
 
 class ComputeCentre:
@@ -64,11 +65,13 @@ class ComputeCentre:
     """
 
     def __init__(self, executor: Executor | None = None, random_state: int | None = None,
-                 session_idle_seconds: float | None = None) -> None:
+                 session_idle_seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if session_idle_seconds is not None and session_idle_seconds <= 0:
             raise ParameterError(f"session_idle_seconds must be positive, got "
                                  f"{session_idle_seconds}")
         self._idle_limit = session_idle_seconds
+        self._clock = clock
         self._executor = executor if executor is not None else LocalExecutor()
         seed = random_state if random_state is not None else secrets.randbits(128)
         self._rng = np.random.default_rng(seed)
@@ -86,19 +89,19 @@ class ComputeCentre:
         return self.handle(Message.from_bytes(data)).to_bytes()
 
     def handle(self, msg: Message) -> Message:
-        self._drop_idle_sessions()
+        self.drop_idle_sessions()
         if isinstance(msg, p.Upload):
             return self._upload(msg)
         session = self._sessions.get(msg.session_id)
         if session is None:
             raise ProtocolError(f"unknown session {msg.session_id!r} (closed, expired after "
                                 "being idle, or never uploaded); upload the data first")
-        session.last_active = time.monotonic()
         if not isinstance(msg, session.expect):
             wanted = ", ".join(t.__name__ for t in session.expect)
             raise ProtocolError(
                 f"unexpected {type(msg).__name__} in session {msg.session_id!r}; expected {wanted}"
             )
+        session.last_active = self._clock()
         session.round += 1
         handlers = {
             p.InitStart: self._init_start, p.NewCentre: self._new_centre,
@@ -108,10 +111,12 @@ class ComputeCentre:
         reply: Message = handlers[type(msg)](session, msg)
         return reply
 
-    def _drop_idle_sessions(self) -> None:
+    def drop_idle_sessions(self) -> None:
+        """Drop sessions idle for longer than ``session_idle_seconds`` (also done on every
+        message; a service calls it periodically too)."""
         if self._idle_limit is None:
             return
-        cutoff = time.monotonic() - self._idle_limit
+        cutoff = self._clock() - self._idle_limit
         for sid in [sid for sid, s in self._sessions.items() if s.last_active < cutoff]:
             self._executor.drop_state(self._sessions.pop(sid).key)
 
@@ -124,6 +129,9 @@ class ComputeCentre:
         return next(k for k, v in self._sessions.items() if v is session)
 
     def _upload(self, msg: p.Upload) -> Message:
+        if msg.session_id in self._sessions:
+            raise ProtocolError(f"session {msg.session_id!r} is already open; a new upload "
+                                "needs a new session id")
         ctx = CkksPublicContext.from_bytes(msg.public_context)
         d = msg.n_features
         if d < 1 or len(msg.features) != d * len(msg.block_sizes):
@@ -144,7 +152,8 @@ class ComputeCentre:
         self._executor.put_blocks(key, centre_ops.build_centre_data, msg.public_context,
                                   [msg.features[b * d:(b + 1) * d] for b in range(n_blocks)])
         self._sessions[msg.session_id] = _Session(key, ctx, d, list(msg.block_sizes),
-                                                  n_clusters=msg.n_clusters)
+                                                  n_clusters=msg.n_clusters,
+                                                  last_active=self._clock())
         return p.UploadAck(protocol_version=p.VERSION, session_id=msg.session_id, round=0,
                            n_blocks=n_blocks)
 

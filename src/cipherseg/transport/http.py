@@ -17,9 +17,10 @@ authenticity and confidentiality of the metadata come from TLS. A failed request
 retried: protocol messages advance the session's round, so a retry would be refused anyway;
 start a new fit instead.
 
-Errors the centre raises on purpose (a tampered ciphertext, an out-of-order message) come back
-as the same :mod:`cipherseg.errors` class with the centre's message; anything else — the centre
-unreachable, a wrong token, a reply that is not a message — is a
+The centre's refusals (a tampered ciphertext, an out-of-order message, a context carrying a
+secret key: the classes in ``CENTRE_ERRORS``) come back as the same :mod:`cipherseg.errors`
+class with the centre's message; anything else — the centre unreachable, a wrong token, a
+reply that is not a message, an error class a centre has no business sending — is a
 :class:`~cipherseg.errors.TransportError` saying what to check.
 
 >>> HttpTransport("ftp://centre")
@@ -40,6 +41,7 @@ import httpx
 from cipherseg import errors
 from cipherseg.errors import CipherSegError, ParameterError, TransportError
 from cipherseg.transport.base import Transport
+from cipherseg.transport.centre_process import CENTRE_ERRORS
 
 MESSAGES_PATH = "/v1/messages"
 STATUS_PATH = "/v1/status"
@@ -62,13 +64,22 @@ class HttpTransport(Transport):
         TLS verification: ``True``, or the path of a CA bundle for a private CA.
     client:
         An ``httpx.Client`` to use instead of a new one (tests pass FastAPI's ``TestClient``).
+    insecure_http:
+        Allow sending the token over plain ``http://`` to a host other than loopback.
     """
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 600.0,
-                 verify: bool | str = True, client: httpx.Client | None = None) -> None:
+                 verify: bool | str = True, client: httpx.Client | None = None,
+                 insecure_http: bool = False) -> None:
         super().__init__()
         if not url.startswith(("http://", "https://")):
             raise ParameterError(f"centre URL must start with http:// or https://, got {url!r}")
+        host = httpx.URL(url).host
+        if (token and url.startswith("http://") and not insecure_http
+                and host not in ("localhost", "127.0.0.1", "::1")):
+            raise ParameterError(f"refusing to send the access token to {host} over plain "
+                                 "HTTP; use https:// (or insecure_http=True on a network you "
+                                 "trust)")
         self.url = url.rstrip("/")
         headers = {"Content-Type": CONTENT_TYPE}
         if token:
@@ -139,8 +150,8 @@ def _error_from(response: httpx.Response, url: str) -> CipherSegError:
                               f"{response.status_code} without a cipherseg error body")
     if response.status_code == 401:
         return TransportError(f"the compute centre at {url} refused the access token: {detail}")
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, CipherSegError):
+    if name in CENTRE_ERRORS:  # only the centre's own refusals keep their class
+        cls: type[CipherSegError] = getattr(errors, name)
         return cls(f"compute centre: {detail}")
     return TransportError(f"the compute centre at {url} failed (HTTP {response.status_code}, "
                           f"{name}): {detail}")

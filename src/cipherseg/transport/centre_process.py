@@ -9,9 +9,14 @@ protocol 4.1 messages over its stdin/stdout as length-prefixed frames::
     request : kind (1 byte: H=hello, M=message, Q=quit) | u64 length | payload
     reply   : kind (1 byte: R=result, E=error)           | u64 length | payload
 
-``H`` answers a JSON status (pid, whether any held context can decrypt, and which cipherseg
-modules the process has loaded — tests check that no key-holding or PII module is among
-them). This module itself imports nothing from the platform.
+``H`` answers a JSON status (pid, whether any held context can decrypt, open sessions, and
+which cipherseg modules the process has loaded — tests check that no key-holding or PII
+module is among them) after dropping sessions idle for longer than ``--session-idle-seconds``.
+An ``E`` reply is ``<error class>: <message>``; :class:`CentreProcess` raises a refusal of
+the centre (a :mod:`cipherseg.errors` class it may send: :data:`CENTRE_ERRORS`) as that class.
+The child is single-threaded, so its process pool forks from a process without other
+threads. This module itself imports nothing from the platform; the HTTP service
+(:mod:`cipherseg.transport.http_server`) relays to the same child.
 
 >>> frame(b"M", b"abc")
 b'M\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00abc'
@@ -54,13 +59,19 @@ def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes]:
     return head[:1], _read_exact(stream, n)
 
 
-def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None) -> None:
+#: The errors a centre may report as its own refusals; anything else is a failure.
+CENTRE_ERRORS = ("ProtocolError", "CiphertextError", "KeyCustodyError", "ParameterError",
+                 "CapabilityError")
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None, *, engine: str = "local",
+          scheduler: str | None = None, session_idle_seconds: float | None = None) -> None:
     """The centre's request loop (runs in the child process)."""
-    from cipherseg.engine.local import LocalExecutor
+    from cipherseg.engine.factory import make_executor
     from cipherseg.parties.compute_centre import ComputeCentre
 
-    executor = LocalExecutor(n_jobs)
-    centre = ComputeCentre(executor=executor)
+    executor = make_executor(engine, n_jobs, scheduler)
+    centre = ComputeCentre(executor=executor, session_idle_seconds=session_idle_seconds)
     try:
         while True:
             try:
@@ -73,9 +84,12 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None) -> None:
                 return
             try:
                 if kind == b"H":
+                    centre.drop_idle_sessions()
                     status = {
                         "pid": os.getpid(),
                         "holds_secret_key": centre.holds_secret_key(),
+                        "sessions": len(centre.contexts()),
+                        "workers": executor.n_workers,
                         "modules": sorted(m for m in sys.modules if m.startswith("cipherseg")),
                         "env_cipherseg": sorted(k for k in os.environ
                                                 if k.startswith("CIPHERSEG_")),
@@ -94,7 +108,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None) -> None:
 
 
 class CentreProcessError(RuntimeError):
-    """The compute-centre process failed or answered an error."""
+    """The compute-centre process failed, stopped, or answered an unexpected error."""
 
 
 class CentreProcess:
@@ -104,9 +118,16 @@ class CentreProcess:
     :class:`~cipherseg.transport.inprocess.InProcessTransport`.
     """
 
-    def __init__(self, n_jobs: int | None = 1, os_user: str | None = None) -> None:
+    def __init__(self, n_jobs: int | None = 1, os_user: str | None = None, *,
+                 engine: str = "local", scheduler: str | None = None,
+                 session_idle_seconds: float | None = None) -> None:
         self.n_jobs = n_jobs
         self.os_user = os_user
+        self.options = ["--engine", engine]
+        if scheduler is not None:
+            self.options += ["--scheduler", scheduler]
+        if session_idle_seconds is not None:
+            self.options += ["--session-idle-seconds", str(session_idle_seconds)]
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.status: dict[str, Any] = {}
@@ -116,8 +137,8 @@ class CentreProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="cipherseg-centre-")
         if self.os_user:
             os.chmod(self._tmp.name, 0o777)
-        cmd = [sys.executable, "-m", "cipherseg.platform.centre_service",
-               "--n-jobs", str(self.n_jobs or 1)]
+        cmd = [sys.executable, "-m", "cipherseg.transport.centre_process",
+               "--n-jobs", str(self.n_jobs or 1), *self.options]
         kwargs: dict[str, Any] = {}
         if self.os_user:
             kwargs["user"] = self.os_user
@@ -140,7 +161,7 @@ class CentreProcess:
             raise CentreProcessError("the compute centre process stopped unexpectedly "
                                      f"(exit code {proc.poll()})") from exc
         if rkind == b"E":
-            raise CentreProcessError("compute centre: " + reply.decode(errors="replace"))
+            raise _centre_error(reply.decode(errors="replace"))
         return reply
 
     def request_bytes(self, data: bytes) -> bytes:
@@ -171,14 +192,29 @@ class CentreProcess:
         self._proc = None
 
 
+def _centre_error(text: str) -> Exception:
+    """The exception an ``E`` reply stands for: the centre's refusal as its own class."""
+    from cipherseg import errors
+
+    name, _, detail = text.partition(": ")
+    if name in CENTRE_ERRORS:
+        cls: type[Exception] = getattr(errors, name)
+        return cls(f"compute centre: {detail}")
+    return CentreProcessError(f"compute centre: {text}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="cipherseg compute centre (stdin/stdout)")
     parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument("--engine", default="local")
+    parser.add_argument("--scheduler", default=None)
+    parser.add_argument("--session-idle-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     # The protocol owns the original stdout; anything a library prints goes to stderr.
     proto_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.stdin.buffer, proto_out, args.n_jobs)
+    serve(sys.stdin.buffer, proto_out, args.n_jobs, engine=args.engine,
+          scheduler=args.scheduler, session_idle_seconds=args.session_idle_seconds)
 
 
 if __name__ == "__main__":
