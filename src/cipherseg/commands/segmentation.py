@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,8 @@ from cipherseg.commands.engine_options import (
     party_executors,
 )
 from cipherseg.commands.progress import StageProgress, console
+from cipherseg.errors import CipherSegError
+from cipherseg.transport.base import Transport
 
 
 def _segment_table(result: Any, title: str) -> Any:
@@ -50,6 +53,20 @@ def _summary(result: Any) -> str:
             f"{result.max_centroid_error:.2e}, standardised units)\n"
             f"Iterations: {result.model.n_iter_}; exchanged {mb:.1f} MB in all, "
             f"{mean_iter:.1f} MB per iteration\nTime: {secs}")
+
+
+@contextmanager
+def errors_end_the_command(centre: Transport | None) -> Iterator[None]:
+    """A CipherSegError ends the command with its message (exit code 2); the link to a remote
+    centre is closed either way."""
+    try:
+        yield
+    except CipherSegError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
+    finally:
+        if centre is not None:
+            centre.close()
 
 
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
@@ -89,7 +106,6 @@ def demo(
     from cipherseg.analytics.rfm import compute_rfm
     from cipherseg.analytics.segmentation import segment_customers
     from cipherseg.analytics.synthetic import generate_mall_transactions
-    from cipherseg.errors import CipherSegError
 
     timings: dict[str, float] = {}
     centre = remote_centre(centre_url, centre_token_file, engine, centre_ca_file)
@@ -106,16 +122,10 @@ def demo(
         rfm = compute_rfm(tx)
         progress.done("rfm")
         timings["rfm"] = time.perf_counter() - t
-        try:
+        with errors_end_the_command(centre):
             result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
                                        n_jobs=workers, executor=executors,
                                        progress=progress.callback, centre=centre)
-        except CipherSegError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(code=2) from exc
-        finally:
-            if centre is not None:
-                centre.close()
     result.seconds = {**timings, **result.seconds}
     console.print(f"RFM: {len(rfm.features):,} customers, snapshot {rfm.snapshot.date()}, "
                   f"dropped {rfm.dropped_missing_customer:,} lines without customer and "
@@ -149,12 +159,11 @@ def segment(
     """Segment the customers of a transactions file on encrypted data."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm, read_transactions
     from cipherseg.analytics.segmentation import segment_customers
-    from cipherseg.errors import CipherSegError
 
     if amount_col is None and quantity_col is None and price_col is None:
         amount_col = "amount"
     centre = remote_centre(centre_url, centre_token_file, engine, centre_ca_file)
-    try:
+    with errors_end_the_command(centre):
         columns = RFMColumns(customer=customer_col, invoice=invoice_col, date=date_col,
                              amount=amount_col, quantity=quantity_col, price=price_col)
         with closing(party_executors(engine, workers, scheduler)) as executors, \
@@ -169,12 +178,6 @@ def segment(
             result = segment_customers(rfm.features, n_clusters=k, random_state=seed,
                                        n_jobs=workers, executor=executors,
                                        progress=progress.callback, centre=centre)
-    except CipherSegError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from exc
-    finally:
-        if centre is not None:
-            centre.close()
     table = rfm.features.loc[:, ["recency", "frequency", "monetary"]].copy()
     table["segment"] = result.labels
     table["segment_name"] = result.segments["name"].reindex(result.labels.to_numpy()).to_numpy()
