@@ -18,8 +18,13 @@ The child is single-threaded, so its process pool forks from a process without o
 threads. This module itself imports nothing from the platform; the HTTP service
 (:mod:`cipherseg.transport.http_server`) relays to the same child.
 
->>> frame(b"M", b"abc")
+>>> import io
+>>> pipe = io.BytesIO()
+>>> write_frame(pipe, b"M", b"abc")
+>>> pipe.getvalue()
 b'M\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00abc'
+>>> read_frame(io.BytesIO(pipe.getvalue()))
+(b'M', b'abc')
 """
 
 from __future__ import annotations
@@ -34,11 +39,15 @@ import tempfile
 from typing import IO, Any
 
 _LEN = struct.Struct("<Q")
+Payload = bytes | bytearray | memoryview
 
 
-def frame(kind: bytes, payload: bytes) -> bytes:
-    """One frame of the centre's stdin/stdout protocol."""
-    return kind + _LEN.pack(len(payload)) + payload
+def write_frame(stream: IO[bytes], kind: bytes, payload: Payload) -> None:
+    """Write one frame of the centre's stdin/stdout protocol and flush it. The payload is
+    written as it is (no concatenation: messages are tens of MB)."""
+    stream.write(kind + _LEN.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -79,8 +88,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None, *, engine: st
             except EOFError:
                 return
             if kind == b"Q":
-                stdout.write(frame(b"R", b""))
-                stdout.flush()
+                write_frame(stdout, b"R", b"")
                 return
             try:
                 if kind == b"H":
@@ -94,15 +102,14 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None, *, engine: st
                         "env_cipherseg": sorted(k for k in os.environ
                                                 if k.startswith("CIPHERSEG_")),
                     }
-                    reply = frame(b"R", json.dumps(status).encode())
+                    reply = b"R", json.dumps(status).encode()
                 elif kind == b"M":
-                    reply = frame(b"R", centre.handle_bytes(payload))
+                    reply = b"R", centre.handle_bytes(payload)
                 else:
-                    reply = frame(b"E", f"unknown frame kind {kind!r}".encode())
+                    reply = b"E", f"unknown frame kind {kind!r}".encode()
             except Exception as exc:  # report to the owner; the owner decides
-                reply = frame(b"E", f"{type(exc).__name__}: {exc}".encode()[:2000])
-            stdout.write(reply)
-            stdout.flush()
+                reply = b"E", f"{type(exc).__name__}: {exc}".encode()[:2000]
+            write_frame(stdout, *reply)
     finally:
         executor.close()
 
@@ -149,13 +156,12 @@ class CentreProcess:
             raise CentreProcessError("the compute centre reports a secret key; refusing")
         return self
 
-    def _call(self, kind: bytes, payload: bytes) -> bytes:
+    def _call(self, kind: bytes, payload: Payload) -> bytes:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdout is None:
             raise CentreProcessError("the compute centre process is not running")
         try:
-            proc.stdin.write(frame(kind, payload))
-            proc.stdin.flush()
+            write_frame(proc.stdin, kind, payload)
             rkind, reply = read_frame(proc.stdout)
         except (BrokenPipeError, EOFError) as exc:
             raise CentreProcessError("the compute centre process stopped unexpectedly "
@@ -164,7 +170,7 @@ class CentreProcess:
             raise _centre_error(reply.decode(errors="replace"))
         return reply
 
-    def request_bytes(self, data: bytes) -> bytes:
+    def request_bytes(self, data: Payload) -> bytes:
         """Send one protocol message, return the centre's reply."""
         return self._call(b"M", data)
 

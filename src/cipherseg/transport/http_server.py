@@ -60,9 +60,28 @@ log = logging.getLogger("cipherseg.centre")
 class CentreLink(Protocol):
     """What the service needs of the centre: a :class:`CentreProcess` provides it."""
 
-    def request_bytes(self, data: bytes) -> bytes: ...
+    def request_bytes(self, data: bytes | bytearray) -> bytes: ...
 
     def hello(self) -> dict[str, Any]: ...
+
+
+async def _read_body(request: Request, declared: int | None, limit: int) -> bytearray | None:
+    """The request body in one buffer (sized up front when the length is declared: no
+    re-allocation of a message of tens of MB), or None once it exceeds ``limit``."""
+    body = bytearray(declared) if declared is not None else bytearray()
+    filled = 0
+    async for chunk in request.stream():
+        end = filled + len(chunk)
+        if end > limit:
+            return None
+        if declared is not None:
+            body[filled:end] = chunk
+        else:
+            body += chunk
+        filled = end
+    if declared is not None and filled != declared:
+        del body[filled:]
+    return body
 
 
 def _error(status: int, name: str, detail: str) -> JSONResponse:
@@ -115,13 +134,12 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
         if declared.isdigit() and int(declared) > max_message_bytes:
             return too_large(int(declared))
         async with lock:
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_message_bytes:
-                    return too_large(len(body))
+            body = await _read_body(request, int(declared) if declared.isdigit() else None,
+                                    max_message_bytes)
+            if body is None:
+                return too_large(max_message_bytes + 1)
             try:
-                reply = await run_in_threadpool(centre.request_bytes, bytes(body))
+                reply = await run_in_threadpool(centre.request_bytes, body)
             except CipherSegError as exc:
                 log.info("refused a message: %s: %s", type(exc).__name__, exc)
                 return _error(400, type(exc).__name__, str(exc))
