@@ -124,3 +124,18 @@ def test_two_worker_processes_give_the_same_labels() -> None:
 @parametrize_with_checks([EncryptedKMeans(n_clusters=3, max_iter=20, random_state=0)])  # type: ignore[misc]
 def test_sklearn_estimator_checks(estimator: EncryptedKMeans, check: object) -> None:
     check(estimator)  # type: ignore[operator]
+
+
+def test_without_random_state_the_protocol_randomness_is_not_numpys_global_rng() -> None:
+    # Before: both parties were seeded from np.random's global Mersenne Twister, so resetting
+    # it reproduced the centre's first pick and the owner's draws. Now they use the OS CSPRNG.
+    X = make_blobs(2000, 3, centers=3, random_state=7)[0]
+    inits = []
+    for _ in range(2):
+        np.random.seed(0)
+        km = EncryptedKMeans(n_clusters=3, max_iter=1, n_jobs=1).fit(X)
+        inits.append(km.init_centers_)
+    assert not np.allclose(inits[0], inits[1])
+    seeded = [EncryptedKMeans(n_clusters=3, max_iter=1, n_jobs=1, random_state=5).fit(X)
+              for _ in range(2)]
+    np.testing.assert_allclose(seeded[0].init_centers_, seeded[1].init_centers_, atol=1e-6)
