@@ -9,8 +9,11 @@ TestClient (real HTTP semantics, no socket).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +208,12 @@ class _Link:
     def hello(self) -> dict[str, Any]:
         return {}
 
+    def alive(self) -> bool:
+        return True
+
+    def restart(self) -> None:
+        raise AssertionError("a live centre is not restarted")
+
 
 def test_an_internal_failure_is_reported_without_its_details() -> None:
     failing = _Link(RuntimeError("internal detail that must stay at the centre"))
@@ -336,3 +345,18 @@ def test_over_tls_the_owner_verifies_the_centre(tmp_path: Path, X: np.ndarray) -
         # A certificate the owner does not trust is refused before any byte of data leaves.
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
             HttpTransport(url, token=token).status()
+
+
+def test_a_dead_centre_process_is_restarted_and_the_owner_told(X: np.ndarray) -> None:
+    with CentreProcess(n_jobs=1) as link:
+        t = _client(link)
+        first_pid = link.hello()["pid"]
+        os.kill(first_pid, signal.SIGKILL)
+        while link.alive():
+            time.sleep(0.05)
+        with pytest.raises(TransportError, match="stopped and was restarted"):
+            t.request_bytes(b"anything")
+        assert link.alive() and link.hello()["pid"] != first_pid
+        km = EncryptedKMeans(n_clusters=3, init=X[[0, 1, 2]], max_iter=2, n_jobs=1).fit(
+            X, centre=t)  # the new process serves a whole fit
+        assert len(np.unique(km.labels_)) == 3

@@ -30,6 +30,7 @@ b'M\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00abc'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import struct
@@ -156,6 +157,15 @@ class CentreProcess:
             raise CentreProcessError("the compute centre reports a secret key; refusing")
         return self
 
+    def alive(self) -> bool:
+        """Whether the child process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def restart(self) -> None:
+        """Stop the child (if it still runs) and start a fresh one: every session is lost."""
+        self.__exit__()
+        self.__enter__()
+
     def _call(self, kind: bytes, payload: Payload) -> bytes:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdout is None:
@@ -192,7 +202,8 @@ class CentreProcess:
             finally:
                 for pipe in (proc.stdin, proc.stdout):
                     if pipe is not None:
-                        pipe.close()
+                        with contextlib.suppress(OSError):  # unflushed bytes to a dead child
+                            pipe.close()
         if self._tmp is not None:
             self._tmp.cleanup()
         self._proc = None

@@ -64,6 +64,10 @@ class CentreLink(Protocol):
 
     def hello(self) -> dict[str, Any]: ...
 
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
+
 
 async def _read_body(request: Request, declared: int | None, limit: int) -> bytearray | None:
     """The request body in one buffer (sized up front when the length is declared: no
@@ -145,6 +149,12 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
                 return _error(400, type(exc).__name__, str(exc))
             except Exception:  # the owner gets a clear answer; the details stay in the log
                 log.exception("the centre failed on a message")
+                if not centre.alive():
+                    await run_in_threadpool(centre.restart)
+                    log.warning("the centre process had stopped; started a new one")
+                    return _error(503, "TransportError", "the compute centre process stopped "
+                                  "and was restarted; its open sessions are lost: run the fit "
+                                  "again")
                 return _error(500, "InternalError", "the compute centre failed on this message;"
                               " its operator has the details in the service log")
         return Response(reply, media_type=CONTENT_TYPE)
