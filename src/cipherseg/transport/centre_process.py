@@ -33,6 +33,8 @@ import argparse
 import contextlib
 import json
 import os
+import select
+import signal
 import struct
 import subprocess
 import sys
@@ -46,7 +48,7 @@ Payload = bytes | bytearray | memoryview
 def write_frame(stream: IO[bytes], kind: bytes, payload: Payload) -> None:
     """Write one frame of the centre's stdin/stdout protocol and flush it. The payload is
     written as it is (no concatenation: messages are tens of MB)."""
-    stream.write(kind + _LEN.pack(len(payload)))
+    stream.write(kind + _LEN.pack(memoryview(payload).nbytes))
     stream.write(payload)
     stream.flush()
 
@@ -69,6 +71,30 @@ def read_frame(stream: IO[bytes]) -> tuple[bytes, bytes]:
     return head[:1], _read_exact(stream, n)
 
 
+def _read_exact_from(proc: subprocess.Popen[bytes], n: int) -> bytes:
+    """``n`` bytes of the child's stdout, or EOFError once the child has exited.
+
+    The child's pool workers inherit its stdout, so a killed child does not close the pipe:
+    waiting for end-of-file would wait forever. Poll the child instead."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                raise EOFError("the centre process exited")
+            continue
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            raise EOFError("the other side closed the pipe")
+        got += k
+    return bytes(buf)
+
+
+#: How the owner's side prefixes the centre's messages.
+REFUSAL_PREFIX = "compute centre: "
 #: The errors a centre may report as its own refusals; anything else is a failure.
 CENTRE_ERRORS = ("ProtocolError", "CiphertextError", "KeyCustodyError", "ParameterError",
                  "CapabilityError")
@@ -99,6 +125,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes], n_jobs: int | None, *, engine: st
                         "holds_secret_key": centre.holds_secret_key(),
                         "sessions": len(centre.contexts()),
                         "workers": executor.n_workers,
+                        "worker_pids": getattr(executor, "worker_pids", list)(),
                         "modules": sorted(m for m in sys.modules if m.startswith("cipherseg")),
                         "env_cipherseg": sorted(k for k in os.environ
                                                 if k.startswith("CIPHERSEG_")),
@@ -150,8 +177,12 @@ class CentreProcess:
         kwargs: dict[str, Any] = {}
         if self.os_user:
             kwargs["user"] = self.os_user
+        # Its own process group: its pool workers can be stopped with it (see __exit__).
+        # Replies are read from the stdout descriptor itself (select + readv, never through
+        # the buffered object), see _read_exact_from.
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      env=env, cwd=self._tmp.name, **kwargs)
+                                      env=env, cwd=self._tmp.name, start_new_session=True,
+                                      **kwargs)
         self.status = json.loads(self._call(b"H", b""))
         if self.status.get("holds_secret_key"):
             raise CentreProcessError("the compute centre reports a secret key; refusing")
@@ -172,7 +203,9 @@ class CentreProcess:
             raise CentreProcessError("the compute centre process is not running")
         try:
             write_frame(proc.stdin, kind, payload)
-            rkind, reply = read_frame(proc.stdout)
+            head = _read_exact_from(proc, 1 + _LEN.size)
+            rkind, (n,) = head[:1], _LEN.unpack(head[1:])
+            reply = _read_exact_from(proc, n)
         except (BrokenPipeError, EOFError) as exc:
             raise CentreProcessError("the compute centre process stopped unexpectedly "
                                      f"(exit code {proc.poll()})") from exc
@@ -200,6 +233,9 @@ class CentreProcess:
                 proc.kill()
                 proc.wait(timeout=10)
             finally:
+                # Pool workers of a child that was killed outlive it: stop its whole group.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 for pipe in (proc.stdin, proc.stdout):
                     if pipe is not None:
                         with contextlib.suppress(OSError):  # unflushed bytes to a dead child
@@ -216,8 +252,8 @@ def _centre_error(text: str) -> Exception:
     name, _, detail = text.partition(": ")
     if name in CENTRE_ERRORS:
         cls: type[Exception] = getattr(errors, name)
-        return cls(f"compute centre: {detail}")
-    return CentreProcessError(f"compute centre: {text}")
+        return cls(REFUSAL_PREFIX + detail)
+    return CentreProcessError(REFUSAL_PREFIX + text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,9 @@ start a new fit instead.
 The centre's refusals (a tampered ciphertext, an out-of-order message, a context carrying a
 secret key: the classes in ``CENTRE_ERRORS``) come back as the same :mod:`cipherseg.errors`
 class with the centre's message; anything else — the centre unreachable, a wrong token, a
-reply that is not a message, an error class a centre has no business sending — is a
-:class:`~cipherseg.errors.TransportError` saying what to check.
+reply that is not protocol bytes, an error class a centre has no business sending — is a
+:class:`~cipherseg.errors.TransportError` saying what to check (protocol bytes that do not
+parse raise what :meth:`Message.from_bytes` raises: ``ProtocolError`` or ``CiphertextError``).
 
 >>> HttpTransport("ftp://centre")
 Traceback (most recent call last):
@@ -41,7 +42,7 @@ import httpx
 from cipherseg import errors
 from cipherseg.errors import CipherSegError, ParameterError, TransportError
 from cipherseg.transport.base import Transport
-from cipherseg.transport.centre_process import CENTRE_ERRORS
+from cipherseg.transport.centre_process import CENTRE_ERRORS, REFUSAL_PREFIX
 
 MESSAGES_PATH = "/v1/messages"
 STATUS_PATH = "/v1/status"
@@ -152,6 +153,6 @@ def _error_from(response: httpx.Response, url: str) -> CipherSegError:
         return TransportError(f"the compute centre at {url} refused the access token: {detail}")
     if name in CENTRE_ERRORS:  # only the centre's own refusals keep their class
         cls: type[CipherSegError] = getattr(errors, name)
-        return cls(f"compute centre: {detail}")
+        return cls(REFUSAL_PREFIX + detail)
     return TransportError(f"the compute centre at {url} failed (HTTP {response.status_code}, "
                           f"{name}): {detail}")

@@ -18,8 +18,10 @@ Both need ``Authorization: Bearer <token>`` when the service has a token. A refu
 a secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
 message larger than ``max_message_bytes`` answers 413 as soon as it is known to be. Messages
 are read and handled one at a time (the centre's block work is parallel inside each message),
-so one message's bytes are in memory at once. Every ``sweep_seconds`` the service has the
-centre drop sessions idle for longer than its limit.
+so at most two messages' bytes are in memory (one handled, one arriving; a body that takes
+longer than ``body_timeout`` to arrive is refused with 408). Every ``sweep_seconds`` the
+service has the centre drop sessions idle for longer than its limit. If the centre process
+dies, the failed request answers 503 and a new centre process is started (sessions lost).
 
 What the service sees is what the centre sees in protocol 4.1 (``docs/security.md``): public
 contexts and ciphertexts; neither this module nor the centre process can import key-holding
@@ -43,7 +45,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -51,6 +53,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cipherseg.errors import CipherSegError
+from cipherseg.transport.centre_process import REFUSAL_PREFIX
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, STATUS_PATH
 
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
@@ -94,20 +97,39 @@ def _error(status: int, name: str, detail: str) -> JSONResponse:
 
 def create_centre_app(centre: CentreLink, *, token: str | None,
                       max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                      sweep_seconds: float = 60.0) -> FastAPI:
+                      sweep_seconds: float = 60.0, body_timeout: float = 600.0) -> FastAPI:
     """The service's ASGI app in front of ``centre``. ``token=None`` serves without
     authentication (the CLI allows it on loopback only)."""
     lock = asyncio.Lock()  # one message (or status) at a time: the link is one pipe
+    # At most two bodies in memory (one being handled, one arriving); a client that stalls
+    # mid-body holds a reading slot, never the centre, and only for body_timeout seconds.
+    reading = asyncio.Semaphore(2)
     expected = f"Bearer {token}".encode() if token else None
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the centre, one at a time; its failures as JSON responses."""
+        async with lock:
+            try:
+                return await run_in_threadpool(fn, *args)
+            except CipherSegError as exc:
+                log.info("refused a message: %s: %s", type(exc).__name__, exc)
+                return _error(400, type(exc).__name__,
+                              str(exc).removeprefix(REFUSAL_PREFIX))
+            except Exception:  # the owner gets a clear answer; the details stay in the log
+                log.exception("the centre failed")
+                if not centre.alive():
+                    await run_in_threadpool(centre.restart)
+                    log.warning("the centre process had stopped; started a new one")
+                    return _error(503, "TransportError", "the compute centre process stopped "
+                                  "and was restarted; its open sessions are lost: run the fit "
+                                  "again")
+                return _error(500, "InternalError", "the compute centre failed on this message;"
+                              " its operator has the details in the service log")
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(sweep_seconds)
-            async with lock:
-                try:
-                    await run_in_threadpool(centre.hello)  # hello drops idle sessions
-                except Exception:
-                    log.exception("the centre process failed its periodic check")
+            await call(centre.hello)  # hello drops idle sessions
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,35 +159,27 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_message_bytes:
             return too_large(int(declared))
-        async with lock:
-            body = await _read_body(request, int(declared) if declared.isdigit() else None,
-                                    max_message_bytes)
+        async with reading:
+            try:
+                body = await asyncio.wait_for(
+                    _read_body(request, int(declared) if declared.isdigit() else None,
+                               max_message_bytes), timeout=body_timeout)
+            except TimeoutError:
+                return _error(408, "TransportError", f"the message did not arrive within "
+                              f"{body_timeout:.0f} s")
             if body is None:
                 return too_large(max_message_bytes + 1)
-            try:
-                reply = await run_in_threadpool(centre.request_bytes, body)
-            except CipherSegError as exc:
-                log.info("refused a message: %s: %s", type(exc).__name__, exc)
-                return _error(400, type(exc).__name__, str(exc))
-            except Exception:  # the owner gets a clear answer; the details stay in the log
-                log.exception("the centre failed on a message")
-                if not centre.alive():
-                    await run_in_threadpool(centre.restart)
-                    log.warning("the centre process had stopped; started a new one")
-                    return _error(503, "TransportError", "the compute centre process stopped "
-                                  "and was restarted; its open sessions are lost: run the fit "
-                                  "again")
-                return _error(500, "InternalError", "the compute centre failed on this message;"
-                              " its operator has the details in the service log")
+            reply = await call(centre.request_bytes, body)
+        if isinstance(reply, Response):
+            return reply
         return Response(reply, media_type=CONTENT_TYPE)
 
     @app.get(STATUS_PATH)
     async def status(request: Request) -> Response:
         if not authorised(request):
             return _error(401, "TransportError", "missing or wrong access token")
-        async with lock:
-            body = await run_in_threadpool(centre.hello)
-        return JSONResponse(body)
+        body = await call(centre.hello)
+        return body if isinstance(body, Response) else JSONResponse(body)
 
     return app
 
