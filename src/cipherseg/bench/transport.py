@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cipherseg.errors import TransportError
+from cipherseg.transport.centre_process import environment_without_settings
 from cipherseg.transport.http import HttpTransport
 
 
@@ -46,7 +47,7 @@ class CentreService:
             port = s.getsockname()[1]
         tls_args = ["--ssl-certfile", self.tls[0], "--ssl-keyfile", self.tls[1]] \
             if self.tls else []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
+        env = environment_without_settings()
         with open(self.log_path, "ab") as log_file:  # a pipe nobody reads would fill and block
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "cipherseg", "centre", "serve", "--port", str(port),

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +17,7 @@ import typer
 from cipherseg.commands.engine_options import EngineOption, SchedulerOption
 from cipherseg.commands.progress import console
 from cipherseg.errors import ParameterError
+from cipherseg.transport.base import is_loopback_host
 from cipherseg.transport.tokens import ensure_token_file, read_token_file
 
 if TYPE_CHECKING:
@@ -56,15 +56,6 @@ def remote_centre(url: str | None, token_file: Path | None, engine: str,
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @centre_app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -88,18 +79,18 @@ def serve(
              "metadata then cross the network in clear).")] = False,
 ) -> None:
     """Serve protocol 4.1 to data owners over HTTP(S); holds public contexts only."""
-    from cipherseg.engine.factory import ENGINES
+    from cipherseg.engine.factory import check_engine_options
     from cipherseg.engine.local import resolve_n_jobs
     from cipherseg.errors import CipherSegError
     from cipherseg.transport.http_server import serve_centre
 
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if scheduler is not None and engine != "dask":
-        raise typer.BadParameter("--scheduler needs --engine dask")
+    try:
+        check_engine_options(engine, scheduler)
+    except CipherSegError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("--ssl-certfile and --ssl-keyfile go together")
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         if token_file is None:
             raise typer.BadParameter(f"listening on {host} needs --token-file (anyone who can "
                                      "reach the port could otherwise use this centre)")

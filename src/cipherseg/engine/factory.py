@@ -21,6 +21,15 @@ from cipherseg.errors import ParameterError
 ENGINES = ("local", "dask")
 
 
+def check_engine_options(engine: str, scheduler: str | None) -> None:
+    """Refuse an unknown engine, or a scheduler without the Dask engine (before anything
+    starts: a service checks its options before it starts the process that uses them)."""
+    if engine not in ENGINES:
+        raise ParameterError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "local" and scheduler is not None:
+        raise ParameterError("--scheduler needs --engine dask")
+
+
 def make_executor(engine: str = "local", workers: int | None = None,
                   scheduler: str | None = None) -> Executor:
     """One executor: a local process pool, a local Dask cluster, or a remote Dask scheduler.
@@ -38,12 +47,9 @@ def make_executor(engine: str = "local", workers: int | None = None,
     ...
     cipherseg.errors.ParameterError: unknown engine 'spark'; choose one of local, dask
     """
-    if engine not in ENGINES:
-        raise ParameterError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_engine_options(engine, scheduler)
     n = resolve_n_jobs(workers)
     if engine == "local":
-        if scheduler is not None:
-            raise ParameterError("--scheduler needs --engine dask")
         return LocalExecutor(n)
     from cipherseg.engine.dask import DaskExecutor
 

@@ -17,6 +17,7 @@ b'abcd'
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -62,3 +63,17 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most transports hold nothing
         """Release connections (nothing to release by default)."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine.
+
+    >>> [is_loopback_host(h) for h in ("localhost", "127.0.0.2", "::1", "centre.example")]
+    [True, True, True, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

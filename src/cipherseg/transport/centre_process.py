@@ -168,7 +168,7 @@ class CentreProcess:
         self.status: dict[str, Any] = {}
 
     def __enter__(self) -> CentreProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
+        env = environment_without_settings()
         self._tmp = tempfile.TemporaryDirectory(prefix="cipherseg-centre-")
         if self.os_user:
             os.chmod(self._tmp.name, 0o777)
@@ -243,6 +243,12 @@ class CentreProcess:
         if self._tmp is not None:
             self._tmp.cleanup()
         self._proc = None
+
+
+def environment_without_settings() -> dict[str, str]:
+    """This process's environment minus every ``CIPHERSEG_*`` variable (database URL, session
+    and PII keys, …): what a centre process is started with."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
 
 
 def _centre_error(text: str) -> Exception:

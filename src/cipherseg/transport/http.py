@@ -41,7 +41,7 @@ import httpx
 
 from cipherseg import errors
 from cipherseg.errors import CipherSegError, ParameterError, TransportError
-from cipherseg.transport.base import Transport
+from cipherseg.transport.base import Transport, is_loopback_host
 from cipherseg.transport.centre_process import CENTRE_ERRORS, REFUSAL_PREFIX
 
 MESSAGES_PATH = "/v1/messages"
@@ -76,8 +76,8 @@ class HttpTransport(Transport):
         if not url.startswith(("http://", "https://")):
             raise ParameterError(f"centre URL must start with http:// or https://, got {url!r}")
         host = httpx.URL(url).host
-        if (token and url.startswith("http://") and not insecure_http
-                and host not in ("localhost", "127.0.0.1", "::1")):
+        if token and url.startswith("http://") and not insecure_http \
+                and not is_loopback_host(host):
             raise ParameterError(f"refusing to send the access token to {host} over plain "
                                  "HTTP; use https:// (or insecure_http=True on a network you "
                                  "trust)")
