@@ -79,10 +79,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 @pytest.fixture(scope="module")
 def X() -> np.ndarray:
     # Two blocks of 4096 (the last one partial), three features, three separated groups.
+    # Not rounded to a grid: with records on a 0.01 grid and initial centres that are records,
+    # some records are exactly as far from two centres (7 of 6000 for one k-means++ draw), the
+    # label of such a tie is arbitrary (CKKS noise here, float rounding in scikit-learn), and
+    # a run stopped by `tol` before its fixed point then ends on a slightly different
+    # trajectory (ARI 0.9989 against scikit-learn, seen in CI).
     rng = np.random.default_rng(11)
     centres = np.array([[-0.5, -0.4, 0.3], [0.5, 0.5, -0.4], [0.4, -0.5, 0.5]])
     labels = rng.integers(0, 3, 6000)
-    return np.round(centres[labels] + rng.normal(0, 0.12, (6000, 3)), 2)
+    return centres[labels] + rng.normal(0, 0.12, (6000, 3))
 
 
 def _transport(served: tuple[str, Path]) -> HttpTransport:
