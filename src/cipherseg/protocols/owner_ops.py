@@ -28,8 +28,8 @@ def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool]
             s = np.vstack([owner.decrypt_bytes(b, size) for b in scores])
             full = np.vstack([np.zeros((1, size)), s])
             # Ties (equal distances, common on fixed-point data) go to the lowest cluster
-            # index, as in scikit-learn; CKKS noise (~1e-8 here) would otherwise break them
-            # at random.
+            # index, as numpy's argmin on exact distances; CKKS noise (~1e-8 here) would
+            # otherwise break them at random. (scikit-learn breaks them by float rounding.)
             near_min = full <= full.min(axis=0) + TIE_TOLERANCE
             labels = np.argmax(near_min, axis=0).astype(np.int64)
             chosen = full[labels, np.arange(size)]
