@@ -28,8 +28,6 @@ from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols.messages import Message
 from cipherseg.schemes.ckks import CkksPublicContext
 
-MASK_BITS = 24
-
 
 @dataclass
 class _Session:
@@ -168,7 +166,8 @@ class ComputeCentre:
 
     def _masked_record(self, s: _Session, block: int, slot: int) -> Message:
         slots = s.ctx.params.slot_count
-        masks = self._rng.uniform(-(2.0**MASK_BITS), 2.0**MASK_BITS, size=(s.n_features, slots))
+        bound = 2.0**p.MASK_BITS
+        masks = self._rng.uniform(-bound, bound, size=(s.n_features, slots))
         s.mask = (block, slot, masks)
         (masked,) = self._executor.map_blocks(
             s.key, centre_ops.masked_task, lambda c: (s.key, c, masks), blocks=[block]

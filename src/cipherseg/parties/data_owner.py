@@ -8,7 +8,7 @@ sequence and the leakage of each party.
 >>> from cipherseg.parties.compute_centre import ComputeCentre
 >>> from cipherseg.transport.inprocess import InProcessTransport
 >>> rng = np.random.default_rng(0)
->>> X = np.vstack([rng.normal(0, .1, (20, 2)), rng.normal(1, .1, (20, 2))])
+>>> X = np.vstack([rng.normal(-.5, .1, (20, 2)), rng.normal(.5, .1, (20, 2))])
 >>> centre = ComputeCentre(random_state=0)
 >>> owner = DataOwner(random_state=0)
 >>> run = owner.run_kmeans(X, 2, InProcessTransport(centre.handle_bytes), max_iter=10, tol=1e-4)
@@ -35,6 +35,15 @@ from cipherseg.errors import ProtocolError
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols import owner_ops
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.owner_checks import (
+    check_counts,
+    check_features,
+    check_initial_centres,
+    check_masked_record,
+    check_sums,
+    require_finite,
+    score_bound,
+)
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from cipherseg.transport.base import Transport
@@ -99,7 +108,12 @@ class DataOwner:
                    transport: Transport, *, max_iter: int, tol: float,
                    init: npt.NDArray[np.float64] | None = None,
                    progress: Progress | None = None) -> KMeansRun:
-        """Encrypted k-means of ``X`` (already normalised to |x| ≤ 1) through ``transport``."""
+        """Encrypted k-means of ``X`` (already normalised to |x| ≤ 1) through ``transport``.
+
+        Every decrypted reply is checked before the owner acts on it
+        (:mod:`cipherseg.protocols.owner_checks`); a reply no centre following the protocol
+        could produce raises :class:`~cipherseg.errors.ProtocolError`."""
+        check_features(X)
         clock = _Clock()
         notify = progress or (lambda stage, done, total: None)
         t0 = time.perf_counter()
@@ -177,11 +191,11 @@ class DataOwner:
             if it > 0:  # the first iteration uses the initial centres already encrypted
                 c_bytes = self._encrypt_centroids(owner, centers, clock)
             onehots: list[bytes] = []
-            labels, chosen = self._assign(key, sizes, k, c_bytes, send, par, clock,
+            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, send, par, clock,
                                           with_onehots=True, assignments_out=onehots)
             sums_msg = send(p.Assignments, "sums", onehots=tuple(onehots))
             t = time.perf_counter()
-            new_centers = self._update(owner, sums_msg, centers, totals, n, k, d)
+            new_centers = self._update(owner, sums_msg, centers, labels, totals, n, k, d)
             clock.add("owner", "update", t)
             shift = float(((new_centers - centers) ** 2).sum())
             centers = new_centers
@@ -196,7 +210,7 @@ class DataOwner:
             labels_old = labels
         if not strict:
             c_bytes = self._encrypt_centroids(owner, centers, clock)
-            labels, chosen = self._assign(key, sizes, k, c_bytes, send, par, clock,
+            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, send, par, clock,
                                           with_onehots=False, assignments_out=[])
         notify("iterate", it + 1, it + 1)
         c0 = centers[0]
@@ -218,17 +232,18 @@ class DataOwner:
         clock.add("owner", "encrypt_centroids", t)
         return out
 
-    def _assign(self, key: str, sizes: list[int], k: int,
-                c_bytes: tuple[bytes, ...], send: Any, par: Any, clock: _Clock, *,
+    def _assign(self, key: str, sizes: list[int], k: int, c_bytes: tuple[bytes, ...],
+                centers: npt.NDArray[np.float64], send: Any, par: Any, clock: _Clock, *,
                 with_onehots: bool, assignments_out: list[bytes]
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         scores_msg = send(p.Centroids, "scores", centroids=c_bytes)
         t = time.perf_counter()
         m = scores_msg.n_scores
         per_block = [tuple(scores_msg.scores[b * m:(b + 1) * m]) for b in range(len(sizes))]
+        bound = score_bound(centers.shape[1], float(np.linalg.norm(centers, axis=1).max()))
         results = par(owner_ops.assign_task,
                       lambda c: (key, [per_block[b] for b in c], [sizes[b] for b in c],
-                                 with_onehots))
+                                 with_onehots, bound))
         labels = np.concatenate([r[0] for r in results])
         chosen = np.concatenate([r[1] for r in results])
         for r in results:
@@ -237,11 +252,15 @@ class DataOwner:
         return labels, chosen
 
     def _update(self, owner: CkksSecretContext, msg: p.Sums, centers: npt.NDArray[np.float64],
-                totals: npt.NDArray[np.float64], n: int, k: int, d: int
-                ) -> npt.NDArray[np.float64]:
+                labels: npt.NDArray[np.int64], totals: npt.NDArray[np.float64], n: int, k: int,
+                d: int) -> npt.NDArray[np.float64]:
+        if len(msg.sums) != (k - 1) * d or len(msg.counts) != k - 1:
+            raise ProtocolError(f"the compute centre sent {len(msg.sums)} sums and "
+                                f"{len(msg.counts)} counts; expected {(k - 1) * d} and {k - 1}")
         sums = np.array([owner.decrypt_bytes(b).sum() for b in msg.sums]).reshape(k - 1, d)
-        counts = np.array([owner.decrypt_bytes(b).sum() for b in msg.counts])
-        counts = np.rint(counts)
+        counts = check_counts(np.array([owner.decrypt_bytes(b).sum() for b in msg.counts]),
+                              labels, k)
+        check_sums(sums, counts)
         all_sums = np.vstack([totals - sums.sum(axis=0), sums]) if k > 1 else totals[None, :]
         all_counts = np.concatenate([[n - counts.sum()], counts]) if k > 1 else np.array([n])
         new = centers.copy()
@@ -260,6 +279,7 @@ class DataOwner:
                 raise ProtocolError(f"expected MaskedRecord, got {type(reply).__name__}")
             t = time.perf_counter()
             values = [float(owner.decrypt_bytes(b)[reply.slot]) for b in reply.masked]
+            check_masked_record(np.array(values))
             centre = tuple(owner.encrypt_to_bytes(v) for v in values)
             clock.add("owner", "init", t)
             reply = send(p.NewCentre, "init", centre=centre)
@@ -269,9 +289,10 @@ class DataOwner:
             if reply.n_scores:
                 sc = reply.n_scores
                 per_block = [tuple(reply.scores[b * sc:(b + 1) * sc]) for b in range(n_blocks)]
+                bound = score_bound(d, float(np.sqrt(d)))  # the centres so far are records
                 mins = tuple(par(owner_ops.min_scores_task,
-                                 lambda c, pb=per_block: (key, [pb[b] for b in c],
-                                                          [sizes[b] for b in c])))
+                                 lambda c, pb=per_block, bd=bound: (key, [pb[b] for b in c],
+                                                                    [sizes[b] for b in c], bd)))
             else:
                 mins = ()
             clock.add("owner", "init", t)
@@ -280,7 +301,9 @@ class DataOwner:
             blocks = par(owner_ops.decrypt_task,
                          lambda c, sh=shuffled: (key, [sh.d2[b] for b in c],
                                                  [sh.block_sizes[b] for b in c]))
-            weights = np.clip(np.concatenate(blocks), 0.0, None)
+            weights = np.concatenate(blocks)
+            require_finite(weights, "D² values")
+            weights = np.clip(weights, 0.0, None)
             total = weights.sum()
             if total > 0:
                 pos = int(np.searchsorted(np.cumsum(weights), self._rng.uniform(0, total),
@@ -296,6 +319,7 @@ class DataOwner:
             raise ProtocolError(f"expected InitDone, got {type(reply).__name__}")
         t = time.perf_counter()
         init = np.array([owner.decrypt_bytes(b)[0] for b in reply.centres]).reshape(k, d)
+        check_initial_centres(init)
         clock.add("owner", "init", t)
         notify("init", k, k)
         # The centre already holds the initial centres: an empty Centroids message reuses them.

@@ -31,7 +31,9 @@ Leakage (ARCHITECTURE §1 terms):
   under a uniform additive mask of ±2^24 (statistical hiding of the normalised value, |x| ≤ 1,
   to about 2^-24). It learns the initial centres themselves at ``InitDone`` (its own records).
 * Malicious behaviour is out of scope: both parties are honest-but-curious; the transport must
-  authenticate the parties (TLS) against third parties.
+  authenticate the parties (TLS) against third parties. The owner refuses decrypted replies
+  outside the ranges an honest centre produces (:mod:`cipherseg.protocols.owner_checks`):
+  that catches faults and crude tampering, not wrong values inside those ranges.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from cipherseg.protocols.messages import Message, register_message
 
 PROTOCOL = "kmeans-outsourced"
 VERSION = 1
+#: The centre masks a picked record with values uniform in ±2^MASK_BITS (``MaskedRecord``).
+MASK_BITS = 24
 
 
 @register_message

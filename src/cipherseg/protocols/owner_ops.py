@@ -10,22 +10,25 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.engine.state import get_state
+from cipherseg.protocols.owner_checks import check_scores
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 
 TIE_TOLERANCE = 1e-7
 """Score differences below this (features normalised to |x| <= 1) count as ties."""
 
 
-def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool]
+def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool, float]
                 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], list[bytes]]]:
     """Per block: labels, the chosen score ``min(0, s_1..s_{k-1})``, and (optionally) the
-    encrypted one-hots for clusters 1..k-1 (zero in padding slots)."""
-    key, scores_per_block, sizes, with_onehots = args
+    encrypted one-hots for clusters 1..k-1 (zero in padding slots). Scores beyond
+    ``bound`` (:func:`~cipherseg.protocols.owner_checks.score_bound`) are refused."""
+    key, scores_per_block, sizes, with_onehots, bound = args
     owner: CkksSecretContext = get_state(key)
     out = []
     for scores, size in zip(scores_per_block, sizes, strict=True):
         if scores:
             s = np.vstack([owner.decrypt_bytes(b, size) for b in scores])
+            check_scores(s, bound)
             full = np.vstack([np.zeros((1, size)), s])
             # Ties (equal distances, common on fixed-point data) go to the lowest cluster
             # index, as numpy's argmin on exact distances; CKKS noise (~1e-8 here) would
@@ -44,13 +47,16 @@ def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool]
     return out
 
 
-def min_scores_task(args: tuple[str, list[tuple[bytes, ...]], list[int]]) -> list[bytes]:
-    """Per block: enc(min(0, s_1..s_m)) at the last level, at the centre's rescaled scale."""
-    key, scores_per_block, sizes = args
+def min_scores_task(args: tuple[str, list[tuple[bytes, ...]], list[int], float]
+                    ) -> list[bytes]:
+    """Per block: enc(min(0, s_1..s_m)) at the last level, at the centre's rescaled scale.
+    Scores beyond ``bound`` are refused."""
+    key, scores_per_block, sizes, bound = args
     owner: CkksSecretContext = get_state(key)
     out = []
     for scores, size in zip(scores_per_block, sizes, strict=True):
         s = np.vstack([owner.decrypt_bytes(b, size) for b in scores])
+        check_scores(s, bound)
         low = np.minimum(0.0, s.min(axis=0))
         out.append(owner.encrypt_to_bytes(low, at_last_level=True, scale=owner.rescaled_scale))
     return out
