@@ -65,6 +65,20 @@ def test_given_init_is_used_and_predict_agrees_with_labels() -> None:
     assert adjusted_rand_score(ref.labels_, enc.labels_) >= 0.999
 
 
+def test_empty_clusters_are_relocated_like_scikit_learn() -> None:
+    # A start nobody is nearest to: scikit-learn moves that centre to the record farthest
+    # from its centre, and so must the owner (protocol 4.1), or the runs part ways.
+    X, _ = make_blobs(2000, 3, centers=3, random_state=4)
+    init = np.vstack([X[:3], [[40.0, 40.0, 40.0]]])
+    enc = EncryptedKMeans(n_clusters=4, init=init, max_iter=30).fit(X)
+    ref = KMeans(4, init=init, n_init=1, max_iter=30).fit(X)
+    assert np.abs(enc.cluster_centers_).max() < np.abs(X).max()  # the far centre moved
+    assert adjusted_rand_score(ref.labels_, enc.labels_) >= 0.999
+    np.testing.assert_allclose(enc.cluster_centers_, ref.cluster_centers_,
+                               rtol=CENTRE_RTOL, atol=CENTRE_RTOL * np.abs(X).max())
+    assert enc.n_iter_ == ref.n_iter_
+
+
 def test_decimals_quantises_before_encryption() -> None:
     X = _skewed_rfm(1000, 8)
     enc = EncryptedKMeans(n_clusters=3, random_state=0, decimals=2, max_iter=20).fit(X)

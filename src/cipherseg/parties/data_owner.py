@@ -34,6 +34,7 @@ from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols import owner_ops
+from cipherseg.protocols.lloyd import update_centres
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.owner_checks import (
     check_counts,
@@ -195,7 +196,7 @@ class DataOwner:
                                           with_onehots=True, assignments_out=onehots)
             sums_msg = send(p.Assignments, "sums", onehots=tuple(onehots))
             t = time.perf_counter()
-            new_centers = self._update(owner, sums_msg, centers, labels, totals, n, k, d)
+            new_centers = self._update(owner, sums_msg, X, centers, labels, totals, k)
             clock.add("owner", "update", t)
             shift = float(((new_centers - centers) ** 2).sum())
             centers = new_centers
@@ -251,9 +252,10 @@ class DataOwner:
         clock.add("owner", "assign", t)
         return labels, chosen
 
-    def _update(self, owner: CkksSecretContext, msg: p.Sums, centers: npt.NDArray[np.float64],
-                labels: npt.NDArray[np.int64], totals: npt.NDArray[np.float64], n: int, k: int,
-                d: int) -> npt.NDArray[np.float64]:
+    def _update(self, owner: CkksSecretContext, msg: p.Sums, X: npt.NDArray[np.float64],
+                centers: npt.NDArray[np.float64], labels: npt.NDArray[np.int64],
+                totals: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:
+        n, d = X.shape
         if len(msg.sums) != (k - 1) * d or len(msg.counts) != k - 1:
             raise ProtocolError(f"the compute centre sent {len(msg.sums)} sums and "
                                 f"{len(msg.counts)} counts; expected {(k - 1) * d} and {k - 1}")
@@ -263,10 +265,9 @@ class DataOwner:
         check_sums(sums, counts)
         all_sums = np.vstack([totals - sums.sum(axis=0), sums]) if k > 1 else totals[None, :]
         all_counts = np.concatenate([[n - counts.sum()], counts]) if k > 1 else np.array([n])
-        new = centers.copy()
-        nonempty = all_counts > 0
-        new[nonempty] = all_sums[nonempty] / all_counts[nonempty, None]
-        return new
+        # An empty cluster takes the record farthest from its centre, as in scikit-learn: the
+        # owner holds its records, so this needs nothing from the centre.
+        return update_centres(X, labels, centers, all_sums, all_counts)
 
     def _kmeans_pp(self, owner: CkksSecretContext, key: str, k: int, d: int, sizes: list[int],
                    send: Any, par: Any, clock: _Clock, notify: Progress

@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import KeyCustodyError, ParameterError, ProtocolError, ValidationError
+from cipherseg.protocols.lloyd import update_centres
 from cipherseg.protocols.messages import Message, register_message
 from cipherseg.schemes.vhe import (
     VHE_INSECURE_WARNING,
@@ -420,8 +421,8 @@ class SeedDataOwner:
             sums = key.decrypt(ctx.ciphertexts_from_bytes(reply.sums))  # (k, d) exact
             seconds["decrypt"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            new_centers = _update_centers(x, x_obj, labels, centers, sums,
-                                          np.array(reply.counts, dtype=np.int64))
+            new_centers = update_centres(x_obj, labels, centers, sums,
+                                         np.array(reply.counts, dtype=np.int64))
             seconds["update"] += time.perf_counter() - t0
             shift = float(((new_centers - centers) ** 2).sum())
             centers = new_centers
@@ -505,29 +506,6 @@ def _argmin_scores(mu: npt.NDArray[Any], dots: npt.NDArray[Any], p: int
             exact = [norms[j] - (2 << p) * int(dots[i, j]) for j in range(dist_f.shape[1])]
             labels[i] = int(np.argmin(np.array(exact, dtype=object)))
     return labels
-
-
-def _update_centers(x: npt.NDArray[np.int64], x_f: npt.NDArray[np.float64],
-                    labels: npt.NDArray[np.int64], centers_old: npt.NDArray[np.float64],
-                    sums: npt.NDArray[Any], counts: npt.NDArray[np.int64]
-                    ) -> npt.NDArray[np.float64]:
-    """Sums / counts, relocating empty clusters as scikit-learn does (farthest points)."""
-    sums_f = np.asarray(sums, dtype=np.float64).copy()
-    weights = counts.astype(np.float64)
-    empty = np.where(counts == 0)[0]
-    if empty.size:
-        dist = ((x_f - centers_old[labels]) ** 2).sum(axis=1)
-        far = np.argpartition(dist, -empty.size)[:-empty.size - 1:-1]
-        for idx, new_id in enumerate(empty):
-            far_idx = int(far[idx])
-            old_id = int(labels[far_idx])
-            sums_f[old_id] -= x_f[far_idx]
-            sums_f[new_id] = x_f[far_idx]
-            weights[new_id] = 1.0
-            weights[old_id] -= 1.0
-    out: npt.NDArray[np.float64] = sums_f / np.maximum(weights, 1.0)[:, None]
-    out[weights == 0] = centers_old[weights == 0]
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
