@@ -93,6 +93,9 @@ def test_sigkill_mid_campaign_then_restart(
         assert len(got) >= N
         assert per_number == Counter({f"+86139{i:08d}": 1 for i in range(N)})
         assert sum(per_number.values()) == N
-        final = store.state_counts(cid)
+        deadline = time.monotonic() + 20    # the last delivery reports may still be on the way
+        while (final := store.state_counts(cid)) != {"delivered": N} and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
         assert final == {"delivered": N}, final
         assert store.campaign(cid).status == "completed"

@@ -56,9 +56,19 @@ def kannel_installed() -> bool:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago on ``host`` (all held open until
+    all are chosen, so none comes back twice)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +114,7 @@ class KannelHarness:
         self.username = username
         self.password = secrets.token_urlsafe(12)
         self._admin_password = secrets.token_urlsafe(12)
-        self.ports = KannelPorts(free_port(), free_port(), free_port(), free_port())
+        self.ports = KannelPorts(*free_ports(4))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
