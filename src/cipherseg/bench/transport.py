@@ -29,11 +29,15 @@ from cipherseg.transport.http import HttpTransport
 class CentreService:
     """``cipherseg centre serve`` in a child process on a free loopback port, for benchmarks
     and tests: ``with CentreService(token_file, workers=2) as url: …``. Its environment has no
-    ``CIPHERSEG_*`` variable; its log goes to ``token_file + ".log"``."""
+    ``CIPHERSEG_*`` variable; its log goes to ``token_file + ".log"``. With ``owners_file``
+    the service takes one token per owner, and ``token_file`` is one owner's token."""
 
     def __init__(self, token_file: str | os.PathLike[str], *, workers: int = 1,
-                 tls: tuple[str, str] | None = None, startup_seconds: float = 60.0) -> None:
+                 tls: tuple[str, str] | None = None, startup_seconds: float = 60.0,
+                 owners_file: str | os.PathLike[str] | None = None) -> None:
         self.token_file = os.fspath(token_file)
+        self.access = ["--owners-file", os.fspath(owners_file)] if owners_file is not None \
+            else ["--token-file", self.token_file]
         self.log_path = self.token_file + ".log"
         self.workers = workers
         self.tls = tls  # (certificate file, key file); the certificate also verifies
@@ -51,7 +55,7 @@ class CentreService:
         with open(self.log_path, "ab") as log_file:  # a pipe nobody reads would fill and block
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "cipherseg", "centre", "serve", "--port", str(port),
-                 "--token-file", self.token_file, "--workers", str(self.workers), *tls_args],
+                 *self.access, "--workers", str(self.workers), *tls_args],
                 stdout=log_file, stderr=subprocess.STDOUT, env=env)
         self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         deadline = time.monotonic() + self.startup_seconds

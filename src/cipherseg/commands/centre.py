@@ -1,4 +1,5 @@
 """``cipherseg centre serve``: the compute centre as a network service (protocol 4.1 over HTTP);
+``centre add-owner``/``remove-owner``/``owners``: one access token per data owner;
 ``--centre``/``--centre-token-file`` for the commands that reach it; ``bench transport``.
 
 >>> from typer.testing import CliRunner
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +20,13 @@ from cipherseg.commands.engine_options import EngineOption, SchedulerOption
 from cipherseg.commands.progress import console
 from cipherseg.errors import ParameterError
 from cipherseg.transport.base import is_loopback_host
-from cipherseg.transport.tokens import ensure_token_file, read_token_file
+from cipherseg.transport.tokens import (
+    OwnersFile,
+    add_owner,
+    ensure_token_file,
+    read_token_file,
+    remove_owner,
+)
 
 if TYPE_CHECKING:
     from cipherseg.transport.http import HttpTransport
@@ -62,7 +70,11 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8787,
     token_file: Annotated[Path | None, typer.Option(
         help="Access token that owners must present; created (mode 0600) if missing. "
-             "Required unless the centre listens on loopback only.")] = None,
+             "This or --owners-file is required unless the centre listens on loopback only.")
+    ] = None,
+    owners_file: Annotated[Path | None, typer.Option(
+        help="One token per data owner, each owner's sessions its own (`cipherseg centre "
+             "add-owner`); changes apply from the next request.")] = None,
     engine: EngineOption = "local",
     workers: Annotated[int, typer.Option(min=-1, help="Centre worker processes (-1: all "
                                          "cores).")] = -1,
@@ -90,27 +102,97 @@ def serve(
         raise typer.BadParameter(str(exc)) from exc
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("--ssl-certfile and --ssl-keyfile go together")
+    if token_file is not None and owners_file is not None:
+        raise typer.BadParameter("give --token-file (one token for all owners) or "
+                                 "--owners-file (one per owner), not both")
     if not is_loopback_host(host):
-        if token_file is None:
-            raise typer.BadParameter(f"listening on {host} needs --token-file (anyone who can "
-                                     "reach the port could otherwise use this centre)")
+        if token_file is None and owners_file is None:
+            raise typer.BadParameter(f"listening on {host} needs --token-file or --owners-file "
+                                     "(anyone who can reach the port could otherwise use this "
+                                     "centre)")
         if ssl_certfile is None and not insecure_http:
             raise typer.BadParameter(f"listening on {host} needs --ssl-certfile/--ssl-keyfile "
                                      "(or --insecure-http on a network you trust)")
     try:
         token = ensure_token_file(token_file) if token_file is not None else None
+        if owners_file is not None and not owners_file.exists():
+            raise ParameterError(f"no owners file {owners_file}: create it with `cipherseg "
+                                 "centre add-owner NAME --owners-file … --token-out …`")
+        owners = OwnersFile(owners_file) if owners_file is not None else None
+        if owners is not None and not owners.names():
+            raise ParameterError(f"{owners_file} names no owner yet: `cipherseg centre "
+                                 "add-owner NAME --owners-file …` first")
     except CipherSegError as exc:
         raise typer.BadParameter(str(exc)) from exc
     scheme = "https" if ssl_certfile else "http"
-    console.print(f"compute centre on {scheme}://{host}:{port} ({engine}); "
-                  + (f"owners need the token in {token_file}" if token_file else
-                     "no access token (loopback only)"))
-    serve_centre(host=host, port=port, token=token, n_jobs=resolve_n_jobs(workers),
+    if owners is not None:
+        access = f"owners: {', '.join(owners.names())} (tokens per {owners_file})"
+    elif token_file is not None:
+        access = f"owners need the token in {token_file}"
+    else:
+        access = "no access token (loopback only)"
+    console.print(f"compute centre on {scheme}://{host}:{port} ({engine}); {access}")
+    serve_centre(host=host, port=port, token=token, owners=owners,
+                 n_jobs=resolve_n_jobs(workers),
                  engine=engine, scheduler=scheduler,
                  session_idle_seconds=60 * session_idle_minutes,
                  max_message_bytes=max_message_mb * 1024**2,
                  ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                  ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+
+
+OwnersFileOption = Annotated[Path, typer.Option(
+    help="The service's owners file (`cipherseg centre serve --owners-file`).")]
+
+
+@centre_app.command("add-owner")
+def add_owner_command(
+    name: Annotated[str, typer.Argument(help="The data owner's name (letters, digits, . _ -).")],
+    owners_file: OwnersFileOption,
+    token_out: Annotated[Path, typer.Option(
+        help="Where to write the owner's new token (mode 0600), to hand to that owner; "
+             "the owners file keeps only its SHA-256.")],
+) -> None:
+    """Give a data owner its own access token to the centre service."""
+    if token_out.exists():
+        raise typer.BadParameter(f"{token_out} exists; choose a new file for the token")
+    try:
+        token = add_owner(owners_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        token_out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+    except OSError as exc:
+        remove_owner(owners_file, name)  # a token nobody holds would be a dead entry
+        raise typer.BadParameter(f"cannot write {token_out}: {exc.strerror}") from exc
+    console.print(f"owner {name} added to {owners_file}; give them {token_out} "
+                  "(for --centre-token-file)")
+
+
+@centre_app.command("remove-owner")
+def remove_owner_command(
+    name: Annotated[str, typer.Argument(help="The data owner to revoke.")],
+    owners_file: OwnersFileOption,
+) -> None:
+    """Revoke a data owner's token; a running service refuses it from its next request."""
+    try:
+        remove_owner(owners_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"owner {name} removed from {owners_file}")
+
+
+@centre_app.command("owners")
+def owners_command(owners_file: OwnersFileOption) -> None:
+    """The data owners that hold a token (names only)."""
+    try:
+        names = OwnersFile(owners_file).names()
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print("\n".join(names) if names else f"no owners in {owners_file}")
 
 
 def bench_transport(

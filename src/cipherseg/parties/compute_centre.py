@@ -92,8 +92,7 @@ class ComputeCentre:
             return self._upload(msg)
         session = self._sessions.get(msg.session_id)
         if session is None:
-            raise ProtocolError(f"unknown session {msg.session_id!r} (closed, expired after "
-                                "being idle, or never uploaded); upload the data first")
+            raise p.unknown_session(msg.session_id)
         if not isinstance(msg, session.expect):
             wanted = ", ".join(t.__name__ for t in session.expect)
             raise ProtocolError(

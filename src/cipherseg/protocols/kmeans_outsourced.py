@@ -40,12 +40,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cipherseg.errors import ProtocolError
 from cipherseg.protocols.messages import Message, register_message
 
 PROTOCOL = "kmeans-outsourced"
 VERSION = 1
 #: The centre masks a picked record with values uniform in ±2^MASK_BITS (``MaskedRecord``).
 MASK_BITS = 24
+
+
+def unknown_session(session_id: str) -> ProtocolError:
+    """The refusal of a message for a session the sender has not (or no longer) open."""
+    return ProtocolError(f"unknown session {session_id!r} (closed, expired after being idle, "
+                         "or never uploaded); upload the data first")
 
 
 @register_message

@@ -87,6 +87,34 @@ class Message:
             raise ProtocolError(f"malformed protocol message: {exc}") from exc
 
 
+def peek_envelope(data: bytes | bytearray | memoryview) -> tuple[str, str]:
+    """(message type, session id) from the JSON header alone: no ciphertext is read or
+    copied. Refuses what :meth:`Message.from_bytes` would refuse at the header.
+
+    >>> from cipherseg.protocols.kmeans_outsourced import Close
+    >>> peek_envelope(Close(protocol_version=1, session_id="s7", round=3).to_bytes())
+    ('Close', 's7')
+    """
+    view = memoryview(data)
+    try:
+        if bytes(view[:len(_MAGIC)]) != _MAGIC:
+            raise ProtocolError("not a cipherseg protocol message (bad magic)")
+        fmt, hlen = struct.unpack_from("<HI", view, len(_MAGIC))
+        if fmt != _FORMAT_VERSION:
+            raise ProtocolError(f"unsupported message format {fmt}; this build reads "
+                                f"{_FORMAT_VERSION}")
+        start = len(_MAGIC) + 6
+        header = json.loads(bytes(view[start:start + hlen]))
+        name, session_id = header["type"], header["session_id"]
+    except ProtocolError:
+        raise
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"malformed protocol message: {exc}") from exc
+    if not isinstance(name, str) or not isinstance(session_id, str):
+        raise ProtocolError("malformed protocol message: type and session id must be strings")
+    return name, session_id
+
+
 def _parse(data: bytes) -> Message:
     if not data.startswith(_MAGIC):
         raise ProtocolError("not a cipherseg protocol message (bad magic)")

@@ -13,7 +13,11 @@ process, and the child starts with no ``CIPHERSEG_*`` environment).
                       self-report, for the centre's operator: it proves nothing to an owner)
 =================== ===========================================================================
 
-Both need ``Authorization: Bearer <token>`` when the service has a token. A refused message
+Both need ``Authorization: Bearer <token>`` when the service has a token: one shared token
+(``--token-file``), or one per data owner (``--owners-file``,
+:mod:`cipherseg.transport.tokens`). A session belongs to the owner whose token opened it:
+another owner's message for it is refused as for an unknown session, without reaching the
+centre (with one shared token, all owners are one owner). A refused message
 (tampered or truncated ciphertext, out-of-order or foreign-session message, a context carrying
 a secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
 message larger than ``max_message_bytes`` answers 413 as soon as it is known to be. Messages
@@ -43,8 +47,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -52,9 +56,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from cipherseg.errors import CipherSegError
+from cipherseg.errors import CipherSegError, ParameterError, ProtocolError
+from cipherseg.protocols.kmeans_outsourced import unknown_session
+from cipherseg.protocols.messages import peek_envelope
 from cipherseg.transport.centre_process import REFUSAL_PREFIX
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, STATUS_PATH
+from cipherseg.transport.tokens import Authenticator, SharedToken
 
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
 log = logging.getLogger("cipherseg.centre")
@@ -95,41 +102,87 @@ def _error(status: int, name: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": name, "detail": detail}, status_code=status)
 
 
-def create_centre_app(centre: CentreLink, *, token: str | None,
+def create_centre_app(centre: CentreLink, *, token: str | None = None,
+                      owners: Authenticator | None = None,
                       max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                      sweep_seconds: float = 60.0, body_timeout: float = 600.0) -> FastAPI:
-    """The service's ASGI app in front of ``centre``. ``token=None`` serves without
-    authentication (the CLI allows it on loopback only)."""
+                      sweep_seconds: float = 60.0, body_timeout: float = 600.0,
+                      session_idle_seconds: float | None = None) -> FastAPI:
+    """The service's ASGI app in front of ``centre``. ``token``: one token for all owners;
+    ``owners``: one per owner (an :class:`~cipherseg.transport.tokens.OwnersFile`); neither:
+    no authentication (the CLI allows it on loopback only). ``session_idle_seconds`` is the
+    centre's limit, after which the front forgets whose a session was."""
+    if token is not None and owners is not None:
+        raise ParameterError("give the service one shared token or an owners file, not both")
+    auth: Authenticator | None = owners if owners is not None else (
+        SharedToken(token) if token else None)
     lock = asyncio.Lock()  # one message (or status) at a time: the link is one pipe
     # At most two bodies in memory (one being handled, one arriving); a client that stalls
     # mid-body holds a reading slot, never the centre, and only for body_timeout seconds.
     reading = asyncio.Semaphore(2)
-    expected = f"Bearer {token}".encode() if token else None
+    # session id -> [owner, last message time]; read and written under the lock only.
+    sessions: dict[str, list[Any]] = {}
+
+    async def run_on_centre(fn: Callable[..., Any], *args: Any, owner: str = "") -> Any:
+        """``fn(*args)`` on the centre (the caller holds the lock); failures as JSON."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except CipherSegError as exc:
+            log.info("owner %s: refused a message: %s: %s", owner or "-", type(exc).__name__,
+                     exc)
+            return _error(400, type(exc).__name__, str(exc).removeprefix(REFUSAL_PREFIX))
+        except Exception:  # the owner gets a clear answer; the details stay in the log
+            log.exception("the centre failed")
+            if not centre.alive():
+                await run_in_threadpool(centre.restart)
+                sessions.clear()
+                log.warning("the centre process had stopped; started a new one")
+                return _error(503, "TransportError", "the compute centre process stopped "
+                              "and was restarted; its open sessions are lost: run the fit "
+                              "again")
+            return _error(500, "InternalError", "the compute centre failed on this message;"
+                          " its operator has the details in the service log")
 
     async def call(fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the centre, one at a time; its failures as JSON responses."""
         async with lock:
-            try:
-                return await run_in_threadpool(fn, *args)
-            except CipherSegError as exc:
-                log.info("refused a message: %s: %s", type(exc).__name__, exc)
-                return _error(400, type(exc).__name__,
-                              str(exc).removeprefix(REFUSAL_PREFIX))
-            except Exception:  # the owner gets a clear answer; the details stay in the log
-                log.exception("the centre failed")
-                if not centre.alive():
-                    await run_in_threadpool(centre.restart)
-                    log.warning("the centre process had stopped; started a new one")
-                    return _error(503, "TransportError", "the compute centre process stopped "
-                                  "and was restarted; its open sessions are lost: run the fit "
-                                  "again")
-                return _error(500, "InternalError", "the compute centre failed on this message;"
-                              " its operator has the details in the service log")
+            return await run_on_centre(fn, *args)
+
+    async def relay(body: bytearray, owner: str) -> Any:
+        """One message to the centre, if its session is the sender's; records whose a new
+        session is. Check, relay and record under one hold of the lock."""
+        kind: str | None
+        sid: str | None
+        try:
+            kind, sid = peek_envelope(body)
+        except ProtocolError:
+            kind = sid = None  # malformed: the centre refuses it with the precise reason
+        async with lock:
+            bound = sessions.get(sid) if sid is not None else None
+            if kind != "Upload" and bound is not None and bound[0] != owner:
+                log.warning("owner %s: refused a message for another owner's session",
+                            owner or "-")
+                exc = unknown_session(str(sid))
+                return _error(400, type(exc).__name__, str(exc))
+            reply = await run_on_centre(centre.request_bytes, body, owner=owner)
+            if isinstance(reply, Response) or sid is None:
+                return reply
+            if kind == "Upload":
+                sessions[sid] = [owner, time.monotonic()]
+                log.info("owner %s opened session %s…", owner or "-", sid[:8])
+            elif kind == "Close":
+                sessions.pop(sid, None)
+            elif bound is not None:
+                bound[1] = time.monotonic()
+            return reply
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(sweep_seconds)
-            await call(centre.hello)  # hello drops idle sessions
+            async with lock:
+                await run_on_centre(centre.hello)  # hello drops idle sessions
+                if session_idle_seconds is not None:
+                    cutoff = time.monotonic() - session_idle_seconds
+                    for sid in [s for s, (_, seen) in sessions.items() if seen < cutoff]:
+                        del sessions[sid]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,11 +195,20 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
     app = FastAPI(title="cipherseg compute centre", docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
 
-    def authorised(request: Request) -> bool:
-        if expected is None:
-            return True
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+    def owner_of(request: Request) -> str | Response:
+        """The sender's owner name ("" without authentication), or the refusal."""
+        if auth is None:
+            return ""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        try:
+            owner = auth.owner_of(given) if scheme == "Bearer" and given else None
+        except ParameterError:
+            log.exception("cannot read the owners")
+            return _error(503, "TransportError", "the compute centre cannot read its list of "
+                          "owners; its operator has the details in the service log")
+        if owner is None:
+            return _error(401, "TransportError", "missing or wrong access token")
+        return owner
 
     def too_large(size: int) -> JSONResponse:
         return _error(413, "TransportError", f"message of {size:,}+ bytes exceeds this centre's "
@@ -154,8 +216,9 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
 
     @app.post(MESSAGES_PATH)
     async def message(request: Request) -> Response:
-        if not authorised(request):
-            return _error(401, "TransportError", "missing or wrong access token")
+        owner = owner_of(request)
+        if isinstance(owner, Response):
+            return owner
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_message_bytes:
             return too_large(int(declared))
@@ -169,22 +232,24 @@ def create_centre_app(centre: CentreLink, *, token: str | None,
                               f"{body_timeout:.0f} s")
             if body is None:
                 return too_large(max_message_bytes + 1)
-            reply = await call(centre.request_bytes, body)
+            reply = await relay(body, owner)
         if isinstance(reply, Response):
             return reply
         return Response(reply, media_type=CONTENT_TYPE)
 
     @app.get(STATUS_PATH)
     async def status(request: Request) -> Response:
-        if not authorised(request):
-            return _error(401, "TransportError", "missing or wrong access token")
+        owner = owner_of(request)
+        if isinstance(owner, Response):
+            return owner
         body = await call(centre.hello)
-        return body if isinstance(body, Response) else JSONResponse(body)
+        return body if isinstance(body, Response) else JSONResponse({**body, "owner": owner})
 
     return app
 
 
 def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine: str = "local",
+                 owners: Authenticator | None = None,
                  scheduler: str | None = None, session_idle_seconds: float | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
@@ -199,6 +264,8 @@ def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine
                        session_idle_seconds=session_idle_seconds) as centre:
         log.info("centre process %s: %s worker(s)", centre.status.get("pid"),
                  centre.status.get("workers"))
-        app = create_centre_app(centre, token=token, max_message_bytes=max_message_bytes)
+        app = create_centre_app(centre, token=token, owners=owners,
+                                max_message_bytes=max_message_bytes,
+                                session_idle_seconds=session_idle_seconds)
         uvicorn.run(app, host=host, port=port, ssl_certfile=ssl_certfile,
                     ssl_keyfile=ssl_keyfile, log_level="info", timeout_keep_alive=30)
