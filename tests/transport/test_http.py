@@ -48,6 +48,8 @@ from cipherseg.transport.http import HttpTransport
 from cipherseg.transport.http_server import create_centre_app
 
 TOKEN = "test-token-0123456789abcdef"
+# The front relays only messages whose envelope it reads, and opens sessions with uploads.
+AN_UPLOAD = p.Upload(protocol_version=p.VERSION, session_id="t", round=1).to_bytes()
 KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys",
                "cipherseg.schemes.vhe_keys", "cipherseg.parties.data_owner", "cipherseg.pii")
 
@@ -223,16 +225,16 @@ class _Link:
 def test_an_internal_failure_is_reported_without_its_details() -> None:
     failing = _Link(RuntimeError("internal detail that must stay at the centre"))
     with pytest.raises(TransportError, match="failed on this message") as info:
-        _client(failing).request_bytes(b"x")
+        _client(failing).request_bytes(AN_UPLOAD)
     assert "internal detail" not in str(info.value)
 
 
 def test_only_the_centres_own_refusals_keep_their_class() -> None:
     # A ValidationError would read as "the user's data was at fault": a centre cannot send it.
     with pytest.raises(TransportError, match=r"failed \(HTTP 400, ValidationError\)"):
-        _client(_Link(ValidationError("your data is bad"))).request_bytes(b"x")
+        _client(_Link(ValidationError("your data is bad"))).request_bytes(AN_UPLOAD)
     with pytest.raises(ProtocolError, match="compute centre: out of order"):
-        _client(_Link(ProtocolError("out of order"))).request_bytes(b"x")
+        _client(_Link(ProtocolError("out of order"))).request_bytes(AN_UPLOAD)
 
 
 def test_the_token_never_travels_in_clear_to_another_host() -> None:
@@ -374,7 +376,7 @@ def test_a_dead_centre_process_is_restarted_and_the_owner_told(n_jobs: int, rout
         assert len(before["worker_pids"]) == (n_jobs if n_jobs > 1 else 0)
         os.kill(before["pid"], signal.SIGKILL)
         with pytest.raises(TransportError, match="stopped and was restarted"):
-            t.request_bytes(b"anything") if route == "message" else t.status()
+            t.request_bytes(AN_UPLOAD) if route == "message" else t.status()
         after = link.hello()
         assert after["pid"] != before["pid"]
         assert all(_gone(pid) for pid in before["worker_pids"])  # no orphaned workers

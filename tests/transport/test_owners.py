@@ -135,6 +135,33 @@ def test_an_owner_cannot_act_in_another_owners_session(centre: CentreProcess,
         assert client.get("/v1/status", headers={"Authorization": north}).status_code == 401
 
 
+def test_the_front_relays_nothing_it_cannot_attribute(centre: CentreProcess,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "owners"
+    north = add_owner(path, "north")
+    headers = {"Authorization": f"Bearer {north}", "Content-Type": CONTENT_TYPE}
+    with TestClient(create_centre_app(centre, owners=OwnersFile(path))) as client:
+        # A session the front never saw opened: refused before the centre.
+        never = client.post(MESSAGES_PATH, content=_close("never-opened"), headers=headers)
+        assert never.status_code == 400 and "unknown session 'never-opened'" in \
+            never.json()["detail"]
+        # An envelope the front cannot read (a session id that is no string, a stub).
+        odd = p.Close(protocol_version=p.VERSION, session_id=5, round=2).to_bytes()  # type: ignore[arg-type]
+        for body in (odd, b"CSMSG\x01"):
+            refused = client.post(MESSAGES_PATH, content=body, headers=headers)
+            assert refused.status_code == 400 and refused.json()["error"] == "ProtocolError"
+        # Revoked and re-added under the same name: a new token, not the old sessions.
+        open_before = client.get("/v1/status", headers=headers).json()["sessions"]
+        assert client.post(MESSAGES_PATH, content=_upload("r1"), headers=headers).status_code \
+            == 200
+        remove_owner(path, "north")
+        again = add_owner(path, "north")
+        as_new = {"Authorization": f"Bearer {again}", "Content-Type": CONTENT_TYPE}
+        assert client.post(MESSAGES_PATH, content=_close("r1"), headers=as_new).status_code \
+            == 400
+        assert client.get("/v1/status", headers=as_new).json()["sessions"] == open_before + 1
+
+
 def test_an_unreadable_owners_file_refuses_every_request(centre: CentreProcess,
                                                          tmp_path: Path) -> None:
     path = tmp_path / "owners"

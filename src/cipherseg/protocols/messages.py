@@ -138,6 +138,8 @@ def _parse(data: bytes) -> Message:
     if pos != len(data):
         raise ProtocolError(f"{len(data) - pos} trailing bytes after the protocol message")
     name, protocol = header.pop("type"), header.pop("protocol")
+    if not isinstance(header.get("session_id"), str):
+        raise ProtocolError("malformed protocol message: the session id must be a string")
     cls = _REGISTRY.get((protocol, name))
     if cls is None:
         raise ProtocolError(f"unknown protocol message type {name!r} of protocol {protocol!r}")

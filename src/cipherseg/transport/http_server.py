@@ -16,8 +16,9 @@ process, and the child starts with no ``CIPHERSEG_*`` environment).
 Both need ``Authorization: Bearer <token>`` when the service has a token: one shared token
 (``--token-file``), or one per data owner (``--owners-file``,
 :mod:`cipherseg.transport.tokens`). A session belongs to the owner whose token opened it:
-another owner's message for it is refused as for an unknown session, without reaching the
-centre (with one shared token, all owners are one owner). A refused message
+any other token's message for it — or a message for a session the front did not see opened,
+or one whose envelope it cannot read — is refused as for an unknown session without reaching
+the centre (with one shared token, all owners are one owner). A refused message
 (tampered or truncated ciphertext, out-of-order or foreign-session message, a context carrying
 a secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
 message larger than ``max_message_bytes`` answers 413 as soon as it is known to be. Messages
@@ -50,6 +51,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -61,10 +63,22 @@ from cipherseg.protocols.kmeans_outsourced import unknown_session
 from cipherseg.protocols.messages import peek_envelope
 from cipherseg.transport.centre_process import REFUSAL_PREFIX
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, STATUS_PATH
-from cipherseg.transport.tokens import Authenticator, SharedToken
+from cipherseg.transport.tokens import Authenticator, SharedToken, token_digest
 
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
 log = logging.getLogger("cipherseg.centre")
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    name: str  # the owner's name, for the log ("" without authentication)
+    key: str  # the digest of the token it presented; sessions are bound to it
+
+
+@dataclass(slots=True)
+class _OpenSession:
+    caller: _Caller
+    last_seen: float
 
 
 class CentreLink(Protocol):
@@ -119,8 +133,9 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
     # At most two bodies in memory (one being handled, one arriving); a client that stalls
     # mid-body holds a reading slot, never the centre, and only for body_timeout seconds.
     reading = asyncio.Semaphore(2)
-    # session id -> [owner, last message time]; read and written under the lock only.
-    sessions: dict[str, list[Any]] = {}
+    # Session id -> who opened it; read and written under the lock only. The front and the
+    # centre process start and restart together, so an id missing here is unknown there too.
+    sessions: dict[str, _OpenSession] = {}
 
     async def run_on_centre(fn: Callable[..., Any], *args: Any, owner: str = "") -> Any:
         """``fn(*args)`` on the centre (the caller holds the lock); failures as JSON."""
@@ -146,42 +161,43 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
         async with lock:
             return await run_on_centre(fn, *args)
 
-    async def relay(body: bytearray, owner: str) -> Any:
-        """One message to the centre, if its session is the sender's; records whose a new
-        session is. Check, relay and record under one hold of the lock."""
-        kind: str | None
-        sid: str | None
+    async def relay(body: bytearray, caller: _Caller) -> Any:
+        """One message to the centre if it opens a session or its session is the caller's;
+        records who opened a session. Check, relay and record under one hold of the lock."""
         try:
             kind, sid = peek_envelope(body)
-        except ProtocolError:
-            kind = sid = None  # malformed: the centre refuses it with the precise reason
+        except ProtocolError as exc:
+            return _error(400, type(exc).__name__, str(exc))
         async with lock:
-            bound = sessions.get(sid) if sid is not None else None
-            if kind != "Upload" and bound is not None and bound[0] != owner:
-                log.warning("owner %s: refused a message for another owner's session",
-                            owner or "-")
-                exc = unknown_session(str(sid))
-                return _error(400, type(exc).__name__, str(exc))
-            reply = await run_on_centre(centre.request_bytes, body, owner=owner)
-            if isinstance(reply, Response) or sid is None:
+            bound = sessions.get(sid)
+            if kind != "Upload" and (bound is None or bound.caller.key != caller.key):
+                if bound is not None:
+                    log.warning("owner %s: refused a message for another owner's session",
+                                caller.name or "-")
+                refusal = unknown_session(sid)
+                return _error(400, type(refusal).__name__, str(refusal))
+            reply = await run_on_centre(centre.request_bytes, body, owner=caller.name)
+            if isinstance(reply, Response):
                 return reply
             if kind == "Upload":
-                sessions[sid] = [owner, time.monotonic()]
-                log.info("owner %s opened session %s…", owner or "-", sid[:8])
+                sessions[sid] = _OpenSession(caller, time.monotonic())
+                log.info("owner %s opened session %s…", caller.name or "-", sid[:8])
             elif kind == "Close":
                 sessions.pop(sid, None)
             elif bound is not None:
-                bound[1] = time.monotonic()
+                bound.last_seen = time.monotonic()
             return reply
 
     async def sweep() -> None:
         while True:
             await asyncio.sleep(sweep_seconds)
             async with lock:
-                await run_on_centre(centre.hello)  # hello drops idle sessions
-                if session_idle_seconds is not None:
+                status = await run_on_centre(centre.hello)  # hello drops idle sessions
+                if isinstance(status, dict) and status.get("sessions") == 0:
+                    sessions.clear()
+                elif session_idle_seconds is not None:
                     cutoff = time.monotonic() - session_idle_seconds
-                    for sid in [s for s, (_, seen) in sessions.items() if seen < cutoff]:
+                    for sid in [s for s, o in sessions.items() if o.last_seen < cutoff]:
                         del sessions[sid]
 
     @contextlib.asynccontextmanager
@@ -195,10 +211,11 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
     app = FastAPI(title="cipherseg compute centre", docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
 
-    def owner_of(request: Request) -> str | Response:
-        """The sender's owner name ("" without authentication), or the refusal."""
+    def caller_of(request: Request) -> _Caller | Response:
+        """Who sends ``request`` (an anonymous caller without authentication), or the
+        refusal."""
         if auth is None:
-            return ""
+            return _Caller("", "")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         try:
             owner = auth.owner_of(given) if scheme == "Bearer" and given else None
@@ -208,7 +225,7 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
                           "owners; its operator has the details in the service log")
         if owner is None:
             return _error(401, "TransportError", "missing or wrong access token")
-        return owner
+        return _Caller(owner, token_digest(given))
 
     def too_large(size: int) -> JSONResponse:
         return _error(413, "TransportError", f"message of {size:,}+ bytes exceeds this centre's "
@@ -216,9 +233,9 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
 
     @app.post(MESSAGES_PATH)
     async def message(request: Request) -> Response:
-        owner = owner_of(request)
-        if isinstance(owner, Response):
-            return owner
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_message_bytes:
             return too_large(int(declared))
@@ -232,18 +249,19 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
                               f"{body_timeout:.0f} s")
             if body is None:
                 return too_large(max_message_bytes + 1)
-            reply = await relay(body, owner)
+            reply = await relay(body, caller)
         if isinstance(reply, Response):
             return reply
         return Response(reply, media_type=CONTENT_TYPE)
 
     @app.get(STATUS_PATH)
     async def status(request: Request) -> Response:
-        owner = owner_of(request)
-        if isinstance(owner, Response):
-            return owner
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
         body = await call(centre.hello)
-        return body if isinstance(body, Response) else JSONResponse({**body, "owner": owner})
+        return body if isinstance(body, Response) else JSONResponse(
+            {**body, "owner": caller.name or None})
 
     return app
 
