@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,27 @@ def test_the_owners_file_keeps_digests_only_and_is_private(tmp_path: Path) -> No
     with pytest.raises(ParameterError, match=r"no owner 'east' in .* \(owners: north-mall, "
                                              r"south_mall\.2\)"):
         remove_owner(path, "east")
+
+
+def test_concurrent_changes_lose_no_owner_and_leave_no_stray_file(tmp_path: Path) -> None:
+    path = tmp_path / "owners"
+    names = [f"mall-{i}" for i in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        tokens = dict(zip(names, pool.map(lambda n: add_owner(path, n), names), strict=True))
+    registry = OwnersFile(path)
+    assert {name: registry.owner_of(t) for name, t in tokens.items()} == {n: n for n in names}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["owners", "owners.lock"]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_token_file_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (tmp_path / "north.token").symlink_to(target)
+    result = CliRunner().invoke(cli_app, ["centre", "add-owner", "north", "--owners-file",
+                                          str(tmp_path / "owners"), "--token-out",
+                                          str(tmp_path / "north.token")])
+    assert result.exit_code == 2 and "was not added" in _plain(result.output)
+    assert not target.exists() and read_owners_file(tmp_path / "owners") == {}
 
 
 def test_a_running_registry_sees_additions_and_revocations(tmp_path: Path) -> None:

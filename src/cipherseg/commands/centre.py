@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +26,7 @@ from cipherseg.transport.tokens import (
     ensure_token_file,
     read_token_file,
     remove_owner,
+    write_new_private_file,
 )
 
 if TYPE_CHECKING:
@@ -160,14 +161,15 @@ def add_owner_command(
         token = add_owner(owners_file, name)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    try:
-        token_out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
     except OSError as exc:
-        remove_owner(owners_file, name)  # a token nobody holds would be a dead entry
-        raise typer.BadParameter(f"cannot write {token_out}: {exc.strerror}") from exc
+        raise typer.BadParameter(f"cannot write {owners_file}: {exc.strerror}") from exc
+    try:
+        write_new_private_file(token_out, token + "\n")
+    except OSError as exc:
+        with contextlib.suppress(ParameterError, OSError):
+            remove_owner(owners_file, name)  # a token nobody holds would be a dead entry
+        raise typer.BadParameter(f"cannot write {token_out}: {exc.strerror}; owner {name} "
+                                 "was not added") from exc
     console.print(f"owner {name} added to {owners_file}; give them {token_out} "
                   "(for --centre-token-file)")
 
@@ -182,6 +184,8 @@ def remove_owner_command(
         remove_owner(owners_file, name)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {owners_file}: {exc.strerror}") from exc
     console.print(f"owner {name} removed from {owners_file}")
 
 

@@ -23,11 +23,15 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -48,13 +52,46 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
-    """Write ``text`` to ``path`` with mode 0600; ``exclusive``: refuse an existing file."""
+def write_new_private_file(path: Path, text: str) -> None:
+    """Create ``path`` (mode 0600, refusing an existing file or a symlink) holding ``text``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Replace ``path`` by a file (mode 0600) holding ``text``, atomically and durably: a
+    reader sees the old file or the new one, never a part, and a crash keeps one of them."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of ``path`` between processes (``path.lock``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_token_file(path: Path) -> str:
@@ -74,7 +111,7 @@ def ensure_token_file(path: Path) -> str:
     if path.exists():
         return read_token_file(path)
     token = new_token()
-    _write_private(path, token + "\n", exclusive=True)
+    write_new_private_file(path, token + "\n")
     return token
 
 
@@ -118,10 +155,7 @@ def read_owners_file(path: Path) -> dict[str, str]:
 
 
 def _write_owners_file(path: Path, owners: dict[str, str]) -> None:
-    body = "".join(f"{name} {digest}\n" for name, digest in owners.items())
-    tmp = path.with_name(path.name + ".tmp")
-    _write_private(tmp, _HEADER + body, exclusive=False)
-    os.replace(tmp, path)  # the service never reads half a file
+    _replace_private(path, _HEADER + "".join(f"{n} {d}\n" for n, d in owners.items()))
 
 
 def add_owner(path: Path, name: str) -> str:
@@ -130,24 +164,26 @@ def add_owner(path: Path, name: str) -> str:
     if not OWNER_NAME.fullmatch(name):
         raise ParameterError(f"owner name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit")
-    owners = read_owners_file(path) if path.exists() else {}
-    if name in owners:
-        raise ParameterError(f"owner {name!r} is already in {path}; `cipherseg centre "
-                             "remove-owner` it first to issue a new token")
-    token = new_token()
-    owners[name] = token_digest(token)
-    _write_owners_file(path, owners)
+    with _locked(path):
+        owners = read_owners_file(path) if path.exists() else {}
+        if name in owners:
+            raise ParameterError(f"owner {name!r} is already in {path}; `cipherseg centre "
+                                 "remove-owner` it first to issue a new token")
+        token = new_token()
+        owners[name] = token_digest(token)
+        _write_owners_file(path, owners)
     return token
 
 
 def remove_owner(path: Path, name: str) -> None:
     """Revoke owner ``name``'s token (the service refuses it from its next request on)."""
-    owners = read_owners_file(path)
-    if name not in owners:
-        raise ParameterError(f"no owner {name!r} in {path} (owners: "
-                             f"{', '.join(owners) or 'none'})")
-    del owners[name]
-    _write_owners_file(path, owners)
+    with _locked(path):
+        owners = read_owners_file(path)
+        if name not in owners:
+            raise ParameterError(f"no owner {name!r} in {path} (owners: "
+                                 f"{', '.join(owners) or 'none'})")
+        del owners[name]
+        _write_owners_file(path, owners)
 
 
 class OwnersFile:
