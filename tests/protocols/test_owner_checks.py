@@ -85,7 +85,7 @@ def test_sums_out_of_the_data_range_are_refused() -> None:
         return dataclasses.replace(reply, sums=(_shift_first_slot(ctx, reply.sums[0], 1e3),
                                                 *reply.sums[1:]))
 
-    with pytest.raises(ProtocolError, match=r"sum of feature 0 over cluster 1 is .* than its"):
+    with pytest.raises(ProtocolError, match=r"sum of feature 0 over cluster [01] is .* than its"):
         _run(TamperingCentre(p.Sums, tamper), INIT)
 
 
@@ -143,14 +143,22 @@ def test_counts_with_noise_give_the_exact_counts(labels: list[int], noise: list[
 def test_scores_of_any_records_and_centres_are_within_the_bound(d: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (50, d))
-    x[0] = np.sign(rng.uniform(-1, 1, d)) + (rng.uniform(-1, 1, d) == 0)  # a corner
     c = rng.uniform(-2, 2, (3, d))
+    c[0] = 0.0
+    # The worst honest case: a record opposite the farthest centre, the other centre on it.
+    far = int(np.argmax(np.linalg.norm(c, axis=1)))
+    x[0] = -c[far] / np.linalg.norm(c[far]) * np.linalg.norm(x, axis=1).max()
     sq = ((x[:, None, :] - c[None]) ** 2).sum(-1)
     scores = (sq[:, 1:] - sq[:, :1]).T
-    bound = score_bound(d, float(np.linalg.norm(c, axis=1).max()))
+    bound = score_bound(float(np.linalg.norm(x, axis=1).max()),
+                        float(np.linalg.norm(c, axis=1).max()))
     check_scores(scores, bound)
+    # The bound is tight where a centre sits at the origin: just beyond it is refused.
+    worst = float(np.abs(scores).max())
+    check_scores(np.array([[bound]]), bound)
     with pytest.raises(ProtocolError):
-        check_scores(scores + 2 * bound, bound)
+        check_scores(np.array([[bound * (1 + 1e-9) + 1e-9]]), bound)
+    assert worst <= bound
 
 
 @given(st.integers(0, 2**32 - 1))
@@ -167,5 +175,21 @@ def test_sums_of_records_pass_and_sums_beyond_them_do_not(seed: int) -> None:
 
 def test_centres_on_the_data_edge_pass() -> None:
     check_initial_centres(np.array([[1.0, -1.0], [0.0, 1.0000001]]))
-    with pytest.raises(ProtocolError):
-        check_initial_centres(np.array([[np.nan, 0.0]]))
+    for beyond in (np.nan, 1.01, -1.01, np.inf):
+        with pytest.raises(ProtocolError):
+            check_initial_centres(np.array([[beyond, 0.0]]))
+
+
+def test_kmeans_plus_plus_scores_are_checked_and_a_refused_run_closes_its_session() -> None:
+    def tamper(ctx: Any, reply: p.Scores) -> p.Scores:
+        return dataclasses.replace(
+            reply, scores=tuple(_shift_first_slot(ctx, b, 50.0) for b in reply.scores))
+
+    centre = TamperingCentre(p.Scores, tamper)
+    with pytest.raises(ProtocolError, match="scores reach"):  # during k-means++ (no init)
+        _run(centre)
+    lloyd = TamperingCentre(p.Sums, lambda ctx, r: dataclasses.replace(
+        r, counts=(_shift_first_slot(ctx, r.counts[0], 1.0),)))
+    with pytest.raises(ProtocolError, match="counts"):
+        _run(lloyd, INIT)
+    assert lloyd.contexts() == []  # closed after the refusal, not left to expire

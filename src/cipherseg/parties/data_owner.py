@@ -18,6 +18,7 @@ sequence and the leakage of each party.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import uuid
@@ -31,7 +32,7 @@ import numpy.typing as npt
 
 from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
-from cipherseg.errors import ProtocolError
+from cipherseg.errors import CipherSegError, ProtocolError
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols import owner_ops
 from cipherseg.protocols.lloyd import update_centres
@@ -126,8 +127,18 @@ class DataOwner:
         try:
             return self._run(owner, key, session, X, n_clusters, transport, max_iter, tol, init,
                              clock, notify)
+        except CipherSegError:
+            self._close_quietly(transport, session)
+            raise
         finally:
             self._executor.drop_state(key)
+
+    @staticmethod
+    def _close_quietly(transport: Transport, session: str) -> None:
+        """After a refused reply, ask the centre to drop the session's ciphertexts now rather
+        than when it expires; the centre refuses a Close in the middle of k-means++."""
+        with contextlib.suppress(CipherSegError, OSError):
+            transport.request(p.Close(protocol_version=p.VERSION, session_id=session, round=0))
 
     # ------------------------------------------------------------------------------------
     def _run(self, owner: CkksSecretContext, key: str, session: str,
@@ -168,11 +179,12 @@ class DataOwner:
              n_features=d, n_clusters=k, block_sizes=tuple(sizes), features=features)
         totals = X.sum(axis=0)
         sq_total = float(np.einsum("ij,ij->", X, X))
+        records_norm = float(np.linalg.norm(X, axis=1).max()) if n else 0.0  # bounds scores
 
         # Initial centres.
         if init is None:
             init_centers, c_bytes = self._kmeans_pp(owner, key, k, d, sizes, send, par, clock,
-                                                    notify)
+                                                    notify, records_norm)
         else:
             init_centers = np.asarray(init, dtype=np.float64)
             c_bytes = self._encrypt_centroids(owner, init_centers, clock)
@@ -192,7 +204,8 @@ class DataOwner:
             if it > 0:  # the first iteration uses the initial centres already encrypted
                 c_bytes = self._encrypt_centroids(owner, centers, clock)
             onehots: list[bytes] = []
-            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, send, par, clock,
+            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, records_norm,
+                                          send, par, clock,
                                           with_onehots=True, assignments_out=onehots)
             sums_msg = send(p.Assignments, "sums", onehots=tuple(onehots))
             t = time.perf_counter()
@@ -211,7 +224,8 @@ class DataOwner:
             labels_old = labels
         if not strict:
             c_bytes = self._encrypt_centroids(owner, centers, clock)
-            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, send, par, clock,
+            labels, chosen = self._assign(key, sizes, k, c_bytes, centers, records_norm,
+                                          send, par, clock,
                                           with_onehots=False, assignments_out=[])
         notify("iterate", it + 1, it + 1)
         c0 = centers[0]
@@ -234,14 +248,15 @@ class DataOwner:
         return out
 
     def _assign(self, key: str, sizes: list[int], k: int, c_bytes: tuple[bytes, ...],
-                centers: npt.NDArray[np.float64], send: Any, par: Any, clock: _Clock, *,
+                centers: npt.NDArray[np.float64], records_norm: float, send: Any, par: Any,
+                clock: _Clock, *,
                 with_onehots: bool, assignments_out: list[bytes]
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         scores_msg = send(p.Centroids, "scores", centroids=c_bytes)
         t = time.perf_counter()
         m = scores_msg.n_scores
         per_block = [tuple(scores_msg.scores[b * m:(b + 1) * m]) for b in range(len(sizes))]
-        bound = score_bound(centers.shape[1], float(np.linalg.norm(centers, axis=1).max()))
+        bound = score_bound(records_norm, float(np.linalg.norm(centers, axis=1).max()))
         results = par(owner_ops.assign_task,
                       lambda c: (key, [per_block[b] for b in c], [sizes[b] for b in c],
                                  with_onehots, bound))
@@ -262,15 +277,15 @@ class DataOwner:
         sums = np.array([owner.decrypt_bytes(b).sum() for b in msg.sums]).reshape(k - 1, d)
         counts = check_counts(np.array([owner.decrypt_bytes(b).sum() for b in msg.counts]),
                               labels, k)
-        check_sums(sums, counts)
         all_sums = np.vstack([totals - sums.sum(axis=0), sums]) if k > 1 else totals[None, :]
         all_counts = np.concatenate([[n - counts.sum()], counts]) if k > 1 else np.array([n])
+        check_sums(all_sums, all_counts)
         # An empty cluster takes the record farthest from its centre, as in scikit-learn: the
         # owner holds its records, so this needs nothing from the centre.
         return update_centres(X, labels, centers, all_sums, all_counts)
 
     def _kmeans_pp(self, owner: CkksSecretContext, key: str, k: int, d: int, sizes: list[int],
-                   send: Any, par: Any, clock: _Clock, notify: Progress
+                   send: Any, par: Any, clock: _Clock, notify: Progress, records_norm: float
                    ) -> tuple[npt.NDArray[np.float64], tuple[bytes, ...]]:
         n_blocks = len(sizes)
         reply = send(p.InitStart, "init")
@@ -290,7 +305,7 @@ class DataOwner:
             if reply.n_scores:
                 sc = reply.n_scores
                 per_block = [tuple(reply.scores[b * sc:(b + 1) * sc]) for b in range(n_blocks)]
-                bound = score_bound(d, float(np.sqrt(d)))  # the centres so far are records
+                bound = score_bound(records_norm, records_norm)  # centres are records
                 mins = tuple(par(owner_ops.min_scores_task,
                                  lambda c, pb=per_block, bd=bound: (key, [pb[b] for b in c],
                                                                     [sizes[b] for b in c], bd)))

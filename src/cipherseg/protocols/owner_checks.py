@@ -7,12 +7,14 @@ features are normalised to |x| ≤ 1, the centres it encrypted, and the labels i
 ================ ==========================================================================
 reply            refused when
 ================ ==========================================================================
-scores           not finite, or some |δ_j − δ_0| exceeds (max‖x‖ + max‖c‖)² (a score is
-                 a difference of two squared distances between a record and a centre)
+scores           not finite, or some |δ_j − δ_0| exceeds (max‖x‖ + max‖c‖)² over the
+                 owner's records and centres (a score is a difference of two squared
+                 distances between a record and a centre)
 counts           they differ from the number of records the owner itself assigned to each
                  cluster in this iteration
-sums             not finite, or some |Σ x_f| of a cluster exceeds its count (|x_f| ≤ 1)
-D², masked       not finite; masked record values beyond the mask's range ±2^24 + 1
+sums             not finite, or some |Σ x_f| of a cluster (cluster 0's follows from the
+                 owner's totals) exceeds its count (|x_f| ≤ 1)
+D², masked       not finite; masked record values beyond the mask's range ±(2^24 + 1)
 initial centres  not finite, or outside [−1, 1] (k-means++ picks records)
 ================ ==========================================================================
 
@@ -48,7 +50,7 @@ from cipherseg.protocols.kmeans_outsourced import MASK_BITS
 VALUE_SLACK = 1e-3
 
 _BLAME = ("the centre did not follow protocol 4.1 or its replies were altered in transit; "
-          "nothing was released")
+          "no result was returned")
 
 
 def _refuse(what: str) -> ProtocolError:
@@ -69,9 +71,10 @@ def check_features(X: npt.NDArray[np.float64]) -> None:
                              f"here: {peak:g}); EncryptedKMeans normalises them for you")
 
 
-def score_bound(n_features: int, centres_norm: float) -> float:
-    """Largest |δ_j − δ_0| for records with |x_f| ≤ 1 and centres of norm ≤ ``centres_norm``."""
-    return (math.sqrt(n_features) + centres_norm) ** 2 + VALUE_SLACK
+def score_bound(records_norm: float, centres_norm: float) -> float:
+    """Largest |δ_j − δ_0| = |‖x − c_j‖² − ‖x − c_0‖²| for records of norm ≤ ``records_norm``
+    and centres of norm ≤ ``centres_norm``."""
+    return (records_norm + centres_norm) ** 2 + VALUE_SLACK
 
 
 def check_scores(scores: npt.NDArray[np.float64], bound: float) -> None:
@@ -97,13 +100,13 @@ def check_counts(counts: npt.NDArray[np.float64], labels: npt.NDArray[np.int64],
 
 
 def check_sums(sums: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> None:
-    """Per-cluster feature sums (rows: clusters 1..k−1) within ±count (|x_f| ≤ 1)."""
+    """Per-cluster feature sums (one row per cluster) within ±count (|x_f| ≤ 1)."""
     require_finite(sums, "sums")
     slack = VALUE_SLACK + 1e-6 * float(counts.sum())
     excess = np.abs(sums) - counts[:, None]
     if np.any(excess > slack):
         j, f = (int(v) for v in np.unravel_index(np.argmax(excess), excess.shape))
-        raise _refuse(f"sum of feature {f} over cluster {j + 1} is {float(sums[j, f]):.6g}, "
+        raise _refuse(f"sum of feature {f} over cluster {j} is {float(sums[j, f]):.6g}, "
                       f"more in size than its {int(counts[j])} records of |x| <= 1 allow")
 
 
