@@ -30,9 +30,10 @@ dies, the failed request answers 503 and a new centre process is started (sessio
 
 What the service sees is what the centre sees in protocol 4.1 (``docs/security.md``): public
 contexts and ciphertexts; neither this module nor the centre process can import key-holding
-code (import-linter contract). The access token is compared in constant time and never
-logged. Without TLS a network observer sees message sizes and timing, and an active one can
-substitute ciphertexts (the envelopes carry a CRC-32, not a MAC): use TLS.
+code (import-linter contract). Tokens are compared by their SHA-256 digest (in constant time
+for a shared token) and never logged. Without TLS a network observer sees message sizes and
+timing, and an active one can substitute ciphertexts (the envelopes carry a CRC-32, not a
+MAC): use TLS.
 
 >>> from fastapi.testclient import TestClient
 >>> from cipherseg.transport.centre_process import CentreProcess
