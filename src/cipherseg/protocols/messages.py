@@ -95,16 +95,8 @@ def peek_envelope(data: bytes | bytearray | memoryview) -> tuple[str, str]:
     >>> peek_envelope(Close(protocol_version=1, session_id="s7", round=3).to_bytes())
     ('Close', 's7')
     """
-    view = memoryview(data)
     try:
-        if bytes(view[:len(_MAGIC)]) != _MAGIC:
-            raise ProtocolError("not a cipherseg protocol message (bad magic)")
-        fmt, hlen = struct.unpack_from("<HI", view, len(_MAGIC))
-        if fmt != _FORMAT_VERSION:
-            raise ProtocolError(f"unsupported message format {fmt}; this build reads "
-                                f"{_FORMAT_VERSION}")
-        start = len(_MAGIC) + 6
-        header = json.loads(bytes(view[start:start + hlen]))
+        header, _ = _read_header(memoryview(data))
         name, session_id = header["type"], header["session_id"]
     except ProtocolError:
         raise
@@ -115,16 +107,23 @@ def peek_envelope(data: bytes | bytearray | memoryview) -> tuple[str, str]:
     return name, session_id
 
 
-def _parse(data: bytes) -> Message:
-    if not data.startswith(_MAGIC):
+def _read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
+    """The JSON header and the offset just past it (magic and format version checked)."""
+    if bytes(data[:len(_MAGIC)]) != _MAGIC:
         raise ProtocolError("not a cipherseg protocol message (bad magic)")
     pos = len(_MAGIC)
     fmt, hlen = struct.unpack_from("<HI", data, pos)
     pos += 6
     if fmt != _FORMAT_VERSION:
         raise ProtocolError(f"unsupported message format {fmt}; this build reads {_FORMAT_VERSION}")
-    header = json.loads(data[pos:pos + hlen])
-    pos += hlen
+    header = json.loads(bytes(data[pos:pos + hlen]))
+    if not isinstance(header, dict):
+        raise ProtocolError("malformed protocol message: the header is not a JSON object")
+    return header, pos + hlen
+
+
+def _parse(data: bytes) -> Message:
+    header, pos = _read_header(data)
     (count,) = struct.unpack_from("<I", data, pos)
     pos += 4
     blobs: list[bytes] = []
