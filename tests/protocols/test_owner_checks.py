@@ -56,6 +56,15 @@ def _shift_first_slot(ctx: Any, blob: bytes, by: float) -> bytes:
     return bytes(ctx.ciphertext_to_bytes(ctx.add_plain(ct, values)))
 
 
+def _shift_every(field: str, by: float) -> Tamper:
+    """A tamper that adds ``by`` to the first slot of every ciphertext in ``field``."""
+    def tamper(ctx: Any, reply: Any) -> Any:
+        shifted = tuple(_shift_first_slot(ctx, b, by) for b in getattr(reply, field))
+        return dataclasses.replace(reply, **{field: shifted})
+
+    return tamper
+
+
 def _run(centre: ComputeCentre, init: np.ndarray | None = None) -> KMeansRun:
     X = np.vstack([np.random.default_rng(0).normal(c, 0.1, (150, 2)) for c in (-0.5, 0.5)])
     return DataOwner(random_state=0).run_kmeans(X, 2, InProcessTransport(centre.handle_bytes),
@@ -90,21 +99,13 @@ def test_sums_out_of_the_data_range_are_refused() -> None:
 
 
 def test_scores_beyond_any_distance_are_refused() -> None:
-    def tamper(ctx: Any, reply: p.Scores) -> p.Scores:
-        return dataclasses.replace(
-            reply, scores=tuple(_shift_first_slot(ctx, b, 50.0) for b in reply.scores))
-
     with pytest.raises(ProtocolError, match=r"scores reach 5\d.*largest difference"):
-        _run(TamperingCentre(p.Scores, tamper), INIT)
+        _run(TamperingCentre(p.Scores, _shift_every("scores", 50.0)), INIT)
 
 
 def test_initial_centres_that_are_no_records_are_refused() -> None:
-    def tamper(ctx: Any, reply: p.InitDone) -> p.InitDone:
-        return dataclasses.replace(
-            reply, centres=tuple(_shift_first_slot(ctx, b, 5.0) for b in reply.centres))
-
     with pytest.raises(ProtocolError, match=r"initial centres lie outside \[-1, 1\]"):
-        _run(TamperingCentre(p.InitDone, tamper))
+        _run(TamperingCentre(p.InitDone, _shift_every("centres", 5.0)))
 
 
 def test_a_masked_record_beyond_the_mask_is_refused() -> None:
@@ -181,11 +182,7 @@ def test_centres_on_the_data_edge_pass() -> None:
 
 
 def test_kmeans_plus_plus_scores_are_checked_and_a_refused_run_closes_its_session() -> None:
-    def tamper(ctx: Any, reply: p.Scores) -> p.Scores:
-        return dataclasses.replace(
-            reply, scores=tuple(_shift_first_slot(ctx, b, 50.0) for b in reply.scores))
-
-    centre = TamperingCentre(p.Scores, tamper)
+    centre = TamperingCentre(p.Scores, _shift_every("scores", 50.0))
     with pytest.raises(ProtocolError, match="scores reach"):  # during k-means++ (no init)
         _run(centre)
     lloyd = TamperingCentre(p.Sums, lambda ctx, r: dataclasses.replace(
