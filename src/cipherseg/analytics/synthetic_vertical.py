@@ -60,7 +60,7 @@ def make_vertical_demo(n_shared: int, *, k: int = 4, d_a: int = 3, d_b: int = 2,
     groups_a, groups_b = (k + 1) // 2, 2
     centres_a = rng.normal(0.0, 1.0, (groups_a, d_a)) * 2.5
     centres_b = rng.normal(0.0, 1.0, (groups_b, d_b)) * 2.5
-    n_extra = int(round(n_shared * extra_fraction))
+    n_extra = round(n_shared * extra_fraction)
     numbers = rng.choice(10**8, size=n_shared + 2 * n_extra, replace=False)
     phones = [f"+86138{v:08d}" for v in numbers]
 

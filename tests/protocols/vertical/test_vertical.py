@@ -198,7 +198,7 @@ def test_bad_holder_input_is_refused_before_anything_is_sent() -> None:
 def test_too_few_shared_customers_end_the_run_with_nothing_released() -> None:
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ProtocolError, match="share 1 customers"):
-        run_vertical([X, X], 2, ids=[list(range(20)), [19] + list(range(100, 119))])
+        run_vertical([X, X], 2, ids=[list(range(20)), [19, *range(100, 119)]])
 
 
 def _drop_after(kind: str) -> Any:
@@ -217,7 +217,7 @@ def test_a_holder_dropping_out_stalls_the_run_and_nothing_is_released() -> None:
             holders.append(spy)
         return spy
 
-    with pytest.raises(ProtocolError, match="stalled.*Upload:2.*nothing was released"):
+    with pytest.raises(ProtocolError, match=r"stalled.*Upload:2.*nothing was released"):
         run_vertical([X[:, :2], X[:, 2:]], 2, wrap=wrap)
     assert all(h.party.labels_ is None and h.party.cluster_centers_ is None for h in holders)
 
@@ -233,7 +233,7 @@ def _replace(kind: str, change: Any) -> Any:
     ("Comparisons", lambda m: dataclasses.replace(m, index=m.index + 1), "unexpected"),
     ("Sums", lambda m: dataclasses.replace(m, sums=m.sums[:1]), "ciphertexts"),
     ("Sums", lambda m: dataclasses.replace(m, sums=m.sums[1:] + m.sums[:1]), "sums exceed|"),
-    ("Totals", lambda m: dataclasses.replace(m, sums=(m.sums[0][:-9],) + m.sums[1:]), "corrupt"),
+    ("Totals", lambda m: dataclasses.replace(m, sums=(m.sums[0][:-9], *m.sums[1:])), "corrupt"),
     ("MaskedRecord", lambda m: dataclasses.replace(m, slot=5000), "slot"),
     ("ShuffledD2", lambda m: dataclasses.replace(m, block_sizes=(m.block_sizes[0] + 1,)),
      "sizes"),
@@ -291,7 +291,7 @@ def test_a_centre_naming_a_foreign_customer_is_refused() -> None:
     def change(m: vm.PsiResult) -> vm.PsiResult:
         return dataclasses.replace(m, tags=b"".join(sorted([m.tags[32:], foreign])))
 
-    with pytest.raises(ProtocolError, match="does not have|not sorted"):
+    with pytest.raises(ProtocolError, match=r"does not have|not sorted"):
         run_vertical([X[:, :1], X[:, 1:]], 2, wrap=lambda n, p: _Spy(
             n, p, _replace("PsiResult", change) if n == vm.CENTRE else None))
 
