@@ -46,6 +46,12 @@ class VerticalDemo:
         return X, self.truth_a[rows_a], rows_a, rows_b
 
 
+def _unit(rng: np.random.Generator, d: int) -> npt.NDArray[np.float64]:
+    v = rng.normal(size=d)
+    out: npt.NDArray[np.float64] = v / np.linalg.norm(v)
+    return out
+
+
 def make_vertical_demo(n_shared: int, *, k: int = 4, d_a: int = 3, d_b: int = 2,
                        extra_fraction: float = 0.2, spread: float = 0.6,
                        seed: int = 0) -> VerticalDemo:
@@ -58,8 +64,10 @@ def make_vertical_demo(n_shared: int, *, k: int = 4, d_a: int = 3, d_b: int = 2,
         raise ParameterError("need n_shared >= k >= 2, d_a, d_b >= 1, 0 <= extra_fraction")
     rng = np.random.default_rng(seed)
     groups_a, groups_b = (k + 1) // 2, 2
-    centres_a = rng.normal(0.0, 1.0, (groups_a, d_a)) * 2.5
-    centres_b = rng.normal(0.0, 1.0, (groups_b, d_b)) * 2.5
+    # Groups 4 units apart along a random direction (with a little jitter): well separated.
+    centres_a = np.outer(np.arange(groups_a) * 4.0, _unit(rng, d_a)) + rng.normal(0, .3, (
+        groups_a, d_a))
+    centres_b = np.outer(np.array([-2.0, 2.0]), _unit(rng, d_b)) + rng.normal(0, .3, (2, d_b))
     n_extra = round(n_shared * extra_fraction)
     numbers = rng.choice(10**8, size=n_shared + 2 * n_extra, replace=False)
     phones = [f"+86138{v:08d}" for v in numbers]

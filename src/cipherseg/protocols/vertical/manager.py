@@ -209,14 +209,6 @@ class VerticalManager:
         out += [(vm.holder_name(h), to_holders) for h in self.holder_ids]
         return out
 
-    def progress_state(self) -> tuple[str, int, int]:
-        """(stage, done, total) for progress bars."""
-        if self.centroids_ is not None or self.n_iter_:
-            return "iterations", self.n_iter_, self.max_iter
-        if self.n_init_centres:
-            return "init", self.n_init_centres, self.k
-        return "setup", 0, 1
-
     # ------------------------------------------------------------------ dispatch
     def handle(self, sender: str, message: Message) -> Outgoing:
         if message.session_id != self.session_id:

@@ -74,7 +74,7 @@ class Traffic:
 
 
 def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message]],
-            traffic: Traffic, *, on_message: Callable[[], None] | None = None) -> None:
+            traffic: Traffic, *, on_message: Callable[[Message], None] | None = None) -> None:
     """Carry messages between in-process parties until none is left."""
     queue: deque[tuple[str, str, bytes]] = deque()
 
@@ -100,7 +100,7 @@ def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message
         traffic.seconds[dst][vm.stage_of(message)] += time.perf_counter() - start
         post(dst, out)
         if on_message is not None:
-            on_message()
+            on_message(message)
 
 
 def _abort_all(parties: dict[str, Party], culprit: str, session_id: str, reason: str) -> None:
@@ -183,12 +183,21 @@ def run_vertical(columns: Sequence[npt.ArrayLike], n_clusters: int, *,
         traffic = Traffic()
         last: list[tuple[str, int, int]] = []
 
-        def report() -> None:
-            if progress is not None:
-                state = manager.progress_state()
-                if not last or last[-1] != state:
-                    last[:] = [state]
-                    progress(*state)
+        def report(message: Message) -> None:
+            if progress is None:
+                return
+            stage = vm.stage_of(message)
+            if stage == "init":
+                state = ("init", manager.n_init_centres, manager.k)
+            elif stage == "iterations":
+                state = ("iterations", manager.n_iter_, manager.max_iter)
+            elif stage == "final":
+                state = ("final", int(manager.done), 1)
+            else:
+                state = (stage, 1 if isinstance(message, (vm.Aligned, vm.Totals)) else 0, 1)
+            if not last or last[-1] != state:
+                last[:] = [state]
+                progress(*state)
 
         start = time.perf_counter()
         first = manager.start()
