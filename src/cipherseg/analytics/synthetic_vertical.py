@@ -63,7 +63,7 @@ def make_vertical_demo(n_shared: int, *, k: int = 4, d_a: int = 3, d_b: int = 2,
     if n_shared < k or k < 2 or d_a < 1 or d_b < 1 or not 0 <= extra_fraction <= 10:
         raise ParameterError("need n_shared >= k >= 2, d_a, d_b >= 1, 0 <= extra_fraction")
     rng = np.random.default_rng(seed)
-    groups_a, groups_b = (k + 1) // 2, 2
+    groups_a = (k + 1) // 2
     # Groups 4 units apart along a random direction (with a little jitter): well separated.
     centres_a = np.outer(np.arange(groups_a) * 4.0, _unit(rng, d_a)) + rng.normal(0, .3, (
         groups_a, d_a))
