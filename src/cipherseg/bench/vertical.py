@@ -31,18 +31,26 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the pools' workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _run(n_shared: int, d_a: int, d_b: int, k: int, iterations: int, n_jobs: int,
          seed: int) -> tuple[VerticalResult, dict[str, Any]]:
     demo = make_vertical_demo(n_shared, k=k, d_a=d_a, d_b=d_b, extra_fraction=0.2,
                               spread=1.2, seed=seed)
     load_before = _load()
-    # tol < 0 is not allowed; max_iter bounds the run and labels rarely settle in 10 here.
+    cpu_before = _cpu_seconds()
     result = run_vertical([demo.X_a, demo.X_b], k, ids=[demo.ids_a, demo.ids_b],
                           max_iter=iterations, random_state=seed, n_jobs=n_jobs)
     summary: dict[str, Any] = {
         "n_shared": result.n_shared, "rows_per_holder": [len(demo.ids_a), len(demo.ids_b)],
         "features": [d_a, d_b], "k": k, "n_iter": result.n_iter,
         "wall_seconds": round(result.wall_seconds, 2),
+        # On an idle 2-core machine the wall time is at least half of this.
+        "cpu_seconds": round(_cpu_seconds() - cpu_before, 1),
         "megabytes": round(result.traffic.total_bytes() / 1e6, 1),
         "seconds_at_100mbps": round(result.wall_seconds
                                     + result.traffic.total_bytes() / LINK_BYTES_PER_SECOND, 1),
@@ -63,6 +71,7 @@ def psi_only(n_shared: int, n_jobs: int, seed: int) -> dict[str, Any]:
     ids = [f"+86138{v:08d}".encode() for v in numbers]
     a_ids, b_ids = ids[:n_shared + n_extra], ids[:n_shared] + ids[n_shared + n_extra:]
     session = os.urandom(16)
+    cpu_before = _cpu_seconds()
     with LocalExecutor(n_jobs) as ex:
         start = time.perf_counter()
         a, b = psi.random_scalar(), psi.random_scalar()
@@ -76,6 +85,8 @@ def psi_only(n_shared: int, n_jobs: int, seed: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     return {"rows_per_holder": [len(a_ids), len(b_ids)], "shared": len(shared),
             "seconds": round(seconds, 2), "n_jobs": n_jobs,
+            "cpu_seconds": round(_cpu_seconds() - cpu_before, 1),
+            "load_after": _load(),
             "ring_bytes": 2 * 32 * (len(a_ids) + len(b_ids))}
 
 

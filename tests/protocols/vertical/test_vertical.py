@@ -85,7 +85,8 @@ def test_three_holders() -> None:
     rng = np.random.default_rng(1)
     X = np.vstack([rng.normal(c, 0.4, (200, 4)) for c in (-2, 0, 2)])
     init = X[[0, 250, 450]]
-    result = run_vertical([X[:, :1], X[:, 1:3], X[:, 3:]], 3, init=init, random_state=1)
+    result = run_vertical([X[:, :1], X[:, 1:3], X[:, 3:]], 3, init=init, random_state=1,
+                          n_jobs=2)  # every party's block work in its own process pool
     assert adjusted_rand_score(_sklearn(X, init).labels_, result.labels[0]) >= 0.999
     assert np.array_equal(result.labels[0], result.labels[2])
 

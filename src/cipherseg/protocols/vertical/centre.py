@@ -28,18 +28,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cipherseg.engine.base import Executor, chunk_indices
+from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CiphertextError, ProtocolError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.vertical import centre_ops as ops
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.psi import POINT_BYTES, unpack_points
 from cipherseg.protocols.vertical.session import (
     BLIND_MIN_BITS,
     D2_SCALE_BITS,
     MASK_BITS,
-    TIE_TOLERANCE,
     Outgoing,
     blind_max_bits,
-    pairs,
 )
 from cipherseg.schemes.ckks import CkksPublicContext
 
@@ -55,13 +56,19 @@ class VerticalCentre:
     random_state:
         Seed for the centre's secret choices (first record, blinding factors, masks,
         permutation) — for reproducible tests only; ``None`` draws from the OS CSPRNG.
+    executor:
+        Where block work runs (:mod:`cipherseg.engine`); default this process.
     """
 
     name = vm.CENTRE
 
-    def __init__(self, random_state: int | None = None) -> None:
+    def __init__(self, random_state: int | None = None, executor: Executor | None = None
+                 ) -> None:
         seed = random_state if random_state is not None else secrets.randbits(128)
         self._rng = np.random.default_rng(seed)
+        self._executor: Executor = executor if executor is not None else LocalExecutor()
+        self._key = f"vertical-centre-{secrets.token_hex(8)}"
+        self._state: ops.CentreState | None = None
         self.session_id = ""
         self._setup: vm.Setup | None = None
         self._ctx: CkksPublicContext | None = None
@@ -72,7 +79,7 @@ class VerticalCentre:
         self._x_top: list[list[Any]] = []
         self._x_low: list[list[Any]] = []
         self._centres: list[list[Any]] = []  # k-means++ centres, top level
-        self._distances: list[list[Any]] = []  # ‖x − c_j‖² per chosen centre and block
+        self._distances: list[list[bytes]] = []  # ‖x − c_j‖² per chosen centre and block
         self._mask: tuple[int, int, npt.NDArray[np.float64]] | None = None
         self._permutation: npt.NDArray[np.int64] | None = None
         self._expect: set[str] = set()
@@ -210,6 +217,7 @@ class VerticalCentre:
         self._x_low = [[ctx.mod_switch_to_next(x) for x in row] for row in self._x_top]
         self._uploads = {}
         self._loaded = {}
+        self._publish_state()
         d = sum(setup.holder_features)
         totals = []
         for f in range(d):
@@ -219,6 +227,20 @@ class VerticalCentre:
             totals.append(ctx.ciphertext_to_bytes(ctx.sum_slots(acc)))
         self._expect = {"InitStart", "Centroids:lloyd:0"}
         return [self._send(vm.MANAGER, vm.Totals, sums=tuple(totals))]
+
+    def _publish_state(self) -> None:
+        """(Re-)register the blocks where block work runs (forked workers inherit them)."""
+        self._state = ops.CentreState(self._require_ctx(), self._x_top, self._x_low)
+        state = self._state
+        self._executor.put_state(self._key, lambda: state)
+
+    def _map(self, fn: Any, make: Any, *, per_worker: bool = False) -> list[Any]:
+        """``fn(make(chunk))`` over chunks of block indices, results in block order."""
+        n_blocks = len(self.sizes)
+        parts = self._executor.n_workers if per_worker else max(
+            1, min(n_blocks, 4 * self._executor.n_workers))
+        chunks = chunk_indices(n_blocks, parts)
+        return list(self._executor.map(fn, [make(c) for c in chunks]))
 
     # ------------------------------------------------------------------ k-means++
     def _on_init_start(self, m: vm.InitStart) -> Outgoing:
@@ -252,31 +274,50 @@ class VerticalCentre:
                 raise ProtocolError("centre: the new centre is not at the top level")
             centre.append(ctx.sub_plain(ct, float(masks[f][slot])))
         self._centres.append(centre)
-        self._distances.append([_squared_distance(ctx, row, centre) for row in self._x_top])
+        top = tuple(ctx.ciphertext_to_bytes(c) for c in centre)
+        parts = self._map(ops.distance_task, lambda c: (self._key, c, top))
+        self._distances.append([b for part in parts for b in part])
         step = len(self._centres)
         if step == setup.n_clusters:
+            low = self._low_bytes(self._centres)
             self._x_top = []  # k-means++ is over; Lloyd works one level lower
             self._distances = []
-            low = [[ctx.mod_switch_to_next(c) for c in centre] for centre in self._centres]
             self._centres = []
-            return [self._comparisons("lloyd", 0, low)]
+            self._publish_state()
+            return [self._comparisons("lloyd", 0, low, setup.n_clusters)]
         if step == 1:
-            d2 = [ctx.multiply_integer(e, self._d2_factor()) for e in self._distances[0]]
-            return [self._shuffled_d2(step, d2)]
-        low = [[ctx.mod_switch_to_next(c) for c in centre] for centre in self._centres]
-        return [self._comparisons("init", step, low)]
+            return [self._shuffled_d2(step, None)]
+        return [self._comparisons("init", step, self._low_bytes(self._centres), step)]
+
+    def _low_bytes(self, centres: Sequence[Sequence[Any]]) -> tuple[bytes, ...]:
+        ctx = self._require_ctx()
+        return tuple(ctx.ciphertext_to_bytes(ctx.mod_switch_to_next(c))
+                     for centre in centres for c in centre)
 
     def _d2_factor(self) -> int:
         return int(self._rng.integers(1, 2**D2_SCALE_BITS + 1))
 
-    def _shuffled_d2(self, step: int, d2: Sequence[Any]) -> tuple[str, Message]:
-        ctx = self._require_ctx()
-        perm = self._rng.permutation(len(self.sizes))
+    def _shuffled_d2(self, step: int, hots: list[bytes] | None) -> tuple[str, Message]:
+        """ρ·D²(x) for every customer — D² = Σ_j h_j·‖x − c_j‖² with the manager's one-hots
+        of the nearest centre (padding slots 0), or ‖x − c_0‖² for the first step — blocks in
+        a secret order."""
+        m = len(self._distances)
+        factor = self._d2_factor()
+        n_blocks = len(self.sizes)
+
+        def make(chunk: list[int]) -> Any:
+            return (self._key,
+                    [tuple(hots[b * m:(b + 1) * m]) if hots else () for b in chunk],
+                    [tuple(self._distances[j][b] for j in range(m)) for b in chunk],
+                    [factor] * len(chunk))
+
+        d2 = [b for part in self._map(ops.d2_task, make) for b in part]
+        perm = self._rng.permutation(n_blocks)
         self._permutation = perm
         self._expect = {f"Pick:{step}"}
         return self._send(vm.MANAGER, vm.ShuffledD2, step=step,
                           block_sizes=tuple(self.sizes[i] for i in perm),
-                          d2=tuple(ctx.ciphertext_to_bytes(d2[i]) for i in perm))
+                          d2=tuple(d2[i] for i in perm))
 
     def _on_pick(self, m: vm.Pick) -> Outgoing:
         perm = self._permutation
@@ -295,44 +336,19 @@ class VerticalCentre:
         return [self._masked_record(m.step, index)]
 
     # ------------------------------------------------------------------ comparisons
-    def _comparisons(self, stage: str, index: int, centres: Sequence[Sequence[Any]]
+    def _comparisons(self, stage: str, index: int, centres: tuple[bytes, ...], m: int
                      ) -> tuple[str, Message]:
-        """r·(‖x−c_j‖² − ‖x−c_l‖² − τ) for every pair j < l of ``centres`` (level one below
-        the top), as L_j − L_l with L_j = ‖c_j‖² − 2⟨x, c_j⟩: linear in x, no ‖x‖²."""
-        ctx = self._require_ctx()
+        """r·(‖x−c_j‖² − ‖x−c_l‖² − τ) for every pair j < l of the ``m`` centres (bytes, one
+        level below the top), per block (:func:`~.centre_ops.comparisons_task`)."""
         setup = self._require_setup()
-        m = len(centres)
-        neg2 = [[ctx.multiply_integer(c, -2) for c in centre] for centre in centres]
-        norms = []
-        for centre in centres:
-            acc = ctx.square(centre[0])
-            for c in centre[1:]:
-                acc = ctx.add(acc, ctx.square(c))
-            norms.append(acc)
-        d = sum(setup.holder_features)
-        low_bits, high_bits = BLIND_MIN_BITS, blind_max_bits(d)
-        slots = ctx.params.slot_count
-        tau = None
-        values: list[bytes] = []
-        for row in self._x_low:
-            lin = []
-            for j in range(m):
-                acc = norms[j]
-                for f in range(d):
-                    acc = ctx.add(acc, ctx.multiply(neg2[j][f], row[f]))
-                lin.append(ctx.relinearize(acc))
-            for j, other in pairs(m):
-                diff = ctx.sub(lin[j], lin[other])
-                if tau is None:
-                    tau = ctx.encode(TIE_TOLERANCE, scale=diff.scale, parms_id=diff.parms_id())
-                ctx.evaluator.sub_plain_inplace(diff, tau)
-                # Log-uniform positive factors, one per customer and pair, encoded at scale 1
-                # (no level used): the encoding error (|e| ≤ N/2 = 4096 < 2^13) only perturbs
-                # the factor, never its sign.
-                factors = np.exp2(self._rng.uniform(low_bits, high_bits, slots))
-                plain = ctx.encode(factors, scale=1.0, parms_id=diff.parms_id())
-                ctx.evaluator.multiply_plain_inplace(diff, plain)
-                values.append(ctx.ciphertext_to_bytes(ctx.rescale(diff)))
+        low_bits, high_bits = BLIND_MIN_BITS, blind_max_bits(sum(setup.holder_features))
+
+        def make(chunk: list[int]) -> Any:
+            seed = int(self._rng.integers(2**63))  # each task's blinding stream, secret
+            return (self._key, chunk, centres, m, seed, low_bits, high_bits)
+
+        parts = self._map(ops.comparisons_task, make)
+        values = tuple(b for part in parts for block in part for b in block)
         if stage == "init":
             self._expect = {f"OneHots:init:{index}"}
         elif stage == "lloyd":
@@ -340,7 +356,7 @@ class VerticalCentre:
         else:
             self._expect = set()
         return self._send(vm.MANAGER, vm.Comparisons, stage=stage, index=index,
-                          n_pairs=m * (m - 1) // 2, values=tuple(values))
+                          n_pairs=m * (m - 1) // 2, values=values)
 
     def _on_centroids(self, m: vm.Centroids) -> Outgoing:
         setup = self._require_setup()
@@ -352,8 +368,8 @@ class VerticalCentre:
         cts = [_load(ctx, b, "the centroids") for b in m.centroids]
         if any(ct.parms_id() != ctx.level_parms_ids[1] for ct in cts):
             raise ProtocolError("centre: centroids must be encrypted one level below the top")
-        centres = [cts[j * d:(j + 1) * d] for j in range(k)]
-        return [self._comparisons(m.stage, m.index, centres)]
+        del cts
+        return [self._comparisons(m.stage, m.index, tuple(m.centroids), k)]
 
     # ------------------------------------------------------------------ one-hots
     def _on_onehots(self, m: vm.OneHots) -> Outgoing:
@@ -364,47 +380,39 @@ class VerticalCentre:
         if m.n_clusters != per_block or len(m.onehots) != per_block * n_blocks:
             raise ProtocolError(f"centre: expected {per_block * n_blocks} one-hot ciphertexts "
                                 f"({per_block} per block), got {len(m.onehots)}")
-        hots = [_load(ctx, b, "the one-hots") for b in m.onehots]
-        if any(h.parms_id() != ctx.level_parms_ids[1] for h in hots):
-            raise ProtocolError("centre: one-hots must be encrypted one level below the top")
+        for blob in m.onehots:
+            if _load(ctx, blob, "the one-hots").parms_id() != ctx.level_parms_ids[1]:
+                raise ProtocolError("centre: one-hots must be encrypted one level below the "
+                                    "top")
         if m.stage == "init":
-            return [self._init_d2(m.index, hots, per_block)]
-        return [self._sums(m.index, hots, per_block)]
+            return [self._shuffled_d2(m.index, list(m.onehots))]
+        return [self._sums(m.index, list(m.onehots), per_block)]
 
-    def _init_d2(self, step: int, hots: list[Any], m: int) -> tuple[str, Message]:
-        """D²(x) = Σ_j h_j(x)·‖x − c_j‖² (the manager's one-hot of the nearest centre)."""
+    def _sums(self, index: int, hots: list[bytes], per_block: int) -> tuple[str, Message]:
+        """Σ over all customers of h_j(x)·x_f for clusters 1..k−1: partial sums per worker
+        (three-component products, relinearised once), added, summed over slots with
+        rotations before the rescale (so their noise is divided too)."""
         ctx = self._require_ctx()
-        d2 = []
-        for b in range(len(self.sizes)):
-            acc = None
-            for j in range(m):
-                term = ctx.multiply(hots[b * m + j], self._distances[j][b])
-                acc = term if acc is None else ctx.add(acc, term)
-            d2.append(ctx.multiply_integer(ctx.rescale(ctx.relinearize(acc)), self._d2_factor()))
-        return self._shuffled_d2(step, d2)
-
-    def _sums(self, index: int, hots: list[Any], per_block: int) -> tuple[str, Message]:
-        """Σ over all customers of h_j(x)·x_f for clusters 1..k−1: products added in
-        three-component form, relinearised, summed over slots (rotations, before the rescale
-        so their noise is divided too), rescaled."""
-        ctx = self._require_ctx()
-        d = len(self._x_low[0])
-        acc: list[list[Any]] = []
-        for b, row in enumerate(self._x_low):
-            for j in range(per_block):
-                h = hots[b * per_block + j]
-                if b == 0:
-                    acc.append([ctx.multiply(h, x) for x in row])
-                else:
-                    for f in range(d):
-                        ctx.add_inplace(acc[j][f], ctx.multiply(h, row[f]))
-        sums = tuple(ctx.ciphertext_to_bytes(ctx.rescale(ctx.sum_slots(ctx.relinearize(s))))
-                     for cluster in acc for s in cluster)
+        partials = self._map(
+            ops.sums_task,
+            lambda c: (self._key, c, [tuple(hots[b * per_block:(b + 1) * per_block])
+                                      for b in c]), per_worker=True)
+        total = [ctx.ciphertext_from_bytes(b) for b in partials[0]]
+        for part in partials[1:]:
+            for i, blob in enumerate(part):
+                ctx.add_inplace(total[i], ctx.ciphertext_from_bytes(blob))
+        blobs = [ctx.ciphertext_to_bytes(t) for t in total]
+        groups = [[blobs[i] for i in chunk]
+                  for chunk in chunk_indices(len(blobs), self._executor.n_workers)]
+        summed = self._executor.map(ops.slot_sum_task, [(self._key, g) for g in groups])
         self._expect = {f"Centroids:lloyd:{index + 1}", f"Centroids:final:{index + 1}"}
-        return self._send(vm.MANAGER, vm.Sums, index=index, sums=sums)
+        return self._send(vm.MANAGER, vm.Sums, index=index,
+                          sums=tuple(b for part in summed for b in part))
 
     # ------------------------------------------------------------------ end
     def _drop(self) -> None:
+        self._executor.drop_state(self._key)
+        self._state = None
         self._x_top, self._x_low, self._centres, self._distances = [], [], [], []
         self._uploads, self._tags, self._mask = {}, {}, None
         self._expect = set()
@@ -436,11 +444,3 @@ def _load(ctx: CkksPublicContext, blob: bytes, what: str) -> Any:
     except CiphertextError as exc:
         raise ProtocolError(f"centre: {what}: {exc}") from exc
 
-
-def _squared_distance(ctx: CkksPublicContext, row: Sequence[Any], centre: Sequence[Any]) -> Any:
-    acc = None
-    for x, c in zip(row, centre, strict=True):
-        diff = ctx.sub(x, c)
-        sq = ctx.square(diff)
-        acc = sq if acc is None else ctx.add(acc, sq)
-    return ctx.rescale(ctx.relinearize(acc))

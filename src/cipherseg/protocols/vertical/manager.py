@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cipherseg.engine.base import Executor, chunk_indices
+from cipherseg.engine.local import LocalExecutor
+from cipherseg.engine.state import get_state
 from cipherseg.errors import CiphertextError, ParameterError, ProtocolError
 from cipherseg.protocols.dp import DPConfig, gaussian_release
 from cipherseg.protocols.kmeans_joint_manager import data_independent_centres
@@ -51,13 +54,18 @@ def labels_from_comparisons(z: npt.NDArray[np.float64], m: int) -> npt.NDArray[n
     >>> labels_from_comparisons(z, 3).tolist()
     [0, 2]
     """
+    labels: npt.NDArray[np.int64] = np.argmax(_wins(z, m), axis=0).astype(np.int64)
+    return labels
+
+
+def _wins(z: npt.NDArray[np.float64], m: int) -> npt.NDArray[np.int64]:
+    """How many comparisons each of the ``m`` clusters wins, per customer."""
     wins = np.zeros((m, z.shape[1]), dtype=np.int64)
     for p, (j, other) in enumerate(pairs(m)):
         nearer = z[p] < 0
         wins[j] += nearer
         wins[other] += ~nearer
-    labels: npt.NDArray[np.int64] = np.argmax(wins, axis=0).astype(np.int64)
-    return labels
+    return wins
 
 
 @dataclass
@@ -95,6 +103,9 @@ class VerticalManager:
     random_state:
         Seeds the manager's sampling choices (k-means++ picks, random centres) for tests;
         keys, encryption and DP noise always come from the OS CSPRNG.
+    executor:
+        Where per-block decryption and encryption run (its own processes: the secret key
+        is registered there only); default this process.
     """
 
     name = vm.MANAGER
@@ -104,7 +115,10 @@ class VerticalManager:
                  init_centres: npt.ArrayLike | None = None, max_iter: int = 300,
                  tol: float = 0.0, dp_epsilon: float | None = None, dp_delta: float = 1e-6,
                  dp_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-                 random_state: int | None = None, session_id: str | None = None) -> None:
+                 random_state: int | None = None, session_id: str | None = None,
+                 executor: Executor | None = None) -> None:
+        self._executor: Executor = executor if executor is not None else LocalExecutor()
+        self._key = f"vertical-manager-{secrets.token_hex(8)}"
         self.holder_features = tuple(int(d) for d in holder_features)
         self.holder_ids = tuple(holder_ids) if holder_ids is not None else tuple(
             range(1, len(self.holder_features) + 1))
@@ -190,6 +204,8 @@ class VerticalManager:
         """Generate the key set and open the session: Setup to the holders and the centre."""
         t0 = time.perf_counter()
         self._sk = CkksSecretContext.generate(PARAMS)
+        sk = self._sk
+        self._executor.put_state(self._key, lambda: sk)
         eps, delta = self._dp_input if self._dp_input is not None else (0.0, 0.0)
         common: dict[str, Any] = dict(
             holder_ids=self.holder_ids, holder_features=self.holder_features,
@@ -380,31 +396,28 @@ class VerticalManager:
         if m.n_pairs != n_pairs or len(m.values) != n_pairs * len(self.sizes):
             raise _refuse(f"comparisons ({m.stage} {m.index}): {len(m.values)} ciphertexts, "
                           f"expected {n_pairs * len(self.sizes)}")
-        out = []
-        for b, size in enumerate(self.sizes):
-            z = np.vstack([self._decrypt(blob, "comparisons", size)
-                           for blob in m.values[b * n_pairs:(b + 1) * n_pairs]])
-            if np.any(np.abs(z) > _ROOM):
-                raise _refuse("comparisons exceed the range the blinding allows")
-            labels = labels_from_comparisons(z, n_centres)
-            out.append(labels)
-            self.log.intransitive += _intransitive(z, n_centres)
-        return np.concatenate(out)
+        chunks = chunk_indices(len(self.sizes), 2 * self._executor.n_workers)
+        parts = self._executor.map(labels_task, [
+            (self._key, [m.values[b * n_pairs:(b + 1) * n_pairs] for b in c],
+             [self.sizes[b] for b in c], n_centres) for c in chunks])
+        labels = []
+        for part in parts:
+            for block_labels, intransitive in part:
+                labels.append(block_labels)
+                self.log.intransitive += intransitive
+        self.log.decrypted["comparisons"] += len(m.values)
+        return np.concatenate(labels)
 
     def _onehots(self, labels: npt.NDArray[np.int64], clusters: range, stage: str,
                  index: int) -> tuple[str, Message]:
-        sk = self._key_set()
-        slots = PARAMS.slot_count
-        blobs: list[bytes] = []
-        start = 0
-        for size in self.sizes:
-            block = np.full(slots, -1, dtype=np.int64)
-            block[:size] = labels[start:start + size]
-            start += size
-            blobs.extend(sk.encrypt_to_bytes((block == j).astype(np.float64), level=1)
-                         for j in clusters)
+        starts = np.cumsum([0, *self.sizes])
+        blocks = [labels[starts[b]:starts[b + 1]] for b in range(len(self.sizes))]
+        chunks = chunk_indices(len(blocks), 2 * self._executor.n_workers)
+        parts = self._executor.map(onehots_task, [
+            (self._key, [blocks[b] for b in c], list(clusters)) for c in chunks])
         return self._send(vm.CENTRE, vm.OneHots, stage=stage, index=index,
-                          n_clusters=len(clusters), onehots=tuple(blobs))
+                          n_clusters=len(clusters),
+                          onehots=tuple(b for part in parts for b in part))
 
     def _on_comparisons(self, m: vm.Comparisons) -> Outgoing:
         if m.stage == "init":
@@ -468,6 +481,7 @@ class VerticalManager:
 
     def _release(self, labels: npt.NDArray[np.int64]) -> Outgoing:
         self._expect = set()
+        self._executor.drop_state(self._key)
         self.labels_ = labels
         self.done = True
         centroids = tuple(float(v) for v in self.released_centroids().ravel())
@@ -479,6 +493,39 @@ class VerticalManager:
 
     def epsilon_spent(self) -> float | None:
         return None if self.dp is None else self.dp.epsilon_spent()
+
+
+def labels_task(args: tuple[str, list[tuple[bytes, ...]], list[int], int]
+                ) -> list[tuple[npt.NDArray[np.int64], int]]:
+    """Per block: decrypt the blinded comparisons, check their range, take the labels."""
+    key, per_block, sizes, m = args
+    sk: CkksSecretContext = get_state(key)
+    out = []
+    for blobs, size in zip(per_block, sizes, strict=True):
+        try:
+            z = np.vstack([sk.decrypt_bytes(b, size) for b in blobs])
+        except CiphertextError as exc:
+            raise _refuse(f"comparisons: {exc}") from exc
+        if not np.all(np.isfinite(z)):
+            raise _refuse("comparisons are not finite numbers")
+        if np.any(np.abs(z) > _ROOM):
+            raise _refuse("comparisons exceed the range the blinding allows")
+        out.append((labels_from_comparisons(z, m), _intransitive(z, m)))
+    return out
+
+
+def onehots_task(args: tuple[str, list[npt.NDArray[np.int64]], list[int]]) -> list[bytes]:
+    """Per block and cluster: Enc(label == j), one level below the top (padding slots 0)."""
+    key, blocks, clusters = args
+    sk: CkksSecretContext = get_state(key)
+    slots = PARAMS.slot_count
+    out: list[bytes] = []
+    for labels in blocks:
+        block = np.full(slots, -1, dtype=np.int64)
+        block[:labels.size] = labels
+        out.extend(sk.encrypt_to_bytes((block == j).astype(np.float64), level=1)
+                   for j in clusters)
+    return out
 
 
 def _key(message: Message) -> str:
@@ -495,12 +542,8 @@ def _key(message: Message) -> str:
 
 
 def _intransitive(z: npt.NDArray[np.float64], m: int) -> int:
-    wins = np.zeros((m, z.shape[1]), dtype=np.int64)
-    for p, (j, other) in enumerate(pairs(m)):
-        nearer = z[p] < 0
-        wins[j] += nearer
-        wins[other] += ~nearer
-    return int(np.sum(wins.max(axis=0) < m - 1))
+    """Customers for whom no cluster won every comparison (near-ties within τ)."""
+    return int(np.sum(_wins(z, m).max(axis=0) < m - 1))
 
 
 def _refuse(what: str) -> ProtocolError:

@@ -167,15 +167,19 @@ def run_vertical(columns: Sequence[npt.ArrayLike], n_clusters: int, *,
     init_name, init_centres = (init, None) if isinstance(init, str) else ("given", init)
     seeds = [None] * (len(blocks) + 2) if random_state is None else [
         int(random_state) * 1009 + i for i in range(len(blocks) + 2)]
+    # One pool per party: the manager's secret context is registered in its own only.
     executor = LocalExecutor(n_jobs) if n_jobs not in (None, 1) else None
+    manager_executor = LocalExecutor(n_jobs) if n_jobs not in (None, 1) else None
+    centre_executor = LocalExecutor(n_jobs) if n_jobs not in (None, 1) else None
     try:
         holders = [VerticalHolder(i + 1, ids[i], b, executor=executor)
                    for i, b in enumerate(blocks)]
         manager = VerticalManager([b.shape[1] for b in blocks], n_clusters, init=init_name,
                                   init_centres=init_centres, max_iter=max_iter, tol=tol,
                                   dp_epsilon=dp_epsilon, dp_delta=dp_delta,
-                                  dp_bounds=dp_bounds, random_state=seeds[0])
-        centre = VerticalCentre(random_state=seeds[1])
+                                  dp_bounds=dp_bounds, random_state=seeds[0],
+                                  executor=manager_executor)
+        centre = VerticalCentre(random_state=seeds[1], executor=centre_executor)
         parties: dict[str, Party] = {manager.name: manager, centre.name: centre}
         parties.update({h.name: h for h in holders})
         if wrap is not None:
@@ -206,8 +210,9 @@ def run_vertical(columns: Sequence[npt.ArrayLike], n_clusters: int, *,
                 on_message=report)
         wall = time.perf_counter() - start
     finally:
-        if executor is not None:
-            executor.close()
+        for ex in (executor, manager_executor, centre_executor):
+            if ex is not None:
+                ex.close()
     if not manager.done or not all(h.done for h in holders) or not centre.closed:
         waiting = sorted(manager._expect | centre._expect)
         awaited = ", ".join(waiting) or "a party that stopped answering"
