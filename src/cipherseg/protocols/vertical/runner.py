@@ -54,6 +54,8 @@ class Traffic:
     sent: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
     received: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
     seconds: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
+    #: CPU seconds of the handlers in this process (pool workers' CPU is not included).
+    cpu: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
     messages: int = 0
 
     def record(self, src: str, dst: str, message: Message, size: int) -> None:
@@ -69,7 +71,8 @@ class Traffic:
         def plain(t: defaultdict[str, defaultdict[str, float]]) -> dict[str, dict[str, float]]:
             return {p: dict(s) for p, s in sorted(t.items())}
         return {"bytes_sent": plain(self.sent), "bytes_received": plain(self.received),
-                "seconds": plain(self.seconds), "messages": self.messages,
+                "seconds": plain(self.seconds), "cpu_seconds": plain(self.cpu),
+                "messages": self.messages,
                 "total_bytes": self.total_bytes()}
 
 
@@ -91,13 +94,14 @@ def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message
     while queue:
         src, dst, data = queue.popleft()
         message = Message.from_bytes(data)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             out = parties[dst].handle(src, message)
         except CipherSegError as exc:
             _abort_all(parties, dst, message.session_id, str(exc))
             raise
         traffic.seconds[dst][vm.stage_of(message)] += time.perf_counter() - start
+        traffic.cpu[dst][vm.stage_of(message)] += time.process_time() - cpu
         post(dst, out)
         if on_message is not None:
             on_message(message)
