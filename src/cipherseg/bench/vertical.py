@@ -60,13 +60,15 @@ def _run(n_shared: int, d_a: int, d_b: int, k: int, iterations: int, n_jobs: int
     return result, summary
 
 
-def psi_only(n_shared: int, n_jobs: int, seed: int) -> dict[str, Any]:
-    """The PSI of two holders alone (100k + 100k with 20 % not shared each at the target)."""
+def psi_only(n_rows: int, n_jobs: int, seed: int) -> dict[str, Any]:
+    """The PSI of two holders alone: ``n_rows`` each (100k + 100k at the target), 20 % of
+    each holder's rows not shared."""
     from cipherseg.engine.local import LocalExecutor
     from cipherseg.protocols.vertical import psi
 
     rng = np.random.default_rng(seed)
-    n_extra = n_shared // 4  # 20 % of each holder's list is not shared
+    n_extra = n_rows // 5
+    n_shared = n_rows - n_extra
     numbers = rng.choice(10**8, size=n_shared + 2 * n_extra, replace=False)
     ids = [f"+86138{v:08d}".encode() for v in numbers]
     a_ids, b_ids = ids[:n_shared + n_extra], ids[:n_shared] + ids[n_shared + n_extra:]
@@ -95,7 +97,7 @@ def run_bench(out_dir: Path, *, n_shared: int = 100_000, k: int = 5, iterations:
               notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the target shape, the Mazzone shape and PSI alone; write JSON and a plot."""
     say = notify or (lambda text: None)
-    say(f"PSI alone: {n_shared:,} + {n_shared:,} shared, 20 % more each")
+    say(f"PSI alone: {n_shared:,} + {n_shared:,} rows, 20 % of each not shared")
     psi_result = psi_only(n_shared, n_jobs, seed)
     say(f"target: 2 holders × {n_shared:,} shared, 3 + 2 features, k={k}, {iterations} iter")
     _, target = _run(n_shared, 3, 2, k, iterations, n_jobs, seed)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from cipherseg.commands.joint import _write_json as write_json  # one JSON writer for benches
 
 _STAGES = {
     "psi": "private set intersection (aligning the holders)",
@@ -35,18 +36,6 @@ class _Stages:
     def finish(self) -> None:
         for key in self.seen:
             self.progress.done(key)
-
-
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 def vertical_demo(
@@ -114,8 +103,7 @@ def vertical_demo(
         sent = sum(traffic["bytes_sent"].get(party, {}).values()) / 1e6
         console.print(f"  {party}: {secs:.1f} s of work, {sent:.1f} MB sent")
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+        write_json(json_path, report)
         console.print(f"wrote {json_path}")
 
 
@@ -134,8 +122,7 @@ def bench_vertical(
 
     payload = run_bench(json_path.parent, n_shared=customers, k=k, iterations=iterations,
                         n_jobs=jobs, seed=seed, notify=console.print)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    write_json(json_path, payload)
     for name in ("target", "mazzone_shape"):
         r = payload[name]
         console.print(f"{name}: {r['n_shared']:,} shared × {sum(r['features'])} features, "

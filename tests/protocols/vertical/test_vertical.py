@@ -4,7 +4,6 @@ what holders receive, refusals of bad input and of lying parties, DP calibration
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.manager import VerticalManager
 from cipherseg.protocols.vertical.runner import Party, run_vertical
 from cipherseg.schemes.ckks_keys import CkksSecretContext
+from object_graph import reachable
 
 DATA = Path(os.environ.get("CIPHERSEG_BANK_DATA_DIR",
                            Path(__file__).resolve().parents[4] / "shared" / "data"
@@ -125,18 +125,6 @@ def test_bank_marketing_split_vertically() -> None:
 
 
 # ------------------------------------------------------------------ custody and leakage
-def _reachable(root: object, limit: int = 300_000) -> list[object]:
-    seen: dict[int, object] = {}
-    todo = [root]
-    while todo and len(seen) < limit:
-        obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (type, str, bytes, int, float)):
-            continue
-        seen[id(obj)] = obj
-        todo.extend(gc.get_referents(obj))
-    return list(seen.values())
-
-
 class _Spy:
     """Wraps a party: records what it receives, and lets a test tamper with what it sends."""
 
@@ -152,7 +140,7 @@ class _Spy:
         self.received.append(message)
         out = self.party.handle(sender, message)
         if self.scan:
-            self.snapshots.append(_reachable(self.party))
+            self.snapshots.append(reachable(self.party))
         return self.tamper(out) if self.tamper else out
 
     def __getattr__(self, name: str) -> Any:
