@@ -324,3 +324,27 @@ def test_dp_needs_public_bounds_and_no_kmeans_plus_plus() -> None:
         VerticalManager([1, 1], 2, init="random", dp_epsilon=1.0)
     with pytest.raises(ParameterError, match="k-means\\+\\+"):
         VerticalManager([1, 1], 2, dp_epsilon=1.0, dp_bounds=([0, 0], [1, 1]))
+
+
+@pytest.mark.parametrize(("kind", "change", "match"), [
+    ("OneHots", lambda m: dataclasses.replace(m, onehots=m.onehots[:-1]), "one-hot"),
+    ("Centroids", lambda m: dataclasses.replace(m, centroids=(b"junk",) * len(m.centroids)),
+     "centroids"),
+    ("Pick", lambda m: dataclasses.replace(m, block=99), "no block"),
+    ("NewCentre", lambda m: dataclasses.replace(m, centre=m.centre[:1]), "one ciphertext"),
+])
+def test_a_malformed_manager_message_is_refused_by_the_centre(kind: str, change: Any,
+                                                              match: str) -> None:
+    rng = np.random.default_rng(9)
+    X = np.vstack([rng.normal(c, 0.3, (60, 3)) for c in (-1, 0, 1)])
+    holders: list[_Spy] = []
+
+    def wrap(name: str, party: Party) -> Party:
+        spy = _Spy(name, party, tamper=_replace(kind, change) if name == vm.MANAGER else None)
+        if name.startswith("holder"):
+            holders.append(spy)
+        return spy
+
+    with pytest.raises(ProtocolError, match=match):
+        run_vertical([X[:, :2], X[:, 2:]], 3, random_state=2, max_iter=4, wrap=wrap)
+    assert all(h.party.labels_ is None for h in holders)  # nothing released
