@@ -99,12 +99,16 @@ def run_bench(out_dir: Path, *, n_shared: int = 100_000, k: int = 5, iterations:
     say = notify or (lambda text: None)
     say(f"PSI alone: {n_shared:,} + {n_shared:,} rows, 20 % of each not shared")
     psi_result = psi_only(n_shared, n_jobs, seed)
+    small = max(1000, n_shared // 5)
+    say(f"PSI on {small:,} + {small:,} rows: 1 process against {n_jobs}, same run")
+    pool_gain = {"rows_per_holder": small, "one_process": psi_only(small, 1, seed),
+                 "pool": psi_only(small, n_jobs, seed)}
     say(f"target: 2 holders × {n_shared:,} shared, 3 + 2 features, k={k}, {iterations} iter")
     _, target = _run(n_shared, 3, 2, k, iterations, n_jobs, seed)
     say(f"Mazzone et al.'s shape: {n_shared:,} × 2 features (1 + 1), k=5")
     _, mazzone_shape = _run(n_shared, 1, 1, 5, iterations, n_jobs, seed + 1)
     payload = {"target": target, "mazzone_shape": mazzone_shape, "mazzone_published": MAZZONE,
-               "psi": psi_result, "cpu_count": os.cpu_count()}
+               "psi": psi_result, "psi_pool_gain": pool_gain, "cpu_count": os.cpu_count()}
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(payload, out_dir / "vertical.png")
     return payload
