@@ -36,8 +36,8 @@ import numpy as np
 
 from cipherseg.engine.base import Executor
 from cipherseg.engine.memory import peak_rss_bytes, reset_peak_rss
+from cipherseg.progress import Progress
 
-Progress = Callable[[str, int, int], None]
 _MB = 1e6
 
 

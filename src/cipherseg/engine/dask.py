@@ -55,9 +55,10 @@ import dask
 from distributed import Client, Future, LocalCluster, WorkerPlugin, as_completed
 
 from cipherseg.engine import state
-from cipherseg.engine.base import BLOCKS_PER_TASK, Progress, chunk_indices, stage_name, task_chunks
+from cipherseg.engine.base import BLOCKS_PER_TASK, chunk_indices, stage_name, task_chunks
 from cipherseg.engine.memory import peak_rss_bytes, reset_peak_rss
 from cipherseg.errors import ParameterError
+from cipherseg.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -22,7 +22,6 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,10 @@ from cipherseg.messaging.rules import DeliveryPolicy
 from cipherseg.messaging.schema import standalone_tables
 from cipherseg.messaging.store import CampaignSegment, SqlMessageStore
 from cipherseg.pii import PiiKeyring, PiiVault
+from cipherseg.progress import Progress
 
 TEMPLATE = ("Hi {{ first_name|default('there') }}, {{ segment_name }} members save 20% at "
             "{{ shop_name }} this weekend. {{ opt_out }}")
-Progress = Callable[[str, int, int], None]
 
 
 def _engine_for(database: str) -> Engine:

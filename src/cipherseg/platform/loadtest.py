@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from cipherseg.testing.ports import free_port
 
 PASSWORD = "load test passphrase"
 
@@ -59,12 +60,6 @@ class LoadResult:
                 f"{self.customers_found}/{self.customers_expected}; segmentation job "
                 f"{self.job_status}" + (f" in {self.job_seconds:.1f} s" if self.job_seconds
                                         else ""))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli() -> str:
@@ -224,7 +219,7 @@ def run_load_test(*, sessions: int = 50, requests_per_session: int = 40,
         for name in names:
             _run(env, "users", "create", name, "--role", roles[group], stdin=PASSWORD + "\n")
     _run(env, "db", "demo-data", str(work / "demo"), "--customers", str(demo_customers))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = (work / "server.log").open("w")
     proc = subprocess.Popen([_cli(), "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -35,13 +35,9 @@ import tenseal.sealapi as seal
 
 from cipherseg.errors import CiphertextError, KeyCustodyError, ParameterError
 from cipherseg.schemes._seal_io import seal_from_bytes, seal_to_bytes
+from cipherseg.schemes.he_standard import HE_STANDARD_MAX_LOG_Q
 
 Ciphertext = seal.Ciphertext
-
-# HomomorphicEncryption.org standard, 128-bit classical security, ternary secrets:
-# the largest total log2(q) (including the special prime) for each ring degree N.
-HE_STANDARD_MAX_LOG_Q: dict[int, int] = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438,
-                                         32768: 881}
 
 _CT_MAGIC = b"CSCK"
 _CTX_MAGIC = b"CSCKCTX"
@@ -77,7 +73,7 @@ class CkksParams:
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
-        if n not in HE_STANDARD_MAX_LOG_Q or n < 4096:
+        if n not in HE_STANDARD_MAX_LOG_Q[128] or n < 4096:
             raise ParameterError(
                 f"poly_modulus_degree must be one of 4096, 8192, 16384, 32768; got {n}"
             )
@@ -88,7 +84,7 @@ class CkksParams:
         if any(b < 20 or b > 60 for b in bits):
             raise ParameterError(f"every prime must have 20..60 bits, got {bits}")
         total = sum(bits)
-        bound = HE_STANDARD_MAX_LOG_Q[n]
+        bound = HE_STANDARD_MAX_LOG_Q[128][n]
         if total > bound:
             raise ParameterError(
                 f"log2(q) = {total} exceeds the HE-standard 128-bit bound {bound} for N={n}; "

@@ -71,6 +71,7 @@ from cipherseg.errors import (
     ValidationError,
 )
 from cipherseg.schemes.base import Capability
+from cipherseg.schemes.he_standard import HE_STANDARD_MAX_LOG_Q
 from cipherseg.schemes.rlwe_sampling import (
     RandomSource,
     SeededRandomSource,
@@ -84,14 +85,6 @@ from cipherseg.schemes.rns_ntt import RnsRing, is_prime
 
 U64 = npt.NDArray[np.uint64]
 
-# HomomorphicEncryption.org Security Standard (Albrecht et al., Nov. 2018), recommended parameters
-# for uniform ternary secrets, error width σ ≈ 3.2, classical security: the largest log2(q) for
-# each ring degree N and security level (the values SEAL enforces as SEAL_HE_STD_PARMS_*_TC).
-HE_STANDARD_MAX_LOG_Q: dict[int, dict[int, int]] = {
-    128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
-    192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
-    256: {1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
-}
 # The HE standard's error width is 8/sqrt(2π) ≈ 3.19; narrower errors are outside its tables.
 MIN_ERROR_STD = 3.19
 MIN_SMUDGING_SECURITY = 40
