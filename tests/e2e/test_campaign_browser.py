@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -29,7 +29,6 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from cipherseg import EncryptedKMeans
-from cipherseg.bench.transport import CentreService
 from cipherseg.cli import app as cli_app
 from cipherseg.errors import (
     CiphertextError,
@@ -42,6 +41,7 @@ from cipherseg.errors import (
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
 from cipherseg.schemes.ckks_keys import CkksSecretContext
+from cipherseg.testing.centre_service import CentreService
 from cipherseg.testing.ports import free_port
 from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import HttpTransport

@@ -195,7 +195,7 @@ def bench_platform(
                     "(0: skip).")] = 100_000,
 ) -> None:
     """Load test on loopback: concurrent sessions browse and upload while a job runs."""
-    from cipherseg.platform.loadtest import run_import_bench, run_load_test
+    from cipherseg.testing.loadtest import run_import_bench, run_load_test
 
     if import_rows:
         console.print(f"timing {import_rows:,}-row imports")

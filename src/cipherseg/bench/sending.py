@@ -32,7 +32,6 @@ from cipherseg.messaging.callbacks import CallbackServer, DlrSigner, MessagingCa
 from cipherseg.messaging.engine import EngineConfig, SendingEngine, enqueue_campaign
 from cipherseg.messaging.gateway import Gateway, vault_opener
 from cipherseg.messaging.kannel import KannelGateway
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.messaging.outbox import OutboxGateway
 from cipherseg.messaging.recipients import Recipient, StaticRecipients, seal_recipient
 from cipherseg.messaging.rules import DeliveryPolicy
@@ -40,6 +39,7 @@ from cipherseg.messaging.schema import standalone_tables
 from cipherseg.messaging.store import CampaignSegment, SqlMessageStore
 from cipherseg.pii import PiiKeyring, PiiVault
 from cipherseg.progress import Progress
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 
 TEMPLATE = ("Hi {{ first_name|default('there') }}, {{ segment_name }} members save 20% at "
             "{{ shop_name }} this weekend. {{ opt_out }}")
