@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 import dask
+from dask.typing import Key
 from distributed import Client, Future, LocalCluster, WorkerPlugin, as_completed
 
 from cipherseg.engine import state
@@ -309,7 +310,7 @@ class DaskExecutor:
         nthreads = self._workers()
         stage = stage_name(fn)
         futures, weights = [], []
-        retry: dict[str, Callable[[], Future[Any]]] = {}
+        retry: dict[Key, Callable[[], Future[Any]]] = {}
         with dask.config.set(_GRAPH_WARNING):
             for shard, ids in zip(held.shards, held.ranges, strict=True):
                 mine = [b for b in ids if wanted is None or b in wanted]
@@ -337,7 +338,7 @@ class DaskExecutor:
         return self._collect(stage, futures, weights, started, retry)
 
     def _collect(self, stage: str, futures: list[Future[Any]], weights: list[int],
-                 started: float, retry: dict[str, Callable[[], Future[Any]]] | None = None
+                 started: float, retry: dict[Key, Callable[[], Future[Any]]] | None = None
                  ) -> list[Any]:
         report = self._progress or (lambda stage, done, total: None)
         retry = dict(retry or {})
