@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
+from bank_data import DATA, needs_data
 from cipherseg.analytics.synthetic_vertical import make_vertical_demo
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.messages import Message
@@ -23,11 +23,6 @@ from cipherseg.protocols.vertical.manager import VerticalManager
 from cipherseg.protocols.vertical.runner import Party, run_vertical
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from object_graph import reachable
-
-DATA = Path(os.environ.get("CIPHERSEG_BANK_DATA_DIR",
-                           Path(__file__).resolve().parents[4] / "shared" / "data"
-                           / "bank-marketing"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"Bank Marketing data not at {DATA}")
 
 
 def _sklearn(X: np.ndarray, init: np.ndarray, max_iter: int = 300) -> KMeans:

@@ -25,14 +25,13 @@ import numpy.typing as npt
 
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CipherSegError, ProtocolError, ValidationError
+from cipherseg.progress import Progress
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.centre import VerticalCentre
 from cipherseg.protocols.vertical.holder import VerticalHolder
 from cipherseg.protocols.vertical.manager import ManagerLog, VerticalManager
 from cipherseg.protocols.vertical.session import Outgoing
-
-Progress = Callable[[str, int, int], None]
 
 
 class Party(Protocol):
