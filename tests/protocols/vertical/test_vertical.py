@@ -345,3 +345,36 @@ def test_a_malformed_manager_message_is_refused_by_the_centre(kind: str, change:
     with pytest.raises(ProtocolError, match=match):
         run_vertical([X[:, :2], X[:, 2:]], 3, random_state=2, max_iter=4, wrap=wrap)
     assert all(h.party.labels_ is None for h in holders)  # nothing released
+
+
+def test_blinding_factors_lie_in_the_stated_range_and_keep_the_sign() -> None:
+    """What the manager decrypts is r·(P − τ) with r in [2^13, 2^blind_max_bits(d)] (up to
+    the ±2^12 encoding error): checked against P computed from the joined plaintext."""
+    from cipherseg.protocols.vertical.session import TIE_TOLERANCE, blind_max_bits
+
+    rng = np.random.default_rng(11)
+    X = np.vstack([rng.normal(c, 0.5, (300, 3)) for c in (-1, 1)])
+    init = X[[0, 400]]
+    spies: dict[str, _Spy] = {}
+
+    def wrap(name: str, party: Party) -> Party:
+        spies[name] = _Spy(name, party)
+        return spies[name]
+
+    result = run_vertical([X[:, :2], X[:, 2:]], 2, init=init, random_state=3, max_iter=1,
+                          wrap=wrap)
+    manager = spies[vm.MANAGER].party
+    first = next(m for m in spies[vm.MANAGER].received
+                 if isinstance(m, vm.Comparisons) and m.stage == "lloyd" and m.index == 0)
+    z = manager._sk.decrypt_bytes(first.values[0], 600)  # one block, pair (0, 1)
+    scale = 2.0**result.exponent
+    x = X[result.shared_rows[0]] / scale  # the shared order, normalised as the holders do
+    c = init / scale
+    p = ((x - c[0]) ** 2).sum(axis=1) - ((x - c[1]) ** 2).sum(axis=1) - TIE_TOLERANCE
+    clear = np.abs(p) > 1e-4
+    assert np.all(np.sign(z[clear]) == np.sign(p[clear]))
+    ratio = np.log2(z[clear] / p[clear])
+    low, high = 13, blind_max_bits(3)
+    assert ratio.min() >= np.log2(2**low - 2**12) and ratio.max() <= np.log2(2**high + 2**12)
+    # The factors use the whole range (log-uniform): both ends are reached.
+    assert ratio.min() < low + 0.5 and ratio.max() > high - 0.5
