@@ -129,7 +129,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         secs = np.array([traffic["seconds"].get(p, {}).get(stage, 0.0) for p in parties])
         left.bar(parties, secs, bottom=bottom, label=stage)
         bottom += secs
-    left.set_ylabel("handler seconds")
+    left.set_ylabel("handler wall seconds (load in the JSON)")
     left.set_title(f"seconds per party and stage ({payload['target']['n_shared']:,} shared)")
     left.legend(fontsize=8)
     bottom = np.zeros(len(parties))
