@@ -128,7 +128,7 @@ def users_create(
     from cipherseg.errors import ValidationError
     from cipherseg.platform import audit
     from cipherseg.platform.db import make_engine, make_sessionmaker
-    from cipherseg.platform.users import create_user, parse_role
+    from cipherseg.platform.services.users import create_user, parse_role
 
     if sys.stdin.isatty():
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)

@@ -10,7 +10,7 @@ its own results).
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.migrate import upgrade
 >>> from cipherseg.platform.models import Role
->>> from cipherseg.platform.users import create_user
+>>> from cipherseg.platform.services.users import create_user
 >>> engine = make_engine("sqlite://"); upgrade(engine); factory = make_sessionmaker(engine)
 >>> with factory() as s:
 ...     owner = create_user(s, "mall", "a long passphrase", Role.OWNER)

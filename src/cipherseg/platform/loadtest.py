@@ -367,7 +367,7 @@ def run_import_bench(rows: int = 100_000, customers_for_tx: int = 2_000,
     from cipherseg.platform.db import make_engine
     from cipherseg.platform.migrate import upgrade
     from cipherseg.platform.models import Role, Upload
-    from cipherseg.platform.users import create_user
+    from cipherseg.platform.services.users import create_user
 
     warnings.simplefilter("ignore", DeprecationWarning)
     out: dict[str, dict[str, float]] = {}

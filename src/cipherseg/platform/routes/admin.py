@@ -13,7 +13,7 @@ from cipherseg.platform import audit
 from cipherseg.platform.deps import AdminUser, ContextDep, IdPath, SessionDep, client_ip
 from cipherseg.platform.models import Role, User
 from cipherseg.platform.routes.common import redirect, render
-from cipherseg.platform.users import create_user, parse_role, update_user
+from cipherseg.platform.services.users import create_user, parse_role, update_user
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 

@@ -32,7 +32,7 @@ from cipherseg.platform.routes.views import releases
 from cipherseg.platform.segmentation import start_segmentation
 from cipherseg.platform.segments import owner_view, views_as_dicts
 from cipherseg.platform.services import erase_customer, save_upload
-from cipherseg.platform.users import create_user, parse_role, update_user
+from cipherseg.platform.services.users import create_user, parse_role, update_user
 
 
 class ErrorOut(BaseModel):
