@@ -70,7 +70,14 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
 
     from cipherseg.platform.app import make_context, make_worker
     from cipherseg.platform.core.config import Settings
-    from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, User
+    from cipherseg.platform.models import (
+        Customer,
+        Job,
+        ReleaseGrant,
+        Segment,
+        SegmentMember,
+        User,
+    )
     from cipherseg.platform.services import save_upload
 
     settings = Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"]))
@@ -90,9 +97,11 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
         owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(rows)}, published=True)
+                  result={"n_customers": len(rows)}, number=1)
         s.add(job)
         s.flush()
+        s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(
+            select(User.id).where(User.username == "shop")).one()))
         groups = {0: rows[:60], 1: rows[60:]}
         for pos, members in groups.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Gold", "Silver")[pos],

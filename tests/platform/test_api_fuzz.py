@@ -11,8 +11,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks as st_checks
+from sqlalchemy import select
 
-from cipherseg.platform.models import Job, Role, Segment, User
+from cipherseg.platform.models import Job, ReleaseGrant, Role, Segment, User
 from cipherseg.platform.uploads import Importer
 
 with warnings.catch_warnings():
@@ -47,11 +48,13 @@ def fuzz_platform(tmp_path_factory, sqlite_template):  # type: ignore[no-untyped
             imp.validate()
             imp.apply()
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
-                  owner_id=owner.id, created_by=owner.id, published=True,
+                  owner_id=owner.id, created_by=owner.id, number=1,
                   params={"k": 2, "features": ["recency"], "scheme": "ckks"},
                   result={"n_customers": 60, "n_iter": 3})
         s.add(job)
         s.flush()
+        s.add(ReleaseGrant(job_id=job.id, granted_by=owner.id, merchant_id=s.scalars(
+            select(User.id).where(User.username == "shop")).one()))
         s.add_all([Segment(job_id=job.id, position=0, name="Loyal", size=55,
                            centroid={"recency_days": 3.0, "frequency": 9.0, "monetary": 99.0}),
                    Segment(job_id=job.id, position=1, name="Lapsed", size=5,

@@ -15,8 +15,8 @@ its own results).
 >>> with factory() as s:
 ...     owner = create_user(s, "mall", "a long passphrase", Role.OWNER)
 ...     job = enqueue(s, "segmentation", owner=owner, params={"k": 3}); s.commit()
->>> claim_next(factory, "w1") == job.id, claim_next(factory, "w2")
-(True, None)
+>>> job.number, claim_next(factory, "w1") == job.id, claim_next(factory, "w2")
+(1, True, None)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cipherseg.errors import CipherSegError
 from cipherseg.platform.models import Job, User, utcnow
+from cipherseg.platform.numbering import job_scope, next_number
 
 log = logging.getLogger("cipherseg.platform.jobs")
 
@@ -50,7 +51,8 @@ def enqueue(session: Session, kind: str, *, owner: User, params: dict[str, Any],
     """Queue a job (flushes; the caller commits together with its audit event)."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
-    job = Job(kind=kind, status="queued", progress=0.0, stage="queued", owner_id=owner.id,
+    job = Job(kind=kind, number=next_number(session, job_scope(kind, owner.id)),
+              status="queued", progress=0.0, stage="queued", owner_id=owner.id,
               created_by=(created_by or owner).id, params=params)
     session.add(job)
     session.flush()

@@ -19,7 +19,16 @@ from cipherseg.platform.app import make_worker
 from cipherseg.platform.campaigns import service
 from cipherseg.platform.campaigns.settings import CampaignSettings
 from cipherseg.platform.demo_data import demo_rows
-from cipherseg.platform.models import MESSAGING, AuditEvent, Customer, Job, Segment, SegmentMember
+from cipherseg.platform.models import (
+    MESSAGING,
+    AuditEvent,
+    Customer,
+    Job,
+    ReleaseGrant,
+    Segment,
+    SegmentMember,
+    User,
+)
 
 CUSTOMERS, _ = demo_rows(n_customers=130, seed=11)
 NO_CONSENT = {"C00003", "C00010"}
@@ -57,9 +66,11 @@ def release(platform, **settings: object) -> tuple[int, dict[int, list[int]]]:  
         owner_id = s.scalar(select(Customer.owner_id).limit(1))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(ids)}, published=True)
+                  result={"n_customers": len(ids)}, number=1)
         s.add(job)
         s.flush()
+        s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(
+            select(User.id).where(User.username == "shop")).one()))
         groups = {0: ids[:70], 1: ids[70:120], 2: ids[120:]}
         for pos, members in groups.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Loyal", "Regular", "Tiny")[pos],
