@@ -56,10 +56,10 @@ def _number_scope(kind: str, owner_id: int) -> str:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("must_change_password", sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
-        batch_op.add_column(sa.Column("password_expires_at", sa.DateTime(), nullable=True))
+    # plain ALTER TABLE ADD COLUMN on every backend (no table copy on SQLite)
+    op.add_column("users", sa.Column("must_change_password", sa.Boolean(), nullable=False,
+                                     server_default=sa.false()))
+    op.add_column("users", sa.Column("password_expires_at", sa.DateTime(), nullable=True))
 
     role_permissions = op.create_table(
         "role_permissions",
@@ -223,15 +223,8 @@ def downgrade() -> None:
         bind.execute(sa.update(jobs).where(jobs.c.id.in_(released)).values(published=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.alter_column("published", existing_type=sa.Boolean(), server_default=None)
-    with op.batch_alter_table("release_grants", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_release_grants_merchant_id"))
-        batch_op.drop_index(batch_op.f("ix_release_grants_job_id"))
-    op.drop_table("release_grants")
-    with op.batch_alter_table("segmentation_requests", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_segmentation_requests_status"))
-        batch_op.drop_index(batch_op.f("ix_segmentation_requests_owner_id"))
-        batch_op.drop_index(batch_op.f("ix_segmentation_requests_merchant_id"))
-    op.drop_table("segmentation_requests")
+    op.drop_table("release_grants")  # its indexes go with it (MariaDB refuses dropping
+    op.drop_table("segmentation_requests")  # an index a foreign key needs first)
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("uq_uploads_owner_id"), type_="unique")
         batch_op.drop_column("number")
