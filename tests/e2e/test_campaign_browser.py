@@ -78,6 +78,7 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
         SegmentMember,
         User,
     )
+    from cipherseg.platform.numbering import job_scope, next_number
     from cipherseg.platform.services import save_upload
 
     settings = Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"]))
@@ -97,7 +98,8 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
         owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(rows)}, number=1)
+                  result={"n_customers": len(rows)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
         s.flush()
         s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(

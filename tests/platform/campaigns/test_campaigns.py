@@ -29,6 +29,7 @@ from cipherseg.platform.models import (
     SegmentMember,
     User,
 )
+from cipherseg.platform.numbering import job_scope, next_number
 
 CUSTOMERS, _ = demo_rows(n_customers=130, seed=11)
 NO_CONSENT = {"C00003", "C00010"}
@@ -66,7 +67,8 @@ def release(platform, **settings: object) -> tuple[int, dict[int, list[int]]]:  
         owner_id = s.scalar(select(Customer.owner_id).limit(1))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(ids)}, number=1)
+                  result={"n_customers": len(ids)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
         s.flush()
         s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(

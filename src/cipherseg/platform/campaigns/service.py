@@ -434,6 +434,18 @@ def _others_waiting(ctx: PlatformContext, job_id: int) -> bool:
                         .limit(1)) is not None
 
 
+def _stop_if_revoked(ctx: PlatformContext, store: SqlMessageStore, camp: Campaign) -> bool:
+    """Cancel a campaign whose release is no longer granted to its merchant and skip its
+    queued messages (sent ones stay reported); whether it was stopped."""
+    with ctx.sessions() as s:
+        granted = campaign_granted(s, camp)
+    if granted or camp.status not in _UNFINISHED:
+        return False
+    if store.transition_campaign(camp.id, "cancelled", allowed_from=list(_UNFINISHED)):
+        store.skip_queued(camp.id, "release revoked by the data owner")
+    return True
+
+
 def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
     """The background job that queues a campaign's audience and sends it.
 
@@ -452,12 +464,7 @@ def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
         store = store_for(ctx)
         camp = store.campaign(cid)
         cs = campaign_settings(ctx)
-        with ctx.sessions() as s:
-            granted = campaign_granted(s, camp)
-        if not granted and camp.status in _UNFINISHED:
-            # revoked after approval: nothing more goes out (sent messages stay reported)
-            if store.transition_campaign(cid, "cancelled", allowed_from=list(_UNFINISHED)):
-                store.skip_queued(cid, "release revoked by the data owner")
+        if _stop_if_revoked(ctx, store, camp):
             jobs.finish(ctx.sessions, job_id, status="done", stage="release revoked")
             return
         if camp.status == "approved":
@@ -481,6 +488,9 @@ def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
                 sink.update(1.0 - pending / total,
                             f"{counts.get('sent', 0) + counts.get('delivered', 0)} sent, "
                             f"{pending} to go")
+                if _stop_if_revoked(ctx, store, store.campaign(cid)):
+                    stage = "release revoked"
+                    break
                 status = store.campaign(cid).status
                 if status != "sending":
                     stage = f"campaign {status}"

@@ -109,9 +109,11 @@ def grant(db: Session, owner: User, job: Job, merchants: Sequence[str], *,
 
 def revoke(ctx: PlatformContext, db: Session, owner: User, job: Job, merchant_name: str, *,
            ip: str | None = None) -> ReleaseGrant:
-    """Revoke the grant of ``job`` to ``merchant_name`` and stop what depended on it: the
-    context's revocation listeners run in the same transaction (commits). Raises
-    :class:`LookupError` if there is no active grant."""
+    """Revoke the grant of ``job`` to ``merchant_name`` (commits), then let the context's
+    revocation listeners stop what depended on it. Raises :class:`LookupError` if there is
+    no active grant. The campaign code also checks the grant itself before and while it
+    sends, so a listener that did not run (a crash right after the commit) stops nothing
+    that would otherwise go out."""
     merchant = db.scalar(select(User).where(User.username == merchant_name))
     row = None if merchant is None else db.scalar(
         select(ReleaseGrant).where(ReleaseGrant.job_id == job.id,
@@ -124,7 +126,9 @@ def revoke(ctx: PlatformContext, db: Session, owner: User, job: Job, merchant_na
                  object_id=job.id, ip=ip,
                  detail={"merchant": merchant.username, "kind": job.kind,
                          "number": job.number})
-    db.flush()
+    db.commit()
+    # after the commit: listeners write through other connections (the message store),
+    # which SQLite would make wait for this transaction's lock
     for listener in ctx.revocation_listeners:
         listener(ctx, db, job.id, merchant)
     db.commit()
