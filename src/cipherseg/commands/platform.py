@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from cipherseg.platform.core.config import Settings
 
 console = Console(stderr=True)
 
@@ -26,7 +29,7 @@ users_app = typer.Typer(help="Platform accounts.", no_args_is_help=True)
 pii_app = typer.Typer(help="The PII vault's keys.", no_args_is_help=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from cipherseg.platform.core.config import Settings
 
     return Settings()

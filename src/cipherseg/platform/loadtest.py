@@ -133,7 +133,7 @@ BROWSE = {
     "owner": ["/owner/data", "/owner/customers", "/owner/jobs", "/api/v1/jobs",
               "/api/v1/uploads"],
     "merchant": ["/merchant/segments", "/api/v1/releases"],
-    "operator": ["/operator/audiences", "/api/v1/releases"],
+    "operator": ["/operator/audiences", "/api/v1/audiences"],
     "centre": ["/centre/jobs", "/api/v1/centre/jobs"],
     "admin": ["/admin/users", "/admin/audit", "/api/v1/audit?limit=50"],
 }

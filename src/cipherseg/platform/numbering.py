@@ -22,6 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cipherseg.platform.models import Counter
 
@@ -43,6 +44,7 @@ def next_number(session: Session, scope: str) -> int:
     """The next number in ``scope`` (1, 2, ...); part of the caller's transaction."""
     dialect = session.get_bind().dialect.name
     values = {"scope": scope, "value": 0}
+    create: Executable
     if dialect == "postgresql":
         create = pg_insert(Counter).values(values).on_conflict_do_nothing()
     elif dialect == "sqlite":

@@ -3,6 +3,7 @@ permission matrix, and the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -180,7 +181,7 @@ def audit_csv(request: Request, ctx: ContextDep, db: SessionDep, reader: AuditRe
     db.commit()
     export_db = ctx.sessions()
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[str]:
         try:
             yield from audit.iter_csv(export_db)
         finally:

@@ -98,11 +98,15 @@ def merchant_request_create(
         window_days: Annotated[str, Form(max_length=8)] = "",
         features: Annotated[list[str] | None, Form(max_length=32)] = None) -> Response:
     """Send the request to the chosen owner."""
-    raw = {"owner": owner, "purpose": purpose, "k": k, "choose_k": choose_k, "window": window,
-           "window_from": window_from, "window_to": window_to, "window_days": window_days,
-           "features": features or []}
+    raw: dict[str, Any] = {"owner": owner, "purpose": purpose, "k": k, "choose_k": choose_k,
+                           "window": window, "window_from": window_from,
+                           "window_to": window_to, "window_days": window_days,
+                           "features": features or []}
     try:
-        req = service.create(ctx, db, merchant, parse_form(**raw), features=list(FEATURES),
+        form = parse_form(owner=owner, purpose=purpose, k=k, choose_k=choose_k, window=window,
+                          window_from=window_from, window_to=window_to,
+                          window_days=window_days, features=features or [])
+        req = service.create(ctx, db, merchant, form, features=list(FEATURES),
                              ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()

@@ -170,11 +170,11 @@ def _number_existing_rows(bind: sa.Connection, counters: sa.Table) -> None:
         scope = f"upload:{owner_id}"
         next_number[scope] += 1
         numbered["uploads"].append((upload_id, next_number[scope]))
-    for name, rows in numbered.items():
-        table = sa.Table(name, sa.MetaData(), sa.Column("id", sa.Integer),
-                         sa.Column("number", sa.Integer))
+    for table_name, rows in numbered.items():
+        numbers = sa.Table(table_name, sa.MetaData(), sa.Column("id", sa.Integer),
+                           sa.Column("number", sa.Integer))
         for row_id, n in rows:
-            bind.execute(sa.update(table).where(table.c.id == row_id).values(number=n))
+            bind.execute(sa.update(numbers).where(numbers.c.id == row_id).values(number=n))
     if next_number:
         op.bulk_insert(counters, [{"scope": s, "value": v} for s, v in next_number.items()])
     with op.batch_alter_table("jobs", schema=None) as batch_op:
