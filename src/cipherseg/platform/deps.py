@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.core.config import Settings
-from cipherseg.platform.models import Role, RolePermission, User, WebSession
-from cipherseg.platform.permissions import Permission, holds
+from cipherseg.platform.models import ROLE_TITLES, Role, RolePermission, User, WebSession
+from cipherseg.platform.permissions import PERMISSIONS, Permission, holds
 from cipherseg.platform.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -164,9 +164,11 @@ class Allow:
             if user.must_change_password and not self.during_password_change:
                 raise PasswordChangeRequired()
             if not self.admits(user.role_enum, granted):
+                assert self.permission is not None
                 raise HTTPException(status_code=403, detail=(
-                    f"your role does not have the permission {self.permission} this page or "
-                    "endpoint needs; ask an administrator"))
+                    f"Your role ({ROLE_TITLES[user.role_enum]}) lacks the permission "
+                    f"{self.permission.value} ({PERMISSIONS[self.permission].title.lower()}) "
+                    "that this needs. An administrator can grant it on Permissions."))
         if request.method not in SAFE_METHODS:
             await _check_csrf(request, ctx, web_session)
         return user

@@ -58,9 +58,9 @@ def check_username(username: str) -> None:
                               f"{len(username)})")
     bad = sorted({c for c in username if not _USERNAME_CHAR.fullmatch(c)})
     if bad:
-        shown = " ".join(repr(c) for c in bad[:5])
+        shown = ", ".join("a space" if c == " " else f"“{c}”" for c in bad[:5])
         raise ValidationError(f"the user name may contain only letters, digits and _ . @ - "
-                              f"(not {shown})")
+                              f"(it contains {shown})")
 
 
 def create_user(session: Session, username: str, password: str, role: Role) -> User:
