@@ -5,7 +5,6 @@ its own data directory (a fresh database). The ``browser`` fixture is in ``conft
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cipherseg.testing.ports import free_port
+
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artefacts" / "screenshots"
 CLI = str(Path(sys.executable).with_name("cipherseg"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:

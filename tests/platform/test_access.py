@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from cipherseg.clock import utcnow
 from cipherseg.platform import audit
 from cipherseg.platform.app import make_worker
 from cipherseg.platform.campaigns import service as campaigns
@@ -31,7 +32,6 @@ from cipherseg.platform.models import (
     Segment,
     SegmentMember,
     User,
-    utcnow,
 )
 from cipherseg.platform.numbering import job_scope, next_number
 from cipherseg.platform.permissions import DEFAULT_MATRIX, Permission

@@ -30,7 +30,7 @@ def bench_send(
     """Send a synthetic campaign through the outbox and a loopback Kannel; report msgs/s."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cipherseg.messaging.bench import plot_send_benchmark, run_send_benchmark
+    from cipherseg.bench.sending import plot_send_benchmark, run_send_benchmark
 
     levels = tuple(concurrency or [8, 32])
     tasks: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the platform is imported only by the commands that run it
     from cipherseg.platform.core.config import Settings
 
 console = Console(stderr=True)
@@ -229,7 +229,7 @@ def bench_platform(
                     "(0: skip).")] = 100_000,
 ) -> None:
     """Load test on loopback: concurrent sessions browse and upload while a job runs."""
-    from cipherseg.platform.loadtest import run_import_bench, run_load_test
+    from cipherseg.testing.loadtest import run_import_bench, run_load_test
 
     if import_rows:
         console.print(f"timing {import_rows:,}-row imports")

@@ -58,6 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.messaging.gateway import SendStatus
 from cipherseg.messaging.rules import RetryPolicy
@@ -74,11 +75,6 @@ SUPPRESSION_KINDS: tuple[str, ...] = ("opt_out", "suppressed")
 DLR_DELIVERED, DLR_UNDELIVERED, DLR_BUFFERED, DLR_SUBMITTED, DLR_REJECTED = 1, 2, 4, 8, 16
 
 _CHUNK = 500
-
-
-def utcnow() -> datetime:
-    """The current time, aware UTC."""
-    return datetime.now(UTC)
 
 
 def idempotency_key(campaign_id: int, customer_ref: str) -> str:

@@ -34,8 +34,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import CipherSegError
-from cipherseg.platform.models import Job, User, utcnow
+from cipherseg.platform.models import Job, User
 from cipherseg.platform.numbering import job_scope, next_number
 
 log = logging.getLogger("cipherseg.platform.jobs")

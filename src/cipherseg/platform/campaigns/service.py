@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.messaging import (
     AudienceSummary,
@@ -57,7 +58,6 @@ from cipherseg.platform.models import (
     Segment,
     SegmentMember,
     User,
-    utcnow,
 )
 from cipherseg.platform.segments import release_view
 from cipherseg.platform.services import grants

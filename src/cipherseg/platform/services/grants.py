@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job, ReleaseGrant, Role, User, utcnow
+from cipherseg.platform.models import Job, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
 RELEASABLE_KINDS = ("segmentation", "joint")

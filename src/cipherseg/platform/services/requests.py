@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
@@ -34,7 +35,6 @@ from cipherseg.platform.models import (
     RolePermission,
     SegmentationRequest,
     User,
-    utcnow,
 )
 from cipherseg.platform.permissions import Permission
 from cipherseg.platform.services import grants

@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
-from cipherseg.platform.models import Role, User, utcnow
+from cipherseg.platform.models import Role, User
 from cipherseg.platform.security import (
     close_user_sessions,
     hash_password,

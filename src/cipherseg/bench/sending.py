@@ -22,7 +22,6 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,17 @@ from cipherseg.messaging.callbacks import CallbackServer, DlrSigner, MessagingCa
 from cipherseg.messaging.engine import EngineConfig, SendingEngine, enqueue_campaign
 from cipherseg.messaging.gateway import Gateway, vault_opener
 from cipherseg.messaging.kannel import KannelGateway
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.messaging.outbox import OutboxGateway
 from cipherseg.messaging.recipients import Recipient, StaticRecipients, seal_recipient
 from cipherseg.messaging.rules import DeliveryPolicy
 from cipherseg.messaging.schema import standalone_tables
 from cipherseg.messaging.store import CampaignSegment, SqlMessageStore
 from cipherseg.pii import PiiKeyring, PiiVault
+from cipherseg.progress import Progress
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 
 TEMPLATE = ("Hi {{ first_name|default('there') }}, {{ segment_name }} members save 20% at "
             "{{ shop_name }} this weekend. {{ opt_out }}")
-Progress = Callable[[str, int, int], None]
 
 
 def _engine_for(database: str) -> Engine:
