@@ -113,3 +113,36 @@ def test_existing_releases_become_grants_and_numbers_per_kind(db_url: str) -> No
         assert n_segments == 1
     finally:
         engine.dispose()
+
+
+def test_concurrent_allocations_never_share_a_number(db_url: str) -> None:
+    """Eight threads, five numbers each, in one scope, each in its own transaction: the
+    counter row's lock (or SQLite's write lock) serialises them; all 40 numbers differ."""
+    import threading
+
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        factory = make_sessionmaker(engine)
+        got: list[int] = []
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(5):
+                    with factory() as s:
+                        n = next_number(s, "segmentation:42")
+                        s.commit()
+                    got.append(n)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(got) == list(range(1, 41))
+    finally:
+        engine.dispose()

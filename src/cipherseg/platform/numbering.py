@@ -1,10 +1,10 @@
 """Numbers per kind of object: an owner's first segmentation is segmentation #1, whatever
 else the platform ran before (uploads, imports, other owners' jobs, campaign sends).
 
-A number comes from the ``counters`` row of its scope, incremented inside the caller's
-transaction: the row lock serialises concurrent allocations in one scope on PostgreSQL and
-MariaDB (SQLite serialises writers anyway), and a missing row is created with an
-``INSERT`` that ignores a concurrent twin, so two requests never get the same number.
+A number comes from the ``counters`` row of its scope, created or incremented by one upsert
+inside the caller's transaction: the row lock serialises concurrent allocations in one scope
+on PostgreSQL and MariaDB (SQLite serialises writers anyway), so two requests never get the
+same number (the row stays locked until the caller commits).
 
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.migrate import upgrade
@@ -18,11 +18,11 @@ MariaDB (SQLite serialises writers anyway), and a missing row is created with an
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
 from cipherseg.platform.models import Counter
 
@@ -41,20 +41,23 @@ def upload_scope(owner_id: int) -> str:
 
 
 def next_number(session: Session, scope: str) -> int:
-    """The next number in ``scope`` (1, 2, ...); part of the caller's transaction."""
+    """The next number in ``scope`` (1, 2, ...); part of the caller's transaction.
+
+    One upsert statement per backend: it creates the counter at 1 or increments it under
+    the row's exclusive lock (an ``INSERT IGNORE`` then ``UPDATE`` pair deadlocks on
+    MariaDB: both transactions take the duplicate key's shared lock first).
+    """
     dialect = session.get_bind().dialect.name
-    values = {"scope": scope, "value": 0}
-    create: Executable
-    if dialect == "postgresql":
-        create = pg_insert(Counter).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        create = sqlite_insert(Counter).values(values).on_conflict_do_nothing()
+    values = {"scope": scope, "value": 1}
+    if dialect in ("postgresql", "sqlite"):
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert_(Counter).values(values)
+        number = session.scalar(stmt.on_conflict_do_update(
+            index_elements=[Counter.scope], set_={"value": Counter.value + 1})
+            .returning(Counter.value))
     else:
-        create = insert(Counter).values(values).prefix_with("IGNORE")
-    session.execute(create)
-    session.execute(update(Counter).where(Counter.scope == scope)
-                    .values(value=Counter.value + 1)
-                    .execution_options(synchronize_session=False))
-    number = session.scalar(select(Counter.value).where(Counter.scope == scope))
+        stmt_my = mysql_insert(Counter).values(values)
+        session.execute(stmt_my.on_duplicate_key_update(value=Counter.value + 1))
+        number = session.scalar(select(Counter.value).where(Counter.scope == scope))
     assert number is not None
     return int(number)
