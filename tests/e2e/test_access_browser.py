@@ -165,14 +165,14 @@ def test_password_reset_and_forced_change(platform, sessions, browser) -> None: 
     admin.submit("#create-user button")
     assert "may contain only letters, digits and _ . @ - (it contains a space)" in \
         admin.page.content()
-    admin.shot("18-admin-user-form-error")
+    admin.shot("24-admin-user-form-error")
 
     victim = sessions["shop-a"]
     admin.go("/admin/users")
     admin.submit("button[aria-label='reset the password of shop-a']")
     temp = admin.page.inner_text("#temporary-password").strip()
     assert re.fullmatch(r"[a-z2-9]{4}(-[a-z2-9]{4}){3}", temp)
-    admin.shot("19-admin-temporary-password")
+    admin.shot("25-admin-temporary-password")
     victim.go("/merchant/segments")
     assert "/login" in victim.page.url                         # the old session ended
 
@@ -187,7 +187,7 @@ def test_password_reset_and_forced_change(platform, sessions, browser) -> None: 
         user.page.fill("input[name=confirm]", "my own passphrase!")
         user.submit("#password-form button")
         assert "the new password and its confirmation differ" in user.page.content()
-        user.shot("20-forced-password-change")
+        user.shot("26-forced-password-change")
         user.page.fill("input[name=new]", "my own passphrase")
         user.page.fill("input[name=confirm]", "my own passphrase")
         user.submit("#password-form button")
@@ -221,7 +221,7 @@ def test_a_permission_edit_takes_effect(platform, sessions) -> None:  # type: ig
         "input[aria-label='Administrator: Manage accounts (always)']")
     admin.page.uncheck("input[value='merchant:request.create']")
     admin.page.check("input[value='operator:audit.read']")
-    admin.shot("21-admin-permissions")
+    admin.shot("27-admin-permissions")
     admin.submit("#permissions-form button")
     assert "Permissions saved" in admin.page.content()
 
@@ -230,7 +230,7 @@ def test_a_permission_edit_takes_effect(platform, sessions) -> None:  # type: ig
     shop.go("/merchant/requests")
     assert "lacks the permission request.create (request segmentations)" in \
         shop.page.content()
-    shop.shot("22-merchant-permission-refused")
+    shop.shot("28-merchant-permission-refused")
     sms.go("/operator/audiences")
     sms.page.click("nav a[href='/admin/audit']")
     sms.page.wait_for_load_state()

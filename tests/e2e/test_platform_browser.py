@@ -105,6 +105,8 @@ def test_each_role_walks_its_main_flow(server, browser, tmp_path) -> None:  # ty
     owner.page.click("#release-form button")
     owner.page.wait_for_load_state()
     assert "Released to the merchants you chose." in owner.page.content()
+    assert "sees it" in owner.page.inner_text("#grants")
+    owner.shot("07b-owner-released")
 
     # --- merchant, operator, centre, admin audit ----------------------------------------
     shop = session()

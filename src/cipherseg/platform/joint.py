@@ -443,15 +443,14 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
                    merchant: ReleaseViewer) -> Response:
     """Joint segmentations released to this merchant (segments ≥ the minimum segment size,
     with profiles)."""
-    from cipherseg.platform.routes.views import release_rows
+    from cipherseg.platform.routes.views import merchant_releases
 
     min_size = ctx.settings.min_segment_size
-    jobs = grants.granted_jobs(db, merchant, kinds=("joint",), limit=20)
-    releases = release_rows(db, jobs, min_size=min_size, with_profiles=True)
+    releases = merchant_releases(db, merchant, min_size=min_size, kinds=("joint",))
     for row in releases:
         row["owner"] = ", ".join(_names(db, participants(row["job"])).values())
     audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
-                 object_id=",".join(str(j.id) for j in jobs)[:64] or None,
+                 object_id=",".join(str(r["job"].id) for r in releases)[:64] or None,
                  ip=client_ip(request))
     db.commit()
     return render(request, ctx, "merchant_segments.html", releases=releases,

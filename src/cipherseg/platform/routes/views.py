@@ -50,10 +50,16 @@ def release_rows(db: Session, jobs: Sequence[Job], *, min_size: int,
     return out
 
 
-def merchant_releases(db: Session, merchant: User, *, min_size: int) -> list[dict[str, Any]]:
-    """The segmentations granted to ``merchant`` (newest grant first), with profiles."""
-    return release_rows(db, grants.granted_jobs(db, merchant), min_size=min_size,
-                        with_profiles=True)
+def merchant_releases(db: Session, merchant: User, *, min_size: int,
+                      kinds: Sequence[str] = ("segmentation",)) -> list[dict[str, Any]]:
+    """The segmentations granted to ``merchant`` (newest grant first), with profiles; the
+    date shown is the grant's."""
+    jobs = grants.granted_jobs(db, merchant, kinds=kinds)
+    rows = release_rows(db, jobs, min_size=min_size, with_profiles=True)
+    granted = grants.granted_dates(db, merchant, [j.id for j in jobs])
+    for row in rows:
+        row["released"] = granted[row["job"].id].strftime("%Y-%m-%d")
+    return rows
 
 
 def operator_releases(db: Session, *, min_size: int) -> list[dict[str, Any]]:

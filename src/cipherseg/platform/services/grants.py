@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -151,6 +152,13 @@ def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = ("segmen
             ReleaseGrant.merchant_id == merchant.id, ReleaseGrant.revoked_at.is_(None),
             Job.status == "done", Job.kind.in_(list(kinds)))
         .order_by(ReleaseGrant.granted_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def granted_dates(db: Session, merchant: User, job_ids: Sequence[int]) -> dict[int, datetime]:
+    """When each of ``job_ids`` was (last) granted to ``merchant``."""
+    return {job_id: at for job_id, at in db.execute(
+        select(ReleaseGrant.job_id, ReleaseGrant.granted_at).where(
+            ReleaseGrant.merchant_id == merchant.id, ReleaseGrant.job_id.in_(list(job_ids))))}
 
 
 def released_jobs(db: Session, *, kinds: Sequence[str] = ("segmentation",),
