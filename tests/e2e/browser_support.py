@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cipherseg.testing.ports import free_port
+from cipherseg.testing.server import wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -43,25 +42,21 @@ def platform_env(data: Path, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """``cipherseg serve`` on a free loopback port until the block ends; yields its URL."""
+def serve(env: dict[str, str], log_path: Path, *, port: int | None = None) -> Iterator[str]:
+    """``cipherseg serve`` on a loopback port (a free one unless given) until the block
+    ends; yields its URL."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail("chromium is missing: run `bash scripts/system-deps.sh` (make test does)")
-    port = free_port()
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
         proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    pytest.fail("server exited:\n" + log_path.read_text())
-                time.sleep(0.1)
+            try:
+                wait_healthy(base, proc, seconds=30)
+            except RuntimeError as exc:
+                pytest.fail(f"{exc}:\n{log_path.read_text()}")
             yield base
         finally:
             proc.terminate()

@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from cipherseg.testing.ports import free_port
+from cipherseg.testing.server import wait_healthy
 
 PASSWORD = "load test passphrase"
 
@@ -228,14 +229,10 @@ def run_load_test(*, sessions: int = 50, requests_per_session: int = 40,
     worker = subprocess.Popen([_cli(), "worker", "--threads", "2"], env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not start; see " + str(work / "server.log"))
+        try:
+            wait_healthy(base, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {work / 'server.log'}") from None
         say(f"server up on {base}; importing {demo_customers} demo customers")
         job_id = asyncio.run(_prepare(base, work / "demo"))
         say(f"segmentation job {job_id} queued; {sessions} sessions start")
