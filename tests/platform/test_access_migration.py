@@ -146,3 +146,48 @@ def test_concurrent_allocations_never_share_a_number(db_url: str) -> None:
         assert sorted(got) == list(range(1, 41))
     finally:
         engine.dispose()
+
+
+def test_requests_grants_and_revocation_on_every_backend(platform) -> None:  # type: ignore[no-untyped-def]
+    """The services' queries on each backend (the pages and browsers are tested on SQLite):
+    a request approved queues a job granted in advance, counts per decision, revocation."""
+    from cipherseg.platform.models import RequestStatus, Role, SegmentationRequest
+    from cipherseg.platform.services import grants
+    from cipherseg.platform.services import requests as requests_service
+    from cipherseg.platform.services.users import create_user
+
+    owner_client = platform.client("mall")
+    owner_client.upload("customers", "c.csv", b"customer_id,phone,consent\nC1,13800138000,yes\n")
+    platform.run_jobs()
+    ctx = platform.ctx
+    with ctx.sessions() as s:
+        mall = s.scalars(sa.select(User).where(User.username == "mall")).one()
+        shop = s.scalars(sa.select(User).where(User.username == "shop")).one()
+        shop2 = create_user(s, "shop2", "a long passphrase", Role.MERCHANT)
+        s.commit()
+        forms = [requests_service.RequestForm(owner="mall", purpose=f"p{i}", k=3,
+                                              features=["recency"], window_days=30)
+                 for i in range(3)]
+        reqs = [requests_service.create(ctx, s, shop, f, features=["recency", "frequency"])
+                for f in forms]
+        job = requests_service.approve(ctx, s, mall, reqs[0])
+        requests_service.decline(s, mall, reqs[1], "no")
+        assert requests_service.counts(s) == {"pending": 1, "approved": 1, "declined": 1,
+                                              "withdrawn": 0}
+        assert [v.status for v in requests_service.for_owner(s, mall)] == \
+            ["pending", "declined", "running"]
+        assert grants.granted_jobs(s, shop) == []          # queued, not finished
+        job.status = "done"
+        s.commit()
+        assert [j.id for j in grants.granted_jobs(s, shop)] == [job.id]
+        assert grants.granted_jobs(s, shop2) == []
+        assert grants.released_jobs(s) == [job]
+        assert [v.status for v in requests_service.for_merchant(s, shop)][-1] == "released"
+        grants.grant(s, mall, job, ["shop2"])
+        s.commit()
+        assert grants.grantees(s, job.id) == ["shop", "shop2"]
+        grants.revoke(ctx, s, mall, job, "shop")
+        assert grants.granted_jobs(s, shop) == [] and grants.grantees(s, job.id) == ["shop2"]
+        assert requests_service.for_merchant(s, shop)[-1].status == "revoked"
+        assert s.scalars(sa.select(SegmentationRequest.status).where(
+            SegmentationRequest.id == reqs[0].id)).one() == RequestStatus.APPROVED
