@@ -16,29 +16,21 @@ import os
 import re
 import secrets
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.testing.ports import free_port
+from e2e.browser_support import CHROMIUM, LAUNCH_ARGS, SHOTS, run_cli, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artefacts" / "screenshots"
-CLI = str(Path(sys.executable).with_name("cipherseg"))
 PASSWORDS = {"mall": "owner passphrase 1", "shop": "merchant passphrase 1",
              "sms": "operator passphrase 1"}
 CUSTOMERS, _ = demo_rows(n_customers=110, seed=5)
@@ -51,12 +43,6 @@ TEMPLATE = ("{{ first_name }}您好！{{ shop_name }}{{ segment_name }}会员周
 CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
 
 
-def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
-    out = subprocess.run([CLI, *args], env=env, input=stdin, capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-
-
 def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
     """Customers through the upload pipeline and a released segmentation (60 + 50 + ...),
     done in-process on the server's database before it starts."""
@@ -64,7 +50,15 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
 
     from cipherseg.platform.app import make_context, make_worker
     from cipherseg.platform.core.config import Settings
-    from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, User
+    from cipherseg.platform.models import (
+        Customer,
+        Job,
+        ReleaseGrant,
+        Segment,
+        SegmentMember,
+        User,
+    )
+    from cipherseg.platform.numbering import job_scope, next_number
     from cipherseg.platform.services import save_upload
 
     settings = Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"]))
@@ -84,9 +78,12 @@ def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
         owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(rows)}, published=True)
+                  result={"n_customers": len(rows)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
         s.flush()
+        s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(
+            select(User.id).where(User.username == "shop")).one()))
         groups = {0: rows[:60], 1: rows[60:]}
         for pos, members in groups.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Gold", "Silver")[pos],
@@ -121,37 +118,19 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-u
         "CIPHERSEG_KANNEL_PASSWORD": harness.password,
         "CIPHERSEG_SMS_CALLBACK_URL": base, "CIPHERSEG_SMS_CALLBACK_KEY": key,
         "CIPHERSEG_SMS_REPORT_WAIT_SECONDS": "1"})
-    _cli(env, "db", "upgrade")
+    run_cli(env, "db", "upgrade")
     for name, role in (("mall", "owner"), ("shop", "merchant"), ("sms", "operator")):
-        _cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+        run_cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
     groups = _prepare(env)
     harness.start()
     phone = FakeSmscClient(harness.ports.smsc).connect()
     harness.wait_smsc_online()
     log_path = data / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail("server exited:\n" + log_path.read_text())
-            time.sleep(0.1)
-        yield {"base": base, "log": log_path, "db": data / "platform" / "cipherseg.db",
-               "phone": phone, "groups": groups, "harness": harness}
+        with serve(env, log_path, port=port):
+            yield {"base": base, "log": log_path, "db": data / "platform" / "cipherseg.db",
+                   "phone": phone, "groups": groups, "harness": harness}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         phone.close()
         harness.stop()
 

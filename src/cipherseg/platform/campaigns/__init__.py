@@ -8,23 +8,31 @@ callbacks, the ``campaign`` background job and navigation links.
 >>> from cipherseg.platform.campaigns import nav, router
 >>> any(r.path == "/gateway/kannel/dlr" for r in router.routes)
 True
+>>> [href for href, _label, _permission in nav]
+['/merchant/campaigns', '/operator/campaigns', '/opt-outs']
 """
 
 from __future__ import annotations
 
 from cipherseg.platform import jobs
 from cipherseg.platform.campaigns.routes import router
-from cipherseg.platform.campaigns.service import JOB_KIND, make_campaign_runner
+from cipherseg.platform.campaigns.service import (
+    JOB_KIND,
+    make_campaign_runner,
+    stop_revoked_campaigns,
+)
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Role
+from cipherseg.platform.permissions import Permission
 
 jobs.JOB_KINDS.add(JOB_KIND)
 
-nav = {
-    Role.MERCHANT: (("/merchant/campaigns", "Campaigns"),),
-    Role.OPERATOR: (("/operator/campaigns", "Campaigns"), ("/opt-outs", "Opt-outs")),
-    Role.ADMIN: (("/opt-outs", "Opt-outs"),),
-}
+nav = (
+    ("/merchant/campaigns", "Campaigns", Permission.CAMPAIGN_CREATE),
+    ("/operator/campaigns", "Campaigns", Permission.CAMPAIGN_APPROVE),
+    ("/opt-outs", "Opt-outs", Permission.OPTOUT_LIFT),
+)
+#: A revoked release stops that merchant's campaigns on it.
+on_revoke = stop_revoked_campaigns
 
 
 def runners(ctx: PlatformContext) -> dict[str, jobs.Runner]:
@@ -32,4 +40,4 @@ def runners(ctx: PlatformContext) -> dict[str, jobs.Runner]:
     return {JOB_KIND: make_campaign_runner(ctx)}
 
 
-__all__ = ["nav", "router", "runners"]
+__all__ = ["nav", "on_revoke", "router", "runners"]

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cipherseg.errors import ValidationError
@@ -21,15 +22,16 @@ from cipherseg.platform.campaigns import service
 from cipherseg.platform.campaigns.chart import delivered_chart
 from cipherseg.platform.deps import (
     Allow,
+    CampaignApprover,
+    CampaignCreator,
     ContextDep,
     IdPath,
-    MerchantUser,
-    OperatorUser,
+    OptOutManager,
     PlatformContext,
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Role, Segment, User
+from cipherseg.platform.models import Segment, User
 from cipherseg.platform.routes.common import NOTICES, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +48,6 @@ NOTICES.update({
     "opt_out_removed": "Opt-out lifted.",
 })
 
-SuppressionUser = Annotated[User, Depends(Allow(Role.ADMIN, Role.OPERATOR))]
 GatewayCaller = Annotated[User | None, Depends(Allow.public(
     reason="called by the SMS gateway (Kannel), which cannot log in; authenticated by an "
            "HMAC signature (delivery reports) or a secret token (inbound SMS) instead"))]
@@ -89,21 +90,24 @@ def _detail(request: Request, ctx: PlatformContext, db: Session, user: User, cam
 
 # ------------------------------------------------------------------------- merchant
 @router.get("/merchant/campaigns", response_class=HTMLResponse)
-def merchant_list(request: Request, ctx: ContextDep, merchant: MerchantUser) -> Response:
+def merchant_list(request: Request, ctx: ContextDep, merchant: CampaignCreator) -> Response:
     """The merchant's campaigns."""
     return render(request, ctx, "campaigns/list.html",
                   campaigns=service.campaigns_for(ctx, merchant), base_path="/merchant/campaigns",
                   role="merchant")
 
 
-def _compose_context(ctx: PlatformContext, db: Session, job_id: int | None) -> dict[str, Any]:
-    releases = service.released_jobs(db)
+def _compose_context(ctx: PlatformContext, db: Session, merchant: User,
+                     job_id: int | None) -> dict[str, Any]:
+    releases = service.released_jobs(db, merchant)
     chosen = next((j for j in releases if j.id == job_id), releases[0] if releases else None)
     segments: list[Segment] = []
     if chosen is not None:
-        segments = sorted(service.visible_segments(ctx, db, chosen.id).values(),
+        segments = sorted(service.visible_segments(ctx, db, merchant, chosen.id).values(),
                           key=lambda s: -s.size)
-    return {"releases": releases, "release": chosen, "segments": segments,
+    owners = dict(db.execute(select(User.id, User.username).where(
+        User.id.in_({j.owner_id for j in releases}))).all())
+    return {"releases": releases, "release": chosen, "segments": segments, "owners": owners,
             "opt_out_text": service.campaign_settings(ctx).sms_opt_out_text,
             "sample_name": service.SAMPLE_FIRST_NAME, "sample_phone": service.SAMPLE_MASKED_PHONE,
             "default_template": ('Hi {{ first_name|default("there") }}, {{ segment_name }} '
@@ -112,14 +116,15 @@ def _compose_context(ctx: PlatformContext, db: Session, job_id: int | None) -> d
 
 
 @router.get("/merchant/campaigns/new", response_class=HTMLResponse)
-def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, _merchant: MerchantUser,
+def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                  job: int | None = None) -> Response:
     """Compose: pick a release, write a message per segment, preview it live."""
-    return render(request, ctx, "campaigns/new.html", **_compose_context(ctx, db, job))
+    return render(request, ctx, "campaigns/new.html",
+                  **_compose_context(ctx, db, merchant, job))
 
 
 @router.post("/merchant/campaigns/preview", response_class=HTMLResponse)
-def merchant_preview(request: Request, ctx: ContextDep, _merchant: MerchantUser,
+def merchant_preview(request: Request, ctx: ContextDep, _merchant: CampaignCreator,
                      tpl: Annotated[list[str] | None, Form(max_length=4000)] = None,
                      pos: Annotated[list[int] | None, Form()] = None,
                      segment_name: Annotated[str, Form(max_length=128)] = "",
@@ -142,7 +147,7 @@ def merchant_preview(request: Request, ctx: ContextDep, _merchant: MerchantUser,
 
 
 @router.post("/merchant/campaigns", response_class=HTMLResponse)
-def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                     job_id: Annotated[int, Form(ge=1, le=2_147_483_647)],
                     name: Annotated[str, Form(max_length=128)] = "",
                     shop_name: Annotated[str, Form(max_length=128)] = "",
@@ -158,7 +163,7 @@ def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant:
                                       job_id=job_id, templates=templates, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        context = _compose_context(ctx, db, job_id)
+        context = _compose_context(ctx, db, merchant, job_id)
         return render(request, ctx, "campaigns/new.html", status_code=400, error=str(exc),
                       form_name=name, form_shop=shop_name, form_templates=texts,
                       form_use=set(use or []), **context)
@@ -166,14 +171,14 @@ def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant:
 
 
 @router.get("/merchant/campaigns/{campaign_id}", response_class=HTMLResponse)
-def merchant_detail(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_detail(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                     campaign_id: IdPath) -> Response:
     """A campaign: audience, messages, send button, delivery report and chart."""
     return _detail(request, ctx, db, merchant, _campaign(ctx, merchant, campaign_id))
 
 
 @router.get("/merchant/campaigns/{campaign_id}/report", response_class=HTMLResponse)
-def merchant_report(request: Request, ctx: ContextDep, merchant: MerchantUser,
+def merchant_report(request: Request, ctx: ContextDep, merchant: CampaignCreator,
                     campaign_id: IdPath) -> Response:
     """The live report (htmx polling)."""
     camp = _campaign(ctx, merchant, campaign_id)
@@ -182,7 +187,7 @@ def merchant_report(request: Request, ctx: ContextDep, merchant: MerchantUser,
 
 
 @router.post("/merchant/campaigns/{campaign_id}/send", response_class=HTMLResponse)
-def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                   campaign_id: IdPath,
                   confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
     """One click (after confirming): send, or submit for the operator's approval."""
@@ -200,7 +205,7 @@ def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: M
 
 
 @router.post("/merchant/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
-def merchant_cancel(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_cancel(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                     campaign_id: IdPath) -> Response:
     """Cancel one's own campaign before it has finished."""
     camp = _campaign(ctx, merchant, campaign_id)
@@ -214,7 +219,7 @@ def merchant_cancel(request: Request, ctx: ContextDep, db: SessionDep, merchant:
 
 # ------------------------------------------------------------------------- operator
 @router.get("/operator/campaigns", response_class=HTMLResponse)
-def operator_list(request: Request, ctx: ContextDep, operator: OperatorUser) -> Response:
+def operator_list(request: Request, ctx: ContextDep, operator: CampaignApprover) -> Response:
     """Every campaign, those waiting for approval first, and the gateway's callback URLs."""
     camps = service.campaigns_for(ctx, operator)
     camps.sort(key=lambda c: (c.status != "pending_approval", -c.id))
@@ -228,14 +233,14 @@ def operator_list(request: Request, ctx: ContextDep, operator: OperatorUser) -> 
 
 
 @router.get("/operator/campaigns/{campaign_id}", response_class=HTMLResponse)
-def operator_detail(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_detail(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                     campaign_id: IdPath) -> Response:
     """A campaign as the operator sees it (counts and status; approve, pause, resume)."""
     return _detail(request, ctx, db, operator, _campaign(ctx, operator, campaign_id))
 
 
 @router.get("/operator/campaigns/{campaign_id}/report", response_class=HTMLResponse)
-def operator_report(request: Request, ctx: ContextDep, operator: OperatorUser,
+def operator_report(request: Request, ctx: ContextDep, operator: CampaignApprover,
                     campaign_id: IdPath) -> Response:
     """The live report (htmx polling)."""
     camp = _campaign(ctx, operator, campaign_id)
@@ -260,13 +265,13 @@ def _operator_action(request: Request, ctx: PlatformContext, db: Session, operat
 
 @router.post("/operator/campaigns/{campaign_id}/approve", response_class=HTMLResponse)
 def operator_approve(request: Request, ctx: ContextDep, db: SessionDep,
-                     operator: OperatorUser, campaign_id: IdPath) -> Response:
+                     operator: CampaignApprover, campaign_id: IdPath) -> Response:
     """Approve a campaign waiting for approval; sending starts."""
     return _operator_action(request, ctx, db, operator, campaign_id, "approve")
 
 
 @router.post("/operator/campaigns/{campaign_id}/pause", response_class=HTMLResponse)
-def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                    campaign_id: IdPath) -> Response:
     """Pause sending."""
     return _operator_action(request, ctx, db, operator, campaign_id, "pause")
@@ -274,28 +279,28 @@ def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: 
 
 @router.post("/operator/campaigns/{campaign_id}/resume", response_class=HTMLResponse)
 def operator_resume(request: Request, ctx: ContextDep, db: SessionDep,
-                    operator: OperatorUser, campaign_id: IdPath) -> Response:
+                    operator: CampaignApprover, campaign_id: IdPath) -> Response:
     """Resume a paused campaign (or restart the sending job of one whose job failed)."""
     return _operator_action(request, ctx, db, operator, campaign_id, "resume")
 
 
 @router.post("/operator/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
 def operator_cancel(request: Request, ctx: ContextDep, db: SessionDep,
-                    operator: OperatorUser, campaign_id: IdPath) -> Response:
+                    operator: CampaignApprover, campaign_id: IdPath) -> Response:
     """Cancel a campaign that has not finished."""
     return _operator_action(request, ctx, db, operator, campaign_id, "cancel")
 
 
 # ------------------------------------------------------------------------- opt-outs
 @router.get("/opt-outs", response_class=HTMLResponse)
-def opt_outs(request: Request, ctx: ContextDep, _user: SuppressionUser) -> Response:
+def opt_outs(request: Request, ctx: ContextDep, _user: OptOutManager) -> Response:
     """Opt-out and suppression counts, and the form to change them by number."""
     return render(request, ctx, "campaigns/opt_outs.html",
                   counts=service.store_for(ctx).suppression_counts())
 
 
 @router.post("/opt-outs", response_class=HTMLResponse)
-def opt_outs_change(request: Request, ctx: ContextDep, db: SessionDep, user: SuppressionUser,
+def opt_outs_change(request: Request, ctx: ContextDep, db: SessionDep, user: OptOutManager,
                     phone: Annotated[str, Form(max_length=40)],
                     kind: Annotated[str, Form(max_length=16)] = "opt_out",
                     action: Annotated[str, Form(max_length=8)] = "add") -> Response:

@@ -60,6 +60,7 @@ from cipherseg.platform.models import (
     User,
 )
 from cipherseg.platform.segments import release_view
+from cipherseg.platform.services import grants
 
 log = logging.getLogger("cipherseg.platform.campaigns")
 
@@ -173,28 +174,67 @@ class PlatformRecipients:
 
 
 # ------------------------------------------------------------------------- releases
-def released_job(db: Session, job_id: int) -> Job:
-    """A finished, released segmentation (else :class:`ValidationError`)."""
+def released_job(db: Session, merchant: User, job_id: int) -> Job:
+    """A finished segmentation released to ``merchant`` (else :class:`ValidationError`)."""
     job = db.get(Job, job_id)
-    if job is None or job.kind != "segmentation" or job.status != "done" or not job.published:
-        raise ValidationError(f"segmentation #{job_id} is not released to merchants")
+    if job is None or job.kind != "segmentation" or not grants.is_granted(db, job_id, merchant):
+        raise ValidationError("that segmentation is not released to you")
     return job
 
 
-def visible_segments(ctx: PlatformContext, db: Session, job_id: int) -> dict[int, Segment]:
-    """The segments of a release a merchant may target (size ≥ the minimum), by position."""
-    released_job(db, job_id)
+def visible_segments(ctx: PlatformContext, db: Session, merchant: User,
+                     job_id: int) -> dict[int, Segment]:
+    """The segments of a release ``merchant`` may target (size ≥ the minimum), by position."""
+    released_job(db, merchant, job_id)
     segs = list(db.scalars(select(Segment).where(Segment.job_id == job_id)))
     shown = {v.position for v in release_view(segs, min_size=ctx.settings.min_segment_size,
                                               with_profiles=False) if v.position is not None}
     return {s.position: s for s in segs if s.position in shown}
 
 
-def released_jobs(db: Session) -> list[Job]:
-    """Released segmentations, newest first."""
-    return list(db.scalars(select(Job).where(Job.kind == "segmentation", Job.status == "done",
-                                             Job.published.is_(True))
-                           .order_by(Job.id.desc()).limit(20)))
+def released_jobs(db: Session, merchant: User) -> list[Job]:
+    """Segmentations released to ``merchant``, newest grant first."""
+    return grants.granted_jobs(db, merchant, limit=20)
+
+
+def campaign_granted(db: Session, camp: Campaign) -> bool:
+    """Whether the release a campaign targets is still granted to the merchant who wrote it
+    (a campaign's audience is empty otherwise)."""
+    job_id = (camp.settings or {}).get("job_id")
+    merchant = db.scalar(select(User).where(User.username == camp.created_by))
+    return job_id is not None and merchant is not None and \
+        grants.is_granted(db, int(job_id), merchant)
+
+
+def _require_grant(db: Session, camp: Campaign) -> None:
+    if not campaign_granted(db, camp):
+        raise ValidationError("the data owner revoked the release this campaign targets; it "
+                              "cannot be sent")
+
+
+def stop_revoked_campaigns(ctx: PlatformContext, db: Session, job_id: int,
+                           merchant: User) -> list[int]:
+    """Revocation listener: cancel ``merchant``'s unfinished campaigns on release
+    ``job_id`` and skip their queued messages (sent ones stay in the reports). Runs in the
+    revoking transaction for the audit events; the message store writes on its own."""
+    store = store_for(ctx)
+    stopped = []
+    for camp in store.campaigns(limit=10_000):
+        if camp.created_by != merchant.username or \
+                (camp.settings or {}).get("job_id") != job_id or camp.status not in _UNFINISHED:
+            continue
+        if store.transition_campaign(camp.id, "cancelled", allowed_from=list(_UNFINISHED)):
+            store.skip_queued(camp.id, "release revoked by the data owner")
+            audit.record(db, audit.AuditAction.CAMPAIGN_STOPPED, actor=None,
+                         actor_name="release revoked", object_type="campaign",
+                         object_id=camp.id, detail={"merchant": merchant.username,
+                                                    "release": job_id})
+            stopped.append(camp.id)
+    return stopped
+
+
+#: Campaign statuses that can still send.
+_UNFINISHED = ("draft", "pending_approval", "approved", "paused", "sending")
 
 
 # ------------------------------------------------------------------------- campaigns
@@ -206,7 +246,7 @@ def create_campaign(ctx: PlatformContext, db: Session, merchant: User, *, name: 
         raise ValidationError("give the campaign a name")
     if not templates:
         raise ValidationError("choose at least one segment and write its message")
-    segs = visible_segments(ctx, db, job_id)
+    segs = visible_segments(ctx, db, merchant, job_id)
     chosen: list[CampaignSegment] = []
     for position, text in sorted(templates.items()):
         seg = segs.get(position)
@@ -218,7 +258,7 @@ def create_campaign(ctx: PlatformContext, db: Session, merchant: User, *, name: 
             raise ValidationError(f"segment '{seg.name}': {exc}") from exc
         chosen.append(CampaignSegment(f"{job_id}:{position}", seg.name, text))
     cs = campaign_settings(ctx)
-    job = released_job(db, job_id)
+    job = released_job(db, merchant, job_id)
     cid = store_for(ctx).create_campaign(
         name.strip()[:128], chosen, shop_name=shop_name.strip()[:128],
         opt_out_text=cs.sms_opt_out_text, sender=cs.sms_sender,
@@ -249,12 +289,16 @@ def campaigns_for(ctx: PlatformContext, user: User) -> list[Campaign]:
 
 
 def audience(ctx: PlatformContext, camp: Campaign) -> dict[str, AudienceSummary]:
-    """Per segment: who the campaign would reach now (consent, opt-outs, caps, duplicates)."""
+    """Per segment: who the campaign would reach now (consent, opt-outs, caps, duplicates);
+    nobody if the release is no longer granted to the campaign's merchant."""
     policy = campaign_settings(ctx).policy(ctx.settings.default_timezone)
     store = store_for(ctx)
     source = PlatformRecipients(ctx, with_names=False)
-    return {seg.key: summarise_audience(store, source.segment(*parse_segment_key(seg.key)),
-                                        policy) for seg in camp.segments}
+    with ctx.sessions() as db:
+        granted = campaign_granted(db, camp)
+    return {seg.key: summarise_audience(
+        store, source.segment(*parse_segment_key(seg.key)) if granted else iter(()), policy)
+        for seg in camp.segments}
 
 
 def preview(template: str, *, segment_name: str, shop_name: str,
@@ -290,6 +334,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
                  ip: str | None = None) -> str:
     """The merchant's one click: send now, or ask the operator first if approval is on."""
     store = store_for(ctx)
+    _require_grant(db, camp)
     if campaign_settings(ctx).campaign_approval:
         if not store.transition_campaign(camp.id, "pending_approval", allowed_from=["draft"]):
             raise ValidationError("only a draft campaign can be sent")
@@ -309,6 +354,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
 def approve(ctx: PlatformContext, db: Session, operator: User, camp: Campaign, *,
             ip: str | None = None) -> None:
     """The operator approves (and so launches) a campaign waiting for approval."""
+    _require_grant(db, camp)
     if not store_for(ctx).transition_campaign(camp.id, "approved",
                                               allowed_from=["pending_approval"],
                                               actor=operator.username):
@@ -388,6 +434,18 @@ def _others_waiting(ctx: PlatformContext, job_id: int) -> bool:
                         .limit(1)) is not None
 
 
+def _stop_if_revoked(ctx: PlatformContext, store: SqlMessageStore, camp: Campaign) -> bool:
+    """Cancel a campaign whose release is no longer granted to its merchant and skip its
+    queued messages (sent ones stay reported); whether it was stopped."""
+    with ctx.sessions() as s:
+        granted = campaign_granted(s, camp)
+    if granted or camp.status not in _UNFINISHED:
+        return False
+    if store.transition_campaign(camp.id, "cancelled", allowed_from=list(_UNFINISHED)):
+        store.skip_queued(camp.id, "release revoked by the data owner")
+    return True
+
+
 def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
     """The background job that queues a campaign's audience and sends it.
 
@@ -406,6 +464,9 @@ def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
         store = store_for(ctx)
         camp = store.campaign(cid)
         cs = campaign_settings(ctx)
+        if _stop_if_revoked(ctx, store, camp):
+            jobs.finish(ctx.sessions, job_id, status="done", stage="release revoked")
+            return
         if camp.status == "approved":
             sink.update(0.0, "queueing the audience", force=True)
             source = PlatformRecipients(ctx, with_names=False)
@@ -427,6 +488,9 @@ def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
                 sink.update(1.0 - pending / total,
                             f"{counts.get('sent', 0) + counts.get('delivered', 0)} sent, "
                             f"{pending} to go")
+                if _stop_if_revoked(ctx, store, store.campaign(cid)):
+                    stage = "release revoked"
+                    break
                 status = store.campaign(cid).status
                 if status != "sending":
                     stage = f"campaign {status}"
@@ -440,7 +504,7 @@ def make_campaign_runner(ctx: PlatformContext) -> jobs.Runner:
                             break
                         nxt = jobs.enqueue(s, JOB_KIND, owner=owner, params={"campaign_id": cid})
                         s.commit()
-                        stage = f"waiting (quiet hours); continues in job #{nxt.id}"
+                        stage = f"waiting (quiet hours); continues in job #{nxt.number}"
                     break
                 time.sleep(0.2)
         finally:
@@ -484,8 +548,10 @@ def set_suppression(ctx: PlatformContext, db: Session, user: User, raw_phone: st
         changed = store.remove_suppression(key, kind)
     else:
         changed = store.add_suppression(key, kind, source=f"admin:{user.username}"[:48])
-    action = f"{'opt_out' if kind == 'opt_out' else 'suppression'}_" \
-             f"{'removed' if remove else 'added'}"
+    action = {("opt_out", False): audit.AuditAction.OPT_OUT_ADDED,
+              ("opt_out", True): audit.AuditAction.OPT_OUT_REMOVED,
+              ("suppressed", False): audit.AuditAction.SUPPRESSION_ADDED,
+              ("suppressed", True): audit.AuditAction.SUPPRESSION_REMOVED}[(kind, remove)]
     audit.record(db, action, actor=user, object_type="phone", object_id=key[:16], ip=ip,
                  detail={"number": masked, "changed": changed}, region=region)
     db.commit()
