@@ -22,7 +22,7 @@ from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.manager import VerticalManager
 from cipherseg.protocols.vertical.runner import Party, run_vertical
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from object_graph import reachable
+from protocols.vertical.vertical_parties import Spy, drop_after, replace
 
 
 def _sklearn(X: np.ndarray, init: np.ndarray, max_iter: int = 300) -> KMeans:
@@ -122,35 +122,13 @@ def test_bank_marketing_split_vertically() -> None:
 
 
 # ------------------------------------------------------------------ custody and leakage
-class _Spy:
-    """Wraps a party: records what it receives, and lets a test tamper with what it sends."""
-
-    def __init__(self, name: str, party: Party, tamper: Any = None) -> None:
-        self.name = name
-        self.party = party
-        self.received: list[Message] = []
-        self.tamper = tamper
-        self.snapshots: list[list[object]] = []
-        self.scan = False
-
-    def handle(self, sender: str, message: Message) -> list[tuple[str, Message]]:
-        self.received.append(message)
-        out = self.party.handle(sender, message)
-        if self.scan:
-            self.snapshots.append(reachable(self.party))
-        return self.tamper(out) if self.tamper else out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.party, name)
-
-
 def test_centre_holds_no_secret_key_and_holders_receive_no_iteration_state() -> None:
     rng = np.random.default_rng(2)
     X = np.vstack([rng.normal(c, 0.3, (150, 3)) for c in (-1, 1)])
-    spies: dict[str, _Spy] = {}
+    spies: dict[str, Spy] = {}
 
     def wrap(name: str, party: Party) -> Party:
-        spies[name] = _Spy(name, party)
+        spies[name] = Spy(name, party)
         spies[name].scan = name == vm.CENTRE
         return spies[name]
 
@@ -187,18 +165,12 @@ def test_too_few_shared_customers_end_the_run_with_nothing_released() -> None:
         run_vertical([X, X], 2, ids=[list(range(20)), [19, *range(100, 119)]])
 
 
-def _drop_after(kind: str) -> Any:
-    def tamper(out: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
-        return [] if any(type(m).__name__ == kind for _, m in out) else out
-    return tamper
-
-
 def test_a_holder_dropping_out_stalls_the_run_and_nothing_is_released() -> None:
     X = np.random.default_rng(0).normal(size=(60, 3))
-    holders: list[_Spy] = []
+    holders: list[Spy] = []
 
     def wrap(name: str, party: Party) -> Party:
-        spy = _Spy(name, party, tamper=_drop_after("Upload") if name == "holder-2" else None)
+        spy = Spy(name, party, tamper=drop_after("Upload") if name == "holder-2" else None)
         if name.startswith("holder"):
             holders.append(spy)
         return spy
@@ -206,12 +178,6 @@ def test_a_holder_dropping_out_stalls_the_run_and_nothing_is_released() -> None:
     with pytest.raises(ProtocolError, match=r"stalled.*Upload:2.*nothing was released"):
         run_vertical([X[:, :2], X[:, 2:]], 2, wrap=wrap)
     assert all(h.party.labels_ is None and h.party.cluster_centers_ is None for h in holders)
-
-
-def _replace(kind: str, change: Any) -> Any:
-    def tamper(out: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
-        return [(dst, change(m) if type(m).__name__ == kind else m) for dst, m in out]
-    return tamper
 
 
 @pytest.mark.parametrize(("kind", "change", "match"), [
@@ -227,10 +193,10 @@ def _replace(kind: str, change: Any) -> Any:
 def test_a_lying_centre_is_refused_by_the_manager(kind: str, change: Any, match: str) -> None:
     rng = np.random.default_rng(4)
     X = np.vstack([rng.normal(c, 0.3, (80, 3)) for c in (-1, 0, 1)])
-    manager: list[_Spy] = []
+    manager: list[Spy] = []
 
     def wrap(name: str, party: Party) -> Party:
-        spy = _Spy(name, party, tamper=_replace(kind, change) if name == vm.CENTRE else None)
+        spy = Spy(name, party, tamper=replace(kind, change) if name == vm.CENTRE else None)
         if name == vm.MANAGER:
             manager.append(spy)
         return spy
@@ -255,7 +221,7 @@ def test_replayed_comparisons_are_decrypted_once_only() -> None:
 
     with pytest.raises(ProtocolError, match="decrypted once"):
         run_vertical([X[:, :1], X[:, 1:]], 2, random_state=1,
-                     wrap=lambda n, p: _Spy(n, p, replay if n == vm.CENTRE else None))
+                     wrap=lambda n, p: Spy(n, p, replay if n == vm.CENTRE else None))
 
 
 @pytest.mark.parametrize(("change", "match"), [
@@ -266,8 +232,8 @@ def test_replayed_comparisons_are_decrypted_once_only() -> None:
 def test_a_malformed_result_is_refused_by_the_holders(change: Any, match: str) -> None:
     X = np.random.default_rng(6).normal(size=(60, 2))
     with pytest.raises(ProtocolError, match=match):
-        run_vertical([X[:, :1], X[:, 1:]], 2, random_state=1, wrap=lambda n, p: _Spy(
-            n, p, _replace("Result", change) if n == vm.MANAGER else None))
+        run_vertical([X[:, :1], X[:, 1:]], 2, random_state=1, wrap=lambda n, p: Spy(
+            n, p, replace("Result", change) if n == vm.MANAGER else None))
 
 
 def test_a_centre_naming_a_foreign_customer_is_refused() -> None:
@@ -278,8 +244,8 @@ def test_a_centre_naming_a_foreign_customer_is_refused() -> None:
         return dataclasses.replace(m, tags=b"".join(sorted([m.tags[32:], foreign])))
 
     with pytest.raises(ProtocolError, match=r"does not have|not sorted"):
-        run_vertical([X[:, :1], X[:, 1:]], 2, wrap=lambda n, p: _Spy(
-            n, p, _replace("PsiResult", change) if n == vm.CENTRE else None))
+        run_vertical([X[:, :1], X[:, 1:]], 2, wrap=lambda n, p: Spy(
+            n, p, replace("PsiResult", change) if n == vm.CENTRE else None))
 
 
 # ------------------------------------------------------------------ differential privacy
@@ -291,10 +257,10 @@ def test_dp_noise_is_calibrated_over_seeds() -> None:
     bounds = ([-2.0, -2.0], [2.0, 2.0])
     residuals, count_residuals = [], []
     for seed in range(4):
-        spies: dict[str, _Spy] = {}
+        spies: dict[str, Spy] = {}
 
-        def wrap(name: str, party: Party, spies: dict[str, _Spy] = spies) -> Party:
-            spies[name] = _Spy(name, party)
+        def wrap(name: str, party: Party, spies: dict[str, Spy] = spies) -> Party:
+            spies[name] = Spy(name, party)
             return spies[name]
 
         result = run_vertical([X[:, :1], X[:, 1:]], 2, init="random", max_iter=4,
@@ -334,10 +300,10 @@ def test_a_malformed_manager_message_is_refused_by_the_centre(kind: str, change:
                                                               match: str) -> None:
     rng = np.random.default_rng(9)
     X = np.vstack([rng.normal(c, 0.3, (60, 3)) for c in (-1, 0, 1)])
-    holders: list[_Spy] = []
+    holders: list[Spy] = []
 
     def wrap(name: str, party: Party) -> Party:
-        spy = _Spy(name, party, tamper=_replace(kind, change) if name == vm.MANAGER else None)
+        spy = Spy(name, party, tamper=replace(kind, change) if name == vm.MANAGER else None)
         if name.startswith("holder"):
             holders.append(spy)
         return spy
@@ -355,10 +321,10 @@ def test_blinding_factors_lie_in_the_stated_range_and_keep_the_sign() -> None:
     rng = np.random.default_rng(11)
     X = np.vstack([rng.normal(c, 0.5, (300, 3)) for c in (-1, 1)])
     init = X[[0, 400]]
-    spies: dict[str, _Spy] = {}
+    spies: dict[str, Spy] = {}
 
     def wrap(name: str, party: Party) -> Party:
-        spies[name] = _Spy(name, party)
+        spies[name] = Spy(name, party)
         return spies[name]
 
     result = run_vertical([X[:, :2], X[:, 2:]], 2, init=init, random_state=3, max_iter=1,

@@ -86,6 +86,7 @@ class VerticalHolder:
         self._setup: vm.Setup | None = None
         self._ctx: CkksPublicContext | None = None
         self._scalar = b""
+        self._finish = b""  # m ≥ 3: applied to its own list when it comes back (psi module)
         self._sent_order: npt.NDArray[np.int64] | None = None
         self._tag_rows: dict[bytes, int] = {}
         self._expect: set[str] = set()
@@ -173,8 +174,11 @@ class VerticalHolder:
         self._setup = m
         self.session_id = m.session_id
         self._scalar = psi.random_scalar()  # fresh per run
+        first = self._scalar
+        if len(m.holder_ids) >= 3:  # the last hop must not see this holder's final tags
+            first, self._finish = psi.ratio_scalar(self._scalar)
         points = psi.hash_many(self._ids, m.psi_session, self._executor)
-        blinded = psi.blind_many(points, self._scalar, self._executor)
+        blinded = psi.blind_many(points, first, self._executor)
         order = np.argsort(np.array(blinded, dtype=object)).astype(np.int64)
         self._sent_order = order
         ring = m.holder_ids
@@ -200,7 +204,8 @@ class VerticalHolder:
         if own:
             tags = psi.unpack_points(m.points, f"{self.name}: own PSI list",
                                      expected=len(self._ids))
-            psi.check_many(tags, f"{self.name}: own PSI list", self._executor)
+            if self._finish:
+                tags = psi.blind_many(tags, self._finish, self._executor)
             assert self._sent_order is not None
             self._tag_rows = {t: int(r) for t, r in zip(tags, self._sent_order, strict=True)}
             if len(self._tag_rows) != len(tags):
@@ -210,8 +215,7 @@ class VerticalHolder:
             return [self._send(vm.CENTRE, vm.PsiTags, holder_id=self.holder_id,
                                tags=psi.pack_points(sorted(tags)))]
         points = psi.unpack_points(m.points, f"{self.name}: holder {m.origin}'s PSI list")
-        blinded = psi.blind_many(points, self._scalar, self._executor,
-                                 check=f"holder {m.origin}'s PSI list")
+        blinded = psi.blind_many(points, self._scalar, self._executor)
         hop = m.hop + 1
         dst = m.origin if hop == size else ring[(at + hop) % size]
         return [self._send(vm.holder_name(dst), vm.PsiBlinded, origin=m.origin, hop=hop,
@@ -310,6 +314,6 @@ class VerticalHolder:
         return []
 
     def _drop(self) -> None:
-        self._scalar = secrets.token_bytes(0)
+        self._scalar = self._finish = secrets.token_bytes(0)
         self._tag_rows = {}
         self._expect = set()

@@ -6,7 +6,7 @@ Every message is a frozen, slotted dataclass registered with the versioned wire 
 refused). Ciphertexts and packed points travel as byte blobs. This module holds no key
 material, so the compute centre imports it.
 
->>> m = Comparisons(protocol_version=1, session_id="s", round=4, stage="lloyd", index=2,
+>>> m = Comparisons(protocol_version=2, session_id="s", round=4, stage="lloyd", index=2,
 ...                 n_pairs=1, values=(b"ct",))
 >>> Message.from_bytes(m.to_bytes()) == m
 True
@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import SUPPORTED_VERSIONS, Message, register_message
 
 PROTOCOL = "kmeans-vertical"
-VERSION = 1
+VERSION = 2  # 2: X25519 PSI tags, the intersection digest in ScaleReport
 
 MANAGER = "manager"
 CENTRE = "centre"
@@ -265,6 +265,10 @@ class Abort(Message):
 
     PROTOCOL = PROTOCOL
     reason: str = ""
+
+
+# Version 1 (Ed25519 tags) and 2 do not interoperate: refuse the other clearly.
+SUPPORTED_VERSIONS[PROTOCOL] = frozenset({VERSION})
 
 
 def stage_of(message: Message) -> str:

@@ -1,20 +1,40 @@
-"""Diffie–Hellman private set intersection over the prime-order subgroup of Ed25519.
+"""Diffie–Hellman private set intersection over the prime-order subgroup of Curve25519/Ed25519.
 
-Each holder i draws a fresh secret scalar a_i per run and maps every identifier x (a phone
-number in E.164, or any pseudonym the holders share) to a point of the prime-order subgroup,
-``H(x) = from_uniform(SHA-512(domain ‖ session ‖ x)[:32])`` (libsodium's Elligator 2 map
-followed by cofactor clearing). Exponentiation commutes, so ``H(x)^(a_1·…·a_m)`` — the *tag*
-of x — is the same at every holder, and under the decisional Diffie–Hellman assumption (with H
-a random oracle) a tag, or a partly blinded point, of an identifier a party does not hold is
-indistinguishable from a random group element.
+Each holder i draws a fresh secret scalar per run and maps every identifier x (a phone number
+in E.164, or any pseudonym the holders share) to a point of the prime-order subgroup,
+``H(x) = from_uniform(SHA-512(domain ‖ len(session) ‖ session ‖ x)[:32])`` (libsodium's
+Elligator 2 map onto Ed25519 followed by cofactor clearing), carried as the Montgomery
+u-coordinate ``(1 + y)/(1 − y)`` of that point. Blinding is X25519 (libsodium's
+``crypto_scalarmult``): the Montgomery ladder with a *clamped* scalar — a multiple of the
+cofactor 8 — so ``blind(blind(H(x), a), b)`` is the same u-coordinate at every holder (the
+*tag* of x) and, under the decisional Diffie–Hellman assumption with H a random oracle, a tag or
+a partly blinded point of an identifier a party does not hold is indistinguishable from a
+random element of the group. The group is the one the issue names: ``X25519(K, u(P))`` equals
+``u(crypto_scalarmult_ed25519_noclamp(K mod L, P))`` for every P of the subgroup; only the
+x-only representation differs (a point and its negative share one u).
 
-**Ring order for m ≥ 2 holders.** Holder i blinds its own set with a_i, sorts it (a random
-order that leaks nothing of its file order) and sends it to holder i+1 (mod m); every holder
-blinds what it receives with its own scalar, keeping the order, and passes it on; after m − 1
-hops the list comes back to holder i, now fully blinded, in i's own order. Each holder sends
-its sorted tags to the compute centre, which intersects them and returns the sorted
-intersection: the *shared order* every holder then uses (row r of every holder is the same
-customer). Two holders is the case m = 2 (A → B → A and B → A → B).
+**Why X25519 and no point check.** Every libsodium Ed25519 scalar multiplication re-checks its
+input (canonical, on the curve, not of small order, in the prime-order subgroup — itself a
+multiplication by the group order), so each blinding cost about 100 µs plus 47 µs for our own
+``is_valid_point``; clearing the cofactor with three point doublings costs the same 47 µs. The
+ladder needs no check: a clamped scalar is a multiple of 8, so a torsion component of a received
+point is cleared by the blinding itself, a point of small order (or the identity) yields the
+all-zero output, which libsodium refuses, a non-canonical encoding (u ≥ p, or the top bit set)
+is reduced to the canonical one, and a u on the quadratic twist stays on the twist, whose order
+is 4 times a 253-bit prime (twist security: the clamped multiple of 8 leaves nothing of small
+order to learn) and never matches an honest tag. About 32 µs per blinding.
+
+**Ring order for m ≥ 2 holders.** Holder i blinds its own set, sorts it (a random order that
+leaks nothing of its file order) and sends it to holder i+1 (mod m); every holder blinds what
+it receives with its own scalar, keeping the order, and passes it on; after m − 1 hops the list
+comes back to holder i, in i's own order. Each holder sends its sorted tags to the compute
+centre, which intersects them and returns the sorted intersection: the *shared order* every
+holder then uses (row r of every holder is the same customer). For m = 2 the list of i is sent
+blinded by i's scalar. For m ≥ 3 it is sent blinded by a fresh one-time scalar t_i instead, and
+i applies ``a_i / t_i`` when it comes back: otherwise holder i − 1, which applies the last
+scalar to i's list, would hold i's final tags next to its own and learn which of its customers
+are in i's set — a pairwise intersection, more than the intersection of all sets (for m = 2 the
+two coincide).
 
 **What each party learns.** A holder: the size of every other holder's set (the lists it
 blinds), and which of its own identifiers are in the intersection of all sets — nothing about
@@ -23,11 +43,14 @@ tags lie in each combination of sets (counts only; tags are random to it). Collu
 holder, the centre learns which of that holder's customers are in each other holder's set
 (for m = 2 that is the intersection, which the holder learns anyway).
 
-**Checks.** Every point received from another party is checked with
-``crypto_core_ed25519_is_valid_point`` (canonical, on the curve, not of small order, in the
-prime-order subgroup) before it is used; a list of the wrong length, a duplicated point or an
-intersection tag that is not one of the holder's own raises :class:`ProtocolError`.
-Duplicated identifiers are refused before anything is sent.
+**Checks.** A blinding that yields the all-zero output (a point of small order or the identity
+was received) raises :class:`ProtocolError`; so do a list of the wrong length, a duplicated
+point and an intersection tag that is not one of the holder's own. Duplicated identifiers are
+refused before anything is sent. The hash is libsodium's single Elligator 2 map (RFC 9380's
+*encode_to_curve*, non-uniform: about half the curve's points are images before cofactor
+clearing); DH-PSI needs only that the discrete-log relations among the H(x) are unknown, which
+a single map provides. An indifferentiable hash (two maps added) would cost another 37 µs per
+identifier.
 
 >>> a, b = random_scalar(), random_scalar()
 >>> alice, bob = [b"+8613800000001", b"+8613800000002"], [b"+8613800000002", b"+8613800000003"]
@@ -40,7 +63,7 @@ Duplicated identifiers are refused before anything is sent.
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 from collections.abc import Sequence
 
 from nacl import bindings as sodium
@@ -53,41 +76,84 @@ POINT_BYTES = 32
 DOMAIN = b"cipherseg/vertical/psi/v1/hash-to-ed25519"
 #: Points per task when work is spread over processes.
 MIN_CHUNK = 2048
+#: The field prime of Curve25519 and the order of its prime-order subgroup.
+FIELD_PRIME = 2**255 - 19
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
+_CLAMP_HIGH = 2**254
+_CLAMP_RANDOM_BITS = 251
 
 
 def random_scalar() -> bytes:
-    """A fresh uniform non-zero scalar modulo the group order L (from ``os.urandom``)."""
+    """A fresh X25519 scalar (from the OS CSPRNG) already in clamped form: 2^254 + 8·r with r
+    uniform in [0, 2^251), so X25519's clamping leaves it unchanged."""
+    return _clamped(secrets.randbits(_CLAMP_RANDOM_BITS))
+
+
+def _clamped(r: int) -> bytes:
+    return (_CLAMP_HIGH + 8 * r).to_bytes(POINT_BYTES, "little")
+
+
+def scalar_value(scalar: bytes) -> int:
+    """The scalar's value modulo the group order (what it multiplies points of the group by)."""
+    return int.from_bytes(scalar, "little") % GROUP_ORDER
+
+
+def ratio_scalar(numerator: bytes) -> tuple[bytes, bytes]:
+    """A fresh one-time scalar t and a clamped scalar s with s ≡ numerator / t (mod the group
+    order): blinding by t, then (after other holders' scalars) by s, equals blinding by
+    ``numerator``. About half of the draws of t give an s with a clamped form; others are
+    redrawn."""
+    target = scalar_value(numerator)
+    inverse_8 = pow(8, -1, GROUP_ORDER)
     while True:
-        scalar: bytes = sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64))
-        if any(scalar):
-            return scalar
+        one_time = random_scalar()
+        s = target * pow(scalar_value(one_time), -1, GROUP_ORDER) % GROUP_ORDER
+        r = (s - _CLAMP_HIGH) * inverse_8 % GROUP_ORDER
+        if r < 2**_CLAMP_RANDOM_BITS:
+            return one_time, _clamped(r)
 
 
 def hash_to_group(identifiers: Sequence[bytes], session: bytes) -> list[bytes]:
-    """Map identifiers to points of the prime-order subgroup (domain-separated, per session)."""
+    """Map identifiers to points of the prime-order subgroup (domain-separated, per session),
+    as Montgomery u-coordinates (one field inversion for the whole list)."""
     prefix = DOMAIN + len(session).to_bytes(2, "big") + session
-    out = []
+    ys = []
     for ident in identifiers:
         uniform = hashlib.sha512(prefix + ident).digest()[:32]
-        out.append(sodium.crypto_core_ed25519_from_uniform(uniform))
+        point = sodium.crypto_core_ed25519_from_uniform(uniform)
+        ys.append(int.from_bytes(point, "little") & ((1 << 255) - 1))
+    denominators = [(1 - y) % FIELD_PRIME for y in ys]
+    if any(d == 0 for d in denominators):  # the identity: probability about 2^-252
+        raise ProtocolError("an identifier hashed to the identity; use another PSI session")
+    inverses = _batch_inverse(denominators)
+    return [((1 + y) * inv % FIELD_PRIME).to_bytes(POINT_BYTES, "little")
+            for y, inv in zip(ys, inverses, strict=True)]
+
+
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses of non-zero field elements with one exponentiation (Montgomery's trick)."""
+    prefix = [1]
+    for v in values:
+        prefix.append(prefix[-1] * v % FIELD_PRIME)
+    inverse = pow(prefix[-1], -1, FIELD_PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = prefix[i] * inverse % FIELD_PRIME
+        inverse = inverse * values[i] % FIELD_PRIME
     return out
 
 
 def blind(points: Sequence[bytes], scalar: bytes) -> list[bytes]:
-    """Each point to the power ``scalar`` (libsodium refuses small-order inputs and results)."""
+    """Each point times ``scalar`` (X25519). A point of small order (or the identity) gives the
+    all-zero output, which libsodium refuses: :class:`ProtocolError`."""
+    if len(scalar) != POINT_BYTES or any(len(p) != POINT_BYTES for p in points):
+        # PyNaCl passes the buffer on unchecked: libsodium would read past a short one.
+        raise ProtocolError(f"PSI points and scalars are {POINT_BYTES} bytes; refusing the list")
     try:
-        return [sodium.crypto_scalarmult_ed25519_noclamp(scalar, p) for p in points]
-    except SodiumError as exc:
-        raise ProtocolError(f"a PSI point could not be blinded ({exc}); it is not a valid "
-                            "point of the group") from exc
-
-
-def check_points(points: Sequence[bytes], what: str) -> None:
-    """Refuse any point outside the prime-order subgroup (or not a canonical encoding)."""
-    for index, point in enumerate(points):
-        if len(point) != POINT_BYTES or not sodium.crypto_core_ed25519_is_valid_point(point):
-            raise ProtocolError(f"{what}: element {index} is not a point of the prime-order "
-                                "subgroup of Ed25519; refusing the list")
+        return [sodium.crypto_scalarmult(scalar, p) for p in points]
+    except (SodiumError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"a PSI point could not be blinded ({exc}); it is of small order "
+                            "or not 32 bytes: refusing the list") from exc
 
 
 def pack_points(points: Sequence[bytes]) -> bytes:
@@ -130,25 +196,20 @@ def _masked(ident: bytes) -> str:
     return text[:3] + "****" + text[-2:] if len(text) > 6 else "****"
 
 
+def intersection_digest(tags: bytes) -> bytes:
+    """SHA-256 of the packed, sorted intersection: holders report it so that the manager can
+    check that every holder was given the same shared order."""
+    return hashlib.sha256(b"cipherseg/vertical/psi/v1/intersection" + tags).digest()
+
+
 # --- batch work over processes -------------------------------------------------------------
 
 def _hash_task(args: tuple[list[bytes], bytes]) -> list[bytes]:
     return hash_to_group(*args)
 
 
-def _check_blind_task(args: tuple[list[bytes], bytes, str]) -> list[bytes]:
-    points, scalar, what = args
-    check_points(points, what)
-    return blind(points, scalar)
-
-
 def _blind_task(args: tuple[list[bytes], bytes]) -> list[bytes]:
     return blind(*args)
-
-
-def _check_task(args: tuple[list[bytes], str]) -> bool:
-    check_points(*args)
-    return True
 
 
 def _split(items: Sequence[bytes], executor: Executor | None) -> list[list[bytes]]:
@@ -171,19 +232,9 @@ def hash_many(identifiers: Sequence[bytes], session: bytes,
     return [x for part in results for x in part]  # type: ignore[attr-defined]
 
 
-def blind_many(points: Sequence[bytes], scalar: bytes, executor: Executor | None = None,
-               *, check: str | None = None) -> list[bytes]:
-    """:func:`blind` (after :func:`check_points` when ``check`` names the list) spread over
-    the executor's processes."""
+def blind_many(points: Sequence[bytes], scalar: bytes,
+               executor: Executor | None = None) -> list[bytes]:
+    """:func:`blind` spread over the executor's processes."""
     parts = _split(points, executor)
-    if check is None:
-        results = _run(_blind_task, [(p, scalar) for p in parts], executor)
-    else:
-        results = _run(_check_blind_task, [(p, scalar, check) for p in parts], executor)
+    results = _run(_blind_task, [(p, scalar) for p in parts], executor)
     return [x for part in results for x in part]  # type: ignore[attr-defined]
-
-
-def check_many(points: Sequence[bytes], what: str, executor: Executor | None = None) -> None:
-    """:func:`check_points` spread over the executor's processes."""
-    parts = _split(points, executor)
-    _run(_check_task, [(p, what) for p in parts], executor)
