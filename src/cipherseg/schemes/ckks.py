@@ -287,7 +287,8 @@ class CkksContextBase:
 
 
 class CkksPublicContext(CkksContextBase):
-    """The compute centre's context: parameters, public key and relinearisation keys only.
+    """The compute centre's context: parameters, public key and (unless exported without them)
+    relinearisation keys only.
 
     Built from the bytes the key holder exports; it refuses bytes that carry a secret key.
 
@@ -301,7 +302,7 @@ class CkksPublicContext(CkksContextBase):
     """
 
     def __init__(self, params: CkksParams, fingerprint: bytes, public_key: Any,
-                 relin_keys: Any, galois_keys: Any = None) -> None:
+                 relin_keys: Any = None, galois_keys: Any = None) -> None:
         super().__init__(params, fingerprint)
         self.public_key = public_key
         self.relin_keys = relin_keys
@@ -324,7 +325,8 @@ class CkksPublicContext(CkksContextBase):
         ctx = params.seal_context()
         try:
             pk = seal_from_bytes(seal.PublicKey(), ctx, fields["public_key"])
-            rk = seal_from_bytes(seal.RelinKeys(), ctx, fields["relin_keys"])
+            rk = seal_from_bytes(seal.RelinKeys(), ctx, fields["relin_keys"]) \
+                if fields.get("relin_keys") else None
         except Exception as exc:
             raise CiphertextError(f"public context keys rejected by SEAL: {exc}") from exc
         gk = None
@@ -337,6 +339,9 @@ class CkksPublicContext(CkksContextBase):
         return cls(params, fingerprint, pk, rk, gk)
 
     def relinearize(self, a: Any) -> Any:
+        if self.relin_keys is None:
+            raise KeyCustodyError("this public context carries no relinearisation keys; the key "
+                                  "holder exports them with public_bytes(with_relin=True)")
         out = seal.Ciphertext()
         self.evaluator.relinearize(a, self.relin_keys, out)
         return out
@@ -390,7 +395,7 @@ def unpack_context_bytes(data: bytes) -> dict[str, bytes]:
             or len(set(names)) != len(names) or len(names) != len(envelope.blobs)):
         raise CiphertextError("malformed context bytes: the field names do not match its blobs")
     fields = dict(zip(names, envelope.blobs, strict=True))
-    for required in ("params", "public_key", "relin_keys"):
+    for required in ("params", "public_key"):
         if required not in fields:
             raise CiphertextError(f"context bytes lack the {required!r} field")
     return fields

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
-from cipherseg.schemes._seal_io import seal_to_bytes
+from cipherseg.schemes._seal_io import seal_from_bytes, seal_to_bytes
 from cipherseg.schemes.base import Capability
 from cipherseg.schemes.ckks import (
     CkksContextBase,
@@ -39,12 +39,13 @@ class CkksSecretContext(CkksContextBase):
     capabilities = Capability.ADD | Capability.MUL_PLAIN | Capability.MUL_CT | Capability.ROTATE
 
     def __init__(self, params: CkksParams, secret_key: Any, public_key: Any, relin_keys: Any,
-                 public_key_blob: bytes) -> None:
+                 public_key_blob: bytes, relin_keys_blob: bytes | None = None) -> None:
         super().__init__(params, context_fingerprint(params, public_key_blob))
         self._secret_key = secret_key
         self.public_key = public_key
         self.relin_keys = relin_keys
         self._public_key_blob = public_key_blob
+        self._relin_blob = relin_keys_blob
         self._encryptor = seal.Encryptor(self.seal_context, public_key, secret_key)
         self._decryptor = seal.Decryptor(self.seal_context, secret_key)
         self._galois_blob: bytes | None = None
@@ -54,28 +55,36 @@ class CkksSecretContext(CkksContextBase):
 
     @classmethod
     def generate(cls, params: CkksParams | None = None) -> CkksSecretContext:
-        """Generate a fresh key set (secret, public, relinearisation keys)."""
+        """Generate a fresh key set (secret, public, relinearisation keys). The public and
+        relinearisation keys are exported in SEAL's seeded form (their uniform halves
+        regenerated from a seed on load: half the bytes)."""
         params = params or CkksParams()
         ctx = params.seal_context()
         keygen = seal.KeyGenerator(ctx)
         sk = keygen.secret_key()
-        pk = seal.PublicKey()
-        keygen.create_public_key(pk)
-        rk = seal.RelinKeys()
-        keygen.create_relin_keys(rk)
-        return cls(params, sk, pk, rk, seal_to_bytes(pk))
+        # A public key is an encryption of zero under the secret key at the key level: SEAL's
+        # KeyGenerator builds it exactly so (encrypt_zero_symmetric, NTT form); TenSEAL binds
+        # only the unseeded form, so we make the seeded one the same way.
+        pk_blob = seal_to_bytes(seal.Encryptor(ctx, sk).encrypt_zero_symmetric(ctx.key_parms_id()))
+        rk_blob = seal_to_bytes(keygen.create_relin_keys())
+        pk = seal_from_bytes(seal.PublicKey(), ctx, pk_blob)
+        rk = seal_from_bytes(seal.RelinKeys(), ctx, rk_blob)
+        return cls(params, sk, pk, rk, pk_blob, rk_blob)
 
     def is_private(self) -> bool:
         return True
 
-    def public_bytes(self, *, with_galois: bool = False) -> bytes:
+    def public_bytes(self, *, with_relin: bool = True, with_galois: bool = False) -> bytes:
         """The context the compute centre may hold: parameters, public and relinearisation keys,
-        and with ``with_galois`` the power-of-two rotation keys (seeded form, made once)."""
+        and with ``with_galois`` the power-of-two rotation keys (seeded form, made once).
+        ``with_relin=False``: parameters and public key only (a party that only encrypts)."""
         fields = {
             "params": self.params.to_json().encode(),
             "public_key": self._public_key_blob,
-            "relin_keys": seal_to_bytes(self.relin_keys),
         }
+        if with_relin:
+            fields["relin_keys"] = self._relin_blob if self._relin_blob is not None else \
+                seal_to_bytes(self.relin_keys)
         if with_galois:
             if self._galois_blob is None:
                 keygen = seal.KeyGenerator(self.seal_context, self._secret_key)
