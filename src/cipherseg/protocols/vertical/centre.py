@@ -18,6 +18,7 @@ False
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import secrets
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import tenseal.sealapi as seal
 
 from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
@@ -40,9 +42,14 @@ from cipherseg.protocols.vertical.session import (
     D2_SCALE_BITS,
     MASK_BITS,
     Outgoing,
+    below,
     blind_max_bits,
+    data_primes,
+    permutation,
+    uniform,
 )
 from cipherseg.schemes.ckks import CkksPublicContext
+from cipherseg.schemes.rlwe_sampling import RandomSource, SeededRandomSource, SystemRandomSource
 
 #: Largest number of shared customers a session accepts (bounds the centre's memory).
 MAX_CUSTOMERS = 5_000_000
@@ -55,7 +62,10 @@ class VerticalCentre:
     ----------
     random_state:
         Seed for the centre's secret choices (first record, blinding factors, masks,
-        permutation) — for reproducible tests only; ``None`` draws from the OS CSPRNG.
+        permutation) — for reproducible tests only; ``None`` draws them from the OS CSPRNG.
+        The manager sees r·(P − τ) for every comparison, and P itself in the padding slots, so
+        the blinding must not come from a predictable generator: every comparison task expands
+        a fresh 256-bit key with SHAKE-256.
     executor:
         Where block work runs (:mod:`cipherseg.engine`); default this process.
     """
@@ -64,8 +74,9 @@ class VerticalCentre:
 
     def __init__(self, random_state: int | None = None, executor: Executor | None = None
                  ) -> None:
-        seed = random_state if random_state is not None else secrets.randbits(128)
-        self._rng = np.random.default_rng(seed)
+        self._random: RandomSource = SystemRandomSource() if random_state is None else \
+            SeededRandomSource(hashlib.sha256(str(random_state).encode()).digest(),
+                               b"cipherseg/vertical/centre")
         self._executor: Executor = executor if executor is not None else LocalExecutor()
         self._key = f"vertical-centre-{secrets.token_hex(8)}"
         self._state: ops.CentreState | None = None
@@ -80,7 +91,7 @@ class VerticalCentre:
         self._x_low: list[list[Any]] = []
         self._centres: list[list[Any]] = []  # k-means++ centres, top level
         self._distances: list[list[bytes]] = []  # ‖x − c_j‖² per chosen centre and block
-        self._mask: tuple[int, int, npt.NDArray[np.float64]] | None = None
+        self._mask: tuple[int, int, npt.NDArray[np.float64]] | None = None  # block, slot, R
         self._permutation: npt.NDArray[np.int64] | None = None
         self._expect: set[str] = set()
         self._round = 0
@@ -145,8 +156,9 @@ class VerticalCentre:
         if self._setup is not None:
             raise ProtocolError("centre: a session is already open")
         ctx = CkksPublicContext.from_bytes(m.public_context)
-        if ctx.galois_keys is None:
-            raise ProtocolError("centre: the manager's context carries no rotation keys")
+        if ctx.galois_keys is None or ctx.relin_keys is None:
+            raise ProtocolError("centre: the manager's context lacks relinearisation or rotation "
+                                "keys")
         self._ctx = ctx
         self._setup = m
         self.session_id = m.session_id
@@ -244,35 +256,47 @@ class VerticalCentre:
 
     # ------------------------------------------------------------------ k-means++
     def _on_init_start(self, m: vm.InitStart) -> Outgoing:
-        index = int(self._rng.integers(self.n_samples))
-        return [self._masked_record(0, index)]
+        return [self._masked_record(0, below(self._random, self.n_samples))]
 
     def _masked_record(self, step: int, index: int) -> tuple[str, Message]:
+        """The picked record x under a uniform mask R (±2^24) in its slot, every other slot
+        zero: x_f times a selector encoded at scale q2, rescaled to level 1 and scale 2^40, plus
+        R_f. The manager decrypts d masked values per pick, and can refuse a block."""
         ctx = self._require_ctx()
         block, slot = divmod(index, ctx.params.slot_count)
         self.picked_indices.append(index)
         bound = 2.0**MASK_BITS
-        masks = self._rng.uniform(-bound, bound, size=(len(self._x_top[block]),
-                                                       ctx.params.slot_count))
+        row = self._x_top[block]
+        masks = uniform(self._random, -bound, bound, len(row))
         self._mask = (block, slot, masks)
-        masked = tuple(ctx.ciphertext_to_bytes(ctx.mod_switch_to_next(ctx.add_plain(x, masks[f])))
-                       for f, x in enumerate(self._x_top[block]))
+        selector = np.zeros(ctx.params.slot_count)
+        selector[slot] = 1.0
+        plain = ctx.encode(selector, scale=float(data_primes(ctx.seal_context)[-1]),
+                           parms_id=ctx.top_parms_id)
+        masked = []
+        for f, x in enumerate(row):
+            picked = seal.Ciphertext()
+            ctx.evaluator.multiply_plain(x, plain, picked)
+            only = np.zeros(ctx.params.slot_count)
+            only[slot] = masks[f]
+            masked.append(ctx.ciphertext_to_bytes(ctx.add_plain(ctx.rescale(picked), only)))
         self._expect = {f"NewCentre:{step}"}
-        return self._send(vm.MANAGER, vm.MaskedRecord, step=step, slot=slot, masked=masked)
+        return self._send(vm.MANAGER, vm.MaskedRecord, step=step, slot=slot,
+                          masked=tuple(masked))
 
     def _on_new_centre(self, m: vm.NewCentre) -> Outgoing:
         setup = self._require_setup()
         ctx = self._require_ctx()
         if self._mask is None or len(m.centre) != len(self._x_top[0]):
             raise ProtocolError("centre: NewCentre must carry one ciphertext per feature")
-        _, slot, masks = self._mask
+        masks = self._mask[2]
         self._mask = None
         centre = []
         for f, blob in enumerate(m.centre):
             ct = _load(ctx, blob, "the new centre")
             if ct.parms_id() != ctx.top_parms_id:
                 raise ProtocolError("centre: the new centre is not at the top level")
-            centre.append(ctx.sub_plain(ct, float(masks[f][slot])))
+            centre.append(ctx.sub_plain(ct, float(masks[f])))
         self._centres.append(centre)
         top = tuple(ctx.ciphertext_to_bytes(c) for c in centre)
         parts = self._map(ops.distance_task, lambda c: (self._key, c, top))
@@ -295,7 +319,7 @@ class VerticalCentre:
                      for centre in centres for c in centre)
 
     def _d2_factor(self) -> int:
-        return int(self._rng.integers(1, 2**D2_SCALE_BITS + 1))
+        return 1 + below(self._random, 2**D2_SCALE_BITS)
 
     def _shuffled_d2(self, step: int, hots: list[bytes] | None) -> tuple[str, Message]:
         """ρ·D²(x) for every customer — D² = Σ_j h_j·‖x − c_j‖² with the manager's one-hots
@@ -312,7 +336,7 @@ class VerticalCentre:
                     [factor] * len(chunk))
 
         d2 = [b for part in self._map(ops.d2_task, make) for b in part]
-        perm = self._rng.permutation(n_blocks)
+        perm = permutation(self._random, n_blocks)
         self._permutation = perm
         self._expect = {f"Pick:{step}"}
         return self._send(vm.MANAGER, vm.ShuffledD2, step=step,
@@ -325,7 +349,7 @@ class VerticalCentre:
             raise ProtocolError("centre: a pick without a D² round")
         self._permutation = None
         if m.block == -1:
-            index = int(self._rng.integers(self.n_samples))
+            index = below(self._random, self.n_samples)
         else:
             if not 0 <= m.block < len(self.sizes):
                 raise ProtocolError("centre: the pick refers to no block")
@@ -344,8 +368,8 @@ class VerticalCentre:
         low_bits, high_bits = BLIND_MIN_BITS, blind_max_bits(sum(setup.holder_features))
 
         def make(chunk: list[int]) -> Any:
-            seed = int(self._rng.integers(2**63))  # each task's blinding stream, secret
-            return (self._key, chunk, centres, m, seed, low_bits, high_bits)
+            key = self._random.random_bytes(32)  # each task's blinding stream, secret
+            return (self._key, chunk, centres, m, key, low_bits, high_bits)
 
         parts = self._map(ops.comparisons_task, make)
         values = tuple(b for part in parts for block in part for b in block)
@@ -362,6 +386,10 @@ class VerticalCentre:
         setup = self._require_setup()
         ctx = self._require_ctx()
         k, d = setup.n_clusters, sum(setup.holder_features)
+        last = m.index >= setup.max_iter if m.stage == "lloyd" else m.index > setup.max_iter
+        if last:  # every round is a new set of hyperplane tests decrypted by the manager
+            raise ProtocolError(f"centre: {m.stage} iteration {m.index} is beyond the session's "
+                                f"max_iter={setup.max_iter}; refusing to compute it")
         if len(m.centroids) != k * d:
             raise ProtocolError(f"centre: expected {k}×{d} centroid ciphertexts, got "
                                 f"{len(m.centroids)}")

@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 
 from cipherseg.engine.state import get_state
-from cipherseg.protocols.vertical.session import TIE_TOLERANCE, pairs
+from cipherseg.protocols.vertical.session import TIE_TOLERANCE, pairs, uniform
 from cipherseg.schemes.ckks import CkksPublicContext
+from cipherseg.schemes.rlwe_sampling import SeededRandomSource
+
+#: Domain of the blinding streams (SHAKE-256 over a fresh 256-bit key per task).
+BLINDING_LABEL = b"cipherseg/vertical/blinding"
 
 
 @dataclass(slots=True)
@@ -33,12 +37,13 @@ def _load_all(ctx: CkksPublicContext, blobs: Sequence[bytes]) -> list[Any]:
     return [ctx.ciphertext_from_bytes(b) for b in blobs]
 
 
-def comparisons_task(args: tuple[str, list[int], tuple[bytes, ...], int, int, float, float]
+def comparisons_task(args: tuple[str, list[int], tuple[bytes, ...], int, bytes, float, float]
                      ) -> list[list[bytes]]:
     """For each given block: r·(L_j − L_l − τ) for every pair j < l of the ``m`` centres,
     L_j = ‖c_j‖² − 2⟨x, c_j⟩ (linear in x), r log-uniform in [2^low, 2^high] per customer and
-    pair, multiplied in at scale 1 before the rescale."""
-    key, blocks, centre_bytes, m, seed, low_bits, high_bits = args
+    pair (expanded from the task's secret 32-byte key), multiplied in at scale 1 before the
+    rescale."""
+    key, blocks, centre_bytes, m, blinding_key, low_bits, high_bits = args
     state: CentreState = get_state(key)
     ctx = state.ctx
     d = len(state.x_low[0])
@@ -51,7 +56,7 @@ def comparisons_task(args: tuple[str, list[int], tuple[bytes, ...], int, int, fl
         for c in centre[1:]:
             acc = ctx.add(acc, ctx.square(c))
         norms.append(acc)
-    rng = np.random.default_rng(seed)
+    stream = SeededRandomSource(blinding_key, BLINDING_LABEL)
     slots = ctx.params.slot_count
     tau = None
     out = []
@@ -71,7 +76,7 @@ def comparisons_task(args: tuple[str, list[int], tuple[bytes, ...], int, int, fl
             ctx.evaluator.sub_plain_inplace(diff, tau)
             # The encoding error of r at scale 1 (|e| ≤ N/2 = 2^12 < 2^13) only perturbs the
             # factor, never its sign.
-            factors = np.exp2(rng.uniform(low_bits, high_bits, slots))
+            factors = np.exp2(uniform(stream, low_bits, high_bits, slots))
             plain = ctx.encode(factors, scale=1.0, parms_id=diff.parms_id())
             ctx.evaluator.multiply_plain_inplace(diff, plain)
             values.append(ctx.ciphertext_to_bytes(ctx.rescale(diff)))

@@ -116,6 +116,10 @@ class VerticalHolder:
         if isinstance(message, vm.Abort):
             self.aborted = message.reason or f"{sender} aborted"
             self._drop()
+            # Another party refused the end of the session (say, its copy of the result): a
+            # result this holder already took is withdrawn, so no holder keeps a partial release.
+            self.labels_ = self.cluster_centers_ = None
+            self.done = False
             return []
         key = f"{type(message).__name__}"
         if isinstance(message, vm.PsiBlinded):
@@ -238,7 +242,8 @@ class VerticalHolder:
         self._tag_rows = {}
         self._expect = {"Scale"}
         return [self._send(vm.MANAGER, vm.ScaleReport, holder_id=self.holder_id,
-                           exponent=self._exponent())]
+                           exponent=self._exponent(),
+                           intersection=psi.intersection_digest(m.tags))]
 
     def _aligned(self) -> npt.NDArray[np.float64]:
         """This holder's shared rows in the shared order; with DP clipped into the public

@@ -36,6 +36,7 @@ from cipherseg.protocols.vertical.session import (
     PARAMS,
     Outgoing,
     blind_max_bits,
+    decrypted_shapes,
     pairs,
 )
 from cipherseg.schemes.ckks_keys import CkksSecretContext
@@ -44,6 +45,13 @@ from cipherseg.schemes.ckks_keys import CkksSecretContext
 SLACK = 1e-3
 MAX_FEATURES = 256
 _ROOM = 2.0**29
+#: A slot sum holds its total in every slot: the honest spread across slots is CKKS noise,
+#: measured at most 2.1e-5 for sums and 3.1e-6 for totals, at 20k and at 100k customers alike
+#: (the last rescale's rounding dominates). A column passed off as a sum spreads by its values;
+#: one scaled below this bound is drowned to a few bits per value (docs/security.md).
+SLOT_SPREAD = 1e-4
+#: A masked record is zero outside the picked slot, up to CKKS noise (measured 1.2e-8).
+MASKED_ZERO = 1e-4
 
 
 def labels_from_comparisons(z: npt.NDArray[np.float64], m: int) -> npt.NDArray[np.int64]:
@@ -171,6 +179,8 @@ class VerticalManager:
         self._rng = np.random.default_rng(seed)
         self.session_id = session_id or uuid.uuid4().hex
         self._sk: CkksSecretContext | None = None
+        self._shapes: dict[str, tuple[int, float]] = {}
+        self._digests: dict[int, bytes] = {}
         self._expect: set[str] = set()
         self._round = 0
         self._exponents: dict[int, int] = {}
@@ -204,6 +214,7 @@ class VerticalManager:
         """Generate the key set and open the session: Setup to the holders and the centre."""
         t0 = time.perf_counter()
         self._sk = CkksSecretContext.generate(PARAMS)
+        self._shapes = decrypted_shapes(self._sk.seal_context)
         sk = self._sk
         self._executor.put_state(self._key, lambda: sk)
         eps, delta = self._dp_input if self._dp_input is not None else (0.0, 0.0)
@@ -215,7 +226,8 @@ class VerticalManager:
             dp_upper=tuple(float(v) for v in self._upper) if eps else (),
             psi_session=secrets.token_bytes(16))
         to_holders = vm.new_message(vm.Setup, self.session_id, 0,
-                                    public_context=self._sk.public_bytes(), **common)
+                                    public_context=self._sk.public_bytes(with_relin=False),
+                                    **common)
         to_centre = vm.new_message(vm.Setup, self.session_id, 0,
                                    public_context=self._sk.public_bytes(with_galois=True),
                                    **common)
@@ -266,16 +278,32 @@ class VerticalManager:
             raise ProtocolError("manager: the session has not started")
         return self._sk
 
-    def _decrypt(self, blob: bytes, what: str, size: int | None = None
+    def _decrypt(self, blob: bytes, what: str, kind: str, size: int | None = None
                  ) -> npt.NDArray[np.float64]:
+        """Decrypt one ciphertext of the centre's, after checking it has the level and scale
+        the protocol gives that ``kind`` of value (so a holder's upload or any other ciphertext
+        of the session is refused unopened)."""
+        sk = self._key_set()
         try:
-            values = self._key_set().decrypt_bytes(blob, size)
+            ct = sk.ciphertext_from_bytes(blob)
         except CiphertextError as exc:
             raise _refuse(f"{what}: {exc}") from exc
+        check_shape(sk, ct, self._shapes[kind], what)
+        values = sk.decrypt(ct, size)
         if not np.all(np.isfinite(values)):
             raise _refuse(f"{what} are not finite numbers")
         self.log.decrypted[what] += 1
         return values
+
+    def _slot_sum(self, blob: bytes, what: str, kind: str) -> float:
+        """The value of a slot-summed ciphertext: every slot must hold it (up to CKKS noise);
+        anything else — a column, a block — is not a slot sum and is refused."""
+        values = self._decrypt(blob, what, kind)
+        spread = float(values.max() - values.min())
+        if spread > SLOT_SPREAD:
+            raise _refuse(f"{what}: not a slot sum (its slots differ by {spread:.3g}); the "
+                          "manager decrypts aggregates, never a column")
+        return float(values.mean())
 
     # ------------------------------------------------------------------ alignment, scale
     def _on_aligned(self, m: vm.Aligned) -> Outgoing:
@@ -290,11 +318,16 @@ class VerticalManager:
         if not -1100 <= m.exponent <= 1100:
             raise ProtocolError(f"manager: holder {m.holder_id} reported exponent {m.exponent}")
         self._exponents[m.holder_id] = int(m.exponent)
+        self._digests[m.holder_id] = bytes(m.intersection)
         return self._maybe_scale()
 
     def _maybe_scale(self) -> Outgoing:
         if not self.n_samples or len(self._exponents) < len(self.holder_ids):
             return []
+        if len(set(self._digests.values())) != 1:
+            raise ProtocolError("manager: the holders were given different intersections by "
+                                "the centre (their digests differ); their rows would not be the "
+                                "same customers. Nothing was computed")
         if self.dp is None and self._dp_input is not None:
             e = self._bounds_exponent()
             if any(v != e for v in self._exponents.values()):
@@ -325,7 +358,7 @@ class VerticalManager:
     def _on_totals(self, m: vm.Totals) -> Outgoing:
         if len(m.sums) != self.d:
             raise _refuse(f"totals: {len(m.sums)} ciphertexts for {self.d} features")
-        totals = np.array([self._decrypt(b, "totals", 1)[0] for b in m.sums])
+        totals = np.array([self._slot_sum(b, "totals", "totals") for b in m.sums])
         if np.any(np.abs(totals) > self.n_samples + SLACK):
             raise _refuse("totals exceed the number of customers (features are |x| <= 1)")
         self._totals = totals
@@ -355,7 +388,7 @@ class VerticalManager:
     def _on_masked(self, m: vm.MaskedRecord) -> Outgoing:
         if len(m.masked) != self.d or not 0 <= m.slot < PARAMS.slot_count:
             raise _refuse(f"masked record: {len(m.masked)} ciphertexts, slot {m.slot}")
-        values = np.array([self._decrypt(b, "masked record")[m.slot] for b in m.masked])
+        values = np.array([self._picked(b, m.slot) for b in m.masked])
         if np.any(np.abs(values) > 2.0**MASK_BITS + 1.0 + SLACK):
             raise _refuse("masked record values exceed the mask's range")
         sk = self._key_set()
@@ -370,10 +403,21 @@ class VerticalManager:
             self._expect = {f"Comparisons:init:{chosen}"}
         return [self._send(vm.CENTRE, vm.NewCentre, step=m.step, centre=centre)]
 
+    def _picked(self, blob: bytes, slot: int) -> float:
+        """The masked value in ``slot``; every other slot must be zero (the centre selected the
+        record), so the manager never holds a block of values, masked or not."""
+        values = self._decrypt(blob, "masked record", "masked record")
+        others = np.delete(values, slot)
+        if np.abs(others).max() > MASKED_ZERO:
+            raise _refuse("masked record: values outside the picked slot; the centre must send "
+                          "the picked record only")
+        return float(values[slot])
+
     def _on_d2(self, m: vm.ShuffledD2) -> Outgoing:
         if len(m.d2) != len(self.sizes) or sorted(m.block_sizes) != sorted(self.sizes):
             raise _refuse(f"D²: {len(m.d2)} blocks of sizes that are not the session's")
-        weights = np.concatenate([self._decrypt(b, "D²", size)
+        kind = "D² first" if m.step == 1 else "D²"
+        weights = np.concatenate([self._decrypt(b, "D²", kind, size)
                                   for b, size in zip(m.d2, m.block_sizes, strict=True)])
         limit = 2.0**D2_SCALE_BITS * (4 * self.d + 1)
         if weights.min() < -SLACK * 2.0**D2_SCALE_BITS or weights.max() > limit:
@@ -397,9 +441,10 @@ class VerticalManager:
             raise _refuse(f"comparisons ({m.stage} {m.index}): {len(m.values)} ciphertexts, "
                           f"expected {n_pairs * len(self.sizes)}")
         chunks = chunk_indices(len(self.sizes), 2 * self._executor.n_workers)
+        shape = self._shapes["comparisons"]
         parts = self._executor.map(labels_task, [
             (self._key, [m.values[b * n_pairs:(b + 1) * n_pairs] for b in c],
-             [self.sizes[b] for b in c], n_centres) for c in chunks])
+             [self.sizes[b] for b in c], n_centres, shape) for c in chunks])
         labels = []
         for part in parts:
             for block_labels, intransitive in part:
@@ -437,7 +482,7 @@ class VerticalManager:
         k, d = self.k, self.d
         if len(m.sums) != (k - 1) * d:
             raise _refuse(f"sums: {len(m.sums)} ciphertexts, expected {(k - 1) * d}")
-        upper = np.array([self._decrypt(b, "sums", 1)[0] for b in m.sums]).reshape(k - 1, d)
+        upper = np.array([self._slot_sum(b, "sums", "sums") for b in m.sums]).reshape(k - 1, d)
         sums = np.vstack([self._totals - upper.sum(axis=0), upper])
         counts = np.bincount(self._labels, minlength=k).astype(np.int64)
         excess = np.abs(sums) - counts[:, None]
@@ -495,17 +540,21 @@ class VerticalManager:
         return None if self.dp is None else self.dp.epsilon_spent()
 
 
-def labels_task(args: tuple[str, list[tuple[bytes, ...]], list[int], int]
+def labels_task(args: tuple[str, list[tuple[bytes, ...]], list[int], int, tuple[int, float]]
                 ) -> list[tuple[npt.NDArray[np.int64], int]]:
-    """Per block: decrypt the blinded comparisons, check their range, take the labels."""
-    key, per_block, sizes, m = args
+    """Per block: check the level and scale of the blinded comparisons, decrypt them, check
+    their range, take the labels."""
+    key, per_block, sizes, m, shape = args
     sk: CkksSecretContext = get_state(key)
     out = []
     for blobs, size in zip(per_block, sizes, strict=True):
         try:
-            z = np.vstack([sk.decrypt_bytes(b, size) for b in blobs])
+            cts = [sk.ciphertext_from_bytes(b) for b in blobs]
         except CiphertextError as exc:
             raise _refuse(f"comparisons: {exc}") from exc
+        for ct in cts:
+            check_shape(sk, ct, shape, "comparisons")
+        z = np.vstack([sk.decrypt(ct, size) for ct in cts])
         if not np.all(np.isfinite(z)):
             raise _refuse("comparisons are not finite numbers")
         if np.any(np.abs(z) > _ROOM):
@@ -526,6 +575,16 @@ def onehots_task(args: tuple[str, list[npt.NDArray[np.int64]], list[int]]) -> li
         out.extend(sk.encrypt_to_bytes((block == j).astype(np.float64), level=1)
                    for j in clusters)
     return out
+
+
+def check_shape(sk: CkksSecretContext, ct: Any, shape: tuple[int, float], what: str) -> None:
+    """Refuse, unopened, a ciphertext whose level, scale or size is not the one the protocol
+    gives ``what`` (:func:`~cipherseg.protocols.vertical.session.decrypted_shapes`)."""
+    level, scale = shape
+    if ct.size() != 2 or ct.parms_id() != sk.level_parms_ids[level] or not math.isclose(
+            ct.scale, scale, rel_tol=1e-9):
+        raise _refuse(f"{what}: a ciphertext not at the level and scale of {what} (level "
+                      f"{level}, scale 2^{math.log2(scale):.2f}); it was not decrypted")
 
 
 def _key(message: Message) -> str:

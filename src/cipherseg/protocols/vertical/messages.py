@@ -104,11 +104,13 @@ class Aligned(Message):
 @register_message
 @dataclass(frozen=True, slots=True)
 class ScaleReport(Message):
-    """Holder → manager: the power of two bounding its aligned columns (|x| ≤ 2^exponent)."""
+    """Holder → manager: the power of two bounding its aligned columns (|x| ≤ 2^exponent), and
+    a digest of the intersection it was given (the manager checks every holder got the same)."""
 
     PROTOCOL = PROTOCOL
     holder_id: int = 0
     exponent: int = 0
+    intersection: bytes = b""  # SHA-256 of the packed sorted tags (psi.intersection_digest)
 
 
 @register_message

@@ -1,5 +1,6 @@
 """Protocol 4.5 (vertical k-means): what every party shares — CKKS parameters, the blinding
-range, tie and mask constants, the pair order.
+range, tie and mask constants, the pair order, and the level and scale of every ciphertext the
+manager decrypts.
 
 >>> pairs(3)
 [(0, 1), (0, 2), (1, 2)]
@@ -10,9 +11,14 @@ range, tie and mask constants, the pair order.
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from cipherseg.protocols.messages import Message
 from cipherseg.schemes.ckks import CkksParams
+from cipherseg.schemes.rlwe_sampling import RandomSource
 
 Outgoing = list[tuple[str, Message]]
 
@@ -47,3 +53,47 @@ def pairs(m: int) -> list[tuple[int, int]]:
     return [(j, other) for j in range(m) for other in range(j + 1, m)]
 
 
+
+
+def data_primes(seal_context: Any) -> list[int]:
+    """The data primes of the chain, first (decryption) prime first."""
+    return [m.value() for m in seal_context.first_context_data().parms().coeff_modulus()]
+
+
+def decrypted_shapes(seal_context: Any) -> dict[str, tuple[int, float]]:
+    """(level, scale) of each kind of ciphertext the manager decrypts, as the honest centre's
+    operations leave them (SEAL multiplies scales and divides by the dropped prime); level 0 is
+    the top. The manager refuses anything else before decrypting it.
+
+    * totals — slot sums of the uploads one prime lower: level 1, 2^40;
+    * sums, comparisons — products of level-1 ciphertexts (2^80) rescaled by q1: level 2;
+    * masked record — a top-level upload times a selector encoded at scale q2, rescaled: 2^40;
+    * D² at the first k-means++ step — ‖x − c‖² from the top (2^80) rescaled by q2: level 1;
+      later steps — one-hots (2^40) times those distances, rescaled by q1: level 2.
+    """
+    _, q1, q2 = data_primes(seal_context)
+    scale = PARAMS.scale
+    product = scale * scale
+    distance = product / q2
+    return {"totals": (1, scale), "sums": (2, product / q1), "comparisons": (2, product / q1),
+            "masked record": (1, scale), "D² first": (1, distance),
+            "D²": (2, scale * distance / q1)}
+
+
+def uniform(source: RandomSource, low: float, high: float, size: int) -> npt.NDArray[np.float64]:
+    """``size`` uniform doubles in [low, high) from 53 random bits each of ``source``."""
+    words = np.frombuffer(source.random_bytes(8 * size), dtype="<u8") >> np.uint64(11)
+    out: npt.NDArray[np.float64] = low + (high - low) * (words.astype(np.float64) * 2.0**-53)
+    return out
+
+
+def below(source: RandomSource, n: int) -> int:
+    """A uniform integer in [0, n) (128 random bits reduced: bias below 2^-100 for n < 2^28)."""
+    return int.from_bytes(source.random_bytes(16), "little") % n
+
+
+def permutation(source: RandomSource, n: int) -> npt.NDArray[np.int64]:
+    """A uniform permutation of range(n) (sorting 64-bit random keys)."""
+    keys = np.frombuffer(source.random_bytes(8 * n), dtype="<u8")
+    out: npt.NDArray[np.int64] = np.argsort(keys, kind="stable").astype(np.int64)
+    return out
