@@ -239,13 +239,17 @@ class CkksContextBase:
 
     def encode(self, values: npt.ArrayLike, *, scale: float | None = None,
                parms_id: Any = None) -> Any:
-        """Encode a vector (or a scalar broadcast to all slots) as a CKKS plaintext."""
+        """Encode a vector (or a scalar broadcast to all slots), real or complex, as a CKKS
+        plaintext."""
         pt = seal.Plaintext()
         pid = self.top_parms_id if parms_id is None else parms_id
         sc = self.params.scale if scale is None else scale
-        arr = np.asarray(values, dtype=np.float64)
+        arr = np.asarray(values)
+        # Complex slots carry two real vectors (real and imaginary parts) at once.
+        arr = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
         if arr.ndim == 0:
-            self.encoder.encode(float(arr), pid, sc, pt)
+            self.encoder.encode(complex(arr) if np.iscomplexobj(arr) else float(arr), pid, sc,
+                                pt)
         else:
             if arr.size > self.params.slot_count:
                 raise ParameterError(

@@ -122,5 +122,12 @@ class CkksSecretContext(CkksContextBase):
         values = np.asarray(self.encoder.decode_double(pt), dtype=np.float64)
         return values if size is None else values[:size]
 
+    def decrypt_complex(self, ct: Any, size: int | None = None) -> npt.NDArray[np.complex128]:
+        """Decrypt and decode the complex slots (two real vectors packed as re + i·im)."""
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        values = np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
+        return values if size is None else values[:size]
+
     def decrypt_bytes(self, data: bytes, size: int | None = None) -> npt.NDArray[np.float64]:
         return self.decrypt(self.ciphertext_from_bytes(data), size)

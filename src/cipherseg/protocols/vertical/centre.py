@@ -45,6 +45,7 @@ from cipherseg.protocols.vertical.session import (
     below,
     blind_max_bits,
     data_primes,
+    packed,
     permutation,
     uniform,
 )
@@ -404,8 +405,9 @@ class VerticalCentre:
         setup = self._require_setup()
         ctx = self._require_ctx()
         n_blocks = len(self.sizes)
-        per_block = len(self._centres) if m.stage == "init" else setup.n_clusters - 1
-        if m.n_clusters != per_block or len(m.onehots) != per_block * n_blocks:
+        per_block = len(self._centres) if m.stage == "init" else len(
+            packed(range(1, setup.n_clusters)))
+        if m.per_block != per_block or len(m.onehots) != per_block * n_blocks:
             raise ProtocolError(f"centre: expected {per_block * n_blocks} one-hot ciphertexts "
                                 f"({per_block} per block), got {len(m.onehots)}")
         for blob in m.onehots:
@@ -417,9 +419,10 @@ class VerticalCentre:
         return [self._sums(m.index, list(m.onehots), per_block)]
 
     def _sums(self, index: int, hots: list[bytes], per_block: int) -> tuple[str, Message]:
-        """Σ over all customers of h_j(x)·x_f for clusters 1..k−1: partial sums per worker
-        (three-component products, relinearised once), added, summed over slots with
-        rotations before the rescale (so their noise is divided too)."""
+        """Σ over all customers of h_j(x)·x_f for clusters 1..k−1 (two per ciphertext, as the
+        one-hots): partial sums per worker (three-component products, relinearised once),
+        added, summed over slots with rotations before the rescale (so their noise is divided
+        too)."""
         ctx = self._require_ctx()
         partials = self._map(
             ops.sums_task,

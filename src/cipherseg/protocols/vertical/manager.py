@@ -37,6 +37,7 @@ from cipherseg.protocols.vertical.session import (
     Outgoing,
     blind_max_bits,
     decrypted_shapes,
+    packed,
     pairs,
 )
 from cipherseg.schemes.ckks_keys import CkksSecretContext
@@ -278,8 +279,8 @@ class VerticalManager:
             raise ProtocolError("manager: the session has not started")
         return self._sk
 
-    def _decrypt(self, blob: bytes, what: str, kind: str, size: int | None = None
-                 ) -> npt.NDArray[np.float64]:
+    def _decrypt(self, blob: bytes, what: str, kind: str, size: int | None = None, *,
+                 complex_slots: bool = False) -> Any:
         """Decrypt one ciphertext of the centre's, after checking it has the level and scale
         the protocol gives that ``kind`` of value (so a holder's upload or any other ciphertext
         of the session is refused unopened)."""
@@ -289,21 +290,23 @@ class VerticalManager:
         except CiphertextError as exc:
             raise _refuse(f"{what}: {exc}") from exc
         check_shape(sk, ct, self._shapes[kind], what)
-        values = sk.decrypt(ct, size)
+        values = sk.decrypt_complex(ct, size) if complex_slots else sk.decrypt(ct, size)
         if not np.all(np.isfinite(values)):
             raise _refuse(f"{what} are not finite numbers")
         self.log.decrypted[what] += 1
         return values
 
-    def _slot_sum(self, blob: bytes, what: str, kind: str) -> float:
+    def _slot_sum(self, blob: bytes, what: str, kind: str, *, complex_slots: bool = False
+                  ) -> complex:
         """The value of a slot-summed ciphertext: every slot must hold it (up to CKKS noise);
         anything else — a column, a block — is not a slot sum and is refused."""
-        values = self._decrypt(blob, what, kind)
-        spread = float(values.max() - values.min())
+        values = self._decrypt(blob, what, kind, complex_slots=complex_slots)
+        mean = values.mean()
+        spread = float(np.abs(values - mean).max())
         if spread > SLOT_SPREAD:
             raise _refuse(f"{what}: not a slot sum (its slots differ by {spread:.3g}); the "
                           "manager decrypts aggregates, never a column")
-        return float(values.mean())
+        return complex(mean)
 
     # ------------------------------------------------------------------ alignment, scale
     def _on_aligned(self, m: vm.Aligned) -> Outgoing:
@@ -358,7 +361,7 @@ class VerticalManager:
     def _on_totals(self, m: vm.Totals) -> Outgoing:
         if len(m.sums) != self.d:
             raise _refuse(f"totals: {len(m.sums)} ciphertexts for {self.d} features")
-        totals = np.array([self._slot_sum(b, "totals", "totals") for b in m.sums])
+        totals = np.array([self._slot_sum(b, "totals", "totals").real for b in m.sums])
         if np.any(np.abs(totals) > self.n_samples + SLACK):
             raise _refuse("totals exceed the number of customers (features are |x| <= 1)")
         self._totals = totals
@@ -453,37 +456,45 @@ class VerticalManager:
         self.log.decrypted["comparisons"] += len(m.values)
         return np.concatenate(labels)
 
-    def _onehots(self, labels: npt.NDArray[np.int64], clusters: range, stage: str,
-                 index: int) -> tuple[str, Message]:
+    def _onehots(self, labels: npt.NDArray[np.int64], groups: list[tuple[int, int | None]],
+                 stage: str, index: int) -> tuple[str, Message]:
         starts = np.cumsum([0, *self.sizes])
         blocks = [labels[starts[b]:starts[b + 1]] for b in range(len(self.sizes))]
         chunks = chunk_indices(len(blocks), 2 * self._executor.n_workers)
         parts = self._executor.map(onehots_task, [
-            (self._key, [blocks[b] for b in c], list(clusters)) for c in chunks])
+            (self._key, [blocks[b] for b in c], groups) for c in chunks])
         return self._send(vm.CENTRE, vm.OneHots, stage=stage, index=index,
-                          n_clusters=len(clusters),
+                          per_block=len(groups),
                           onehots=tuple(b for part in parts for b in part))
 
     def _on_comparisons(self, m: vm.Comparisons) -> Outgoing:
         if m.stage == "init":
             labels = self._decrypt_labels(m, m.index)
             self._expect = {f"ShuffledD2:{m.index}"}
-            return [self._onehots(labels, range(m.index), "init", m.index)]
+            return [self._onehots(labels, [(j, None) for j in range(m.index)], "init",
+                                  m.index)]
         labels = self._decrypt_labels(m, self.k)
         if m.stage == "final":
             return self._release(labels)
         self._previous, self._labels = self._labels, labels
         self._expect = {f"Sums:{m.index}"}
-        return [self._onehots(labels, range(1, self.k), "lloyd", m.index)]
+        return [self._onehots(labels, packed(range(1, self.k)), "lloyd", m.index)]
 
     # ------------------------------------------------------------------ Lloyd update
     def _on_sums(self, m: vm.Sums) -> Outgoing:
         assert self._labels is not None and self._totals is not None
         k, d = self.k, self.d
-        if len(m.sums) != (k - 1) * d:
-            raise _refuse(f"sums: {len(m.sums)} ciphertexts, expected {(k - 1) * d}")
-        upper = np.array([self._slot_sum(b, "sums", "sums") for b in m.sums]).reshape(k - 1, d)
-        sums = np.vstack([self._totals - upper.sum(axis=0), upper])
+        groups = packed(range(1, k))
+        if len(m.sums) != len(groups) * d:
+            raise _refuse(f"sums: {len(m.sums)} ciphertexts, expected {len(groups) * d}")
+        sums = np.zeros((k, d))
+        for g, (a, b) in enumerate(groups):
+            for f in range(d):
+                value = self._slot_sum(m.sums[g * d + f], "sums", "sums", complex_slots=True)
+                sums[a, f] = value.real
+                if b is not None:
+                    sums[b, f] = value.imag
+        sums[0] = self._totals - sums[1:].sum(axis=0)
         counts = np.bincount(self._labels, minlength=k).astype(np.int64)
         excess = np.abs(sums) - counts[:, None]
         if np.any(excess > SLACK + 1e-6 * self.n_samples):
@@ -563,17 +574,21 @@ def labels_task(args: tuple[str, list[tuple[bytes, ...]], list[int], int, tuple[
     return out
 
 
-def onehots_task(args: tuple[str, list[npt.NDArray[np.int64]], list[int]]) -> list[bytes]:
-    """Per block and cluster: Enc(label == j), one level below the top (padding slots 0)."""
-    key, blocks, clusters = args
+def onehots_task(args: tuple[str, list[npt.NDArray[np.int64]], list[tuple[int, int | None]]]
+                 ) -> list[bytes]:
+    """Per block and group: Enc(label == a) or Enc((label == a) + i·(label == b)), one level
+    below the top (padding slots 0)."""
+    key, blocks, groups = args
     sk: CkksSecretContext = get_state(key)
     slots = PARAMS.slot_count
     out: list[bytes] = []
     for labels in blocks:
         block = np.full(slots, -1, dtype=np.int64)
         block[:labels.size] = labels
-        out.extend(sk.encrypt_to_bytes((block == j).astype(np.float64), level=1)
-                   for j in clusters)
+        for a, b in groups:
+            hot = (block == a).astype(np.float64)
+            values = hot if b is None else hot + 1j * (block == b)
+            out.append(sk.encrypt_to_bytes(values, level=1))
     return out
 
 

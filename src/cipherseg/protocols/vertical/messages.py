@@ -216,18 +216,21 @@ class OneHots(Message):
     PROTOCOL = PROTOCOL
     stage: str = "lloyd"
     index: int = 0
-    n_clusters: int = 0  # indicators per block (clusters 1..k-1 in Lloyd, 0..m-1 in init)
+    # Ciphertexts per block: init, one per centre so far (0..m-1); Lloyd, clusters 1..k-1 two
+    # per ciphertext, h_a + i·h_b (session.packed).
+    per_block: int = 0
     onehots: tuple[bytes, ...] = ()
 
 
 @register_message
 @dataclass(frozen=True, slots=True)
 class Sums(Message):
-    """Centre → manager: per-cluster feature sums over all customers, clusters 1..k-1."""
+    """Centre → manager: per-cluster feature sums over all customers, clusters 1..k-1, two
+    clusters per ciphertext as the one-hots were (re: the first, im: the second)."""
 
     PROTOCOL = PROTOCOL
     index: int = 0
-    sums: tuple[bytes, ...] = ()  # cluster-major (k-1) × d
+    sums: tuple[bytes, ...] = ()  # one-hot-major ⌈(k-1)/2⌉ × d
 
 
 @register_message

@@ -48,6 +48,18 @@ def blind_max_bits(n_features: int) -> float:
     return _ROOM_BITS - math.log2(4 * n_features + 1)
 
 
+def packed(clusters: range) -> list[tuple[int, int | None]]:
+    """Lloyd one-hots travel two clusters per ciphertext, h_a + i·h_b in the complex slots
+    (the centre's sums then come back packed the same way): the clusters of each ciphertext.
+
+    >>> packed(range(1, 5)), packed(range(1, 4))
+    ([(1, 2), (3, 4)], [(1, 2), (3, None)])
+    """
+    items = list(clusters)
+    return [(items[i], items[i + 1] if i + 1 < len(items) else None)
+            for i in range(0, len(items), 2)]
+
+
 def pairs(m: int) -> list[tuple[int, int]]:
     """The pairs j < l of ``m`` clusters, in the order comparisons travel."""
     return [(j, other) for j in range(m) for other in range(j + 1, m)]
