@@ -96,6 +96,15 @@ def test_holders_given_different_intersections_are_stopped() -> None:
     assert _nothing_released(spies)
 
 
+def test_a_centre_announcing_another_count_to_the_manager_is_stopped() -> None:
+    X = _clusters(11, 40)
+    spies, wrap = _spied({vm.CENTRE: replace(
+        "Aligned", lambda m: dataclasses.replace(m, n_samples=m.n_samples + 1))})
+    with pytest.raises(ProtocolError, match="announced 121 shared customers"):
+        run_vertical([X[:, :2], X[:, 2:]], 3, random_state=0, max_iter=2, wrap=wrap)
+    assert _nothing_released(spies)
+
+
 # ------------------------------------------------------------------ the manager's decryptions
 def _centre(spies: dict[str, Spy]) -> Any:
     return spies[vm.CENTRE].party

@@ -228,6 +228,8 @@ class VerticalCentre:
                 row.extend(per_holder[h][b * d_h:(b + 1) * d_h])
             self._x_top.append(row)
         self._x_low = [[ctx.mod_switch_to_next(x) for x in row] for row in self._x_top]
+        if setup.init != "k-means++":  # the top level serves k-means++ only
+            self._x_top = []
         self._uploads = {}
         self._loaded = {}
         self._publish_state()

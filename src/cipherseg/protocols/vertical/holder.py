@@ -242,7 +242,7 @@ class VerticalHolder:
         self._tag_rows = {}
         self._expect = {"Scale"}
         return [self._send(vm.MANAGER, vm.ScaleReport, holder_id=self.holder_id,
-                           exponent=self._exponent(),
+                           exponent=self._exponent(), n_shared=len(rows),
                            intersection=psi.intersection_digest(m.tags))]
 
     def _aligned(self) -> npt.NDArray[np.float64]:

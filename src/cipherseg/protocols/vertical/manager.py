@@ -182,6 +182,7 @@ class VerticalManager:
         self._sk: CkksSecretContext | None = None
         self._shapes: dict[str, tuple[int, float]] = {}
         self._digests: dict[int, bytes] = {}
+        self._shared: dict[int, int] = {}
         self._expect: set[str] = set()
         self._round = 0
         self._exponents: dict[int, int] = {}
@@ -322,11 +323,16 @@ class VerticalManager:
             raise ProtocolError(f"manager: holder {m.holder_id} reported exponent {m.exponent}")
         self._exponents[m.holder_id] = int(m.exponent)
         self._digests[m.holder_id] = bytes(m.intersection)
+        self._shared[m.holder_id] = int(m.n_shared)
         return self._maybe_scale()
 
     def _maybe_scale(self) -> Outgoing:
         if not self.n_samples or len(self._exponents) < len(self.holder_ids):
             return []
+        if set(self._shared.values()) != {self.n_samples}:
+            raise ProtocolError(f"manager: the centre announced {self.n_samples} shared "
+                                f"customers, the holders were given {sorted(self._shared.values())}"
+                                "; nothing was computed")
         if len(set(self._digests.values())) != 1:
             raise ProtocolError("manager: the holders were given different intersections by "
                                 "the centre (their digests differ); their rows would not be the "

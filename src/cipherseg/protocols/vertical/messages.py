@@ -110,6 +110,7 @@ class ScaleReport(Message):
     PROTOCOL = PROTOCOL
     holder_id: int = 0
     exponent: int = 0
+    n_shared: int = 0  # customers in the intersection it was given
     intersection: bytes = b""  # SHA-256 of the packed sorted tags (psi.intersection_digest)
 
 
