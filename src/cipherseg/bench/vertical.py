@@ -66,12 +66,7 @@ def psi_only(n_rows: int, n_jobs: int, seed: int) -> dict[str, Any]:
     from cipherseg.engine.local import LocalExecutor
     from cipherseg.protocols.vertical import psi
 
-    rng = np.random.default_rng(seed)
-    n_extra = n_rows // 5
-    n_shared = n_rows - n_extra
-    numbers = rng.choice(10**8, size=n_shared + 2 * n_extra, replace=False)
-    ids = [f"+86138{v:08d}".encode() for v in numbers]
-    a_ids, b_ids = ids[:n_shared + n_extra], ids[:n_shared] + ids[n_shared + n_extra:]
+    a_ids, b_ids = _phone_sets(n_rows, seed)
     session = os.urandom(16)
     cpu_before = _cpu_seconds()
     with LocalExecutor(n_jobs) as ex:
@@ -90,11 +85,113 @@ def psi_only(n_rows: int, n_jobs: int, seed: int) -> dict[str, Any]:
             "ring_bytes": 2 * 32 * (len(a_ids) + len(b_ids))}
 
 
+def _phone_sets(n_rows: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Two holders' identifiers, ``n_rows`` each, 20 % of each not shared."""
+    rng = np.random.default_rng(seed)
+    n_extra = n_rows // 5
+    n_shared = n_rows - n_extra
+    numbers = rng.choice(10**8, size=n_shared + 2 * n_extra, replace=False)
+    ids = [f"+86138{v:08d}".encode() for v in numbers]
+    return ids[:n_shared + n_extra], ids[:n_shared] + ids[n_shared + n_extra:]
+
+
+_IDENTITY = (1).to_bytes(32, "little")
+
+
+def _ed25519_ring(a_ids: list[bytes], b_ids: list[bytes], check: str) -> int:
+    """The two-holder ring as protocol 4.5 ran it before X25519 (Ed25519 points,
+    crypto_scalarmult_ed25519_noclamp), with one of three treatments of received points:
+    ``"is_valid"`` (main: crypto_core_ed25519_is_valid_point on every received point),
+    ``"cofactor"`` (cofactor clearing: ×8 by three crypto_core_ed25519_add doublings, identity
+    refused, on every received point) or ``"none"`` (the checks libsodium's scalar
+    multiplication makes on its input anyway). Returns the intersection size."""
+    import hashlib
+
+    from nacl import bindings as sodium
+
+    session = os.urandom(16)
+    prefix = b"bench" + session
+
+    def hashed(ids: list[bytes]) -> list[bytes]:
+        return [sodium.crypto_core_ed25519_from_uniform(
+            hashlib.sha512(prefix + x).digest()[:32]) for x in ids]
+
+    def received(points: list[bytes]) -> list[bytes]:
+        if check == "is_valid":
+            if not all(sodium.crypto_core_ed25519_is_valid_point(p) for p in points):
+                raise ValueError("invalid point")
+            return points
+        if check == "cofactor":
+            out = []
+            for p in points:
+                q = sodium.crypto_core_ed25519_add(p, p)
+                q = sodium.crypto_core_ed25519_add(q, q)
+                q = sodium.crypto_core_ed25519_add(q, q)
+                if q == _IDENTITY:
+                    raise ValueError("identity")
+                out.append(q)
+            return out
+        return points
+
+    a, b = (sodium.crypto_core_ed25519_scalar_reduce(os.urandom(64)) for _ in range(2))
+    pa = sorted(sodium.crypto_scalarmult_ed25519_noclamp(a, p) for p in hashed(a_ids))
+    pb = sorted(sodium.crypto_scalarmult_ed25519_noclamp(b, p) for p in hashed(b_ids))
+    pab = received([sodium.crypto_scalarmult_ed25519_noclamp(b, p) for p in received(pa)])
+    pba = received([sodium.crypto_scalarmult_ed25519_noclamp(a, p) for p in received(pb)])
+    return len(set(pab) & set(pba))
+
+
+def _x25519_ring(a_ids: list[bytes], b_ids: list[bytes]) -> int:
+    """The two-holder ring as protocol 4.5 runs it (:mod:`~cipherseg.protocols.vertical.psi`)."""
+    from cipherseg.protocols.vertical import psi
+
+    session = os.urandom(16)
+    a, b = psi.random_scalar(), psi.random_scalar()
+    pa = sorted(psi.blind(psi.hash_to_group(a_ids, session), a))
+    pb = sorted(psi.blind(psi.hash_to_group(b_ids, session), b))
+    return len(set(psi.blind(pa, b)) & set(psi.blind(pb, a)))
+
+
+def psi_variants(n_rows: int, seed: int, rounds: int = 2) -> dict[str, Any]:
+    """CPU seconds of the two-holder PSI ring (one process, ``n_rows`` per holder) for each
+    treatment of received points, interleaved ``rounds`` times in the same run: main's
+    ``is_valid_point`` checks, cofactor clearing by point additions, libsodium's own checks
+    only, and X25519 (what protocol 4.5 ships)."""
+    a_ids, b_ids = _phone_sets(n_rows, seed)
+    runs: dict[str, Callable[[], int]] = {
+        "ed25519 + is_valid_point (main before)": lambda: _ed25519_ring(a_ids, b_ids,
+                                                                         "is_valid"),
+        "ed25519 + cofactor clearing by 3 additions": lambda: _ed25519_ring(a_ids, b_ids,
+                                                                             "cofactor"),
+        "ed25519, libsodium's own input checks only": lambda: _ed25519_ring(a_ids, b_ids,
+                                                                             "none"),
+        "x25519 (shipped)": lambda: _x25519_ring(a_ids, b_ids),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    shared: dict[str, int] = {}
+    for r in range(rounds):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for name in order:
+            start = time.process_time()
+            shared[name] = runs[name]()
+            cpu[name].append(time.process_time() - start)
+    rows = len(a_ids) + len(b_ids)
+    return {"rows_per_holder": n_rows, "rounds": rounds, "load_after": _load(),
+            "variants": {name: {"cpu_seconds": [round(c, 2) for c in cpu[name]],
+                                "us_per_row_and_holder": round(min(cpu[name]) / rows * 1e6, 1),
+                                "shared": shared[name]} for name in runs}}
+
+
 def run_bench(out_dir: Path, *, n_shared: int = 100_000, k: int = 5, iterations: int = 10,
               n_jobs: int = 2, seed: int = 0,
               notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the target shape, the Mazzone shape and PSI alone; write JSON and a plot."""
     say = notify or (lambda text: None)
+    variant_rows = max(1000, n_shared // 10)
+    say(f"PSI point treatments, {variant_rows:,} rows per holder, interleaved, same run")
+    variants = psi_variants(variant_rows, seed)
+    for name, v in variants["variants"].items():
+        say(f"  {name}: {v['us_per_row_and_holder']} µs per row and holder")
     say(f"PSI alone: {n_shared:,} + {n_shared:,} rows, 20 % of each not shared")
     psi_result = psi_only(n_shared, n_jobs, seed)
     small = max(1000, n_shared // 5)
@@ -106,7 +203,8 @@ def run_bench(out_dir: Path, *, n_shared: int = 100_000, k: int = 5, iterations:
     say(f"Mazzone et al.'s shape: {n_shared:,} × 2 features (1 + 1), k=5")
     _, mazzone_shape = _run(n_shared, 1, 1, 5, iterations, n_jobs, seed + 1)
     payload = {"target": target, "mazzone_shape": mazzone_shape, "mazzone_published": MAZZONE,
-               "psi": psi_result, "psi_pool_gain": pool_gain, "cpu_count": os.cpu_count()}
+               "psi": psi_result, "psi_pool_gain": pool_gain, "psi_variants": variants,
+               "cpu_count": os.cpu_count()}
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(payload, out_dir / "vertical.png")
     return payload
