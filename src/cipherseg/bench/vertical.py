@@ -54,6 +54,11 @@ def _run(n_shared: int, d_a: int, d_b: int, k: int, iterations: int, n_jobs: int
         "megabytes": round(result.traffic.total_bytes() / 1e6, 1),
         "seconds_at_100mbps": round(result.wall_seconds
                                     + result.traffic.total_bytes() / LINK_BYTES_PER_SECOND, 1),
+        # What an idle 2-core machine gives at best: every CPU second spread over both cores.
+        "idle_lower_bound_seconds": round((_cpu_seconds() - cpu_before) / 2, 1),
+        "idle_lower_bound_at_100mbps": round(
+            (_cpu_seconds() - cpu_before) / 2
+            + result.traffic.total_bytes() / LINK_BYTES_PER_SECOND, 1),
         "load_before": load_before, "load_after": _load(),
         "traffic": result.traffic.as_dict(),
     }
