@@ -305,8 +305,9 @@ class VerticalManager:
         mean = values.mean()
         spread = float(np.abs(values - mean).max())
         if spread > SLOT_SPREAD:
-            raise _refuse(f"{what}: not a slot sum (its slots differ by {spread:.3g}); the "
-                          "manager decrypts aggregates, never a column")
+            # No value in the text: it reaches every party, the centre included.
+            raise _refuse(f"{what}: not a slot sum (its slots differ by more than "
+                          f"{SLOT_SPREAD:g}); the manager decrypts aggregates, never a column")
         return complex(mean)
 
     # ------------------------------------------------------------------ alignment, scale
