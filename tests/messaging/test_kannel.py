@@ -329,3 +329,31 @@ def test_harness_refuses_bad_configuration(tmp_path: Path) -> None:
         KannelHarness(tmp_path, smsc="http")
     with pytest.raises(CipherSegError, match="fake"):
         KannelHarness(tmp_path, smsc="smpp")  # type: ignore[arg-type]
+
+
+def test_kannel_store_is_private(fake_rig: Rig, make_people: MakePeople) -> None:
+    """Issue 16 finding 10: Kannel's message store holds every number and text in clear. In
+    the harness (as in the documented configuration) it lives in a 0700 directory and every
+    file Kannel writes — the store, its .new/.bak rotations, logs — is 0600."""
+    rig = fake_rig
+    assert rig.harness is not None and rig.phone is not None
+    people = make_people(20)
+    engine = SendingEngine(rig.store, rig.gateway(), StaticRecipients(people),
+                           config=EngineConfig(rate_per_second=None,
+                                               policy=DeliveryPolicy(quiet_hours=None)))
+    cid = rig.campaign({"a": "Hello {{ first_name }}. {{ opt_out }}"})
+    engine.enqueue(cid, {"a": people})
+    rig.start(cid)
+    engine.run(cid, max_seconds=60)
+    engine.close()
+    rig.phone.wait_for(20)
+    rig.harness.stop()   # the last dump rotates the store: .bak keeps the messages
+    store_dir = rig.harness.store_dir
+    files = sorted(store_dir.iterdir())
+    assert {f.name for f in files} >= {"kannel.store", "kannel.store.bak"}
+    assert any(b"+86139" in f.read_bytes() for f in files)       # what is being protected
+    assert store_dir.stat().st_mode & 0o777 == 0o700
+    assert rig.harness.workdir.stat().st_mode & 0o777 == 0o700
+    written = [*files, *(f for f in rig.harness.workdir.iterdir() if f.is_file())]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in written} == \
+        {f.name: "0o600" for f in written}

@@ -90,6 +90,9 @@ from cipherseg.messaging.templates import SmsTemplate
 
 log = logging.getLogger("cipherseg.messaging")
 
+#: How often the worker looks for messages a dead worker left ``sending`` (leases last
+#: minutes; looking before every batch would only cost a query).
+_RECONCILE_EVERY = timedelta(seconds=1)
 _STAT_NAMES = {SendStatus.ACCEPTED: "accepted", SendStatus.DELIVERED: "delivered",
                SendStatus.RETRY: "retried", SendStatus.FAILED: "failed",
                SendStatus.DOWN: "down", SendStatus.IN_DOUBT: "in_doubt"}
@@ -331,6 +334,7 @@ class SendingEngine:
         self._prepared: dict[int, _Prepared] = {}
         self._down_streak = 0
         self._down_until: datetime | None = None
+        self._reconciled: datetime | None = None
 
     # ------------------------------------------------------------------ queueing
     def enqueue(self, campaign_id: int, audiences: Mapping[str, Iterable[Recipient]], *,
@@ -411,7 +415,11 @@ class SendingEngine:
         stats = RunStats()
         now = self.clock()
         grace = timedelta(0) if self.gateway.idempotent else cfg.in_doubt_grace
-        stats.requeued = self.store.reconcile(now=now, grace=grace, campaign_id=campaign_id)
+        if self._reconciled is None or now - self._reconciled >= _RECONCILE_EVERY \
+                or now < self._reconciled:
+            stats.requeued = self.store.reconcile(now=now, grace=grace,
+                                                  campaign_id=campaign_id)
+            self._reconciled = now
         if self._down_until is not None and now < self._down_until:
             return stats, None
         owner = new_lease_owner(cfg.worker_id)
