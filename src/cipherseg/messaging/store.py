@@ -328,6 +328,8 @@ class MessageStore(Protocol):
     def add_suppression(self, phone_key: str, kind: str, *, source: str,
                         note: str | None = None, now: datetime | None = None) -> bool: ...
 
+    def remove_suppression(self, phone_key: str, kind: str) -> bool: ...
+
     def work_left(self, campaign_id: int, *, now: datetime,
                   reports_since: datetime | None = None) -> tuple[int, datetime | None]: ...
 
@@ -773,6 +775,7 @@ class SqlMessageStore:
                 rows[found.id] = found
         state = {mid: found.state for mid, found in rows.items()}
         changes: dict[int, dict[str, Any]] = {}
+        allowed: dict[int, tuple[str, ...]] = {}
         results: list[str] = []
         applied: list[bool] = []
         for mid, attempt, status in reports:
@@ -785,19 +788,23 @@ class SqlMessageStore:
                 continue
             state[mid] = step[0]
             changes.setdefault(mid, {}).update(step[1])
+            # The last report decides which states the change may apply to: a message the
+            # sending worker has meanwhile moved from "sending" to "sent" still takes a
+            # "delivered" report; one moved elsewhere is applied again on its own below.
+            allowed[mid] = step[2]
             results.append(step[0])
             applied.append(True)
-        groups: dict[tuple[str, str, int, tuple[tuple[str, Any], ...]], list[int]] = \
-            defaultdict(list)
+        groups: dict[tuple[tuple[str, ...], str, int, tuple[tuple[str, Any], ...]],
+                     list[int]] = defaultdict(list)
         for mid, change in changes.items():
-            groups[(rows[mid].state, state[mid], rows[mid].attempts,
+            groups[(allowed[mid], state[mid], rows[mid].attempts,
                     tuple(sorted(change.items())))].append(mid)
         raced: list[int] = []
         for (before, after, attempt, pairs), group in sorted(groups.items(),
                                                             key=lambda g: g[1][0]):
             sql_values = {k: (func.coalesce(m.c[k], now) if v is _COALESCE_NOW else v)
                           for k, v in pairs}
-            res = conn.execute(update(m).where(m.c.id.in_(group), m.c.state == before,
+            res = conn.execute(update(m).where(m.c.id.in_(group), m.c.state.in_(before),
                                                m.c.attempts == attempt)
                                .values(state=after, updated_at=now, **sql_values))
             if (res.rowcount or 0) != len(group):
@@ -1142,30 +1149,35 @@ class SqlMessageStore:
 _COALESCE_NOW: Any = object()
 
 
-def _dlr_step(state: str, status: int, used: int, retry: RetryPolicy,
-              now: datetime) -> tuple[str, dict[str, Any]] | None:
-    """The state a delivery report moves a message to from ``state`` (``used`` attempts
-    since the last manual retry), with the columns it sets; ``None``: nothing to change."""
-    in_flight = state in ("sending", "sent")
+_IN_FLIGHT = ("sending", "sent")
+
+
+def _dlr_step(state: str, status: int, used: int, retry: RetryPolicy, now: datetime
+              ) -> tuple[str, dict[str, Any], tuple[str, ...]] | None:
+    """What a delivery report does to a message in ``state`` (``used`` attempts since the
+    last manual retry): the new state, the columns it sets, and the states it applies to;
+    ``None``: nothing to change."""
     if status & DLR_DELIVERED:
         return ("delivered", {"delivered_at": now, "sent_at": _COALESCE_NOW, "reason": None,
-                              "lease_owner": None, "lease_until": None}) if in_flight else None
+                              "lease_owner": None, "lease_until": None},
+                _IN_FLIGHT) if state in _IN_FLIGHT else None
     if status & DLR_UNDELIVERED:
         return ("failed", {"reason": "not delivered to the handset (DLR 2)",
                            "sent_at": _COALESCE_NOW, "lease_owner": None,
-                           "lease_until": None}) if in_flight else None
+                           "lease_until": None}, _IN_FLIGHT) if state in _IN_FLIGHT else None
     if status & DLR_REJECTED:
-        if not in_flight:
+        if state not in _IN_FLIGHT:
             return None
         if retry.exhausted(used):
             return "failed", {"reason": f"rejected by the SMSC {used} times (DLR 16)",
-                              "sent_at": None, "lease_owner": None, "lease_until": None}
+                              "sent_at": None, "lease_owner": None, "lease_until": None}, \
+                _IN_FLIGHT
         return "queued", {"reason": "rejected by the SMSC (DLR 16); retrying",
                           "sent_at": None, "next_attempt_at": now + retry.delay(used),
-                          "lease_owner": None, "lease_until": None}
+                          "lease_owner": None, "lease_until": None}, _IN_FLIGHT
     if status & (DLR_SUBMITTED | DLR_BUFFERED) and state == "sending":
         return "sent", {"sent_at": _COALESCE_NOW, "reason": None, "lease_owner": None,
-                        "lease_until": None}
+                        "lease_until": None}, ("sending",)
     return None
 
 
