@@ -521,11 +521,13 @@ class SendingEngine:
         return stats
 
     def run(self, campaign_id: int | None = None, *, stop: threading.Event | None = None,
-            max_seconds: float | None = None) -> RunStats:
+            max_seconds: float | None = None, until_idle: bool = False) -> RunStats:
         """Send until the campaign has nothing queued or in flight (then end it with the
         status that says how it went), it stops being ``sending`` (paused, cancelled),
-        ``stop`` is set, or ``max_seconds`` pass. With ``campaign_id=None`` serve every
-        sending campaign until stopped (a background worker).
+        ``stop`` is set, or ``max_seconds`` pass. With ``until_idle`` return as soon as
+        nothing is due (held messages, retries waiting for their backoff, reports awaited):
+        the caller decides how to wait (the platform's job sleeps until the next due time).
+        With ``campaign_id=None`` serve every sending campaign until stopped.
 
         Up to ``config.pipeline`` batches are in flight at once (module docstring)."""
         cfg = self.config
@@ -556,12 +558,12 @@ class SendingEngine:
                     self.finish_campaigns(self.store.sending_campaigns())
                     stop.wait(cfg.idle_sleep)
                     continue
-                since = self._reports_since(now)
+                since = self.reports_since(now)
                 left, due = self.store.work_left(campaign_id, now=now, reports_since=since)
                 if left == 0:
                     self.store.finish_if_done(campaign_id, now=now, reports_since=since)
                     break
-                if self.store.campaign(campaign_id).status != "sending":
+                if until_idle or self.store.campaign(campaign_id).status != "sending":
                     break
                 wait = cfg.idle_sleep
                 if due is not None and due > now:
@@ -581,12 +583,14 @@ class SendingEngine:
                 raise fatal
         return total
 
-    def _reports_since(self, now: datetime) -> datetime | None:
+    def reports_since(self, now: datetime) -> datetime | None:
+        """Messages sent after this may still get a report asking for a retry (``None``:
+        the gateway reports nothing later)."""
         return None if self.gateway.idempotent else now - self.config.report_wait
 
     def finish_campaigns(self, campaign_ids: Iterable[int]) -> list[int]:
         """Mark the given sending campaigns completed when nothing is left; returns those."""
         now = self.clock()
-        since = self._reports_since(now)
+        since = self.reports_since(now)
         return [c for c in campaign_ids
                 if self.store.finish_if_done(c, now=now, reports_since=since)]

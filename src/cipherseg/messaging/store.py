@@ -452,16 +452,22 @@ class SqlMessageStore:
                     segs[seg.campaign_id].append(seg)
         return [self._campaign_from_row(r, segs[r.id]) for r in rows]
 
-    def update_settings(self, campaign_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``values`` into a campaign's settings (in one write transaction); returns
-        the settings as stored."""
+    def update_settings(self, campaign_id: int, values: Mapping[str, Any], *,
+                        keep_existing: bool = False) -> dict[str, Any]:
+        """Merge ``values`` into a campaign's settings (in one write transaction); with
+        ``keep_existing`` a key already set is not replaced (a value computed once, such
+        as a noisy release, stays the first one). Returns the settings as stored."""
         c = self.t.campaigns
         with self.write() as conn:
-            current = conn.execute(select(c.c.settings).where(c.c.id == campaign_id)).first()
+            current = conn.execute(select(c.c.settings).where(c.c.id == campaign_id)
+                                   .with_for_update()).first()
             if current is None:
                 raise ValidationError(f"there is no campaign {campaign_id}")
-            merged = {**dict(current[0] or {}), **values}
-            conn.execute(update(c).where(c.c.id == campaign_id).values(settings=merged))
+            old = dict(current[0] or {})
+            new = {k: v for k, v in values.items() if not (keep_existing and k in old)}
+            merged = {**old, **new}
+            if new:
+                conn.execute(update(c).where(c.c.id == campaign_id).values(settings=merged))
         return merged
 
     def transition_campaign(self, campaign_id: int, to: str, *, allowed_from: Iterable[str],

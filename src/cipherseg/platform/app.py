@@ -97,8 +97,9 @@ def make_context(settings: Settings) -> PlatformContext:
 
 #: Modules that extend the platform, one line each (e.g. the campaigns of
 #: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
-#: their roles with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job kinds)
-#: and ``nav`` (``{Role: ((href, label), ...)}`` links appended to the role's navigation).
+#: their roles with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job kinds),
+#: ``nav`` (``{Role: ((href, label), ...)}`` links appended to the role's navigation) and
+#: ``startup(ctx)`` (called when the server starts; must not block).
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
@@ -147,6 +148,9 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # uvicorn configures its loggers after the app is built: attach the filter again
         install_log_redaction(ctx.settings.default_region)
+        for ext in _extensions():
+            if hasattr(ext, "startup"):
+                ext.startup(ctx)
         worker = make_worker(ctx) if run_worker else None
         if worker is not None:
             worker.start()
