@@ -418,3 +418,319 @@ def test_erasure_removes_messages(splatform) -> None:  # type: ignore[no-untyped
 def test_settings_refuse_nonsense(setting: str, value: object) -> None:
     with pytest.raises(ValueError):
         CampaignSettings(**{setting: value})
+
+
+class Clock:
+    """An injected clock for the worker, the campaign job and the engine."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _clocked_worker(platform, clock: Clock):  # type: ignore[no-untyped-def]
+    from cipherseg.platform.campaigns.runner import JOB_KIND, make_campaign_runner
+    from cipherseg.platform.jobs import Worker
+
+    return Worker(platform.ctx.sessions, {JOB_KIND: make_campaign_runner(platform.ctx,
+                                                                        clock=clock)},
+                  threads=1, clock=clock)
+
+
+def _job_rows(platform) -> list[tuple[int, str, str]]:  # type: ignore[no-untyped-def]
+    """Every job row (the customers' import included): id, kind, status."""
+    with platform.ctx.sessions() as s:
+        return [(j.id, j.kind, j.status) for j in s.scalars(select(Job).order_by(Job.id))]
+
+
+def test_held_campaigns_sleep_through_quiet_hours_without_new_jobs(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18 item 2: two campaigns held by quiet hours. With an injected clock the night
+    passes in 10-minute steps: the jobs table does not change (no continuation jobs), the
+    worker claims nothing until 08:00, and then both campaigns go out."""
+    from datetime import UTC
+
+    job_id, _ = release(splatform, quiet_hours="21:00-08:00")
+    shop = splatform.client("shop")
+    clock = Clock(datetime(2026, 5, 4, 17, 5, tzinfo=UTC))        # 01:05 in Shanghai
+    worker = _clocked_worker(splatform, clock)
+    cids = []
+    for pos, name in ((0, "Night A"), (1, "Night B")):
+        url, cid = _cid(_create(shop, job_id, {pos: TEMPLATE_EN}, name=name))
+        shop.post(url + "/send", {"confirm": "yes"})
+        cids.append(cid)
+    assert worker.run_one() is not None and worker.run_one() is not None
+    store = store_for(splatform.ctx)
+    for cid in cids:
+        assert store.campaign(cid).status == "sending"
+        assert set(store.state_counts(cid)) <= {"queued", "skipped"}   # skipped: no consent
+        [(at, reason, n)] = store.waiting(cid, now=clock.now)
+        assert (at, reason) == (datetime(2026, 5, 5, 0, 0, tzinfo=UTC), "quiet hours")
+    rows = _job_rows(splatform)
+    campaign_jobs = [(i, st) for i, kind, st in rows if kind == "campaign"]
+    assert [st for _i, st in campaign_jobs] == ["queued", "queued"]
+    with splatform.ctx.sessions() as s:
+        stage = s.get(Job, campaign_jobs[1][0]).stage
+    assert stage == "waiting: 50 messages will go out at 08:00 Asia/Shanghai (in 6 h 55 min)"
+    while clock.now < datetime(2026, 5, 4, 23, 55, tzinfo=UTC):
+        clock.now += timedelta(minutes=10)
+        assert worker.run_one() is None
+        assert _job_rows(splatform) == rows            # not one row more, none changed
+    clock.now = datetime(2026, 5, 5, 0, 0, 30, tzinfo=UTC)          # 08:00:30
+    assert worker.run_one() == campaign_jobs[0][0]
+    assert worker.run_one() == campaign_jobs[1][0]
+    for cid in cids:
+        assert store.campaign(cid).status == "completed"
+    after = _job_rows(splatform)
+    assert [(i, kind) for i, kind, _st in after] == [(i, kind) for i, kind, _st in rows]
+    assert [st for _i, kind, st in after if kind == "campaign"] == ["done", "done"]
+
+
+def test_pages_say_when_held_messages_go_out(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18 item 3: the merchant reads how many messages wait and until when."""
+    tz = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(tz)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=2)
+    job_id, _ = release(splatform, quiet_hours=f"{start:%H:%M}-{end:%H:%M}")
+    shop = splatform.client("shop")
+    url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    r = shop.post(url + "/send", {"confirm": "yes"})
+    assert "Sending has started" not in shop.get(r.headers["location"]).text
+    splatform.run_jobs()
+    page = shop.get(url).text
+    assert f"50 messages will go out at {end:%H:%M} Asia/Shanghai (in 1 h 5" in page
+    assert f'data-testid="status-label">waiting until {end:%H:%M} Asia/Shanghai<' in page
+    assert 'data-testid="n-waiting">50<' in page and "50 in quiet hours" in page
+    assert re.search(r"sending job #\d+ \(sleeping until the next messages are due\)", page)
+    assert "waiting until" in shop.get("/merchant/campaigns").text
+
+
+def test_changed_quiet_hours_apply_to_held_messages(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18 item 3: quiet hours switched off (a restart with new settings) release the
+    messages already held instead of keeping their old release time."""
+    tz = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(tz)
+    job_id, _ = release(splatform, quiet_hours=f"{now - timedelta(hours=1):%H:%M}-"
+                                                f"{now + timedelta(hours=3):%H:%M}")
+    shop = splatform.client("shop")
+    url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    shop.post(url + "/send", {"confirm": "yes"})
+    worker = make_worker(splatform.ctx, threads=1)
+    assert len(worker.run_until_empty()) == 1
+    store = store_for(splatform.ctx)
+    assert store.state_counts(cid) == {"queued": 50}
+    assert worker.run_until_empty() == []             # asleep until the hours end
+    configure(splatform.ctx, CampaignSettings(quiet_hours="off", sms_rate=1000.0,
+                                              campaign_holdout=0.0))
+    restarted = make_worker(splatform.ctx, threads=1)  # wakes sleeping campaign jobs
+    assert len(restarted.run_until_empty()) == 1
+    assert store.state_counts(cid) == {"delivered": 50}
+    assert store.campaign(cid).status == "completed"
+
+
+def test_scheduled_send_starts_at_its_time(splatform) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    job_id, _ = release(splatform)
+    shop = splatform.client("shop")
+    url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    tz = ZoneInfo("Asia/Shanghai")
+    at = (datetime.now(tz) + timedelta(days=2)).replace(hour=10, minute=0, second=0,
+                                                         microsecond=0)
+    r = shop.post(url + "/send", {"confirm": "yes", "when": "later",
+                                  "send_date": at.date().isoformat(), "send_time": "10:00"})
+    assert "campaign_scheduled" in r.headers["location"]
+    store = store_for(splatform.ctx)
+    camp = store.campaign(cid)
+    assert camp.status == "scheduled" and camp.scheduled_at == at.astimezone(UTC)
+    page = shop.get(url).text
+    assert f"Starts at {at:%a} {at.day} {at:%b} 10:00 Asia/Shanghai" in page
+    splatform.run_jobs()     # a (re)started worker wakes the job; it goes back to sleep
+    assert store.campaign(cid).status == "scheduled" and store.state_counts(cid) == {}
+    with splatform.ctx.sessions() as s:
+        [job] = s.scalars(select(Job).where(Job.kind == "campaign"))
+        assert job.status == "queued" and job.not_before == at.astimezone(UTC)
+    clock = Clock(at.astimezone(UTC) + timedelta(seconds=5))
+    assert _clocked_worker(splatform, clock).run_one() is not None
+    assert store.state_counts(cid) == {"delivered": 50}
+    r = shop.post(url + "/send", {"confirm": "yes", "when": "later",
+                                  "send_date": "2020-01-01", "send_time": "10:00"})
+    assert r.status_code == 409
+
+
+def test_operator_retries_failed_messages_without_duplicates(splatform) -> None:  # type: ignore[no-untyped-def]
+    job_id, _ = release(splatform)
+    shop = splatform.client("shop")
+    url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    shop.post(url + "/send", {"confirm": "yes"})
+    splatform.run_jobs()
+    store = store_for(splatform.ctx)
+    m, o = MESSAGING.messages, MESSAGING.outbox
+    with splatform.ctx.engine.begin() as conn:   # the gateway had refused 7 of them
+        ids = list(conn.execute(select(m.c.id).where(m.c.campaign_id == cid)
+                                .order_by(m.c.id).limit(7)).scalars())
+        conn.execute(o.delete().where(o.c.message_id.in_(ids)))
+        conn.execute(m.update().where(m.c.id.in_(ids)).values(
+            state="failed", reason="refused: Kannel rejected it (400: Sender missing and no "
+                                   "global set, rejected)", delivered_at=None))
+        conn.execute(MESSAGING.campaigns.update().where(MESSAGING.campaigns.c.id == cid)
+                     .values(status="completed_with_failures"))
+    page = shop.get(url).text
+    assert 'data-testid="status-label">completed with failures<' in page
+    assert "7 × refused: Kannel rejected it (400: Sender missing" in page
+    sms = splatform.client("sms")
+    assert "7 × refused" in sms.get(f"/operator/campaigns/{cid}").text
+    assert sms.post(f"/operator/campaigns/{cid}/retry").status_code == 400   # not confirmed
+    assert shop.post(f"/operator/campaigns/{cid}/retry", {"confirm": "yes"}).status_code == 403
+    r = sms.post(f"/operator/campaigns/{cid}/retry", {"confirm": "yes"})
+    assert r.status_code == 303
+    assert sms.post(f"/operator/campaigns/{cid}/retry", {"confirm": "yes"}).status_code == 409
+    splatform.run_jobs()
+    assert store.campaign(cid).status == "completed"
+    with splatform.ctx.engine.connect() as conn:
+        per_message = conn.execute(select(o.c.message_id, func.count()).group_by(
+            o.c.message_id)).all()
+        rows = conn.execute(select(func.count()).select_from(m)
+                            .where(m.c.campaign_id == cid)).scalar_one()
+    assert len(per_message) == 50 and {n for _id, n in per_message} == {1}
+    assert rows == 50                                  # same rows, same idempotency keys
+
+
+def test_test_message_goes_through_the_gateway_and_the_rules(splatform) -> None:  # type: ignore[no-untyped-def]
+    release(splatform)
+    sms = splatform.client("sms")
+    page = sms.get("/operator/campaigns").text
+    assert "outbox: messages are recorded in the database" in page
+    r = sms.post("/operator/gateway/test", {"phone": "139 1234 5678",
+                                            "text": "Test from the operator."})
+    assert r.status_code == 200
+    assert 'data-testid="test-result">Test to 139****5678: <strong>delivered</strong>' in r.text
+    with splatform.ctx.engine.connect() as conn:
+        body = conn.execute(select(MESSAGING.outbox.c.body)).scalar_one()
+    assert body == "Test from the operator. Reply STOP to opt out"
+    assert _mo(splatform, "+8613912345678", "退订").status_code == 200
+    r = sms.post("/operator/gateway/test", {"phone": "13912345678", "text": "测试短信"})
+    assert "<strong>skipped</strong> — opted out" in r.text
+    r = sms.post("/operator/gateway/test", {"phone": "123", "text": "x"})
+    assert r.status_code == 400 and "nothing was sent" in r.text
+    assert "1391234" not in r.text.replace("139****5678", "")
+    # Test messages are not campaigns: not in the lists, no merchant sees them.
+    assert "Test message to" not in splatform.client("shop").get("/merchant/campaigns").text
+    with splatform.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent)
+                        .where(AuditEvent.action == "gateway_test")) == 2
+
+
+def test_gateway_check_and_callback_urls_from_the_public_base_url(splatform) -> None:  # type: ignore[no-untyped-def]
+    from cipherseg.platform.campaigns.gateway_check import gateway_checks, ping_answer
+
+    release(splatform, sms_gateway="kannel", kannel_password="p" * 12)
+    checks = {c.name: c for c in gateway_checks(splatform.ctx, probe=False)}
+    assert checks["Sender"].ok is False and "Sender missing" in checks["Sender"].detail
+    assert checks["Public base URL"].ok is False
+    sms = splatform.client("sms")
+    page = sms.get("/operator/campaigns").text
+    assert "CIPHERSEG_SMS_SENDER is not set" in page
+    assert "Set <code>CIPHERSEG_PUBLIC_BASE_URL</code>" in page and ":8000" not in page
+    release(splatform, sms_gateway="kannel", kannel_password="p" * 12, sms_sender="JOYMALL",
+            public_base_url="https://cs.example.com:8765/")
+    page = sms.get("/operator/campaigns").text
+    assert "https://cs.example.com:8765/gateway/kannel/dlr" in page
+    assert "https://cs.example.com:8765/gateway/kannel/mo?token=" in page
+    # The ping proves that a URL leads to this platform (the check's reachability probe).
+    r = splatform.client().tc.get("/gateway/kannel/ping", params={"n": "00112233aabbccdd"})
+    assert r.status_code == 200 and r.text == ping_answer(splatform.ctx, "00112233aabbccdd")
+    assert splatform.client().tc.get("/gateway/kannel/ping",
+                                     params={"n": "<script>"}).status_code == 422
+
+
+def test_lift_merchant_aggregates_owner_detail(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18 item 9: a holdout per segment, then after the window treated vs holdout from
+    the owner's transactions. The merchant sees aggregates of groups of at least the
+    minimum size (noisy with ε stated when configured, computed once); the owner the exact
+    figures and its own per-customer detail."""
+    import random
+    from datetime import UTC, date
+
+    from cipherseg.platform.campaigns import lift
+    from cipherseg.platform.models import Transaction
+
+    rows, _ = demo_rows(n_customers=640, seed=3)
+    rows = [[c, p, "yes", n, tz] for c, p, _c, n, tz in rows]
+    configure(splatform.ctx, CampaignSettings(quiet_hours="off", sms_rate=1000.0,
+                                              campaign_holdout=0.2))
+    owner = splatform.client("mall")
+    assert owner.upload("customers", "c.csv", _csv(rows)).status_code == 303
+    splatform.run_jobs()
+    with splatform.ctx.sessions() as s:
+        ids = list(s.scalars(select(Customer.id).order_by(Customer.external_id)))
+        owner_id = s.scalar(select(Customer.owner_id).limit(1))
+        job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
+                  owner_id=owner_id, created_by=owner_id, params={"k": 2},
+                  result={"n_customers": len(ids)}, published=True)
+        s.add(job)
+        s.flush()
+        for pos, members in {0: ids[:560], 1: ids[560:]}.items():
+            s.add(Segment(job_id=job.id, position=pos, name=("Big", "Small")[pos],
+                          size=len(members), centroid=CENTROID))
+            s.add_all(SegmentMember(job_id=job.id, customer_id=c, pseudonym=f"p{c}",
+                                    segment_index=pos) for c in members)
+        s.commit()
+        job_id = job.id
+    shop = splatform.client("shop")
+    url, cid = _cid(_create(shop, job_id, {0: TEMPLATE_EN, 1: TEMPLATE_EN}, holdout=20))
+    shop.post(url + "/send", {"confirm": "yes"})
+    splatform.run_jobs()
+    store = store_for(splatform.ctx)
+    assert "Measuring: purchases from" in shop.get(url).text
+    # Fifteen days later, with purchases planted: 40 % of the treated bought, 20 % of the
+    # held-out (a +20 pp effect), each purchase 100.
+    start = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+    with splatform.ctx.engine.begin() as conn:
+        conn.execute(MESSAGING.campaigns.update().where(MESSAGING.campaigns.c.id == cid)
+                     .values(started_at=start))
+        arms = conn.execute(select(MESSAGING.messages.c.customer_id, MESSAGING.messages.c.arm)
+                            .where(MESSAGING.messages.c.campaign_id == cid)).all()
+    draw = random.Random(7)
+    with splatform.ctx.sessions() as s:
+        for i, (customer, arm) in enumerate(arms):
+            if draw.random() < (0.4 if arm == "treated" else 0.2):
+                s.add(Transaction(owner_id=owner_id, customer_id=customer,
+                                  external_id=f"L{i}", date=date(2026, 3, 5),
+                                  amount=100, category="food", row_digest="x"))
+        s.commit()
+    camp = store.campaign(cid)
+    report = lift.owner_report(splatform.ctx, camp)
+    assert report.state == "ready" and report.window_start == date(2026, 3, 1)
+    big = next(s for s in report.segments if s.name == "Big")
+    assert big.holdout >= 50 and big.result is not None
+    assert big.result.conversion_lift.covers(0.2) and big.result.conversion_lift.low > 0
+    assert abs(big.result.spend_lift.estimate - 100 * big.result.conversion_lift.estimate) < 1e-6
+    # The merchant: the small segment's holdout (~16) is below the minimum size: withheld.
+    page = shop.get(url).text
+    assert 'data-testid="lift-chart"' in page and "Big" in page
+    assert "fewer than 50 customers in a group" in page
+    assert "pseudonym" not in page and 'data-testid="lift-detail"' not in page
+    # With differential privacy on, the merchant's release is noisy, states ε, is kept.
+    with splatform.ctx.engine.begin() as conn:
+        conn.execute(MESSAGING.campaigns.update().where(MESSAGING.campaigns.c.id == cid)
+                     .values(settings={**camp.settings}))          # drop the first release
+    configure(splatform.ctx, CampaignSettings(quiet_hours="off", campaign_holdout=0.2,
+                                              lift_epsilon=1.0, lift_spend_cap=500))
+    first = lift.merchant_report(splatform.ctx, store.campaign(cid))
+    again = lift.merchant_report(splatform.ctx, store.campaign(cid))
+    assert first.epsilon == 1.0 and first.segments == again.segments
+    noisy = next(s for s in first.segments if s.name == "Big").result
+    assert noisy is not None and noisy.treated.converters != big.result.treated.converters
+    assert "ε = 1.0" in shop.get(url).text
+    # The owner sees the exact figures and can export its own detail (audited).
+    page = owner.get(f"/owner/campaigns/{cid}").text
+    assert f"{big.result.conversion_treated * 100:.1f} %" in page and "ε =" not in page
+    detail = owner.get(f"/owner/campaigns/{cid}/lift.csv")
+    lines = detail.text.strip().splitlines()
+    assert lines[0] == "pseudonym,segment,group,purchases,spend"
+    assert len(lines) - 1 == sum(1 for _c, arm in arms if arm is not None)
+    assert shop.get(f"/owner/campaigns/{cid}/lift.csv").status_code == 403
+    assert owner.get("/owner/campaigns").status_code == 200 and "Spring" in \
+        owner.get("/owner/campaigns").text

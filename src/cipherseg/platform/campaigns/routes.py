@@ -361,10 +361,7 @@ def _gateway_context(ctx: PlatformContext) -> dict[str, Any]:
     cs = campaign_settings(ctx)
     return {"gateway": cs.sms_gateway, "checks": gateway_checks(ctx),
             "urls": service.callback_urls(ctx), "tests": service.test_messages(ctx),
-            "test_default": service.DEFAULT_TEMPLATES["en"].replace(
-                "{{ shop_name }}", "our shop").replace(
-                    'Hi {{ first_name|default("there") }}, enjoy 20% off at our shop this '
-                    "weekend.", "Test message from cipherseg.")}
+            "test_default": "Test message from cipherseg."}
 
 
 @router.post("/operator/gateway/test", response_class=HTMLResponse)
