@@ -121,11 +121,11 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-u
         "CIPHERSEG_WORKER_POLL_SECONDS": "0.2", "PYTHONUNBUFFERED": "1",
         "CIPHERSEG_SMS_GATEWAY": "kannel", "CIPHERSEG_SMS_RATE": "200",
         "CIPHERSEG_SMS_SENDER": "JOYMALL", "CIPHERSEG_QUIET_HOURS": "off",
-        "CIPHERSEG_SMS_OPT_OUT_TEXT": "回复TD退订",
+        "CIPHERSEG_CAMPAIGN_HOLDOUT": "0",
         "CIPHERSEG_KANNEL_SENDSMS_URL": harness.sendsms_url,
         "CIPHERSEG_KANNEL_USERNAME": harness.username,
         "CIPHERSEG_KANNEL_PASSWORD": harness.password,
-        "CIPHERSEG_SMS_CALLBACK_URL": base, "CIPHERSEG_SMS_CALLBACK_KEY": key,
+        "CIPHERSEG_PUBLIC_BASE_URL": base, "CIPHERSEG_SMS_CALLBACK_KEY": key,
         "CIPHERSEG_SMS_REPORT_WAIT_SECONDS": "1"})
     _cli(env, "db", "upgrade")
     for name, role in (("mall", "owner"), ("shop", "merchant"), ("sms", "operator")):
@@ -194,7 +194,7 @@ def test_merchant_writes_previews_sends_and_sees_the_chart(stack) -> None:  # ty
         page.fill("input[name=shop_name]", "欢乐城")
         # Write the template for "Gold" and watch the live preview follow.
         page.fill("#tpl-0", TEMPLATE)
-        sample = "Li您好！欢乐城Gold会员周末全场8折。回复TD退订"
+        sample = "王芳您好！欢乐城Gold会员周末全场8折。回复TD退订"
         page.locator("#preview-0 [data-testid=preview-text]").filter(
             has_text=sample).wait_for(timeout=10_000)
         counts = page.inner_text("#preview-0 [data-testid=preview-counts]")
@@ -210,11 +210,11 @@ def test_merchant_writes_previews_sends_and_sees_the_chart(stack) -> None:  # ty
         page.click("text=Save campaign")
         page.wait_for_selector("[data-testid=send]")
         audience = page.inner_text("[data-testid=audience-1]")
-        assert audience.startswith("59 of 60"), audience    # one without consent
+        assert audience.startswith("59 of 60 can be reached"), audience  # one: no consent
         shot("21-campaign-draft")
         page.check("[data-testid=confirm]")
         page.click("[data-testid=send]")
-        page.wait_for_selector("text=Sending has started")
+        page.wait_for_selector("text=The campaign is queued for sending")
         # The report refreshes itself (htmx) until every delivery report is in.
         page.locator("[data-testid=n-delivered]").filter(has_text="59").wait_for(
             timeout=60_000)

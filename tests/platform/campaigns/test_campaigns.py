@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import func, select, text
 
 from cipherseg.platform.app import make_worker
-from cipherseg.platform.campaigns import service
 from cipherseg.platform.campaigns.context import callback_secrets, configure, store_for
 from cipherseg.platform.campaigns.settings import CampaignSettings
 from cipherseg.platform.demo_data import demo_rows
@@ -296,7 +295,7 @@ def test_bad_input_is_refused_clearly(splatform) -> None:  # type: ignore[no-unt
 
 def test_minimum_size_applies_to_the_sendable_audience(splatform) -> None:  # type: ignore[no-untyped-def]
     """Issue 18 item 5: a segment with 40 sendable customers does not pass a 50 minimum."""
-    job_id, groups = release(splatform)
+    job_id, _groups = release(splatform)
     shop = splatform.client("shop")
     draft_url, draft = _cid(_create(shop, job_id, {1: TEMPLATE_EN}, name="Early draft"))
     regular = [row for row in CUSTOMERS[70:120]]
@@ -358,7 +357,7 @@ def test_opt_outs_are_safe_and_say_what_happened(splatform) -> None:  # type: ig
 
 
 def test_cancel_asks_first_and_says_what_happened(splatform) -> None:  # type: ignore[no-untyped-def]
-    job_id, groups = release(splatform)
+    job_id, _groups = release(splatform)
     shop = splatform.client("shop")
     detail_url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
     page = shop.get(detail_url + "/cancel").text
@@ -392,7 +391,7 @@ def test_cancel_asks_first_and_says_what_happened(splatform) -> None:  # type: i
 def test_erasure_removes_messages(splatform) -> None:  # type: ignore[no-untyped-def]
     job_id, groups = release(splatform)
     shop = splatform.client("shop")
-    detail_url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    detail_url, _ = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
     shop.post(detail_url + "/send", {"confirm": "yes"})
     splatform.run_jobs()
     owner = splatform.client("mall")
@@ -465,7 +464,7 @@ def test_held_campaigns_sleep_through_quiet_hours_without_new_jobs(splatform) ->
     for cid in cids:
         assert store.campaign(cid).status == "sending"
         assert set(store.state_counts(cid)) <= {"queued", "skipped"}   # skipped: no consent
-        [(at, reason, n)] = store.waiting(cid, now=clock.now)
+        [(at, reason, _n)] = store.waiting(cid, now=clock.now)
         assert (at, reason) == (datetime(2026, 5, 5, 0, 0, tzinfo=UTC), "quiet hours")
     rows = _job_rows(splatform)
     campaign_jobs = [(i, st) for i, kind, st in rows if kind == "campaign"]
@@ -494,7 +493,7 @@ def test_pages_say_when_held_messages_go_out(splatform) -> None:  # type: ignore
     start, end = now - timedelta(hours=1), now + timedelta(hours=2)
     job_id, _ = release(splatform, quiet_hours=f"{start:%H:%M}-{end:%H:%M}")
     shop = splatform.client("shop")
-    url, cid = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
+    url, _ = _cid(_create(shop, job_id, {1: TEMPLATE_EN}))
     r = shop.post(url + "/send", {"confirm": "yes"})
     assert "Sending has started" not in shop.get(r.headers["location"]).text
     splatform.run_jobs()

@@ -492,7 +492,7 @@ def opt_outs_change(request: Request, ctx: ContextDep, db: SessionDep, user: Sup
     except ValidationError as exc:
         db.rollback()
         text = str(exc).rstrip(".")
-        if not text.endswith("nothing changed"):
+        if not text.lower().endswith("nothing changed"):
             text += "; nothing changed"
         return _opt_outs(request, ctx, 409 if isinstance(exc, service.CustomersOwnOptOut)
                          else 400, error=text + ".")

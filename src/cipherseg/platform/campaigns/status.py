@@ -101,14 +101,18 @@ def describe(camp: Campaign, report: CampaignReport,
             lines.append(f"{in_flight} messages are being sent.")
         for at, n in held:
             lines.append(waiting_sentence(n, at, now, timezone)
-                         + " (quiet hours in the customers' time zone).")
+                         + ", when quiet hours end in the customers' time zone.")
         if retrying:
             first = min(at for at, reason, _n in waiting if reason == "retry")
             lines.append(f"{retrying} will be tried again from {when(first, now, timezone)}.")
     if total.failed:
         lines.append(f"{total.failed} of {total.to_send} messages failed.")
     if status == "failed":
-        lines.append("No message reached a phone.")
+        lines.append("No message reached a phone. Once the cause below is fixed, the "
+                     "operator can send the failed messages again.")
+    elif status == "completed_with_failures":
+        lines.append("The operator can send the failed messages again once the cause "
+                     "below is fixed.")
     if status == "partly_sent":
         lines.append(f"Cancelled after {total.reached + total.failed} messages had gone to "
                      "the gateway; the others were not sent.")
