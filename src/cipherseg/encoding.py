@@ -61,7 +61,7 @@ class FixedPointEncoder:
     @property
     def scale(self) -> int:
         """The integer scale 10^n."""
-        return 10**self.decimals
+        return int(10**self.decimals)
 
     @property
     def max_abs_value(self) -> float:

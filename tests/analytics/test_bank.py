@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
+from bank_data import DATA, needs_data
 from cipherseg.analytics.bank import (
     LEAKY_FEATURE,
     SCHEMAS,
@@ -22,11 +21,6 @@ from cipherseg.analytics.bank import (
     split_bank,
 )
 from cipherseg.errors import ParameterError, ValidationError
-
-DATA = Path(os.environ.get("CIPHERSEG_BANK_DATA_DIR",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "data"
-                           / "bank-marketing"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"Bank Marketing data not at {DATA}")
 
 HEADER = ('"age";"job";"marital";"education";"default";"balance";"housing";"loan";"contact";'
           '"day";"month";"duration";"campaign";"pdays";"previous";"poutcome";"y"\n')

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
@@ -13,7 +10,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 import cipherseg
+from bank_data import DATA, needs_data
 from cipherseg.analytics.bank import load_bank, make_logistic_pipeline, split_bank
+from cipherseg.analytics.metrics import METRICS, classification_metrics
 from cipherseg.analytics.scoring import (
     EncryptedScorer,
     Segment,
@@ -22,13 +21,7 @@ from cipherseg.analytics.scoring import (
     select_top_n,
     split_model,
 )
-from cipherseg.bench.evaluation import METRICS, classification_metrics
 from cipherseg.errors import EncodingError, ParameterError, ValidationError
-
-DATA = Path(os.environ.get("CIPHERSEG_BANK_DATA_DIR",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "data"
-                           / "bank-marketing"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"Bank Marketing data not at {DATA}")
 
 SCORE_TOL = 1e-4    # per customer, absolute (the bound)
 METRIC_TOL = 1e-3   # every metric (the bound)
@@ -97,9 +90,9 @@ def test_bare_logistic_regression_and_diffprivlib_model():
     lr = LogisticRegression().fit(X, y)
     assert np.max(np.abs(EncryptedScorer(lr).score(X) - lr.decision_function(X))) < SCORE_TOL
 
-    from cipherseg.bench.evaluation import _dp_logistic_class
+    from cipherseg.analytics.dp_logistic import dp_logistic_class
 
-    dp = _dp_logistic_class()(epsilon=1.0, data_norm=4.0, random_state=0).fit(
+    dp = dp_logistic_class()(epsilon=1.0, data_norm=4.0, random_state=0).fit(
         np.clip(X, -2, 2), y)
     assert np.max(np.abs(EncryptedScorer(dp).score(X) - dp.decision_function(X))) < SCORE_TOL
 

@@ -1,135 +1,41 @@
-"""Evaluation pieces: metrics, FedAvg (plain and secure), DP, the runner's outputs, the CLI."""
+"""The Bank Marketing evaluation: one variant end to end, its outputs, its progress, the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from typer.testing import CliRunner
 
-from cipherseg.analytics.bank import load_bank, make_logistic_pipeline, split_bank
+from bank_data import DATA, needs_data, small_split
+from cipherseg.analytics.federated import FedAvgConfig
 from cipherseg.bench.evaluation import (
-    METRICS,
     EvalConfig,
-    FedAvgConfig,
-    ThresholdSecureSum,
-    classification_metrics,
     compare_with_published,
     evaluate_variant,
-    fedavg_logistic,
-    make_dp_pipeline,
-    partition_owners,
-    write_outputs,
+    planned_steps,
 )
-from cipherseg.errors import EncodingError, ParameterError, ValidationError
-
-DATA = Path(os.environ.get("CIPHERSEG_BANK_DATA_DIR",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "data"
-                           / "bank-marketing"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"Bank Marketing data not at {DATA}")
-
-
-@pytest.fixture(scope="module")
-def small():
-    """A stratified 5000-customer slice of bank-additional-full (without duration)."""
-    data = load_bank(DATA, "bank-additional-full")
-    _, part = split_bank(data, test_size=5000 / data.n_customers, seed=1)
-    return split_bank(part, test_size=0.3, seed=0)
-
-
-def test_metrics_match_sklearn():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 400)
-    s = y + rng.normal(scale=1.2, size=400) - 0.5
-    m = classification_metrics(y, s)
-    pred = (s >= 0).astype(int)
-    assert m["precision"] == pytest.approx(precision_score(y, pred))
-    assert m["recall"] == pytest.approx(recall_score(y, pred))
-    assert m["f1_weighted"] == pytest.approx(f1_score(y, pred, average="weighted"))
-    assert m["recall_weighted"] == pytest.approx(m["accuracy"])  # weighted recall = accuracy
-    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
-    assert set(m) == set(METRICS)
-    assert classification_metrics(y, s, threshold=1e9)["precision"] == 0.0
-
-
-def test_metrics_bad_input():
-    with pytest.raises(ValidationError, match="correspond"):
-        classification_metrics([0, 1], [0.0])
-    with pytest.raises(ValidationError, match="both classes"):
-        classification_metrics([1, 1], [0.0, 1.0])
-    with pytest.raises(ValidationError, match="finite"):
-        classification_metrics([0, 1], [0.0, np.inf])
-
-
-def test_secure_sum_exact_and_checked():
-    agg = ThresholdSecureSum(3, decimals=6, seed=b"0123456789abcdef0123")
-    vectors = [np.array([1.25, -3.5, 2.0e12]), np.array([0.000001, 7.0, -1.0e12]),
-               np.array([-1.25, 0.0, 5.5])]
-    assert np.allclose(agg(vectors), np.sum(vectors, axis=0), rtol=0, atol=1e-6)
-    assert agg.report()["secure_sums"] == 1 and agg.bytes_to_centre > 0
-    with pytest.raises(ValidationError, match="one vector per owner"):
-        agg(vectors[:2])
-    with pytest.raises(EncodingError):
-        agg([np.array([np.nan, 0, 0])] * 3)
-    with pytest.raises(EncodingError, match="range"):
-        agg([np.array([1e20, 0, 0])] * 3)
-    with pytest.raises(ParameterError, match="parties"):
-        ThresholdSecureSum(7)
-    with pytest.raises(ParameterError):
-        ThresholdSecureSum(1)
-
-
-@needs_data
-def test_fedavg_secure_equals_plain_and_approaches_central(small):
-    train, test = small
-    owners = partition_owners(train, 3, seed=0)
-    assert sum(o.n_customers for o in owners) == train.n_customers
-    config = FedAvgConfig(rounds=20)
-    plain, report = fedavg_logistic(owners, config)
-    secure, _ = fedavg_logistic(owners, config, aggregate=ThresholdSecureSum(3))
-    s_plain = plain.decision_function(test.features)
-    assert np.max(np.abs(secure.decision_function(test.features) - s_plain)) < 1e-6
-    assert report["owners"] == [o.n_customers for o in owners]
-    central = make_logistic_pipeline(train).fit(train.features, train.target)
-    auc_central = roc_auc_score(test.target, central.decision_function(test.features))
-    assert roc_auc_score(test.target, s_plain) > auc_central - 0.02
-    with pytest.raises(ParameterError):
-        fedavg_logistic(owners[:1])
-    with pytest.raises(ParameterError):
-        partition_owners(train, 1)
-
-
-@needs_data
-def test_dp_pipeline_spends_its_budget(small):
-    from diffprivlib.accountant import BudgetAccountant
-
-    train, test = small
-    model = make_dp_pipeline(train, 0.5, seed=0)
-    accountant = model[-1].accountant
-    assert isinstance(accountant, BudgetAccountant)
-    model.fit(train.features, train.target)
-    assert accountant.total() == (0.5, 0)
-    other = make_dp_pipeline(train, 0.5, seed=1).fit(train.features, train.target)
-    assert not np.allclose(model[-1].coef_, other[-1].coef_)  # noise differs by seed
-    assert model.decision_function(test.features).shape == (test.n_customers,)
-    with pytest.raises(ParameterError):
-        make_dp_pipeline(train, 0.0)
+from cipherseg.bench.evaluation_report import write_outputs
 
 
 @needs_data
 @pytest.mark.slow
-def test_evaluate_variant_and_outputs(small, tmp_path):
-    train, test = small
+def test_evaluate_variant_and_outputs(tmp_path):
+    train, test = small_split()
     config = EvalConfig(data_dir=DATA, epsilons=(1.0,), dp_seeds=1, n_owners=3,
                         fedavg=FedAvgConfig(rounds=3), segment_sample=300,
                         segment_max_iter=3, n_segments=4)
-    res = evaluate_variant(train, test, config)
+    calls: list[tuple[str, int, int]] = []
+    res = evaluate_variant(train, test, config, lambda *call: calls.append(call))
+    # One call as each method starts: 0..n-1 of n, n the steps of a variant in the plan.
+    assert [done for _, done, _ in calls] == list(range(len(calls)))
+    assert {total for _, _, total in calls} == {len(calls)}
+    assert len(calls) == planned_steps(dataclasses.replace(
+        config, variants=("bank-additional-full",), durations=(False,)))
     methods = res["methods"]
     assert set(methods) >= {"plaintext", "encrypted", "encrypted_sigmoid", "segments",
                             "federated", "dp", "gradient_boosting"}

@@ -15,7 +15,6 @@ import io
 import os
 import re
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,9 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
+from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -49,12 +49,6 @@ TEMPLATE = ("{{ first_name }}您好！{{ shop_name }}{{ segment_name }}会员周
             "{{ opt_out }}")
 
 CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
@@ -110,7 +104,7 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-u
     if not os.access(CHROMIUM, os.X_OK) or not kannel_installed():
         pytest.fail("chromium or Kannel missing: run `bash scripts/system-deps.sh`")
     data = tmp_path_factory.mktemp("campaign-e2e")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     key = secrets.token_urlsafe(32)
     token = CallbackSecrets(key.encode()).mo_token

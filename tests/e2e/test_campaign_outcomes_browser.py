@@ -24,7 +24,6 @@ import io
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -38,9 +37,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
+from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -57,12 +57,6 @@ CUSTOMERS, _ = demo_rows(n_customers=120, seed=9)
 CUSTOMERS = [[cid, phone, "yes", CHINESE_NAMES[i % len(CHINESE_NAMES)], tz]
              for i, (cid, phone, _c, _n, tz) in enumerate(CUSTOMERS)]
 CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
@@ -114,7 +108,7 @@ class Stack:
 
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         key = secrets.token_urlsafe(32)
         token = CallbackSecrets(key.encode()).mo_token

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -31,12 +32,6 @@ CLI = str(Path(sys.executable).with_name("cipherseg"))
 PASSWORDS = {"admin": "admin passphrase 1", "mall": "owner passphrase 1",
              "shop": "merchant passphrase 1", "sms": "operator passphrase 1",
              "centre": "centre passphrase 1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -52,7 +47,7 @@ def server(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail("chromium is missing: run `bash scripts/system-deps.sh` (make test does)")
     data = tmp_path_factory.mktemp("e2e-data")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
     env.update({"CIPHERSEG_DATA_DIR": str(data), "CIPHERSEG_WORKER_THREADS": "1",
                 "CIPHERSEG_WORKER_POLL_SECONDS": "0.2", "PYTHONUNBUFFERED": "1"})

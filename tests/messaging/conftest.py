@@ -22,8 +22,8 @@ from cipherseg.messaging import (
     seal_recipient,
     standalone_tables,
 )
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.pii import PiiKeyring, PiiVault
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 from db_servers import DB_KINDS, create_database, drop_database
 
 #: Noon in Shanghai on a Monday: outside the default quiet hours.

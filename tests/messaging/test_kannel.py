@@ -35,9 +35,9 @@ from cipherseg.messaging import (
 )
 from cipherseg.messaging.callbacks import CallbackServer, DlrSigner, MessagingCallbacks
 from cipherseg.messaging.kannel import KannelGateway
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness
 from cipherseg.messaging.store import CampaignSegment
 from cipherseg.pii import PiiVault
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from cipherseg.clock import utcnow
 from cipherseg.platform.jobs import (
     ProgressSink,
     Worker,
@@ -17,7 +18,7 @@ from cipherseg.platform.jobs import (
     finish,
     requeue_stale,
 )
-from cipherseg.platform.models import Job, User, utcnow
+from cipherseg.platform.models import Job, User
 
 
 def _owner(platform):  # type: ignore[no-untyped-def]

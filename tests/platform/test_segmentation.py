@@ -17,11 +17,11 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
 
-from cipherseg.bench.transport import CentreService
 from cipherseg.errors import ParameterError, ProtocolError, TransportError
 from cipherseg.platform.models import Job, Role, User
 from cipherseg.platform.segmentation import run_encrypted_kmeans
 from cipherseg.platform.segments import release_view
+from cipherseg.testing.centre_service import CentreService
 from cipherseg.transport.centre_process import CentreProcess, CentreProcessError
 
 FORBIDDEN_IN_CENTRE = ("cipherseg.pii", "cipherseg.schemes.ckks_keys",

@@ -216,7 +216,7 @@ def test_bad_plaintexts_and_ciphertexts() -> None:
         ctx.ciphertexts_from_bytes(blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:])
     with pytest.raises(CiphertextError):
         ctx.ciphertexts_from_bytes(blob[:20])
-    with pytest.raises(CiphertextError, match="bad header"):
+    with pytest.raises(CiphertextError, match="bad magic"):
         ctx.ciphertexts_from_bytes(b"X" * 40)
     other = VHEContext(VHEParams.for_workload(2, 8, min_ciphertext_bits=params.ciphertext_bits + 1))
     with pytest.raises(CiphertextError, match="modulo"):

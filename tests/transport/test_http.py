@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,6 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from cipherseg import EncryptedKMeans
-from cipherseg.bench.transport import CentreService
 from cipherseg.cli import app as cli_app
 from cipherseg.errors import (
     CiphertextError,
@@ -43,6 +41,8 @@ from cipherseg.errors import (
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
 from cipherseg.schemes.ckks_keys import CkksSecretContext
+from cipherseg.testing.centre_service import CentreService
+from cipherseg.testing.ports import free_port
 from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import HttpTransport
 from cipherseg.transport.http_server import create_centre_app
@@ -57,13 +57,6 @@ KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys"
 def _plain(output: str) -> str:
     """CLI output without Rich's box drawing, on one line."""
     return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +156,7 @@ def test_wrong_missing_token_and_unreachable_centre(served: Any) -> None:
         with pytest.raises(TransportError, match="refused the access token"):
             HttpTransport(url, token=token).status()
     with pytest.raises(TransportError, match="cannot reach the compute centre"):
-        HttpTransport(f"http://127.0.0.1:{_free_port()}").status()
+        HttpTransport(f"http://127.0.0.1:{free_port()}").status()
 
 
 def test_centre_refusals_arrive_as_the_same_error(served: Any) -> None:
@@ -292,7 +285,7 @@ def test_a_cli_run_against_the_service(served: Any, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["ari_vs_sklearn"] >= 0.999
     bad = CliRunner().invoke(cli_app, ["demo", "--customers", "3000", "--centre",
-                                       f"http://127.0.0.1:{_free_port()}"])
+                                       f"http://127.0.0.1:{free_port()}"])
     assert bad.exit_code == 2
     assert "cannot reach the compute centre" in _plain(bad.output)
 

@@ -18,13 +18,13 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from cipherseg import EncryptedKMeans
-from cipherseg.bench.transport import CentreService
 from cipherseg.cli import app as cli_app
 from cipherseg.errors import ParameterError, ProtocolError, TransportError
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols.messages import peek_envelope
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
+from cipherseg.testing.centre_service import CentreService
 from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, HttpTransport
 from cipherseg.transport.http_server import create_centre_app

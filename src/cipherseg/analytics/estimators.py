@@ -14,8 +14,7 @@ import math
 import numbers
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +27,11 @@ from cipherseg.engine.base import Executor
 from cipherseg.engine.factory import PartyExecutors
 from cipherseg.engine.local import LocalExecutor, resolve_n_jobs
 from cipherseg.errors import ParameterError
+from cipherseg.progress import Progress
 from cipherseg.transport.base import Transport
 from cipherseg.transport.inprocess import InProcessTransport
 
 SCHEMES = ("ckks", "vhe")
-Progress = Callable[[str, int, int], None]
 
 
 def normalising_scale(X: npt.NDArray[np.float64]) -> float:
@@ -96,17 +95,6 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     [2, 2]
     """
 
-    _parameter_constraints: ClassVar[dict[str, str]] = {
-        "n_clusters": "int >= 1",
-        "init": "'k-means++' or array (n_clusters, n_features)",
-        "max_iter": "int >= 1",
-        "tol": "float >= 0",
-        "random_state": "int, RandomState or None",
-        "scheme": "one of " + ", ".join(SCHEMES),
-        "n_jobs": "non-zero int or None",
-        "decimals": "int in [0, 12] or None",
-    }
-
     def __init__(self, n_clusters: int = 8, *, init: str | npt.ArrayLike = "k-means++",
                  max_iter: int = 300, tol: float = 1e-4, random_state: Any = None,
                  scheme: str = "ckks", n_jobs: int | None = None,
@@ -122,6 +110,7 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
 
     # --- validation ------------------------------------------------------------------------
     def _check_params(self, n_samples: int, n_features: int) -> None:
+        """The allowed parameter values (those the class docstring lists), checked at fit."""
         def is_int(v: Any) -> bool:
             return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 

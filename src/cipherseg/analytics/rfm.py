@@ -457,7 +457,8 @@ def compute_rfm(transactions: pd.DataFrame, columns: RFMColumns = RFMColumns(),
 # --------------------------------------------------------------------------- scaler
 
 
-class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+# scikit-learn ships no type information: its base classes are Any to mypy.
+class RFMScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Optional ``log1p`` then standardisation per column; the owner's part of the model.
 
     ``transform`` gives ``(log1p(x) - mean_) / scale_`` (without ``log1p`` if ``log=False``);

@@ -43,10 +43,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask.base import compute
 
 from cipherseg.analytics.rfm import (
     RFMColumns,
@@ -124,7 +124,8 @@ def read_transactions_dask(source: str | os.PathLike[str] | Sequence[str | os.Pa
     if missing:
         raise ValidationError(f"the transactions lack column(s) {missing}; found "
                               f"{list(frame.columns)}")
-    return frame[wanted]
+    selected: dd.DataFrame = frame[wanted]
+    return selected
 
 
 def _plain_dtype(dtype: Any) -> Any:
@@ -226,7 +227,7 @@ def compute_rfm_dask(transactions: dd.DataFrame | str | os.PathLike[str]
     n_lines, n_with_customer, n_used = norm.shape[0], with_customer.shape[0], kept.shape[0]
     last_any = norm[_T].max()
     zones = norm["tz"].drop_duplicates()
-    (agg, freq, n_lines, n_with_customer, n_used, last_any, zones) = dask.compute(
+    (agg, freq, n_lines, n_with_customer, n_used, last_any, zones) = compute(
         per_customer, frequency, n_lines, n_with_customer, n_used, last_any, zones,
         scheduler=scheduler)
 

@@ -25,12 +25,13 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from cipherseg.analytics.estimators import EncryptedKMeans, Progress
+from cipherseg.analytics.estimators import EncryptedKMeans
 from cipherseg.analytics.rfm import RFMScaler, segment_names
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.engine.base import Executor
 from cipherseg.engine.factory import PartyExecutors
 from cipherseg.errors import ValidationError
+from cipherseg.progress import Progress
 from cipherseg.transport.base import Transport
 
 FEATURES = ("recency", "frequency", "monetary")

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cipherseg.progress import Progress
+
 # Public feature scale and DP bounds: recency in months, log(1 + invoices), log(1 + spend).
 RFM_FEATURES = ("recency_months", "log1p_frequency", "log1p_monetary")
 RFM_LOWER = (0.0, 0.0, 0.0)
 RFM_UPPER = (13.0, 6.5, 11.5)
 DAYS_PER_MONTH = 30.44
-
-Progress = Callable[[str, int, int], None]
 
 
 def public_rfm_transform(features: Any) -> npt.NDArray[np.float64]:

@@ -36,8 +36,8 @@ import numpy as np
 
 from cipherseg.engine.base import Executor
 from cipherseg.engine.memory import peak_rss_bytes, reset_peak_rss
+from cipherseg.progress import Progress
 
-Progress = Callable[[str, int, int], None]
 _MB = 1e6
 
 
@@ -442,15 +442,15 @@ def plot_scale_bench(result: dict[str, Any], path: Path) -> Path:
     ax = axes[2]
     sp = summ["speedup"]
     if sp:
-        xs = [f"{s['customers']:,}" for s in sp]
+        labels = [f"{s['customers']:,}" for s in sp]
         width = 0.38
-        pos = np.arange(len(xs))
+        pos = np.arange(len(labels))
         ax.bar(pos - width / 2, [s["centre_stages_median"] for s in sp], width,
                label="centre ciphertext stages")
         ax.bar(pos + width / 2, [s["total_median"] for s in sp], width, label="end to end")
 
         ax.axhline(1.6, color="red", linestyle="--", label="target 1.6×")
-        ax.set_xticks(pos, xs)
+        ax.set_xticks(pos, labels)
         ax.set_title(f"Speed-up, {sp[0]['to_workers']} vs {sp[0]['from_workers']} worker(s)")
         ax.set_xlabel("customers")
         ax.legend(fontsize=7)

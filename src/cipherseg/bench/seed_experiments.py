@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Progress = Callable[[str, int, int], None]
+from cipherseg.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def bench_send(
     run; reports msgs/s and the engine's share of bare Kannel."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cipherseg.messaging.bench import plot_send_benchmark, run_send_benchmark
+    from cipherseg.bench.sending import plot_send_benchmark, run_send_benchmark
 
     levels = tuple(concurrency or [32])
     tasks: dict[str, Any] = {}

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:  # the platform is imported only by the commands that run it
+    from cipherseg.platform.core.config import Settings
 
 console = Console(stderr=True)
 
@@ -26,7 +29,7 @@ users_app = typer.Typer(help="Platform accounts.", no_args_is_help=True)
 pii_app = typer.Typer(help="The PII vault's keys.", no_args_is_help=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from cipherseg.platform.core.config import Settings
 
     return Settings()
@@ -195,7 +198,7 @@ def bench_platform(
                     "(0: skip).")] = 100_000,
 ) -> None:
     """Load test on loopback: concurrent sessions browse and upload while a job runs."""
-    from cipherseg.platform.loadtest import run_import_bench, run_load_test
+    from cipherseg.testing.loadtest import run_import_bench, run_load_test
 
     if import_rows:
         console.print(f"timing {import_rows:,}-row imports")

@@ -88,7 +88,7 @@ def score_train(
     import joblib
 
     from cipherseg.analytics.bank import load_bank, make_logistic_pipeline, split_bank
-    from cipherseg.bench.evaluation import classification_metrics
+    from cipherseg.analytics.metrics import classification_metrics
     from cipherseg.errors import CipherSegError
 
     try:
@@ -215,23 +215,21 @@ def eval_bank(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes for k-means.")] = 1,
 ) -> None:
     """Bank Marketing: plaintext vs encrypted scoring vs segments vs FedAvg vs DP."""
-    from cipherseg.bench.evaluation import EvalConfig, run_bank_evaluation, write_outputs
+    from cipherseg.bench.evaluation import EvalConfig, planned_steps, run_bank_evaluation
+    from cipherseg.bench.evaluation_report import write_outputs
     from cipherseg.errors import CipherSegError
 
     config = EvalConfig(data_dir=_data_dir(data_dir), seed=seed, n_owners=owners,
                         secure_aggregation=secure_aggregation, dp_seeds=dp_seeds,
                         n_segments=segments, n_jobs=workers)
-    steps = (len(config.variants) * len(config.durations)
-             * (5 + len(config.epsilons)) + len(config.segment_variants) * len(config.variants))
     try:
         with _progress() as progress:
-            task = progress.add_task("evaluating", total=steps)
+            task = progress.add_task("evaluating", total=planned_steps(config))
 
-            def say(msg: str) -> None:
-                progress.update(task, advance=1, description=msg[:70])
+            def say(stage: str, done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total, description=stage[:70])
 
             results = run_bank_evaluation(config, progress=say)
-            progress.update(task, completed=steps, description="done")
     except CipherSegError as exc:
         raise _fail(exc) from exc
     paths = write_outputs(results, json_path)
@@ -256,7 +254,7 @@ def bench_score(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Customers scored per second: encrypted vs plaintext (JSON + PNG)."""
-    from cipherseg.bench.evaluation import plot_scoring_bench, run_scoring_bench
+    from cipherseg.bench.scoring import plot_scoring_bench, run_scoring_bench
     from cipherseg.errors import CipherSegError
 
     try:
@@ -267,10 +265,11 @@ def bench_score(
         with _progress() as progress:
             task = progress.add_task("benchmark", total=3 * len(sizes))
 
-            def say(msg: str) -> None:
-                progress.update(task, advance=1, description=msg)
+            def say(stage: str, done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total, description=stage)
 
             results = run_scoring_bench(_data_dir(data_dir), sizes, seed=seed, progress=say)
+            progress.update(task, completed=3 * len(sizes), description="done")
     except CipherSegError as exc:
         raise _fail(exc) from exc
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from cipherseg.progress import Progress
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``: blocks (or items) finished so far in a stage."""
 
 BLOCKS_PER_TASK = 32
 """Default number of blocks per task in ``map_blocks``: progress granularity vs overhead."""

@@ -52,12 +52,14 @@ from typing import Any, TypeVar
 
 import cloudpickle
 import dask
+from dask.typing import Key
 from distributed import Client, Future, LocalCluster, WorkerPlugin, as_completed
 
 from cipherseg.engine import state
-from cipherseg.engine.base import BLOCKS_PER_TASK, Progress, chunk_indices, stage_name, task_chunks
+from cipherseg.engine.base import BLOCKS_PER_TASK, chunk_indices, stage_name, task_chunks
 from cipherseg.engine.memory import peak_rss_bytes, reset_peak_rss
 from cipherseg.errors import ParameterError
+from cipherseg.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -308,7 +310,7 @@ class DaskExecutor:
         nthreads = self._workers()
         stage = stage_name(fn)
         futures, weights = [], []
-        retry: dict[str, Callable[[], Future[Any]]] = {}
+        retry: dict[Key, Callable[[], Future[Any]]] = {}
         with dask.config.set(_GRAPH_WARNING):
             for shard, ids in zip(held.shards, held.ranges, strict=True):
                 mine = [b for b in ids if wanted is None or b in wanted]
@@ -336,7 +338,7 @@ class DaskExecutor:
         return self._collect(stage, futures, weights, started, retry)
 
     def _collect(self, stage: str, futures: list[Future[Any]], weights: list[int],
-                 started: float, retry: dict[str, Callable[[], Future[Any]]] | None = None
+                 started: float, retry: dict[Key, Callable[[], Future[Any]]] | None = None
                  ) -> list[Any]:
         report = self._progress or (lambda stage, done, total: None)
         retry = dict(retry or {})

@@ -21,8 +21,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from cipherseg.engine import state
-from cipherseg.engine.base import BLOCKS_PER_TASK, Progress, stage_name, task_chunks
+from cipherseg.engine.base import BLOCKS_PER_TASK, stage_name, task_chunks
 from cipherseg.errors import ParameterError
+from cipherseg.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -26,18 +26,6 @@ def peak_rss_bytes(pid: int | None = None) -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def current_rss_bytes() -> int:
-    """Resident set size of this process now, in bytes (0 where ``/proc`` is missing)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS to its current RSS (Linux ≥ 4.0); False if unsupported.
 

@@ -64,6 +64,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.messaging.gateway import (
     Gateway,
@@ -84,7 +85,6 @@ from cipherseg.messaging.store import (
     NewMessage,
     Outcome,
     new_lease_owner,
-    utcnow,
 )
 from cipherseg.messaging.templates import SmsTemplate
 

@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from cipherseg.clock import utcnow
 from cipherseg.messaging.gateway import OutboundSms, SendResult, SendStatus
-from cipherseg.messaging.store import SqlMessageStore, utcnow
+from cipherseg.messaging.store import SqlMessageStore
 
 
 class OutboxGateway:

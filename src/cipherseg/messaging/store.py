@@ -61,6 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.messaging.gateway import SendStatus
 from cipherseg.messaging.rules import RetryPolicy
@@ -87,11 +88,6 @@ DLR_DELIVERED, DLR_UNDELIVERED, DLR_BUFFERED, DLR_SUBMITTED, DLR_REJECTED = 1, 2
 
 _CHUNK = 500
 _T = TypeVar("_T")
-
-
-def utcnow() -> datetime:
-    """The current time, aware UTC."""
-    return datetime.now(UTC)
 
 
 def idempotency_key(campaign_id: int, customer_ref: str) -> str:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CipherSegError, ProtocolError
+from cipherseg.progress import Progress
 from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols import owner_ops
 from cipherseg.protocols.lloyd import update_centres
@@ -49,8 +50,6 @@ from cipherseg.protocols.owner_checks import (
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from cipherseg.transport.base import Transport
-
-Progress = Callable[[str, int, int], None]
 
 LEAKAGE_4_1 = {
     "compute_centre": "sizes (customers, features, blocks, k, iterations) and the indices of "

@@ -36,8 +36,9 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import CipherSegError
-from cipherseg.platform.models import Job, User, utcnow
+from cipherseg.platform.models import Job, User
 
 log = logging.getLogger("cipherseg.platform.jobs")
 

@@ -41,6 +41,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import (
@@ -60,7 +61,6 @@ from cipherseg.platform.models import (
     Segment,
     SegmentMember,
     User,
-    utcnow,
 )
 from cipherseg.platform.routes.common import redirect, render
 from cipherseg.platform.segments import owner_view, release_view

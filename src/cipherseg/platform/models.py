@@ -43,6 +43,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import CipherSegError
 
 
@@ -67,11 +68,6 @@ ROLE_TITLES = {
     Role.CENTRE: "Compute centre",
     Role.OPERATOR: "Advertising operator",
 }
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -30,8 +30,9 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
-from cipherseg.platform.models import LoginFailure, User, WebSession, utcnow
+from cipherseg.platform.models import LoginFailure, User, WebSession
 
 _HASHER = PasswordHasher()  # Argon2id, RFC 9106 low-memory profile defaults
 MIN_PASSWORD_CHARS = 10

@@ -28,6 +28,7 @@ import pandas as pd
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
@@ -41,7 +42,6 @@ from cipherseg.platform.models import (
     SegmentMember,
     Transaction,
     User,
-    utcnow,
 )
 from cipherseg.platform.security import hash_password
 from cipherseg.transport.base import Transport

@@ -20,11 +20,12 @@ from typing import Any, BinaryIO
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.jobs import ProgressSink, enqueue, finish
-from cipherseg.platform.models import Base, Customer, Job, Upload, User, utcnow
+from cipherseg.platform.models import Base, Customer, Job, Upload, User
 from cipherseg.platform.uploads import (
     KINDS,
     Importer,

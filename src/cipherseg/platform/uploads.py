@@ -41,10 +41,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.pii.masking import mask_phone, mask_raw, normalise_phone
 from cipherseg.pii.vault import PiiVault
-from cipherseg.platform.models import Customer, Transaction, utcnow
+from cipherseg.platform.models import Customer, Transaction
 
 KINDS = ("customers", "transactions")
 FORMATS = ("csv", "xlsx")
@@ -124,7 +125,9 @@ class ImportCounts:
     unchanged: int = 0
 
 
-Progress = Callable[[int], None]
+RowProgress = Callable[[int], None]
+"""``progress(rows)``: rows of the upload handled so far (not a protocol stage: see
+:data:`cipherseg.progress.Progress`)."""
 
 
 # ---------------------------------------------------------------------------- templates
@@ -488,7 +491,7 @@ class Importer:
         self.close()
 
     # -- pass 1 ------------------------------------------------------------------------
-    def validate(self, progress: Progress | None = None) -> ValidationSummary:
+    def validate(self, progress: RowProgress | None = None) -> ValidationSummary:
         """Stream the file and collect every problem; raises UploadFileError for the file.
 
         Clean rows are spilled (pickled, next to the upload, mode 0600) so that
@@ -510,7 +513,7 @@ class Importer:
         return summary
 
     def _validate_into(self, spill: BinaryIO, summary: ValidationSummary, seen: set[str],
-                       known: set[str], progress: Progress | None) -> None:
+                       known: set[str], progress: RowProgress | None) -> None:
         for batch in _chunks(iter_rows(self.path, self.kind), BATCH):
             clean_rows: list[CleanCustomer | CleanTransaction] = []
             clean_batch: list[tuple[int, CleanTransaction]] = []
@@ -581,7 +584,7 @@ class Importer:
                 except EOFError:
                     return
 
-    def apply(self, progress: Progress | None = None) -> ImportCounts:
+    def apply(self, progress: RowProgress | None = None) -> ImportCounts:
         """Import the validated rows; raises ValidationError if the database changed."""
         counts = ImportCounts()
         done = 0

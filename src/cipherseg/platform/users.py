@@ -64,8 +64,3 @@ def update_user(session: Session, user: User, *, role: Role | None = None,
         session.flush()
         close_user_sessions(session, user.id)
     return changes
-
-
-def get_user(session: Session, username: str) -> User | None:
-    """The user called ``username``, if any."""
-    return session.scalar(select(User).where(User.username == username))

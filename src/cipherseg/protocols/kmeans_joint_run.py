@@ -20,6 +20,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from cipherseg.errors import ProtocolError, ValidationError
+from cipherseg.progress import Progress
 from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.kmeans_joint_centre import (
@@ -334,7 +335,7 @@ def run_joint_kmeans_processes(
     dp: DPConfig | None = None,
     random_state: int | None = None,
     timeout: float = 600.0,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> JointResult:
     """Run protocol 4.2 with each party in its own process; parties exchange only bytes
     through queues (one inbox per party). ``owner_data(party_id)`` builds an owner's data

@@ -50,7 +50,6 @@ import secrets
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import KeyCustodyError, ParameterError, ProtocolError, ValidationError
+from cipherseg.progress import Progress
 from cipherseg.protocols.lloyd import update_centres
 from cipherseg.protocols.messages import Message, register_message
 from cipherseg.schemes.vhe import (
@@ -74,7 +74,6 @@ from cipherseg.transport.inprocess import InProcessTransport
 PROTOCOL = "kmeans-seed"
 VERSION = 1
 DEFAULT_CENTROID_BITS = 20
-Progress = Callable[[str, int, int], None]
 
 LEAKAGE_SEED = {
     "compute_centre": "EVERYTHING: the plaintext centroids of every iteration and every "

@@ -3,7 +3,9 @@
 A message is a ``@dataclass(frozen=True, slots=True)`` subclass of :class:`Message` with the
 envelope fields ``protocol_version``, ``session_id`` and ``round``. Fields typed ``bytes`` or
 ``tuple[bytes, ...]`` (ciphertexts) travel as length-prefixed blobs; every other field must be
-JSON-serialisable (ints, floats, strings, lists of them). Wire format::
+JSON-serialisable (ints, floats, strings, lists of them). Messages travel in the envelope of
+:mod:`cipherseg.wire` (magic ``CSMSG``, format version 1, no checksum: the ciphertexts inside
+carry their own)::
 
     "CSMSG" | u16 format version | u32 header length | JSON header | u32 blob count | blobs
 
@@ -26,14 +28,13 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 from typing import Any, ClassVar, TypeVar
 
 from cipherseg.errors import ProtocolError
+from cipherseg.wire import Checksum, WireFormat
 
-_MAGIC = b"CSMSG"
-_FORMAT_VERSION = 1
+WIRE = WireFormat(b"CSMSG", 1, "protocol message", checksum=Checksum.NONE, error=ProtocolError,
+                  max_header=4 * 1024 * 1024)
 # Keyed by (protocol, class name): two protocols may both have, say, a `Centroids` message.
 _REGISTRY: dict[tuple[str, str], type[Message]] = {}
 # Protocol versions each protocol accepts.
@@ -68,22 +69,16 @@ class Message:
             else:
                 header[field.name] = list(value) if isinstance(value, tuple) else value
         header["_blobs"] = blob_fields
-        head = json.dumps(header, separators=(",", ":")).encode()
-        parts = [_MAGIC, struct.pack("<HI", _FORMAT_VERSION, len(head)), head,
-                 struct.pack("<I", len(blobs))]
-        for blob in blobs:
-            parts.append(struct.pack("<Q", len(blob)))
-            parts.append(blob)
-        return b"".join(parts)
+        return WIRE.pack(header, blobs)
 
     @staticmethod
     def from_bytes(data: bytes) -> Message:
         """Parse any registered message; refuse unknown types and versions."""
         try:
-            return _parse(bytes(data))
+            return _parse(data)
         except ProtocolError:
             raise
-        except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ProtocolError(f"malformed protocol message: {exc}") from exc
 
 
@@ -96,46 +91,18 @@ def peek_envelope(data: bytes | bytearray | memoryview) -> tuple[str, str]:
     ('Close', 's7')
     """
     try:
-        header, _ = _read_header(memoryview(data))
+        header = WIRE.peek_header(data)
         name, session_id = header["type"], header["session_id"]
-    except ProtocolError:
-        raise
-    except (struct.error, ValueError, KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise ProtocolError(f"malformed protocol message: {exc}") from exc
     if not isinstance(name, str) or not isinstance(session_id, str):
         raise ProtocolError("malformed protocol message: type and session id must be strings")
     return name, session_id
 
 
-def _read_header(data: bytes | memoryview) -> tuple[dict[str, Any], int]:
-    """The JSON header and the offset just past it (magic and format version checked)."""
-    if bytes(data[:len(_MAGIC)]) != _MAGIC:
-        raise ProtocolError("not a cipherseg protocol message (bad magic)")
-    pos = len(_MAGIC)
-    fmt, hlen = struct.unpack_from("<HI", data, pos)
-    pos += 6
-    if fmt != _FORMAT_VERSION:
-        raise ProtocolError(f"unsupported message format {fmt}; this build reads {_FORMAT_VERSION}")
-    header = json.loads(bytes(data[pos:pos + hlen]))
-    if not isinstance(header, dict):
-        raise ProtocolError("malformed protocol message: the header is not a JSON object")
-    return header, pos + hlen
-
-
-def _parse(data: bytes) -> Message:
-    header, pos = _read_header(data)
-    (count,) = struct.unpack_from("<I", data, pos)
-    pos += 4
-    blobs: list[bytes] = []
-    for _ in range(count):
-        (blen,) = struct.unpack_from("<Q", data, pos)
-        pos += 8
-        if pos + blen > len(data):
-            raise ProtocolError("protocol message truncated inside a ciphertext")
-        blobs.append(data[pos:pos + blen])
-        pos += blen
-    if pos != len(data):
-        raise ProtocolError(f"{len(data) - pos} trailing bytes after the protocol message")
+def _parse(data: bytes | bytearray | memoryview) -> Message:
+    envelope = WIRE.unpack(data)
+    header, blobs = envelope.header, envelope.blobs
     name, protocol = header.pop("type"), header.pop("protocol")
     if not isinstance(header.get("session_id"), str):
         raise ProtocolError("malformed protocol message: the session id must be a string")

@@ -4,12 +4,14 @@ This module holds nothing that can decrypt. The key holder's side — key genera
 encryption with the secret key, decryption — lives in :mod:`cipherseg.schemes.ckks_keys`,
 which the compute centre cannot import (import-linter contract).
 
-Ciphertexts travel as bytes in an envelope::
+Ciphertexts and contexts travel as bytes in the envelope of :mod:`cipherseg.wire` (magic
+``CSCK``, format version 2, CRC-32)::
 
-    magic "CSCK" | version u8 | context fingerprint (16 bytes) | CRC-32 (4 bytes) | SEAL blob
+    ciphertext: header {"kind": "ciphertext", "fingerprint": hex of 16 bytes} | SEAL blob
+    context:    header {"kind": "context", "fields": [names]} | one blob per named field
 
 The fingerprint binds a ciphertext to the key set it was made under; the CRC-32 catches
-truncation and accidental corruption (every single-byte change, every burst up to 32 bits).
+truncation and accidental corruption (every single-bit change, every burst up to 32 bits).
 Neither authenticates the sender: against an active network attacker the transport must be
 authenticated (TLS); the compute centre is honest-but-curious.
 
@@ -24,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,20 +35,14 @@ import tenseal.sealapi as seal
 
 from cipherseg.errors import CiphertextError, KeyCustodyError, ParameterError
 from cipherseg.schemes._seal_io import seal_from_bytes, seal_to_bytes
+from cipherseg.schemes.he_standard import HE_STANDARD_MAX_LOG_Q
+from cipherseg.wire import WireFormat
 
 Ciphertext = seal.Ciphertext
 
-# HomomorphicEncryption.org standard, 128-bit classical security, ternary secrets:
-# the largest total log2(q) (including the special prime) for each ring degree N.
-HE_STANDARD_MAX_LOG_Q: dict[int, int] = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438,
-                                         32768: 881}
-
-_CT_MAGIC = b"CSCK"
-_CTX_MAGIC = b"CSCKCTX"
-_VERSION = 1
+_CIPHERTEXT = WireFormat(b"CSCK", 2, "CKKS ciphertext")
+_CONTEXT = WireFormat(b"CSCK", 2, "CKKS context")
 _FP_LEN = 16
-_SUM_LEN = 4
-_CT_HEADER = struct.Struct(f"<4sB{_FP_LEN}s{_SUM_LEN}s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +71,7 @@ class CkksParams:
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
-        if n not in HE_STANDARD_MAX_LOG_Q or n < 4096:
+        if n not in HE_STANDARD_MAX_LOG_Q[128] or n < 4096:
             raise ParameterError(
                 f"poly_modulus_degree must be one of 4096, 8192, 16384, 32768; got {n}"
             )
@@ -88,7 +82,7 @@ class CkksParams:
         if any(b < 20 or b > 60 for b in bits):
             raise ParameterError(f"every prime must have 20..60 bits, got {bits}")
         total = sum(bits)
-        bound = HE_STANDARD_MAX_LOG_Q[n]
+        bound = HE_STANDARD_MAX_LOG_Q[128][n]
         if total > bound:
             raise ParameterError(
                 f"log2(q) = {total} exceeds the HE-standard 128-bit bound {bound} for N={n}; "
@@ -151,10 +145,6 @@ class CkksParams:
         return seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
 
 
-def _checksum(blob: bytes) -> bytes:
-    return struct.pack("<I", zlib.crc32(blob))
-
-
 class CkksContextBase:
     """What both parties share: parameters, encoder, evaluator, ciphertext (de)serialisation."""
 
@@ -181,34 +171,23 @@ class CkksContextBase:
         return self.wrap_blob(seal_to_bytes(ct))
 
     def wrap_blob(self, blob: bytes) -> bytes:
-        return _CT_HEADER.pack(_CT_MAGIC, _VERSION, self.fingerprint, _checksum(blob)) + blob
+        return _CIPHERTEXT.pack({"kind": "ciphertext", "fingerprint": self.fingerprint.hex()},
+                                [blob])
 
     def ciphertext_from_bytes(self, data: bytes) -> Any:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise CiphertextError(f"a ciphertext must be bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _CT_HEADER.size:
+        envelope = _CIPHERTEXT.unpack(data, kind="ciphertext")
+        fingerprint = envelope.header.get("fingerprint")
+        if fingerprint != self.fingerprint.hex():
+            shown = fingerprint[:12] if isinstance(fingerprint, str) else repr(fingerprint)
             raise CiphertextError(
-                f"ciphertext truncated: {len(data)} bytes is shorter than its header"
+                f"ciphertext was made under another key set (context fingerprint {shown}… ≠ "
+                f"{self.fingerprint.hex()[:12]}…); re-encrypt it with this session's keys"
             )
-        magic, version, fingerprint, checksum = _CT_HEADER.unpack_from(data)
-        if magic != _CT_MAGIC:
-            raise CiphertextError("not a cipherseg CKKS ciphertext (bad magic)")
-        if version != _VERSION:
-            raise CiphertextError(f"unsupported ciphertext version {version}; expected {_VERSION}")
-        if fingerprint != self.fingerprint:
-            raise CiphertextError(
-                "ciphertext was made under another key set (context fingerprint "
-                f"{fingerprint.hex()[:12]}… ≠ {self.fingerprint.hex()[:12]}…); "
-                "re-encrypt it with this session's keys"
-            )
-        blob = data[_CT_HEADER.size:]
-        if _checksum(blob) != checksum:
-            raise CiphertextError(
-                "ciphertext corrupted or truncated (checksum mismatch); ask the sender to resend"
-            )
+        if len(envelope.blobs) != 1:
+            raise CiphertextError(f"a CKKS ciphertext has one SEAL blob, got "
+                                  f"{len(envelope.blobs)}")
         try:
-            return seal_from_bytes(seal.Ciphertext(), self.seal_context, blob)
+            return seal_from_bytes(seal.Ciphertext(), self.seal_context, envelope.blobs[0])
         except Exception as exc:  # SEAL raises ValueError/RuntimeError/... on invalid data
             raise CiphertextError(f"ciphertext rejected by SEAL: {exc}") from exc
 
@@ -360,43 +339,18 @@ def context_fingerprint(params: CkksParams, public_key_blob: bytes) -> bytes:
 
 
 def pack_context_bytes(fields: dict[str, bytes]) -> bytes:
-    """Length-prefixed named fields after a magic and version (public or secret contexts)."""
-    out = [_CTX_MAGIC, struct.pack("<BI", _VERSION, len(fields))]
-    for name, blob in sorted(fields.items()):
-        key = name.encode()
-        out.append(struct.pack("<H", len(key)) + key + struct.pack("<Q", len(blob)))
-        out.append(blob)
-    body = b"".join(out)
-    return body + _checksum(body)
+    """Named byte fields in a context envelope (public or secret contexts)."""
+    names = sorted(fields)
+    return _CONTEXT.pack({"kind": "context", "fields": names}, [fields[n] for n in names])
 
 
 def unpack_context_bytes(data: bytes) -> dict[str, bytes]:
-    if not isinstance(data, (bytes, bytearray)) or len(data) < len(_CTX_MAGIC) + 5 + _SUM_LEN:
-        raise CiphertextError("context bytes truncated or not bytes")
-    data = bytes(data)
-    body, checksum = data[:-_SUM_LEN], data[-_SUM_LEN:]
-    if not body.startswith(_CTX_MAGIC):
-        raise CiphertextError("not a cipherseg CKKS context (bad magic)")
-    if _checksum(body) != checksum:
-        raise CiphertextError("context bytes corrupted or truncated (checksum mismatch)")
-    pos = len(_CTX_MAGIC)
-    version, count = struct.unpack_from("<BI", body, pos)
-    pos += 5
-    if version != _VERSION:
-        raise CiphertextError(f"unsupported context version {version}; expected {_VERSION}")
-    fields: dict[str, bytes] = {}
-    try:
-        for _ in range(count):
-            (klen,) = struct.unpack_from("<H", body, pos)
-            pos += 2
-            key = body[pos:pos + klen].decode()
-            pos += klen
-            (blen,) = struct.unpack_from("<Q", body, pos)
-            pos += 8
-            fields[key] = body[pos:pos + blen]
-            pos += blen
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise CiphertextError(f"malformed context bytes: {exc}") from exc
+    envelope = _CONTEXT.unpack(data, kind="context")
+    names = envelope.header.get("fields")
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names) or len(names) != len(envelope.blobs)):
+        raise CiphertextError("malformed context bytes: the field names do not match its blobs")
+    fields = dict(zip(names, envelope.blobs, strict=True))
     for required in ("params", "public_key", "relin_keys"):
         if required not in fields:
             raise CiphertextError(f"context bytes lack the {required!r} field")

@@ -10,7 +10,6 @@ array([4., 6.])
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,11 @@ import numpy.typing as npt
 
 from cipherseg.errors import CiphertextError
 from cipherseg.schemes.base import Capability
+from cipherseg.wire import WireFormat
 
-_MAGIC = b"CSPLN1"
+# Envelope of plain "ciphertexts" (cipherseg.wire, CRC-32); 2: the cipherseg.wire envelope
+# (1 was magic CSPLN1, a u64 count and the float64 values).
+_WIRE = WireFormat(b"CSPL", 2, "plain-scheme ciphertext")
 
 
 class PlainScheme:
@@ -47,17 +49,13 @@ class PlainScheme:
         return np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
 
     def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
-        arr = np.ascontiguousarray(ciphertext, dtype="<f8")
-        return _MAGIC + struct.pack("<Q", arr.size) + arr.tobytes()
+        arr = np.ascontiguousarray(ciphertext, dtype="<f8").ravel()
+        return _WIRE.pack({"kind": "ciphertext", "size": arr.size}, [arr.tobytes()])
 
     def ciphertext_from_bytes(self, data: bytes) -> npt.NDArray[np.float64]:
-        head = len(_MAGIC) + 8
-        if len(data) < head or not data.startswith(_MAGIC):
-            raise CiphertextError("not a plain-scheme ciphertext (bad header)")
-        (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
-        if len(data) != head + 8 * n:
-            raise CiphertextError(
-                f"plain ciphertext truncated or padded: expected {head + 8 * n} bytes, "
-                f"got {len(data)}"
-            )
-        return np.frombuffer(data, dtype="<f8", offset=head).copy()
+        env = _WIRE.unpack(data, kind="ciphertext")
+        size = env.header.get("size")
+        if (not isinstance(size, int) or isinstance(size, bool) or len(env.blobs) != 1
+                or len(env.blobs[0]) != 8 * size):
+            raise CiphertextError("plain ciphertext: its size does not match its values")
+        return np.frombuffer(env.blobs[0], dtype="<f8").astype(np.float64)

@@ -71,6 +71,7 @@ from cipherseg.errors import (
     ValidationError,
 )
 from cipherseg.schemes.base import Capability
+from cipherseg.schemes.he_standard import HE_STANDARD_MAX_LOG_Q
 from cipherseg.schemes.rlwe_sampling import (
     RandomSource,
     SeededRandomSource,
@@ -81,17 +82,10 @@ from cipherseg.schemes.rlwe_sampling import (
     sample_uniform_mod,
 )
 from cipherseg.schemes.rns_ntt import RnsRing, is_prime
+from cipherseg.wire import Checksum, Reader, WireFormat
 
 U64 = npt.NDArray[np.uint64]
 
-# HomomorphicEncryption.org Security Standard (Albrecht et al., Nov. 2018), recommended parameters
-# for uniform ternary secrets, error width σ ≈ 3.2, classical security: the largest log2(q) for
-# each ring degree N and security level (the values SEAL enforces as SEAL_HE_STD_PARMS_*_TC).
-HE_STANDARD_MAX_LOG_Q: dict[int, dict[int, int]] = {
-    128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
-    192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
-    256: {1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
-}
 # The HE standard's error width is 8/sqrt(2π) ≈ 3.19; narrower errors are outside its tables.
 MIN_ERROR_STD = 3.19
 MIN_SMUDGING_SECURITY = 40
@@ -99,17 +93,14 @@ MIN_SMUDGING_SECURITY = 40
 # Five primes below 2^31, ≡ 1 (mod 2·8192): log2 q ≈ 154.998.
 DEFAULT_MODULI: tuple[int, ...] = (2147352577, 2147205121, 2147074049, 2146959361, 2146713601)
 
-_MAGIC = b"CSTH"
-_VERSION = 2  # 2: SHA-256 checksums and fingerprints (1 used BLAKE2b, 2.3x slower here)
+# Envelope of every threshold object (cipherseg.wire): SHA-256/128 checksum, which doubles as a
+# ciphertext's identity (partial decryptions are bound to it). 3: the cipherseg.wire envelope
+# (2 had its own; 1 used BLAKE2b, 2.3x slower here).
+_WIRE = WireFormat(b"CSTH", 3, "threshold object", checksum=Checksum.SHA256_128)
 _FP_LEN = 16
-_SUM_LEN = 16
-_HEADER = struct.Struct("<4sBBQ")  # magic, kind, version, body length
-_KIND_PARAMS, _KIND_CRS, _KIND_SHARE, _KIND_PK, _KIND_CT, _KIND_PARTIAL, _KIND_SECRET = range(1, 8)
-_KIND_NAMES = {
-    _KIND_PARAMS: "threshold parameters", _KIND_CRS: "common reference string",
-    _KIND_SHARE: "public key share", _KIND_PK: "joint public key", _KIND_CT: "ciphertext",
-    _KIND_PARTIAL: "partial decryption", _KIND_SECRET: "secret key share",
-}
+_KIND_PARAMS, _KIND_CRS, _KIND_SHARE, _KIND_PK, _KIND_CT, _KIND_PARTIAL, _KIND_SECRET = (
+    "threshold parameters", "common reference string", "public key share", "joint public key",
+    "ciphertext", "partial decryption", "secret key share")
 # A ciphertext with at most this many values computes its truncated c0 (and partial
 # decryptions) with one exact float64 matrix product instead of a full inverse transform.
 HEAD_PRODUCT_LIMIT = 64
@@ -123,64 +114,27 @@ def _digest(*parts: bytes) -> bytes:
     return h.digest()[:_FP_LEN]
 
 
-def pack(kind: int, body: bytes) -> bytes:
-    """Envelope: magic | kind | version | body length | body | SHA-256-128 checksum."""
-    head = _HEADER.pack(_MAGIC, kind, _VERSION, len(body))
-    return head + body + _digest(head, body)
+def pack(kind: str, body: bytes) -> bytes:
+    """The envelope of a threshold object of ``kind`` whose binary body is ``body``."""
+    return _WIRE.pack({"kind": kind}, [body])
 
 
 def envelope_checksum(data: bytes) -> bytes:
     """The checksum of an envelope made by :func:`pack` (its last 16 bytes). It is a
     collision-resistant digest of the whole object: ciphertexts use it as their identity."""
-    return bytes(data[-_SUM_LEN:])
+    return bytes(data[-Checksum.SHA256_128.value:])
 
 
-def unpack(kind: int, data: bytes) -> bytes:
+def unpack(kind: str, data: bytes) -> bytes:
     """Check the envelope of a serialised object of ``kind`` and return its body."""
-    what = _KIND_NAMES[kind]
-    data = bytes(data)
-    if len(data) < _HEADER.size + _SUM_LEN:
-        raise CiphertextError(f"{what}: {len(data)} bytes is too short to be one")
-    magic, got_kind, version, length = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise CiphertextError(f"{what}: not a cipherseg threshold object (bad magic)")
-    if got_kind != kind:
-        found = _KIND_NAMES.get(got_kind, f"kind {got_kind}")
-        raise CiphertextError(f"expected a {what}, got a {found}")
-    if version != _VERSION:
-        raise CiphertextError(
-            f"{what}: format version {version} is not supported (this build reads "
-            f"{_VERSION}); upgrade the older party"
-        )
-    if len(data) != _HEADER.size + length + _SUM_LEN:
-        raise CiphertextError(
-            f"{what} truncated or padded: expected {_HEADER.size + length + _SUM_LEN} bytes, "
-            f"got {len(data)}"
-        )
-    body = data[_HEADER.size:_HEADER.size + length]
-    if _digest(data[:_HEADER.size], body) != data[-_SUM_LEN:]:
-        raise CiphertextError(f"{what} is corrupted (checksum mismatch); request it again")
-    return body
+    envelope = _WIRE.unpack(data, kind=kind)
+    if len(envelope.blobs) != 1:
+        raise CiphertextError(f"{kind}: expected one body, got {len(envelope.blobs)} blobs")
+    return envelope.blobs[0]
 
 
-class _Reader:
-    """Sequential reader of a body that turns short reads into CiphertextError."""
-
-    def __init__(self, body: bytes, what: str) -> None:
-        self.body = body
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.body):
-            raise CiphertextError(f"{self.what}: body is inconsistent with its declared sizes")
-        out = self.body[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str) -> tuple[Any, ...]:
-        s = struct.Struct(fmt)
-        return s.unpack(self.take(s.size))
+class _Reader(Reader):
+    """A body reader that also reads residues checked against their primes."""
 
     def residues(self, moduli: tuple[int, ...], shape: tuple[int, ...]) -> U64:
         """uint32 residues of shape (..., K, n), each row checked below its prime."""
@@ -189,10 +143,6 @@ class _Reader:
         if (raw >= np.array(moduli, dtype=np.uint32)[:, None]).any():
             raise CiphertextError(f"{self.what}: a residue is not reduced modulo its prime")
         return raw.astype(np.uint64)
-
-    def done(self) -> None:
-        if self.pos != len(self.body):
-            raise CiphertextError(f"{self.what}: {len(self.body) - self.pos} unexpected bytes")
 
 
 def _residue_bytes(arr: U64) -> bytes:

@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import CiphertextError, EncodingError, ParameterError
+from cipherseg.wire import Envelope, WireFormat
 
 Array = npt.NDArray[Any]
 
@@ -475,22 +474,35 @@ class KeySwitchKey:
         return self.matrix[:self.target_dim]
 
 
-_CT_MAGIC = b"CSVHC"
-_KEY_MAGIC = b"CSVHK"
-_VERSION = 1
+# Envelope of VHE ciphertexts and key-switching matrices (cipherseg.wire, CRC-32); the bounds
+# are exact integers in the JSON header, the residues one blob. 2: the cipherseg.wire envelope.
+_CIPHERTEXTS = WireFormat(b"CSVH", 2, "VHE ciphertext")
+_KEY = WireFormat(b"CSVH", 2, "VHE key-switching matrix")
 
 
-def _pack_int(v: int) -> bytes:
-    raw = v.to_bytes(max(1, -(-v.bit_length() // 8)), "little")
-    return struct.pack("<H", len(raw)) + raw
+def _header_int(header: dict[str, Any], name: str, what: str) -> int:
+    value = header.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CiphertextError(f"malformed {what}: {name} must be a non-negative integer")
+    return value
 
 
-def _unpack_int(data: bytes, pos: int) -> tuple[int, int]:
-    (n,) = struct.unpack_from("<H", data, pos)
-    pos += 2
-    if pos + n > len(data):
-        raise CiphertextError("truncated integer field")
-    return int.from_bytes(data[pos:pos + n], "little"), pos + n
+def _header_shape(header: dict[str, Any], name: str, what: str) -> tuple[int, ...]:
+    value = header.get(name)
+    if not isinstance(value, list) or not 1 <= len(value) <= 8:
+        raise CiphertextError(f"malformed {what}: {name} must be a list of 1 to 8 sizes")
+    return tuple(_header_int({name: v}, name, what) for v in value)
+
+
+def _header_id(header: dict[str, Any], name: str, what: str) -> bytes:
+    value = header.get(name)
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 16:
+        raise CiphertextError(f"malformed {what}: {name} must be 16 bytes in hex")
+    return raw
 
 
 class VHEContext:
@@ -669,88 +681,70 @@ class VHEContext:
 
     # --- serialisation -----------------------------------------------------------------------
     def ciphertexts_to_bytes(self, a: VHECiphertexts) -> bytes:
-        """``"CSVHC" | version | bits | key id | plain dim | shape | bounds | residues | CRC``."""
-        shape = a.data.shape
-        head = (_CT_MAGIC + struct.pack("<BH16sHB", _VERSION, self.params.ciphertext_bits,
-                                        a.key_id, a.plain_dim, len(shape))
-                + struct.pack(f"<{len(shape)}Q", *shape)
-                + _pack_int(a.noise_bound) + _pack_int(a.value_bound))
-        body = head + self.ring.to_bytes(a.data)
-        return body + struct.pack("<I", zlib.crc32(body))
+        """The envelope: bits, key id, plaintext dimension, shape and bounds; the residues."""
+        return _CIPHERTEXTS.pack(
+            {"kind": "ciphertexts", "bits": self.params.ciphertext_bits, "key_id": a.key_id.hex(),
+             "plain_dim": a.plain_dim, "shape": list(a.data.shape),
+             "noise_bound": a.noise_bound, "value_bound": a.value_bound},
+            [self.ring.to_bytes(a.data)])
 
     def ciphertexts_from_bytes(self, data: bytes) -> VHECiphertexts:
         """Parse ciphertexts; :class:`CiphertextError` if truncated, corrupted or foreign."""
-        body = _check_envelope(data, _CT_MAGIC, "VHE ciphertext")
-        try:
-            pos = len(_CT_MAGIC)
-            version, bits, key_id, plain_dim, ndim = struct.unpack_from("<BH16sHB", body, pos)
-            pos += struct.calcsize("<BH16sHB")
-            if version != _VERSION:
-                raise CiphertextError(f"unsupported VHE ciphertext version {version}")
-            if bits != self.params.ciphertext_bits:
-                raise CiphertextError(
-                    f"ciphertext is modulo 2^{bits}, these parameters use "
-                    f"2^{self.params.ciphertext_bits}"
-                )
-            shape = struct.unpack_from(f"<{ndim}Q", body, pos)
-            pos += 8 * ndim
-            noise, pos = _unpack_int(body, pos)
-            value, pos = _unpack_int(body, pos)
-        except struct.error as exc:
-            raise CiphertextError(f"truncated VHE ciphertext: {exc}") from exc
-        if ndim < 1 or shape[-1] != plain_dim + self.params.secret_dim:
+        env = self._open(_CIPHERTEXTS, data, "ciphertexts")
+        h, what = env.header, _CIPHERTEXTS.what
+        shape = _header_shape(h, "shape", what)
+        plain_dim = _header_int(h, "plain_dim", what)
+        if shape[-1] != plain_dim + self.params.secret_dim or len(env.blobs) != 1:
             raise CiphertextError("ciphertext shape does not match the parameters")
-        arr = self.ring.from_bytes(body[pos:], tuple(int(s) for s in shape))
-        return VHECiphertexts(arr, key_id, plain_dim, noise, value)
+        arr = self._residues(env.blobs[0], shape)
+        return VHECiphertexts(arr, _header_id(h, "key_id", what), plain_dim,
+                              _header_int(h, "noise_bound", what),
+                              _header_int(h, "value_bound", what))
 
     def key_to_bytes(self, key: KeySwitchKey) -> bytes:
         """Serialise a key-switching matrix (public material)."""
         g = key.g if key.g is not None else np.zeros((0, 0), dtype=np.int64)
-        head = (_KEY_MAGIC + struct.pack("<BH16s16sIIII", _VERSION, self.params.ciphertext_bits,
-                                         key.source_id, key.target_id, key.source_cols,
-                                         key.target_dim, key.matrix.shape[0],
-                                         key.matrix.shape[1])
-                + _pack_int(key.g_norm) + struct.pack("<II", *g.shape)
-                + np.ascontiguousarray(g, dtype="<i8").tobytes())
-        body = head + self.ring.to_bytes(key.matrix)
-        return body + struct.pack("<I", zlib.crc32(body))
+        return _KEY.pack(
+            {"kind": "key-switching matrix", "bits": self.params.ciphertext_bits,
+             "source_id": key.source_id.hex(), "target_id": key.target_id.hex(),
+             "source_cols": key.source_cols, "target_dim": key.target_dim,
+             "shape": list(key.matrix.shape), "g_norm": key.g_norm, "g_shape": list(g.shape)},
+            [self.ring.to_bytes(key.matrix), np.ascontiguousarray(g, dtype="<i8").tobytes()])
 
     def key_from_bytes(self, data: bytes) -> KeySwitchKey:
-        body = _check_envelope(data, _KEY_MAGIC, "VHE key-switching matrix")
-        try:
-            pos = len(_KEY_MAGIC)
-            fmt = "<BH16s16sIIII"
-            version, bits, src, tgt, cols, tdim, rows, kcols = struct.unpack_from(fmt, body, pos)
-            pos += struct.calcsize(fmt)
-            if version != _VERSION or bits != self.params.ciphertext_bits:
-                raise CiphertextError("key-switching matrix of another version or modulus")
-            g_norm, pos = _unpack_int(body, pos)
-            gr, gc = struct.unpack_from("<II", body, pos)
-            pos += 8
-            g = np.frombuffer(body[pos:pos + 8 * gr * gc], dtype="<i8").astype(np.int64)
-            pos += 8 * gr * gc
-        except struct.error as exc:
-            raise CiphertextError(f"truncated VHE key-switching matrix: {exc}") from exc
-        if kcols != cols * self.params.ciphertext_bits:
+        env = self._open(_KEY, data, "key-switching matrix")
+        h, what = env.header, _KEY.what
+        cols = _header_int(h, "source_cols", what)
+        shape = _header_shape(h, "shape", what)
+        g_shape = _header_shape(h, "g_shape", what)
+        if (len(shape) != 2 or shape[1] != cols * self.params.ciphertext_bits
+                or len(g_shape) != 2 or len(env.blobs) != 2):
             raise CiphertextError("key-switching matrix shape does not match the parameters")
-        matrix = self.ring.from_bytes(body[pos:], (rows, kcols))
-        return KeySwitchKey(matrix, src, tgt, cols, tdim, g_norm,
-                            g.reshape(gr, gc) if gr else None)
+        matrix = self._residues(env.blobs[0], shape)
+        if len(env.blobs[1]) != 8 * g_shape[0] * g_shape[1]:
+            raise CiphertextError(f"malformed {what}: g does not have shape {g_shape}")
+        g = np.frombuffer(env.blobs[1], dtype="<i8").astype(np.int64).reshape(g_shape)
+        return KeySwitchKey(matrix, _header_id(h, "source_id", what),
+                            _header_id(h, "target_id", what), cols,
+                            _header_int(h, "target_dim", what), _header_int(h, "g_norm", what),
+                            g if g_shape[0] else None)
+
+    def _open(self, fmt: WireFormat, data: bytes, kind: str) -> Envelope:
+        """The checked envelope of a ``kind`` object made for these parameters' modulus."""
+        env = fmt.unpack(data, kind=kind)
+        bits = _header_int(env.header, "bits", fmt.what)
+        if bits != self.params.ciphertext_bits:
+            raise CiphertextError(f"{fmt.what} is modulo 2^{bits}, these parameters use "
+                                  f"2^{self.params.ciphertext_bits}")
+        return env
+
+    def _residues(self, blob: bytes, shape: tuple[int, ...]) -> Array:
+        if math.prod(shape) * self.ring.entry_bytes != len(blob):
+            raise CiphertextError(f"expected residues of shape {shape}, got {len(blob)} bytes")
+        return self.ring.from_bytes(blob, shape)
 
 
 _IDENTITY_ID = b"\x00" * 16  # the "key" I under which w·x is a noiseless ciphertext
-
-
-def _check_envelope(data: bytes, magic: bytes, what: str) -> bytes:
-    if not isinstance(data, (bytes, bytearray)) or len(data) < len(magic) + 4:
-        raise CiphertextError(f"not a {what}: too short")
-    data = bytes(data)
-    if not data.startswith(magic):
-        raise CiphertextError(f"not a {what} (bad header)")
-    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-    if zlib.crc32(body) != crc:
-        raise CiphertextError(f"{what} corrupted or truncated (checksum mismatch)")
-    return body
 
 
 def _as_int_array(x: npt.ArrayLike) -> Array:

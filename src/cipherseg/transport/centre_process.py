@@ -207,6 +207,13 @@ class CentreProcess:
             rkind, (n,) = head[:1], _LEN.unpack(head[1:])
             reply = _read_exact_from(proc, n)
         except (BrokenPipeError, EOFError) as exc:
+            # A closed pipe is a dead link even if the kernel has not yet made the exited
+            # child reapable (poll() can still say "running" for a moment): end it for good,
+            # so alive() is false from here on.
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
             raise CentreProcessError("the compute centre process stopped unexpectedly "
                                      f"(exit code {proc.poll()})") from exc
         if rkind == b"E":

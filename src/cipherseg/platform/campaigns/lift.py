@@ -40,10 +40,11 @@ from cipherseg.analytics.lift import (
     dp_release,
     estimate_lift,
 )
+from cipherseg.clock import utcnow
 from cipherseg.messaging.store import Campaign
 from cipherseg.platform.campaigns.context import campaign_settings, store_for
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import MESSAGING, Customer, Transaction, utcnow
+from cipherseg.platform.models import MESSAGING, Customer, Transaction
 
 
 @dataclass(frozen=True)

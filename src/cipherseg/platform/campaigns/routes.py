@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Reques
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.messaging.store import Campaign
 from cipherseg.platform import audit
@@ -41,7 +42,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Role, User, utcnow
+from cipherseg.platform.models import Role, User
 from cipherseg.platform.routes.common import NOTICES, redirect, render
 
 router = APIRouter(include_in_schema=False)

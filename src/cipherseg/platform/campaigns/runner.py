@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from cipherseg.clock import utcnow
 from cipherseg.messaging import EngineConfig, SendingEngine, enqueue_campaign
 from cipherseg.messaging.holdout import HoldoutPlan
 from cipherseg.messaging.store import Campaign
@@ -31,7 +32,7 @@ from cipherseg.platform.campaigns.context import campaign_settings, store_for
 from cipherseg.platform.campaigns.recipients import PlatformRecipients
 from cipherseg.platform.campaigns.status import waiting_sentence, when
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job, utcnow
+from cipherseg.platform.models import Job
 
 log = logging.getLogger("cipherseg.platform.campaigns")
 

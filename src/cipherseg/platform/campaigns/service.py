@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.messaging import (
     Gateway,
@@ -59,7 +60,7 @@ from cipherseg.platform.campaigns.context import (
 from cipherseg.platform.campaigns.recipients import PlatformRecipients, WithExtra
 from cipherseg.platform.campaigns.runner import JOB_KIND, make_engine
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job, User, utcnow
+from cipherseg.platform.models import Job, User
 
 log = logging.getLogger("cipherseg.platform.campaigns")
 

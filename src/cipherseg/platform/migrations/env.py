@@ -6,12 +6,14 @@ Called through :func:`cipherseg.platform.migrate.upgrade`; never reads settings 
 from __future__ import annotations
 
 from alembic import context
+from alembic.config import Config
 from sqlalchemy import Connection
 
 from cipherseg.platform.db import make_engine
 from cipherseg.platform.models import Base
 
 target_metadata = Base.metadata
+config: Config | None
 try:
     config = context.config
 except AttributeError:  # imported outside an Alembic run (e.g. pytest --doctest-modules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -94,7 +95,7 @@ def audit_csv(request: Request, ctx: ContextDep, db: SessionDep, admin: AdminUse
     db.commit()
     export_db = ctx.sessions()
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[str]:
         try:
             yield from audit.iter_csv(export_db)
         finally:

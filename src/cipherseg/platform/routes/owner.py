@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -76,7 +77,7 @@ def upload_create(request: Request, ctx: ContextDep, db: SessionDep, owner: Owne
     return redirect(f"/owner/uploads/{up.id}")
 
 
-def _data_context(db: SessionDep, owner_id: int) -> dict[str, object]:
+def _data_context(db: SessionDep, owner_id: int) -> dict[str, Any]:
     return {
         "uploads": list(db.scalars(select(Upload).where(Upload.owner_id == owner_id)
                                    .order_by(Upload.id.desc()).limit(50))),
@@ -94,7 +95,7 @@ def _own_upload(db: SessionDep, owner_id: int, upload_id: int) -> Upload:
     return up
 
 
-def _upload_context(db: SessionDep, up: Upload) -> dict[str, object]:
+def _upload_context(db: SessionDep, up: Upload) -> dict[str, Any]:
     job_id = upload_job_id(db, up.id)
     job = db.get(Job, job_id) if job_id else None
     finished = up.status in ("imported", "rejected", "failed")
@@ -208,7 +209,7 @@ def _own_job(db: SessionDep, owner_id: int, job_id: int) -> Job:
     return job
 
 
-def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, object]:
+def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, Any]:
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
     return {"job": job, "segments": owner_view(segments) if job.status == "done" else [],
             "min_size": ctx.settings.min_segment_size}
@@ -263,7 +264,7 @@ def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUs
                             .where(Segment.job_id == job.id)).all())
     export_db = ctx.sessions()
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[str]:
         try:
             yield "pseudonym,segment,segment_name\n"
             stmt = (select(SegmentMember.pseudonym, SegmentMember.segment_index)

@@ -46,6 +46,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 import httpx
 
 from cipherseg.errors import CipherSegError, ParameterError
+from cipherseg.testing.ports import free_ports
 
 BEARERBOX = "/usr/sbin/bearerbox"
 SMSBOX = "/usr/sbin/smsbox"
@@ -58,23 +59,6 @@ class KannelUnavailable(CipherSegError):
 def kannel_installed() -> bool:
     """Whether Debian's Kannel binaries are present."""
     return os.access(BEARERBOX, os.X_OK) and os.access(SMSBOX, os.X_OK)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    return free_ports(1, host)[0]
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago on ``host`` (all held open until
-    all are chosen, so none comes back twice)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((host, 0))
-            ports.append(int(s.getsockname()[1]))
-        return ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +276,6 @@ class KannelHarness:
     def wait_smsc_online(self, timeout: float = 10.0) -> None:
         """Wait until :meth:`smsc_online`."""
         self._wait(self.smsc_online, timeout, "the SMSC to come online")
-
-    def running(self) -> bool:
-        """Whether both boxes are running."""
-        return bool(self._procs) and all(p.poll() is None for p in self._procs.values())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop bearerbox, then smsbox, each by process group (SIGTERM, then SIGKILL)."""

@@ -34,7 +34,7 @@ import shutil
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -55,7 +55,6 @@ from cipherseg.messaging.gateway import (
     vault_opener,
 )
 from cipherseg.messaging.kannel import KannelGateway
-from cipherseg.messaging.kannel_harness import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.messaging.outbox import OutboxGateway
 from cipherseg.messaging.recipients import Recipient, StaticRecipients, seal_recipient
 from cipherseg.messaging.rules import DeliveryPolicy
@@ -64,11 +63,12 @@ from cipherseg.messaging.sms import count_sms
 from cipherseg.messaging.store import CampaignSegment, SqlMessageStore
 from cipherseg.messaging.templates import SmsTemplate
 from cipherseg.pii import PiiKeyring, PiiVault
+from cipherseg.progress import Progress
+from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 
 TEMPLATE = ("Hi {{ first_name|default('there') }}, members save 20% at {{ shop_name }} "
             "this weekend. {{ opt_out }}")
 OPT_OUT = "Reply STOP to opt out"
-Progress = Callable[[str, int, int], None]
 
 
 def _engine_for(database: str) -> Engine:

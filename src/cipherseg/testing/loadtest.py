@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from cipherseg.testing.ports import free_port
 
 PASSWORD = "load test passphrase"
 
@@ -61,12 +62,6 @@ class LoadResult:
                                         else ""))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cli() -> str:
     return str(Path(sys.executable).with_name("cipherseg"))
 
@@ -78,32 +73,33 @@ def _run(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
         raise RuntimeError(f"cipherseg {' '.join(args)} failed: {out.stderr[-2000:]}")
 
 
-async def _login(client: httpx.AsyncClient, user: str, rec: _Recorder | None = None
-                 ) -> str | None:
-    """Log in; with a recorder, failures are counted (and ``None`` returned), not raised."""
-    if rec is not None:
-        t = time.perf_counter()
-        try:
-            token = await _login(client, user)
-        except (httpx.HTTPError, RuntimeError) as exc:
-            rec.errors += 1
-            if len(rec.error_samples) < 10:
-                rec.error_samples.append(f"login: {type(exc).__name__}: {exc}"[:200])
-            return None
-        rec.samples.setdefault("POST login (Argon2id)", []).append(
-            (time.perf_counter() - t) * 1000)
-        return token
+async def _login(client: httpx.AsyncClient, user: str) -> str:
+    """Log in and return the session's CSRF token; raise if that fails."""
     page = await client.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    if token is None:
+    field = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    if field is None:
         raise RuntimeError("no login form")
     r = await client.post("/login", data={"username": user, "password": PASSWORD,
-                                          "csrf_token": token.group(1)})
+                                          "csrf_token": field.group(1)})
     if r.status_code != 303:
         raise RuntimeError(f"login as {user} failed: {r.status_code}")
     me = await client.get("/api/v1/me")
     csrf: str = me.json()["csrf_token"]
     return csrf
+
+
+async def _recorded_login(client: httpx.AsyncClient, user: str, rec: _Recorder) -> str | None:
+    """:func:`_login`, timed; a failure is counted (and ``None`` returned), not raised."""
+    t = time.perf_counter()
+    try:
+        token = await _login(client, user)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        rec.errors += 1
+        if len(rec.error_samples) < 10:
+            rec.error_samples.append(f"login: {type(exc).__name__}: {exc}"[:200])
+        return None
+    rec.samples.setdefault("POST login (Argon2id)", []).append((time.perf_counter() - t) * 1000)
+    return token
 
 
 class _Recorder:
@@ -142,7 +138,7 @@ BROWSE = {
 async def _browser(base: str, user: str, role: str, n: int, deadline: float,
                    rec: _Recorder) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        if await _login(client, user, rec) is None:
+        if await _recorded_login(client, user, rec) is None:
             return
         pages = BROWSE[role]
         for i in range(n):
@@ -156,7 +152,7 @@ async def _browser(base: str, user: str, role: str, n: int, deadline: float,
 async def _uploader(base: str, user: str, index: int, n: int, deadline: float,
                     rec: _Recorder, sent: list[int]) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        csrf = await _login(client, user, rec)
+        csrf = await _recorded_login(client, user, rec)
         if csrf is None:
             return
         for k in range(n):
@@ -224,7 +220,7 @@ def run_load_test(*, sessions: int = 50, requests_per_session: int = 40,
         for name in names:
             _run(env, "users", "create", name, "--role", roles[group], stdin=PASSWORD + "\n")
     _run(env, "db", "demo-data", str(work / "demo"), "--customers", str(demo_customers))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = (work / "server.log").open("w")
     proc = subprocess.Popen([_cli(), "serve", "--host", "127.0.0.1", "--port", str(port)],
