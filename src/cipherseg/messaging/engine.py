@@ -493,6 +493,11 @@ class SendingEngine:
         for o in outcomes:
             name = _STAT_NAMES[o.status]
             setattr(stats, name, getattr(stats, name) + 1)
+        if stats.in_doubt:
+            detail = next(o.detail for o in outcomes if o.status == SendStatus.IN_DOUBT)
+            log.warning("gateway %s: %d messages in doubt (%s); they are sent again only if "
+                        "no report proves them sent within the grace period",
+                        self.gateway.name, stats.in_doubt, detail)
         done = self.clock()
         down_until = None
         if stats.down:
