@@ -10,14 +10,11 @@ vault holds a full phone number.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import secrets
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browser_support import CHROMIUM, CLI, LAUNCH_ARGS, SHOTS, cli, prepare_release
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
@@ -33,12 +31,6 @@ from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artefacts" / "screenshots"
-CLI = str(Path(sys.executable).with_name("cipherseg"))
 PASSWORDS = {"mall": "owner passphrase 1", "shop": "merchant passphrase 1",
              "sms": "operator passphrase 1"}
 CUSTOMERS, _ = demo_rows(n_customers=110, seed=5)
@@ -47,55 +39,6 @@ CUSTOMERS = [[cid, phone, "no" if cid in NO_CONSENT else "yes", name, tz]
              for cid, phone, _c, name, tz in CUSTOMERS]
 TEMPLATE = ("{{ first_name }}您好！{{ shop_name }}{{ segment_name }}会员周末全场8折。"
             "{{ opt_out }}")
-
-CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
-
-
-def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
-    out = subprocess.run([CLI, *args], env=env, input=stdin, capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-
-
-def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
-    """Customers through the upload pipeline and a released segmentation (60 + 50 + ...),
-    done in-process on the server's database before it starts."""
-    from sqlalchemy import select
-
-    from cipherseg.platform.app import make_context, make_worker
-    from cipherseg.platform.core.config import Settings
-    from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, User
-    from cipherseg.platform.services import save_upload
-
-    settings = Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"]))
-    ctx = make_context(settings)
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        [["customer_id", "phone", "consent", "first_name", "timezone"], *CUSTOMERS])
-    with ctx.sessions() as s:
-        owner = s.scalars(select(User).where(User.username == "mall")).one()
-        save_upload(ctx, s, owner, "customers", "customers.csv",
-                    io.BytesIO(buf.getvalue().encode()))
-    make_worker(ctx, threads=1).run_until_empty()
-    with ctx.sessions() as s:
-        rows = list(s.execute(select(Customer.id, Customer.external_id)
-                              .order_by(Customer.external_id)))
-        assert len(rows) == len(CUSTOMERS)
-        owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
-        job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
-                  owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(rows)}, published=True)
-        s.add(job)
-        s.flush()
-        groups = {0: rows[:60], 1: rows[60:]}
-        for pos, members in groups.items():
-            s.add(Segment(job_id=job.id, position=pos, name=("Gold", "Silver")[pos],
-                          size=len(members), centroid=CENTROID))
-            s.add_all(SegmentMember(job_id=job.id, customer_id=cid, pseudonym=f"p{cid}",
-                                    segment_index=pos) for cid, _ in members)
-        s.commit()
-    ctx.engine.dispose()
-    return {pos: [ext for _, ext in members] for pos, members in groups.items()}
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +64,10 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-u
         "CIPHERSEG_KANNEL_PASSWORD": harness.password,
         "CIPHERSEG_PUBLIC_BASE_URL": base, "CIPHERSEG_SMS_CALLBACK_KEY": key,
         "CIPHERSEG_SMS_REPORT_WAIT_SECONDS": "1"})
-    _cli(env, "db", "upgrade")
+    cli(env, "db", "upgrade")
     for name, role in (("mall", "owner"), ("shop", "merchant"), ("sms", "operator")):
-        _cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
-    groups = _prepare(env)
+        cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+    groups = prepare_release(env, CUSTOMERS, [("Gold", 60), ("Silver", 50)])
     harness.start()
     phone = FakeSmscClient(harness.ports.smsc).connect()
     harness.wait_smsc_online()

@@ -19,13 +19,10 @@ Screenshots go to ``artefacts/screenshots/3x-*.png`` (the docs use some of them)
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +34,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from browser_support import CHROMIUM, CLI, LAUNCH_ARGS, SHOTS, cli, prepare_release
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
@@ -44,63 +42,12 @@ from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artefacts" / "screenshots"
-CLI = str(Path(sys.executable).with_name("cipherseg"))
 PASSWORDS = {"mall": "owner passphrase 1", "shop": "merchant passphrase 1",
              "sms": "operator passphrase 1"}
 CHINESE_NAMES = ["王芳", "李娜", "张伟", "刘洋", "陈静", ""]
 CUSTOMERS, _ = demo_rows(n_customers=120, seed=9)
 CUSTOMERS = [[cid, phone, "yes", CHINESE_NAMES[i % len(CHINESE_NAMES)], tz]
              for i, (cid, phone, _c, _n, tz) in enumerate(CUSTOMERS)]
-CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
-
-
-def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
-    out = subprocess.run([CLI, *args], env=env, input=stdin, capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-
-
-def _prepare(env: dict[str, str]) -> dict[int, list[str]]:
-    """Customers through the upload pipeline and a released segmentation (60 + 60)."""
-    from sqlalchemy import select
-
-    from cipherseg.platform.app import make_context, make_worker
-    from cipherseg.platform.core.config import Settings
-    from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, User
-    from cipherseg.platform.services import save_upload
-
-    ctx = make_context(Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"])))
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        [["customer_id", "phone", "consent", "first_name", "timezone"], *CUSTOMERS])
-    with ctx.sessions() as s:
-        owner = s.scalars(select(User).where(User.username == "mall")).one()
-        save_upload(ctx, s, owner, "customers", "customers.csv",
-                    io.BytesIO(buf.getvalue().encode()))
-    make_worker(ctx, threads=1).run_until_empty()
-    with ctx.sessions() as s:
-        rows = list(s.execute(select(Customer.id, Customer.external_id)
-                              .order_by(Customer.external_id)))
-        owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
-        job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
-                  owner_id=owner_id, created_by=owner_id, params={"k": 2},
-                  result={"n_customers": len(rows)}, published=True)
-        s.add(job)
-        s.flush()
-        groups = {0: rows[:60], 1: rows[60:]}
-        for pos, members in groups.items():
-            s.add(Segment(job_id=job.id, position=pos, name=("Gold", "Silver")[pos],
-                          size=len(members), centroid=CENTROID))
-            s.add_all(SegmentMember(job_id=job.id, customer_id=cid, pseudonym=f"p{cid}",
-                                    segment_index=pos) for cid, _ in members)
-        s.commit()
-    ctx.engine.dispose()
-    return {pos: [ext for _, ext in members] for pos, members in groups.items()}
 
 
 class Stack:
@@ -181,10 +128,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not os.access(CHROMIUM, os.X_OK) or not kannel_installed():
         pytest.fail("chromium or Kannel missing: run `bash scripts/system-deps.sh`")
     st = Stack(tmp_path_factory.mktemp("campaign-outcomes"))
-    _cli(st.env, "db", "upgrade")
+    cli(st.env, "db", "upgrade")
     for name, role in (("mall", "owner"), ("shop", "merchant"), ("sms", "operator")):
-        _cli(st.env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
-    st.groups = _prepare(st.env)  # type: ignore[attr-defined]
+        cli(st.env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+    st.groups = prepare_release(st.env, CUSTOMERS, [("Gold", 60), ("Silver", 60)])  # type: ignore[attr-defined]
     try:
         st.start_kannel()
         yield st

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browser_support import CHROMIUM, CLI, LAUNCH_ARGS, SHOTS
 from cipherseg.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "artefacts" / "screenshots"
-CLI = str(Path(sys.executable).with_name("cipherseg"))
 PASSWORDS = {"admin": "admin passphrase 1", "mall": "owner passphrase 1",
              "shop": "merchant passphrase 1", "sms": "operator passphrase 1",
              "centre": "centre passphrase 1"}
