@@ -14,20 +14,18 @@ import os
 import re
 import secrets
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from browser_support import CHROMIUM, CLI, LAUNCH_ARGS, SHOTS, cli, prepare_release
 from cipherseg.platform.campaigns.settings import CallbackSecrets
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.testing.kannel import FakeSmscClient, KannelHarness, kannel_installed
 from cipherseg.testing.ports import free_port
+from e2e.browser_support import CHROMIUM, LAUNCH_ARGS, SHOTS, prepare_release, run_cli, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -64,37 +62,19 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-u
         "CIPHERSEG_KANNEL_PASSWORD": harness.password,
         "CIPHERSEG_PUBLIC_BASE_URL": base, "CIPHERSEG_SMS_CALLBACK_KEY": key,
         "CIPHERSEG_SMS_REPORT_WAIT_SECONDS": "1"})
-    cli(env, "db", "upgrade")
+    run_cli(env, "db", "upgrade")
     for name, role in (("mall", "owner"), ("shop", "merchant"), ("sms", "operator")):
-        cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
+        run_cli(env, "users", "create", name, "--role", role, stdin=PASSWORDS[name] + "\n")
     groups = prepare_release(env, CUSTOMERS, [("Gold", 60), ("Silver", 50)])
     harness.start()
     phone = FakeSmscClient(harness.ports.smsc).connect()
     harness.wait_smsc_online()
     log_path = data / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail("server exited:\n" + log_path.read_text())
-            time.sleep(0.1)
-        yield {"base": base, "log": log_path, "db": data / "platform" / "cipherseg.db",
-               "phone": phone, "groups": groups, "harness": harness}
+        with serve(env, log_path, port=port):
+            yield {"base": base, "log": log_path, "db": data / "platform" / "cipherseg.db",
+                   "phone": phone, "groups": groups, "harness": harness}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         phone.close()
         harness.stop()
 

@@ -8,18 +8,13 @@ error (so no Content-Security-Policy violation either) and show no unmasked phon
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from browser_support import CHROMIUM, CLI, LAUNCH_ARGS, SHOTS
-from cipherseg.testing.ports import free_port
+from e2e.browser_support import BrowserSession, platform_env, run_cli, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -28,106 +23,23 @@ PASSWORDS = {"admin": "admin passphrase 1", "mall": "owner passphrase 1",
              "centre": "centre passphrase 1"}
 
 
-def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run([CLI, *args], env=env, input=stdin,
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    return out.stdout + out.stderr
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
     """`cipherseg db upgrade`, `cipherseg users create admin`, then `cipherseg serve`."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail("chromium is missing: run `bash scripts/system-deps.sh` (make test does)")
     data = tmp_path_factory.mktemp("e2e-data")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
-    env.update({"CIPHERSEG_DATA_DIR": str(data), "CIPHERSEG_WORKER_THREADS": "1",
-                "CIPHERSEG_WORKER_POLL_SECONDS": "0.2", "PYTHONUNBUFFERED": "1"})
-    _cli(env, "db", "upgrade")
-    _cli(env, "users", "create", "admin", "--role", "admin", stdin=PASSWORDS["admin"] + "\n")
-    log_path = data / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([CLI, "serve", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail("server exited:\n" + log_path.read_text())
-            time.sleep(0.1)
-        yield {"base": base, "log": log_path, "data": data}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-class Session:
-    """One browser context logged in as one user, collecting console errors and HTML."""
-
-    def __init__(self, browser, base: str) -> None:  # type: ignore[no-untyped-def]
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 860},
-                                       accept_downloads=True)
-        self.page = self.ctx.new_page()
-        self.base = base
-        self.errors: list[str] = []
-        self.html: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text)
-                     if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def go(self, path: str) -> None:
-        self.page.goto(self.base + path)
-        self.keep()
-
-    def keep(self) -> None:
-        self.html.append(self.page.content())
-
-    def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.keep()
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-    def login(self, username: str) -> None:
-        self.go("/login")
-        self.page.fill("input[name=username]", username)
-        self.page.fill("input[name=password]", PASSWORDS[username])
-        self.page.click("button[type=submit]")
-        self.page.wait_for_load_state()
-        assert "/login" not in self.page.url, self.page.content()
-
-    def close(self) -> None:
-        self.ctx.close()
+    env = platform_env(data)
+    run_cli(env, "db", "upgrade")
+    run_cli(env, "users", "create", "admin", "--role", "admin", stdin=PASSWORDS["admin"] + "\n")
+    with serve(env, data / "server.log") as base:
+        yield {"base": base, "log": data / "server.log", "data": data}
 
 
 def test_each_role_walks_its_main_flow(server, browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
     base = str(server["base"])
-    sessions: list[Session] = []
+    sessions: list[BrowserSession] = []
 
-    def session() -> Session:
-        s = Session(browser, base)
+    def session() -> BrowserSession:
+        s = BrowserSession(browser, base, PASSWORDS)
         sessions.append(s)
         return s
 
@@ -189,9 +101,12 @@ def test_each_role_walks_its_main_flow(server, browser, tmp_path) -> None:  # ty
     owner.page.wait_for_selector("#job-progress")
     owner.page.wait_for_selector("#job-status:text('done')", timeout=120_000)
     owner.shot("07-owner-segments")
-    owner.page.click("text=Release to merchants")
+    owner.page.check("#release-form input[value=shop]")
+    owner.page.click("#release-form button")
     owner.page.wait_for_load_state()
-    assert "Released to merchants." in owner.page.content()
+    assert "Released to the merchants you chose." in owner.page.content()
+    assert "sees it" in owner.page.inner_text("#grants")
+    owner.shot("07b-owner-released")
 
     # --- merchant, operator, centre, admin audit ----------------------------------------
     shop = session()
@@ -203,7 +118,7 @@ def test_each_role_walks_its_main_flow(server, browser, tmp_path) -> None:  # ty
     sms.shot("09-operator-audiences")
     admin.go("/admin/audit")
     admin.shot("10-admin-audit")
-    assert "job_publish" in admin.page.content()
+    assert "release_grant" in admin.page.content()
 
     # --- everything seen: no console error, no unmasked phone number --------------------
     phones = [line.split(",")[1] for line in files["customers"].read_text().splitlines()[1:]]

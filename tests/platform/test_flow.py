@@ -80,8 +80,9 @@ def test_platform_on_every_database(platform, caplog) -> None:  # type: ignore[n
 
     # 3. merchants see nothing before release, then only segments >= the minimum size
     shop = platform.client("shop")
-    assert "No segmentation has been released yet" in shop.get("/merchant/segments").text
-    r = owner.post(job_url + "/publish")
+    assert "No segmentation has been released to you yet" in shop.get("/merchant/segments").text
+    assert job_url == "/owner/jobs/1"  # the owner's first segmentation, after 4 uploads
+    r = owner.post(job_url + "/publish", {"merchants": ["shop"]})
     assert r.status_code == 303
     releases = shop.api("GET", "/api/v1/releases").json()
     shown = releases[0]["segments"]
@@ -95,7 +96,8 @@ def test_platform_on_every_database(platform, caplog) -> None:  # type: ignore[n
     merchant_page = shop.get("/merchant/segments").text
     assert all(c[0] not in merchant_page for c in CUSTOMERS[:50])  # no customer ids
     sms = platform.client("sms")
-    audiences = sms.api("GET", "/api/v1/releases").json()
+    audiences = sms.api("GET", "/api/v1/audiences").json()
+    assert audiences[0]["merchants"] == ["shop"]
     assert all(seg["profile"] is None for seg in audiences[0]["segments"])
 
     # 4. owner exports labels per pseudonym; the export is audited
@@ -120,7 +122,7 @@ def test_platform_on_every_database(platform, caplog) -> None:  # type: ignore[n
     assert admin.get("/admin/audit").status_code == 200
     audit_csv = admin.get("/admin/audit.csv").text
     for action in ("login", "upload", "upload_imported", "job_start", "job_finish",
-                   "job_publish", "result_view", "export", "erasure"):
+                   "release_grant", "result_view", "export", "erasure"):
         assert f",{action}," in audit_csv, action
 
     # 7. a file with one bad row imports nothing; the audit log refuses changes

@@ -47,6 +47,13 @@ def _upload_demo(platform, client, seed: int, n: int) -> None:  # type: ignore[n
     platform.run_jobs()
 
 
+def _job_id(platform, url: str) -> int:  # type: ignore[no-untyped-def]
+    """The internal id of the joint job at ``url`` (URLs carry its joint number)."""
+    with platform.ctx.sessions() as s:
+        return int(s.scalars(select(Job.id).where(
+            Job.kind == "joint", Job.number == int(url.rsplit("/", 1)[1]))).one())
+
+
 def _job(platform, job_id: int) -> Job:  # type: ignore[no-untyped-def]
     with platform.ctx.sessions() as s:
         job = s.get(Job, job_id)
@@ -67,7 +74,9 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
                                              "participants": [ids["mall2"], ids["mall3"]]})
     assert r.status_code == 303, r.text
     url = r.headers["location"]
-    job_id = int(url.rsplit("/", 1)[1])
+    job_id = _job_id(splatform, url)
+    number = int(url.rsplit("/", 1)[1])
+    assert number == 1  # the first joint segmentation, whatever ran before
 
     # a non-participant owner neither sees nor accepts it
     outsider = owners["mall4"]
@@ -126,11 +135,12 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
 
     # merchants: nothing before release, then segments of at least the minimum size
     merchant = splatform.as_role(Role.MERCHANT)
-    assert f"#{job_id}" not in merchant.get("/merchant/joint").text
-    assert owners["mall2"].post(url + "/publish").status_code == 403  # only the creator
-    assert owners["mall"].post(url + "/publish").status_code == 303
+    assert f"#{number}" not in merchant.get("/merchant/joint").text
+    assert owners["mall2"].post(url + "/publish",
+                                {"merchants": ["shop"]}).status_code == 403  # only the creator
+    assert owners["mall"].post(url + "/publish", {"merchants": ["shop"]}).status_code == 303
     page = merchant.get("/merchant/joint").text
-    assert f"#{job_id}" in page
+    assert f"joint segmentation #{number}" in page
     for x in segs:
         shown = f"<td>{x.name}</td><td>{x.size}</td>" in page
         assert shown == (x.size >= splatform.ctx.settings.min_segment_size)
@@ -151,9 +161,8 @@ def test_joint_job_validation_and_guarded_runner(splatform) -> None:  # type: ig
     assert r.status_code == 400 and "between 2 and" in r.text
     r = mall.post("/owner/joint", {"k": "2", "participants": [ids["mall2"]]})
     assert r.status_code == 303
-    job_id = int(r.headers["location"].rsplit("/", 1)[1])
-    assert r.headers["location"] in [
-        f"/owner/joint/{j}" for j in (job_id,)]
+    assert r.headers["location"] == "/owner/joint/1"
+    job_id = _job_id(splatform, r.headers["location"])
     # a job forced into the queue without every consent is refused by the runner
     with splatform.ctx.sessions() as s:
         job = s.get(Job, job_id)

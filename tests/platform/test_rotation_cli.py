@@ -97,6 +97,40 @@ def test_cli_db_users_demo_data_and_rotation(cli_env) -> None:  # type: ignore[n
     assert len(ring["data_keys"]) == 1
 
 
+def test_cli_set_password(cli_env) -> None:  # type: ignore[no-untyped-def]
+    """``users set-password NAME`` reads the new password from stdin, ends the user's
+    sessions, clears a pending forced change and is audited."""
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+    from cipherseg.platform.models import AuditEvent, WebSession
+    from cipherseg.platform.security import check_login, open_session
+
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli_app, ["users", "create", "mall", "--role", "owner"],
+                         input="a long passphrase\n").exit_code == 0
+    engine = make_engine(f"sqlite:///{cli_env / 'data' / 'cipherseg.db'}")
+    factory = make_sessionmaker(engine)
+    with factory() as s:
+        user = s.scalars(select(User).where(User.username == "mall")).one()
+        open_session(s, user, 8)
+        user.must_change_password = True
+        s.commit()
+    r = runner.invoke(cli_app, ["users", "set-password", "nobody"], input="a new passphrase\n")
+    assert r.exit_code == 2 and "no user called 'nobody'" in r.output
+    r = runner.invoke(cli_app, ["users", "set-password", "mall"], input="short\n")
+    assert r.exit_code == 2 and "at least 10" in r.output
+    r = runner.invoke(cli_app, ["users", "set-password", "mall"], input="a new passphrase\n")
+    assert r.exit_code == 0 and "sessions were ended" in r.output, r.output
+    with factory() as s:
+        assert check_login(s, "mall", "a long passphrase") is None
+        user = check_login(s, "mall", "a new passphrase")
+        assert user is not None and not user.must_change_password
+        assert s.scalar(select(WebSession).where(WebSession.user_id == user.id)) is None
+        event = s.scalars(select(AuditEvent).where(AuditEvent.action == "password_set")).one()
+        assert (event.actor_name, event.object_id) == ("cli", "mall")
+    engine.dispose()
+
+
 def test_serve_refuses_an_outdated_schema(cli_env) -> None:  # type: ignore[no-untyped-def]
     r = CliRunner().invoke(cli_app, ["serve", "--port", "1"])
     assert r.exit_code == 2 and "cipherseg db upgrade" in r.output

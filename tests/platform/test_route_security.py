@@ -1,6 +1,7 @@
-"""Every route declares its roles; anonymous and wrong-role requests are refused; every
-state-changing route checks the CSRF token. The routes are enumerated from the app itself,
-so a new route without a role declaration fails here."""
+"""Every route declares the one permission it needs; every route × role is walked against the
+stored permission matrix (the default one and an edited one); anonymous requests are
+refused; every state-changing route checks the CSRF token. The routes are enumerated from
+the app itself, so a new route without a declaration fails here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import re
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from cipherseg.platform.deps import Allow
-from cipherseg.platform.models import Role
+from cipherseg.platform.models import Role, User
+from cipherseg.platform.permissions import DEFAULT_MATRIX, PERMISSIONS, Permission
+from cipherseg.platform.services.permissions import matrix, save_matrix
 
 PUBLIC = {("GET", "/healthz"), ("GET", "/"), ("GET", "/login"), ("POST", "/login")}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -50,17 +53,22 @@ def test_every_route_declares_roles(splatform) -> None:  # type: ignore[no-untyp
         allows = _allow_of(route)
         assert len(allows) == 1, f"{method} {path} must declare its roles with exactly one Allow"
         if (method, path) in PUBLIC:
-            assert allows[0].roles is None, f"{method} {path} should be public"
+            assert allows[0].public_route, f"{method} {path} should be public"
         else:
-            assert allows[0].roles or len(allows[0].reason) > 20, \
+            assert not allows[0].public_route or len(allows[0].reason) > 20, \
                 f"{method} {path} is public: add it to PUBLIC or give Allow.public a reason"
+
+
+def test_every_permission_guards_some_route(splatform) -> None:  # type: ignore[no-untyped-def]
+    used = {_allow_of(route)[0].permission for _m, _p, route in _routes(splatform.app)}
+    assert set(Permission) <= used
 
 
 def test_anonymous_requests_are_refused_everywhere(splatform) -> None:  # type: ignore[no-untyped-def]
     anon = splatform.client()
     checked = 0
     for method, path, route in _routes(splatform.app):
-        if _allow_of(route)[0].roles is None:
+        if _allow_of(route)[0].public_route:
             continue
         r = anon.tc.request(method, _concrete(path))
         if path.startswith("/api/"):
@@ -74,42 +82,56 @@ def test_anonymous_requests_are_refused_everywhere(splatform) -> None:  # type: 
     assert checked > 25
 
 
-def test_wrong_roles_are_refused_everywhere(splatform) -> None:  # type: ignore[no-untyped-def]
+def _walk(splatform, held: dict[Role, frozenset[Permission]]) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Every route × role: admitted exactly when the role holds the route's permission.
+
+    State-changing requests are sent without a CSRF token, so nothing changes: a role that
+    is admitted gets the CSRF refusal, one that is not gets the permission refusal first.
+    """
     clients = {role: splatform.as_role(role) for role in Role}
-    checked = 0
+    admitted = refused = 0
     for method, path, route in _routes(splatform.app):
-        allowed = _allow_of(route)[0].roles
-        if allowed is None:
+        allow = _allow_of(route)[0]
+        if allow.public_route:
             continue
-        for role in set(Role) - allowed:
+        for role in Role:
             c = clients[role]
-            r = c.tc.request(method, _concrete(path), headers={"X-CSRF-Token": c.csrf})
-            assert r.status_code == 403, (role.value, method, path, r.status_code)
-            checked += 1
-    assert checked > 60
+            r = c.tc.request(method, _concrete(path))
+            what = (role.value, method, path, r.status_code, r.text[:200])
+            if allow.admits(role, held[role]):
+                if method in UNSAFE:
+                    assert r.status_code == 403 and "CSRF" in r.text, what
+                else:
+                    assert r.status_code not in (401, 403), what
+                    assert not r.headers.get("location", "").startswith("/login"), what
+                admitted += 1
+            else:
+                assert r.status_code == 403 and "permission" in r.text, what
+                refused += 1
+    return admitted, refused
 
 
-def test_every_state_changing_route_checks_csrf(splatform) -> None:  # type: ignore[no-untyped-def]
-    clients = {role: splatform.as_role(role) for role in Role}
-    anon = splatform.client()
-    checked = 0
-    for method, path, route in _routes(splatform.app):
-        if method not in UNSAFE:
-            continue
-        allowed = _allow_of(route)[0].roles
-        if allowed is None:
-            c = anon
-            c.tc.get("/login")
-        else:
-            c = clients[sorted(allowed)[0]]
-        url = _concrete(path)
-        for attempt in ({}, {"headers": {"X-CSRF-Token": "forged"}},
-                        {"data": {"csrf_token": "forged"}}):
-            r = c.tc.request(method, url, **attempt)  # type: ignore[arg-type]
-            assert r.status_code == 403, (method, path, attempt, r.status_code)
-            assert "CSRF" in r.text
-        checked += 1
-    assert checked >= 12
+def test_every_route_and_role_follow_the_default_matrix(splatform) -> None:  # type: ignore[no-untyped-def]
+    with splatform.ctx.sessions() as s:
+        assert matrix(s) == DEFAULT_MATRIX
+    admitted, refused = _walk(splatform, DEFAULT_MATRIX)
+    assert admitted > 60 and refused > 200
+
+
+def test_every_route_and_role_follow_an_edited_matrix(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Flip every cell the guard rails allow (users.manage stays with the administrator):
+    each route now admits exactly the other eligible roles."""
+    flipped = {role: frozenset(p for p, info in PERMISSIONS.items()
+                               if role in info.eligible and (p not in DEFAULT_MATRIX[role]
+                                                             or p == Permission.USERS_MANAGE))
+               for role in Role}
+    assert flipped != DEFAULT_MATRIX
+    with splatform.ctx.sessions() as s:
+        admin = s.query(User).filter_by(username="admin").one()
+        save_matrix(s, admin, flipped)
+        assert matrix(s) == flipped
+    admitted, refused = _walk(splatform, flipped)
+    assert admitted > 15 and refused > 200
 
 
 def test_csrf_token_of_another_session_is_refused(splatform) -> None:  # type: ignore[no-untyped-def]

@@ -19,8 +19,8 @@ from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.db import make_engine, make_sessionmaker
 from cipherseg.platform.migrate import upgrade
 from cipherseg.platform.models import Customer, Role, Transaction, Upload
+from cipherseg.platform.services.users import create_user
 from cipherseg.platform.uploads import COLUMNS, Importer, UploadFileError
-from cipherseg.platform.users import create_user
 
 CUST_HEADER = ["customer_id", "phone", "consent", "first_name", "timezone"]
 TX_HEADER = ["transaction_id", "customer_id", "date", "amount", "category"]

@@ -1,5 +1,5 @@
 """Platform commands: ``serve``, ``worker``, ``db upgrade``, ``db demo-data``, ``users create``,
-``users list``, ``pii rotate-key`` and ``bench platform``.
+``users list``, ``users set-password``, ``pii rotate-key`` and ``bench platform``.
 
 Settings come from ``CIPHERSEG_*`` environment variables (see ``docs/platform.md``).
 
@@ -131,12 +131,9 @@ def users_create(
     from cipherseg.errors import ValidationError
     from cipherseg.platform import audit
     from cipherseg.platform.db import make_engine, make_sessionmaker
-    from cipherseg.platform.users import create_user, parse_role
+    from cipherseg.platform.services.users import create_user, parse_role
 
-    if sys.stdin.isatty():
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    password = _read_password()
     settings = _settings()
     factory = make_sessionmaker(make_engine(settings.resolved_database_url()))
     with factory() as s:
@@ -148,6 +145,40 @@ def users_create(
                      object_id=user.username, detail={"role": user.role})
         s.commit()
     console.print(f"created {name} ({role})")
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    name: Annotated[str, typer.Argument(help="User name.")],
+) -> None:
+    """Set an account's password (read from stdin, or prompted for twice); ends the user's
+    sessions and clears a pending forced change. Audited as ``password_set`` by ``cli``."""
+    from cipherseg.errors import ValidationError
+    from cipherseg.platform import audit
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+    from cipherseg.platform.services.users import get_user, set_password
+
+    password = _read_password()
+    factory = make_sessionmaker(make_engine(_settings().resolved_database_url()))
+    with factory() as s:
+        user = get_user(s, name)
+        if user is None:
+            raise _fail(f"there is no user called {name!r} (`cipherseg users list`)")
+        try:
+            set_password(s, user, password)
+        except ValidationError as exc:
+            raise _fail(str(exc)) from exc
+        audit.record(s, "password_set", actor=None, actor_name="cli", object_type="user",
+                     object_id=user.username)
+        s.commit()
+    console.print(f"password of {name} set; their sessions were ended")
 
 
 @users_app.command("list")

@@ -988,7 +988,8 @@ class SqlMessageStore:
                                         allowed_from=("sending",), now=now)
 
     def cancel(self, campaign_id: int, *, allowed_from: Iterable[str],
-               now: datetime | None = None) -> str | None:
+               now: datetime | None = None,
+               reason: str = "campaign cancelled") -> str | None:
         """Cancel a campaign: queued messages are skipped; the campaign ends ``cancelled``
         if nothing went out, else ``partly_sent``. Returns the new status (``None``: the
         campaign was not in one of ``allowed_from``)."""
@@ -997,7 +998,7 @@ class SqlMessageStore:
         if not self.transition_campaign(campaign_id, "cancelled", allowed_from=allowed,
                                         now=now):
             return None
-        self.skip_queued(campaign_id, "campaign cancelled", now=now)
+        self.skip_queued(campaign_id, reason, now=now)
         counts = self.state_counts(campaign_id)
         if counts.get("sent", 0) + counts.get("delivered", 0) + counts.get("sending", 0) \
                 + counts.get("failed", 0):

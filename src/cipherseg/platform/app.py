@@ -34,11 +34,16 @@ from cipherseg.pii.masking import PhoneRedactingFilter
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.db import make_engine, make_sessionmaker
-from cipherseg.platform.deps import AnyUser, LoginRequired, PlatformContext
+from cipherseg.platform.deps import (
+    AnyUser,
+    LoginRequired,
+    PasswordChangeRequired,
+    PlatformContext,
+)
 from cipherseg.platform.jobs import Runner, Worker
 from cipherseg.platform.migrate import current_revision, head_revision
 from cipherseg.platform.rotation import FileBackedVault
-from cipherseg.platform.routes import admin, api, auth, owner, views
+from cipherseg.platform.routes import account, admin, api, auth, owner, requests, views
 from cipherseg.platform.security import TokenSigner
 
 log = logging.getLogger("cipherseg.platform")
@@ -97,8 +102,10 @@ def make_context(settings: Settings) -> PlatformContext:
 
 #: Modules that extend the platform, one line each (e.g. the campaigns of
 #: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
-#: their roles with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job kinds),
-#: ``nav`` (``{Role: ((href, label), ...)}`` links appended to the role's navigation) and
+#: their permission with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job
+#: kinds), ``nav`` (``((href, label, permission), ...)`` links appended to the navigation of
+#: users holding the permission), ``on_revoke(ctx, session, job_id, merchant)`` (called
+#: when a release grant is revoked: :func:`cipherseg.platform.services.grants.revoke`) and
 #: ``startup(ctx)`` (called when the server starts; must not block).
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
@@ -167,15 +174,16 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(packages=[("cipherseg.platform", "static")]),
               name="static")
-    for module in (auth, admin, owner, views, api):
+    for module in (auth, account, admin, owner, requests, views, api):
         app.include_router(module.router)
+    from cipherseg.platform.routes.common import NAV
+
     for ext in _extensions():
         if hasattr(ext, "router"):
             app.include_router(ext.router)
-        for role, links in getattr(ext, "nav", {}).items():
-            from cipherseg.platform.routes.common import NAV
-
-            NAV[role] = tuple(dict.fromkeys((*NAV.get(role, ()), *links)))
+        NAV.extend(link for link in getattr(ext, "nav", ()) if link not in NAV)
+        if hasattr(ext, "on_revoke") and ext.on_revoke not in ctx.revocation_listeners:
+            ctx.revocation_listeners.append(ext.on_revoke)
     _install_openapi_route(app)
     _install_handlers(app, ctx)
     return app
@@ -207,6 +215,14 @@ def _install_handlers(app: FastAPI, ctx: PlatformContext) -> None:
             return RedirectResponse("/login" + (f"?next={quote(nxt)}" if nxt else ""),
                                     status_code=303)
         return JSONResponse({"detail": "log in first (POST /login)"}, status_code=401)
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def password_change_required(request: Request,
+                                       _exc: PasswordChangeRequired) -> Response:
+        if _wants_html(request):
+            return RedirectResponse(auth.PASSWORD_PAGE, status_code=303)
+        return JSONResponse({"detail": "you logged in with a temporary password: change it "
+                                       "first (POST /api/v1/me/password)"}, status_code=403)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -16,6 +16,7 @@ never (details pass through :func:`cipherseg.pii.redact_phones` as a second line
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 from collections.abc import Iterator
@@ -27,30 +28,118 @@ from sqlalchemy.orm import Session
 from cipherseg.pii.masking import redact_phones
 from cipherseg.platform.models import AuditEvent, User
 
-#: Every action the platform records (campaign code adds its own with a prefix).
-ACTIONS = (
-    "login", "login_failed", "login_throttled", "logout",
-    "user_create", "user_update",
-    "upload", "upload_imported", "upload_rejected", "upload_failed",
-    "job_start", "job_finish", "job_failed", "job_publish",
-    "result_view", "export", "erasure", "pii_rotate_key",
+
+class AuditAction(enum.StrEnum):
+    """Every action the platform can record: :func:`record` refuses any other, so the
+    audit log's filter (:func:`action_groups`) lists exactly what the code can record."""
+
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOGIN_THROTTLED = "login_throttled"
+    LOGOUT = "logout"
+    USER_CREATE = "user_create"
+    USER_UPDATE = "user_update"
+    PASSWORD_CHANGE = "password_change"
+    PASSWORD_RESET = "password_reset"
+    PASSWORD_SET = "password_set"
+    PERMISSION_CHANGE = "permission_change"
+    UPLOAD = "upload"
+    UPLOAD_IMPORTED = "upload_imported"
+    UPLOAD_REJECTED = "upload_rejected"
+    UPLOAD_FAILED = "upload_failed"
+    ERASURE = "erasure"
+    EXPORT = "export"
+    RESULT_VIEW = "result_view"
+    JOB_START = "job_start"
+    JOB_FINISH = "job_finish"
+    JOB_FAILED = "job_failed"
+    JOINT_CREATE = "joint_create"
+    JOINT_ACCEPT = "joint_accept"
+    JOINT_START = "joint_start"
+    JOINT_FINISH = "joint_finish"
+    RELEASE_GRANT = "release_grant"
+    RELEASE_REVOKE = "release_revoke"
+    REQUEST_CREATE = "request_create"
+    REQUEST_APPROVE = "request_approve"
+    REQUEST_DECLINE = "request_decline"
+    REQUEST_WITHDRAW = "request_withdraw"
+    CAMPAIGN_CREATE = "campaign_create"
+    CAMPAIGN_SUBMIT = "campaign_submit"
+    CAMPAIGN_SEND = "campaign_send"
+    CAMPAIGN_APPROVE = "campaign_approve"
+    CAMPAIGN_PAUSE = "campaign_pause"
+    CAMPAIGN_RESUME = "campaign_resume"
+    CAMPAIGN_CANCEL = "campaign_cancel"
+    CAMPAIGN_STOPPED = "campaign_stopped"
+    CAMPAIGN_RETRY = "campaign_retry"
+    CAMPAIGN_GATEWAY_TEST = "campaign_gateway_test"
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    OPT_OUT_ADDED = "opt_out_added"
+    OPT_OUT_REMOVED = "opt_out_removed"
+    SUPPRESSION_ADDED = "suppression_added"
+    SUPPRESSION_REMOVED = "suppression_removed"
+    PII_ROTATE_KEY = "pii_rotate_key"
+
+
+#: The filter's groups: an action belongs to the first group whose prefix it starts with.
+_GROUPS = (
+    ("Sign-in", ("login", "logout")),
+    ("Accounts and permissions", ("user_", "password_", "permission_")),
+    ("Data", ("upload", "erasure", "export", "pii_")),
+    ("Segmentation", ("job_", "joint_", "result_")),
+    ("Releases and requests", ("release_", "request_")),
+    ("Campaigns and opt-outs", ("campaign_", "opt_out", "suppression_")),
 )
+
+#: Every action, for scripts (the same set :func:`record` accepts).
+ACTIONS = tuple(a.value for a in AuditAction)
 CSV_COLUMNS = ("id", "at", "actor", "role", "action", "object_type", "object_id", "ip",
                "detail")
 
 
-def record(session: Session, action: str, *, actor: User | None,
+def action_groups(session: Session | None = None) -> list[tuple[str, list[str]]]:
+    """The audit filter's choices: every recordable action by area, then (with a
+    ``session``) actions that older versions recorded and the log still holds."""
+    groups: list[tuple[str, list[str]]] = []
+    placed: set[str] = set()
+    for title, prefixes in _GROUPS:
+        members = [a.value for a in AuditAction
+                   if a.value not in placed and a.value.startswith(prefixes)]
+        placed.update(members)
+        groups.append((title, members))
+    rest = [a.value for a in AuditAction if a.value not in placed]
+    if rest:
+        groups.append(("Other", rest))
+    if session is not None:
+        older = sorted(set(session.scalars(select(AuditEvent.action).distinct()))
+                       - set(ACTIONS))
+        if older:
+            groups.append(("Recorded by older versions", older))
+    return groups
+
+
+def record(session: Session, action: AuditAction | str, *, actor: User | None,
            actor_name: str | None = None, object_type: str | None = None,
            object_id: str | int | None = None, ip: str | None = None,
            detail: dict[str, Any] | None = None, region: str = "CN") -> AuditEvent:
-    """Add an event to ``session`` (committed with the caller's transaction)."""
+    """Add an event to ``session`` (committed with the caller's transaction).
+
+    ``action`` must be an :class:`AuditAction` (or its value): a new kind of event is added
+    there first, so the audit log's filter offers it.
+    """
+    try:
+        action = AuditAction(action)
+    except ValueError:
+        raise ValueError(f"unknown audit action {action!r}: add it to "
+                         "cipherseg.platform.audit.AuditAction") from None
     if detail is not None:
         detail = json.loads(redact_phones(json.dumps(detail, default=str), region=region))
     event = AuditEvent(
         actor_id=actor.id if actor else None,
         actor_name=(actor.username if actor else (actor_name or "system"))[:64],
         actor_role=actor.role if actor else None,
-        action=action[:48],
+        action=action.value,
         object_type=object_type,
         object_id=None if object_id is None else str(object_id)[:64],
         ip=(ip or None) and ip[:64],

@@ -12,13 +12,13 @@ end sleeps this way: one row, one wake-up, no polling of its own).
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.migrate import upgrade
 >>> from cipherseg.platform.models import Role
->>> from cipherseg.platform.users import create_user
+>>> from cipherseg.platform.services.users import create_user
 >>> engine = make_engine("sqlite://"); upgrade(engine); factory = make_sessionmaker(engine)
 >>> with factory() as s:
 ...     owner = create_user(s, "mall", "a long passphrase", Role.OWNER)
 ...     job = enqueue(s, "segmentation", owner=owner, params={"k": 3}); s.commit()
->>> claim_next(factory, "w1") == job.id, claim_next(factory, "w2")
-(True, None)
+>>> job.number, claim_next(factory, "w1") == job.id, claim_next(factory, "w2")
+(1, True, None)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cipherseg.clock import utcnow
 from cipherseg.errors import CipherSegError
 from cipherseg.platform.models import Job, User
+from cipherseg.platform.numbering import job_scope, next_number
 
 log = logging.getLogger("cipherseg.platform.jobs")
 
@@ -55,7 +56,8 @@ def enqueue(session: Session, kind: str, *, owner: User, params: dict[str, Any],
     ``not_before`` no worker takes it before that time."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
-    job = Job(kind=kind, status="queued", progress=0.0, stage=stage[:128], owner_id=owner.id,
+    job = Job(kind=kind, number=next_number(session, job_scope(kind, owner.id)),
+              status="queued", progress=0.0, stage=stage[:128], owner_id=owner.id,
               created_by=(created_by or owner).id, params=params, not_before=not_before)
     session.add(job)
     session.flush()

@@ -47,9 +47,9 @@ from cipherseg.platform import audit
 from cipherseg.platform.deps import (
     ContextDep,
     IdPath,
-    MerchantUser,
-    OwnerUser,
+    JointRunner,
     PlatformContext,
+    ReleaseViewer,
     SessionDep,
     client_ip,
 )
@@ -62,8 +62,10 @@ from cipherseg.platform.models import (
     SegmentMember,
     User,
 )
+from cipherseg.platform.permissions import Permission
 from cipherseg.platform.routes.common import redirect, render
-from cipherseg.platform.segments import owner_view, release_view
+from cipherseg.platform.segments import owner_view
+from cipherseg.platform.services import grants
 
 JOB_KINDS.add("joint")
 
@@ -294,8 +296,8 @@ def runners(ctx: PlatformContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ pages
 router = APIRouter(include_in_schema=False)
-nav = {Role.OWNER: (("/owner/joint", "Joint segmentation"),),
-       Role.MERCHANT: (("/merchant/joint", "Joint segments"),)}
+nav = (("/owner/joint", "Joint segmentation", Permission.JOINT_RUN),
+       ("/merchant/joint", "Joint segments", Permission.RELEASE_VIEW))
 
 
 def _visible_jobs(db: Session, owner_id: int) -> list[Job]:
@@ -304,9 +306,10 @@ def _visible_jobs(db: Session, owner_id: int) -> list[Job]:
     return [j for j in jobs if owner_id in participants(j)][:50]
 
 
-def _participant_job(db: Session, owner_id: int, job_id: int) -> Job:
-    job = db.get(Job, job_id)
-    if job is None or job.kind != "joint" or owner_id not in participants(job):
+def _participant_job(db: Session, owner_id: int, number: int) -> Job:
+    """Joint segmentation ``number`` (numbered per kind: shared by its participants)."""
+    job = db.scalar(select(Job).where(Job.kind == "joint", Job.number == number))
+    if job is None or owner_id not in participants(job):
         raise HTTPException(404, "no such joint segmentation")
     return job
 
@@ -328,13 +331,13 @@ def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User,
 
 
 @router.get("/owner/joint", response_class=HTMLResponse)
-def joint_list(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser) -> Response:
+def joint_list(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner) -> Response:
     """Start a joint segmentation with other owners; joint jobs this owner takes part in."""
     return _list_page(request, ctx, db, owner)
 
 
 @router.post("/owner/joint", response_class=HTMLResponse)
-def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
                  k: Annotated[int, Form()] = 4,
                  participants_: Annotated[list[int] | None, Form(alias="participants")] = None
                  ) -> Response:
@@ -345,14 +348,14 @@ def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: Owner
     except ValidationError as exc:
         db.rollback()
         return _list_page(request, ctx, db, owner, status_code=400, error=str(exc))
-    return redirect(f"/owner/joint/{job.id}")
+    return redirect(f"/owner/joint/{job.number}")
 
 
-@router.get("/owner/joint/{job_id}", response_class=HTMLResponse)
-def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-               job_id: IdPath) -> Response:
+@router.get("/owner/joint/{number}", response_class=HTMLResponse)
+def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
+               number: IdPath) -> Response:
     """A joint job: participants and consent, status, the released model, own label count."""
-    job = _participant_job(db, owner.id, job_id)
+    job = _participant_job(db, owner.id, number)
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
     own = 0
     if job.status == "done":
@@ -367,40 +370,57 @@ def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUs
     return render(request, ctx, "owner_joint.html", job=job, me=owner.id,
                   names=_names(db, participants(job)), accepted_ids=accepted(job),
                   segments=owner_view(segments) if job.status == "done" else [],
-                  own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k)
+                  own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k,
+                  grants=grants.grant_rows(db, job.id), merchants=grants.merchant_accounts(db),
+                  granted=set(grants.grantees(db, job.id)))
 
 
-@router.post("/owner/joint/{job_id}/accept", response_class=HTMLResponse)
-def joint_accept(request: Request, db: SessionDep, owner: OwnerUser,
-                 job_id: IdPath) -> Response:
+@router.post("/owner/joint/{number}/accept", response_class=HTMLResponse)
+def joint_accept(request: Request, db: SessionDep, owner: JointRunner,
+                 number: IdPath) -> Response:
     """Consent to take part (the job runs once every participant has consented)."""
-    job = _participant_job(db, owner.id, job_id)
+    job = _participant_job(db, owner.id, number)
     accept_joint_job(db, owner, job, ip=client_ip(request))
-    return redirect(f"/owner/joint/{job.id}")
+    return redirect(f"/owner/joint/{job.number}")
 
 
-@router.post("/owner/joint/{job_id}/publish", response_class=HTMLResponse)
-def joint_publish(request: Request, db: SessionDep, owner: OwnerUser,
-                  job_id: IdPath) -> Response:
-    """Release the joint model's segments to merchants (the creating owner only)."""
-    job = _participant_job(db, owner.id, job_id)
+@router.post("/owner/joint/{number}/publish", response_class=HTMLResponse)
+def joint_publish(request: Request, db: SessionDep, owner: JointRunner, number: IdPath,
+                  merchants: Annotated[list[str] | None, Form(max_length=64)] = None
+                  ) -> Response:
+    """Release the joint model's segments to the merchants ticked (the creating owner only;
+    grants, like a single owner's release)."""
+    job = _participant_job(db, owner.id, number)
     if job.owner_id != owner.id:
         raise HTTPException(403, "only the owner who created the joint job can release it")
-    if job.status != "done":
-        raise HTTPException(409, "only a finished segmentation can be released")
-    if not job.published:
-        job.published = True
-        audit.record(db, "job_publish", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
-    return redirect(f"/owner/joint/{job.id}?done=published")
+    try:
+        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+    except ValidationError as exc:
+        db.rollback()
+        raise HTTPException(400, f"Not released: {exc}.") from None
+    db.commit()
+    return redirect(f"/owner/joint/{job.number}?done=granted")
 
 
-@router.get("/owner/joint/{job_id}/labels.csv")
-def joint_labels(request: Request, db: SessionDep, owner: OwnerUser,
-                 job_id: IdPath) -> Response:
+@router.post("/owner/joint/{number}/revoke", response_class=HTMLResponse)
+def joint_revoke(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
+                 number: IdPath, merchant: Annotated[str, Form(max_length=64)] = "") -> Response:
+    """Revoke one merchant's grant of the joint model (the creating owner only)."""
+    job = _participant_job(db, owner.id, number)
+    if job.owner_id != owner.id:
+        raise HTTPException(403, "only the owner who created the joint job can revoke it")
+    try:
+        grants.revoke(ctx, db, owner, job, merchant, ip=client_ip(request))
+    except LookupError:
+        raise HTTPException(404, "this segmentation is not released to that merchant") from None
+    return redirect(f"/owner/joint/{job.number}?done=revoked")
+
+
+@router.get("/owner/joint/{number}/labels.csv")
+def joint_labels(request: Request, db: SessionDep, owner: JointRunner,
+                 number: IdPath) -> Response:
     """This owner's own customers' labels (never another participant's)."""
-    job = _participant_job(db, owner.id, job_id)
+    job = _participant_job(db, owner.id, number)
     if job.status != "done":
         raise HTTPException(409, "the segmentation has not finished")
     audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
@@ -415,26 +435,22 @@ def joint_labels(request: Request, db: SessionDep, owner: OwnerUser,
     body = "pseudonym,segment,segment_name\n" + "".join(
         f"{p},{i},{seg.get(i, '')}\n" for p, i in rows)
     return Response(body, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="joint-{job.id}-labels.csv"'})
+        "Content-Disposition": f'attachment; filename="joint-{job.number}-labels.csv"'})
 
 
 @router.get("/merchant/joint", response_class=HTMLResponse)
 def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
-                   merchant: MerchantUser) -> Response:
-    """Released joint segmentations (segments ≥ the minimum segment size, with profiles)."""
+                   merchant: ReleaseViewer) -> Response:
+    """Joint segmentations released to this merchant (segments ≥ the minimum segment size,
+    with profiles)."""
+    from cipherseg.platform.routes.views import merchant_releases
+
     min_size = ctx.settings.min_segment_size
-    jobs = list(db.scalars(select(Job).where(Job.kind == "joint", Job.status == "done",
-                                             Job.published.is_(True))
-                           .order_by(Job.id.desc()).limit(20)))
-    releases = []
-    for job in jobs:
-        segs = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
-        releases.append({"job_id": job.id, "owner": ", ".join(
-            _names(db, participants(job)).values()),
-            "released": job.finished_at.strftime("%Y-%m-%d") if job.finished_at else "",
-            "segments": release_view(segs, min_size=min_size, with_profiles=True)})
+    releases = merchant_releases(db, merchant, min_size=min_size, kinds=("joint",))
+    for row in releases:
+        row["owner"] = ", ".join(_names(db, participants(row["job"])).values())
     audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
-                 object_id=",".join(str(r["job_id"]) for r in releases)[:64] or None,
+                 object_id=",".join(str(r["job"].id) for r in releases)[:64] or None,
                  ip=client_ip(request))
     db.commit()
     return render(request, ctx, "merchant_segments.html", releases=releases,

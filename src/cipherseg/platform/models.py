@@ -10,6 +10,8 @@ too on SQLite, PostgreSQL and MariaDB.
 
 >>> sorted(r.value for r in Role)
 ['admin', 'centre', 'merchant', 'operator', 'owner']
+>>> [s.value for s in RequestStatus]
+['pending', 'approved', 'declined', 'withdrawn']
 >>> AuditEvent.__tablename__
 'audit_events'
 """
@@ -117,10 +119,33 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set by an administrator's reset: the next login may only change the password.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A temporary password stops working at this time (``None``: a normal password).
+    password_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     @property
     def role_enum(self) -> Role:
         return Role(self.role)
+
+
+class RolePermission(Base):
+    """One cell of the permission matrix: ``role`` holds ``permission``."""
+
+    __tablename__ = "role_permissions"
+
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    permission: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class Counter(Base):
+    """Per-scope sequence numbers (``segmentation:<owner id>``, ``upload:<owner id>``, ...):
+    each kind of object has its own numbering in URLs and titles."""
+
+    __tablename__ = "counters"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LoginFailure(Base):
@@ -184,9 +209,12 @@ class Transaction(Base):
 
 class Upload(Base):
     __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("owner_id", "number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    #: The owner's own upload number (1, 2, ...): what URLs and titles show.
+    number: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -206,13 +234,20 @@ class Upload(Base):
 
 
 class Job(Base):
-    """A unit of background work: an import or a segmentation."""
+    """A unit of background work: an import, a segmentation, a joint job, a campaign send.
+
+    ``number`` counts per kind (and per owner for the kinds that belong to one owner):
+    an owner's first segmentation is segmentation #1 whatever else the platform ran.
+    Releases are :class:`ReleaseGrant` rows.
+    """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
+    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),
+                      UniqueConstraint("kind", "owner_id", "number"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
+    number: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     stage: Mapped[str] = mapped_column(String(128), default="queued")
@@ -222,7 +257,6 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    published: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -257,6 +291,65 @@ class SegmentMember(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, index=True)
     pseudonym: Mapped[str] = mapped_column(String(32))
     segment_index: Mapped[int] = mapped_column(Integer)
+
+
+class ReleaseGrant(Base):
+    """A release: the owner of a finished segmentation (single or joint) grants it to one
+    merchant. Revoking keeps the row (``revoked_at``) for the owner's overview; the audit log
+    keeps every grant and revocation."""
+
+    __tablename__ = "release_grants"
+    __table_args__ = (UniqueConstraint("job_id", "merchant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    granted_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The merchant's request this release answers, if any.
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("segmentation_requests.id", ondelete="SET NULL"), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class RequestStatus(enum.StrEnum):
+    """A segmentation request's decision (what the run then does is the job's status)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"
+
+
+class SegmentationRequest(Base):
+    """A merchant asks a data owner for a segmentation: purpose, k (``None``: the owner's
+    run chooses), time window and features. Approval queues the job and grants its release
+    to the merchant; declining records the owner's reason."""
+
+    __tablename__ = "segmentation_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(500))
+    k: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    window_from: Mapped[date | None] = mapped_column(Date, nullable=True)
+    window_to: Mapped[date | None] = mapped_column(Date, nullable=True)
+    window_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=RequestStatus.PENDING.value,
+                                        index=True)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"),
+                                               nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
 
 class AuditEvent(Base):

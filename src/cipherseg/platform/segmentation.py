@@ -58,8 +58,12 @@ _STAGES = {"features": (0.0, 0.1), "encrypt": (0.1, 0.2), "init": (0.2, 0.45),
 
 
 def start_segmentation(ctx: PlatformContext, session: Session, owner: User, *, k: int,
-                       features: list[str], scheme: str, ip: str | None = None) -> Job:
-    """Validate the request and queue the job (commits)."""
+                       features: list[str], scheme: str, ip: str | None = None,
+                       request_id: int | None = None, commit: bool = True) -> Job:
+    """Validate the request and queue the job (commits unless ``commit=False``).
+
+    ``request_id``: the merchant's segmentation request this run answers.
+    """
     feats = [f for f in FEATURES if f in set(features)]
     if not feats or len(feats) != len(set(features)):
         raise ValidationError("choose at least one feature among recency, frequency and "
@@ -73,11 +77,14 @@ def start_segmentation(ctx: PlatformContext, session: Session, owner: User, *, k
         select(Customer.id).where(Customer.owner_id == owner.id).limit(1))
     if n_customers is None:
         raise ValidationError("upload customers and their transactions first")
-    job = enqueue(session, "segmentation", owner=owner,
-                  params={"k": k, "features": feats, "scheme": scheme})
+    params: dict[str, Any] = {"k": k, "features": feats, "scheme": scheme}
+    if request_id is not None:
+        params["request_id"] = request_id
+    job = enqueue(session, "segmentation", owner=owner, params=params)
     audit.record(session, "job_start", actor=owner, object_type="job", object_id=job.id, ip=ip,
-                 detail={"k": k, "features": feats, "scheme": scheme})
-    session.commit()
+                 detail={"number": job.number, **params})
+    if commit:
+        session.commit()
     return job
 
 

@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from cipherseg.testing.ports import free_port
+from cipherseg.testing.server import wait_healthy
 
 PASSWORD = "load test passphrase"
 
@@ -129,7 +130,7 @@ BROWSE = {
     "owner": ["/owner/data", "/owner/customers", "/owner/jobs", "/api/v1/jobs",
               "/api/v1/uploads"],
     "merchant": ["/merchant/segments", "/api/v1/releases"],
-    "operator": ["/operator/audiences", "/api/v1/releases"],
+    "operator": ["/operator/audiences", "/api/v1/audiences"],
     "centre": ["/centre/jobs", "/api/v1/centre/jobs"],
     "admin": ["/admin/users", "/admin/audit", "/api/v1/audit?limit=50"],
 }
@@ -228,14 +229,10 @@ def run_load_test(*, sessions: int = 50, requests_per_session: int = 40,
     worker = subprocess.Popen([_cli(), "worker", "--threads", "2"], env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not start; see " + str(work / "server.log"))
+        try:
+            wait_healthy(base, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {work / 'server.log'}") from None
         say(f"server up on {base}; importing {demo_customers} demo customers")
         job_id = asyncio.run(_prepare(base, work / "demo"))
         say(f"segmentation job {job_id} queued; {sessions} sessions start")
@@ -363,7 +360,7 @@ def run_import_bench(rows: int = 100_000, customers_for_tx: int = 2_000,
     from cipherseg.platform.db import make_engine
     from cipherseg.platform.migrate import upgrade
     from cipherseg.platform.models import Role, Upload
-    from cipherseg.platform.users import create_user
+    from cipherseg.platform.services.users import create_user
 
     warnings.simplefilter("ignore", DeprecationWarning)
     out: dict[str, dict[str, float]] = {}

@@ -21,7 +21,17 @@ from cipherseg.platform.app import make_worker
 from cipherseg.platform.campaigns.context import callback_secrets, configure, store_for
 from cipherseg.platform.campaigns.settings import CampaignSettings
 from cipherseg.platform.demo_data import demo_rows
-from cipherseg.platform.models import MESSAGING, AuditEvent, Customer, Job, Segment, SegmentMember
+from cipherseg.platform.models import (
+    MESSAGING,
+    AuditEvent,
+    Customer,
+    Job,
+    ReleaseGrant,
+    Segment,
+    SegmentMember,
+    User,
+)
+from cipherseg.platform.numbering import job_scope, next_number
 
 CUSTOMERS, _ = demo_rows(n_customers=130, seed=11)
 NO_CONSENT = {"C00003", "C00010"}
@@ -39,6 +49,12 @@ def _csv(rows: list[list[str]]) -> bytes:
     csv.writer(buf, lineterminator="\n").writerows(
         [["customer_id", "phone", "consent", "first_name", "timezone"], *rows])
     return buf.getvalue().encode()
+
+
+def _grant(s, job: Job, owner_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Release ``job`` to the merchant ``shop``."""
+    s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(
+        select(User.id).where(User.username == "shop")).one()))
 
 
 def release(platform, **settings: object) -> tuple[int, dict[int, list[int]]]:  # type: ignore[no-untyped-def]
@@ -60,9 +76,11 @@ def release(platform, **settings: object) -> tuple[int, dict[int, list[int]]]:  
         owner_id = s.scalar(select(Customer.owner_id).limit(1))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 3},
-                  result={"n_customers": len(ids)}, published=True)
+                  result={"n_customers": len(ids)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
         s.flush()
+        _grant(s, job, owner_id)
         groups = {0: ids[:70], 1: ids[70:120], 2: ids[120:]}
         for pos, members in groups.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Loyal", "Regular", "Tiny")[pos],
@@ -181,9 +199,13 @@ def test_merchant_composes_previews_sends_and_sees_the_report(splatform, caplog)
     assert all(b.endswith("Reply STOP to opt out") for b in bodies if b not in zh)
 
     # A TD after the campaign counts as "opted out since" in the report.
-    delivered_phone = next(
-        row[1] for row in CUSTOMERS[:70]
-        if any(f"Hi {row[3]}," in b for b in bodies) and row[2] == "yes" and row[3])
+    with splatform.ctx.engine.connect() as conn:
+        m = MESSAGING.messages
+        got_one = conn.execute(select(Customer.external_id).join(
+            m, m.c.customer_id == Customer.id).where(m.c.campaign_id == cid,
+                                                     m.c.state == "delivered")
+            .limit(1)).scalar_one()
+    delivered_phone = next(row[1] for row in CUSTOMERS if row[0] == got_one)
     assert _mo(splatform, delivered_phone, "TD").status_code == 200
     assert 'data-testid="n-opted-out">1<' in shop.get(detail_url).text
 
@@ -618,7 +640,7 @@ def test_test_message_goes_through_the_gateway_and_the_rules(splatform) -> None:
     assert "Test message to" not in splatform.client("shop").get("/merchant/campaigns").text
     with splatform.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(AuditEvent)
-                        .where(AuditEvent.action == "gateway_test")) == 2
+                        .where(AuditEvent.action == "campaign_gateway_test")) == 2
 
 
 def test_gateway_check_and_callback_urls_from_the_public_base_url(splatform) -> None:  # type: ignore[no-untyped-def]
@@ -667,9 +689,11 @@ def test_lift_merchant_aggregates_owner_detail(splatform) -> None:  # type: igno
         owner_id = s.scalar(select(Customer.owner_id).limit(1))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
                   owner_id=owner_id, created_by=owner_id, params={"k": 2},
-                  result={"n_customers": len(ids)}, published=True)
+                  result={"n_customers": len(ids)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
         s.flush()
+        _grant(s, job, owner_id)
         for pos, members in {0: ids[:560], 1: ids[560:]}.items():
             s.add(Segment(job_id=job.id, position=pos, name=("Big", "Small")[pos],
                           size=len(members), centroid=CENTROID))

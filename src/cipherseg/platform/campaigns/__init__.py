@@ -10,6 +10,8 @@ background job, navigation links and a gateway check at start-up.
 >>> from cipherseg.platform.campaigns import nav, router
 >>> any(r.path == "/gateway/kannel/dlr" for r in router.routes)
 True
+>>> [href for href, _label, _permission in nav]
+['/merchant/campaigns', '/operator/campaigns', '/owner/campaigns', '/opt-outs']
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from cipherseg.platform import jobs
 from cipherseg.platform.campaigns.gateway_check import log_checks_at_startup
 from cipherseg.platform.campaigns.routes import router
 from cipherseg.platform.campaigns.runner import JOB_KIND, make_campaign_runner
+from cipherseg.platform.campaigns.service import stop_revoked_campaigns
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Role
+from cipherseg.platform.permissions import Permission
 
 jobs.JOB_KINDS.add(JOB_KIND)
 
-nav = {
-    Role.MERCHANT: (("/merchant/campaigns", "Campaigns"),),
-    Role.OPERATOR: (("/operator/campaigns", "Campaigns"), ("/opt-outs", "Opt-outs")),
-    Role.OWNER: (("/owner/campaigns", "Campaigns"),),
-    Role.ADMIN: (("/opt-outs", "Opt-outs"),),
-}
+nav = (
+    ("/merchant/campaigns", "Campaigns", Permission.CAMPAIGN_CREATE),
+    ("/operator/campaigns", "Campaigns", Permission.CAMPAIGN_APPROVE),
+    ("/owner/campaigns", "Campaigns", Permission.SEGMENT_RELEASE),
+    ("/opt-outs", "Opt-outs", Permission.OPTOUT_LIFT),
+)
+#: A revoked release stops that merchant's campaigns on it.
+on_revoke = stop_revoked_campaigns
 
 
 def runners(ctx: PlatformContext) -> dict[str, jobs.Runner]:
@@ -41,4 +46,4 @@ def startup(ctx: PlatformContext) -> None:
     log_checks_at_startup(ctx)
 
 
-__all__ = ["nav", "router", "runners", "startup"]
+__all__ = ["nav", "on_revoke", "router", "runners", "startup"]

@@ -11,10 +11,10 @@ The **minimum segment size** applies to the audience, not to the segment as rele
 segment of 60 customers of whom 40 can be reached cannot be targeted when the minimum is
 50 (a merchant could otherwise address a group smaller than the platform promises owners).
 
-Which segmentations a user may target is decided in one place, :func:`releases_for` —
-today every segmentation its owner released; access grants (a release as a grant from an
-owner to named merchants) plug in there. Which customers a segment has is decided in one
-place, :func:`segment_members`, which does not assume a segment belongs to one owner.
+Which segmentations a merchant may target is decided in one place, :func:`releases_for`:
+those its owners granted to this merchant and did not revoke
+(:mod:`cipherseg.platform.services.grants`). Which customers a segment has is decided in
+one place, :func:`segment_members`, which does not assume a segment belongs to one owner.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from cipherseg.platform.campaigns.recipients import PlatformRecipients
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, Segment, User
 from cipherseg.platform.segments import release_view
+from cipherseg.platform.services import grants
 
 
 def parse_segment_key(key: str) -> tuple[int, int]:
@@ -52,23 +53,20 @@ def segment_key(job_id: int, position: int) -> str:
 
 # ------------------------------------------------------------------------- releases
 def releases_for(db: Session, user: User) -> list[Job]:
-    """Segmentations ``user`` may see and target, newest first.
+    """Segmentations ``user`` (a merchant) may see and target, newest grant first.
 
-    **The one place where "released to this merchant" is decided.** Today a segmentation
-    its owner released (``published``) is released to every merchant and to the operator;
-    per-merchant grants filter here.
+    **The one place where "released to this merchant" is decided**: an active grant from
+    the owner (:func:`cipherseg.platform.services.grants.granted_jobs`).
     """
-    return list(db.scalars(select(Job).where(Job.kind == "segmentation", Job.status == "done",
-                                             Job.published.is_(True))
-                           .order_by(Job.id.desc()).limit(20)))
+    return grants.granted_jobs(db, user, limit=20)
 
 
 def released_job(db: Session, user: User, job_id: int) -> Job:
     """A segmentation released to ``user`` (else :class:`ValidationError`)."""
-    for job in releases_for(db, user):
-        if job.id == job_id:
-            return job
-    raise ValidationError(f"segmentation #{job_id} is not released to you")
+    job = db.get(Job, job_id)
+    if job is None or job.kind != "segmentation" or not grants.is_granted(db, job_id, user):
+        raise ValidationError("that segmentation is not released to you")
+    return job
 
 
 def segment_owner_ids(job: Job) -> list[int]:

@@ -17,8 +17,9 @@ from datetime import date, datetime, time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cipherseg.clock import utcnow
@@ -33,16 +34,18 @@ from cipherseg.platform.campaigns.gateway_check import PING_PATH, gateway_checks
 from cipherseg.platform.campaigns.status import LABELS, StatusView, describe
 from cipherseg.platform.deps import (
     Allow,
+    CampaignApprover,
+    CampaignCreator,
     ContextDep,
+    CustomerReader,
     IdPath,
-    MerchantUser,
-    OperatorUser,
-    OwnerUser,
+    OptOutManager,
     PlatformContext,
+    SegmentReleaser,
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Role, User
+from cipherseg.platform.models import User
 from cipherseg.platform.routes.common import NOTICES, redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -63,25 +66,22 @@ NOTICES.update({
                         "one message).",
 })
 
-SuppressionUser = Annotated[User, Depends(Allow(Role.ADMIN, Role.OPERATOR))]
-CampaignViewer = Annotated[User, Depends(Allow(Role.MERCHANT, Role.OPERATOR, Role.OWNER))]
-CancelUser = Annotated[User, Depends(Allow(Role.MERCHANT, Role.OPERATOR))]
-RolePath = Annotated[str, Path(pattern="^(merchant|operator|owner)$")]
 GatewayCaller = Annotated[User | None, Depends(Allow.public(
     reason="called by the SMS gateway (Kannel), which cannot log in; authenticated by an "
            "HMAC signature (delivery reports) or a secret token (inbound SMS) instead; the "
            "ping answers only a signature of the nonce it is given"))]
 
 
-def _campaign(ctx: PlatformContext, user: User, campaign_id: int) -> Campaign:
+def _campaign(ctx: PlatformContext, user: User, campaign_id: int, view: str) -> Campaign:
     try:
-        return service.campaign_for(ctx, user, campaign_id)
+        return service.campaign_for(ctx, user, campaign_id, view=view)
     except LookupError:
         raise HTTPException(404, "no such campaign") from None
 
 
-def _base(user: User) -> str:
-    return f"/{user.role}/campaigns"
+def _base(view: str) -> str:
+    """A side's campaign pages: ``merchant``, ``operator`` or ``owner``."""
+    return f"/{view}/campaigns"
 
 
 def _status(ctx: PlatformContext, camp: Campaign, report: Any = None) -> StatusView:
@@ -92,7 +92,7 @@ def _status(ctx: PlatformContext, camp: Campaign, report: Any = None) -> StatusV
     return describe(camp, report, waiting, now, ctx.settings.default_timezone)
 
 
-def _report_context(ctx: PlatformContext, camp: Campaign, user: User) -> dict[str, Any]:
+def _report_context(ctx: PlatformContext, camp: Campaign, view: str) -> dict[str, Any]:
     store = store_for(ctx)
     report = store.report(camp.id)
     names = {s.key: s.name for s in camp.segments}
@@ -103,9 +103,9 @@ def _report_context(ctx: PlatformContext, camp: Campaign, user: User) -> dict[st
         "report": report, "status": _status(ctx, camp, report),
         "chart": delivered_chart(series, timezone=ctx.settings.default_timezone),
         "live": camp.status in ("approved", "starting", "sending", "scheduled"),
-        "base_path": _base(user), "camp": camp}
-    if user.role in ("merchant", "owner"):
-        measured = (lift.owner_report if user.role == "owner" else lift.merchant_report)(
+        "base_path": _base(view), "camp": camp, "role": view}
+    if view in ("merchant", "owner"):
+        measured = (lift.owner_report if view == "owner" else lift.merchant_report)(
             ctx, camp)
         rows = [(s.name, s.result.conversion_treated, s.result.conversion_holdout,
                  s.result.conversion_lift.estimate, s.result.conversion_lift.low,
@@ -115,7 +115,7 @@ def _report_context(ctx: PlatformContext, camp: Campaign, user: User) -> dict[st
     return context
 
 
-def _detail(request: Request, ctx: PlatformContext, db: Session, user: User, camp: Campaign,
+def _detail(request: Request, ctx: PlatformContext, db: Session, view: str, camp: Campaign,
             *, error: str | None = None, status_code: int = 200) -> Response:
     audiences = service.campaign_audiences(ctx, camp) \
         if camp.status in ("draft", "pending_approval") else None
@@ -126,29 +126,29 @@ def _detail(request: Request, ctx: PlatformContext, db: Session, user: User, cam
                 for seg in camp.segments}
     return render(request, ctx, "campaigns/detail.html", status_code=status_code,
                   audiences=audiences, eligible=eligible, previews=previews, error=error,
-                  role=user.role, holdout_share=share,
+                  holdout_share=share,
                   holdout_expected=sum(a.expected_holdout(share) for a in audiences.values())
                   if audiences else None,
                   approval=campaign_settings(ctx).campaign_approval,
                   timezone=ctx.settings.default_timezone,
-                  job=service.active_job(db, camp.id), **_report_context(ctx, camp, user))
+                  job=service.active_job(db, camp.id), **_report_context(ctx, camp, view))
 
 
-def _list(request: Request, ctx: PlatformContext, user: User,
+def _list(request: Request, ctx: PlatformContext, user: User, view: str,
           **extra: Any) -> Response:
-    camps = service.campaigns_for(ctx, user)
-    if user.role == "operator":
+    camps = service.campaigns_for(ctx, user, view=view)
+    if view == "operator":
         camps.sort(key=lambda c: (c.status != "pending_approval", -c.id))
     rows = [(c, _status(ctx, c)) for c in camps]
-    return render(request, ctx, "campaigns/list.html", rows=rows, base_path=_base(user),
-                  role=user.role, **extra)
+    return render(request, ctx, "campaigns/list.html", rows=rows, base_path=_base(view),
+                  role=view, **extra)
 
 
 # ------------------------------------------------------------------------- merchant
 @router.get("/merchant/campaigns", response_class=HTMLResponse)
-def merchant_list(request: Request, ctx: ContextDep, merchant: MerchantUser) -> Response:
+def merchant_list(request: Request, ctx: ContextDep, merchant: CampaignCreator) -> Response:
     """The merchant's campaigns and how each is going."""
-    return _list(request, ctx, merchant)
+    return _list(request, ctx, merchant, "merchant")
 
 
 def _compose_context(ctx: PlatformContext, db: Session, user: User,
@@ -160,7 +160,9 @@ def _compose_context(ctx: PlatformContext, db: Session, user: User,
     if chosen is not None:
         segments = release_audiences(ctx, db, user, chosen.id,
                                      cs.policy(ctx.settings.default_timezone))
-    return {"releases": releases, "release": chosen, "segments": segments,
+    owners = {int(i): str(name) for i, name in db.execute(
+        select(User.id, User.username).where(User.id.in_({j.owner_id for j in releases})))}
+    return {"releases": releases, "release": chosen, "segments": segments, "owners": owners,
             "opt_out_lines": cs.opt_out_lines(), "sample_phone": service.SAMPLE_MASKED_PHONE,
             "default_template": service.default_template(ctx),
             "holdout_percent": round(cs.campaign_holdout * 100),
@@ -168,7 +170,7 @@ def _compose_context(ctx: PlatformContext, db: Session, user: User,
 
 
 @router.get("/merchant/campaigns/new", response_class=HTMLResponse)
-def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                  job: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None
                  ) -> Response:
     """Compose: pick a release, write a message per segment, preview it live."""
@@ -177,7 +179,7 @@ def merchant_new(request: Request, ctx: ContextDep, db: SessionDep, merchant: Me
 
 
 @router.post("/merchant/campaigns/preview", response_class=HTMLResponse)
-def merchant_preview(request: Request, ctx: ContextDep, _merchant: MerchantUser,
+def merchant_preview(request: Request, ctx: ContextDep, _merchant: CampaignCreator,
                      tpl: Annotated[list[str] | None, Form(max_length=4000)] = None,
                      pos: Annotated[list[int] | None, Form()] = None,
                      segment_name: Annotated[str, Form(max_length=128)] = "",
@@ -200,7 +202,7 @@ def merchant_preview(request: Request, ctx: ContextDep, _merchant: MerchantUser,
 
 
 @router.post("/merchant/campaigns", response_class=HTMLResponse)
-def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                     job_id: Annotated[int, Form(ge=1, le=2_147_483_647)],
                     name: Annotated[str, Form(max_length=128)] = "",
                     shop_name: Annotated[str, Form(max_length=128)] = "",
@@ -228,10 +230,10 @@ def merchant_create(request: Request, ctx: ContextDep, db: SessionDep, merchant:
 
 
 @router.get("/merchant/campaigns/{campaign_id}", response_class=HTMLResponse)
-def merchant_detail(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_detail(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                     campaign_id: IdPath) -> Response:
     """A campaign: audience, messages, send, status, delivery report, chart and lift."""
-    return _detail(request, ctx, db, merchant, _campaign(ctx, merchant, campaign_id))
+    return _detail(request, ctx, db, "merchant", _campaign(ctx, merchant, campaign_id, "merchant"))
 
 
 def _send_at(ctx: PlatformContext, when: str, send_date: str, send_time: str
@@ -251,16 +253,16 @@ def _send_at(ctx: PlatformContext, when: str, send_date: str, send_time: str
 
 
 @router.post("/merchant/campaigns/{campaign_id}/send", response_class=HTMLResponse)
-def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: MerchantUser,
+def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: CampaignCreator,
                   campaign_id: IdPath,
                   confirm: Annotated[str, Form(max_length=8)] = "",
                   when: Annotated[str, Form(max_length=8)] = "now",
                   send_date: Annotated[str, Form(max_length=10)] = "",
                   send_time: Annotated[str, Form(max_length=8)] = "") -> Response:
     """One click (after confirming): send now or at a set time, or submit for approval."""
-    camp = _campaign(ctx, merchant, campaign_id)
+    camp = _campaign(ctx, merchant, campaign_id, "merchant")
     if confirm != "yes":
-        return _detail(request, ctx, db, merchant, camp, status_code=400,
+        return _detail(request, ctx, db, "merchant", camp, status_code=400,
                        error="Tick the confirmation box to send the campaign.")
     try:
         at = _send_at(ctx, when, send_date, send_time)
@@ -268,31 +270,22 @@ def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: M
                                        ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _detail(request, ctx, db, merchant, camp, status_code=409, error=str(exc))
+        return _detail(request, ctx, db, "merchant", camp, status_code=409, error=str(exc))
     done = {"pending_approval": "campaign_pending", "scheduled": "campaign_scheduled"}.get(
         outcome, "campaign_starting")
     return redirect(f"/merchant/campaigns/{camp.id}?done={done}")
 
 
 # ------------------------------------------------------------------------- shared
-@router.get("/{role}/campaigns/{campaign_id}/report", response_class=HTMLResponse)
-def campaign_report(request: Request, ctx: ContextDep, user: CampaignViewer, role: RolePath,
-                    campaign_id: IdPath) -> Response:
-    """The live status and report (htmx polling)."""
-    if role != user.role:
-        raise HTTPException(404, "no such page")
-    camp = _campaign(ctx, user, campaign_id)
-    return render(request, ctx, "campaigns/_report.html", role=user.role,
-                  **_report_context(ctx, camp, user))
+def _report(request: Request, ctx: PlatformContext, user: User, view: str,
+            campaign_id: int) -> Response:
+    camp = _campaign(ctx, user, campaign_id, view)
+    return render(request, ctx, "campaigns/_report.html", **_report_context(ctx, camp, view))
 
 
-@router.get("/{role}/campaigns/{campaign_id}/report.csv")
-def campaign_report_csv(request: Request, ctx: ContextDep, db: SessionDep,
-                        user: CampaignViewer, role: RolePath, campaign_id: IdPath) -> Response:
-    """The per-segment report as CSV (counts and reasons; no customer)."""
-    if role != user.role:
-        raise HTTPException(404, "no such page")
-    camp = _campaign(ctx, user, campaign_id)
+def _report_csv(request: Request, ctx: PlatformContext, db: Session, user: User, view: str,
+                campaign_id: int) -> Response:
+    camp = _campaign(ctx, user, campaign_id, view)
     report = store_for(ctx).report(camp.id)
     rows: list[list[Any]] = [["segment", "members", "unreachable", "audience", "held out",
                               "to send", "sent", "delivered", "failed", "skipped since",
@@ -301,8 +294,8 @@ def campaign_report_csv(request: Request, ctx: ContextDep, db: SessionDep,
         rows.append([s.segment_name, s.members, s.unreachable, s.audience, s.holdout,
                      s.to_send, s.reached, s.delivered, s.failed, s.skipped, s.waiting,
                      s.opted_out, "; ".join(f"{n} {r}" for r, n in s.top_failures())])
-    audit.record(db, "export", actor=user, object_type="campaign_report", object_id=camp.id,
-                 ip=client_ip(request))
+    audit.record(db, audit.AuditAction.EXPORT, actor=user, object_type="campaign_report",
+                 object_id=camp.id, ip=client_ip(request))
     db.commit()
     return _csv(rows, f"campaign-{camp.id}-report.csv")
 
@@ -318,44 +311,64 @@ def _csv(rows: list[list[Any]], filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.get("/{role}/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
-def cancel_confirm(request: Request, ctx: ContextDep, user: CancelUser, role: RolePath,
-                   campaign_id: IdPath) -> Response:
-    """Ask before cancelling: what will and will not happen."""
-    if role != user.role:
-        raise HTTPException(404, "no such page")
-    camp = _campaign(ctx, user, campaign_id)
+def _cancel_confirm(request: Request, ctx: PlatformContext, user: User, view: str,
+                    campaign_id: int) -> Response:
+    camp = _campaign(ctx, user, campaign_id, view)
     report = store_for(ctx).report(camp.id).total
     return render(request, ctx, "campaigns/cancel.html", camp=camp, report=report,
-                  base_path=_base(user), cancellable=camp.status in service.CANCELLABLE,
+                  base_path=_base(view), cancellable=camp.status in service.CANCELLABLE,
                   label=LABELS.get(camp.status, camp.status))
 
 
-@router.post("/{role}/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
-def cancel(request: Request, ctx: ContextDep, db: SessionDep, user: CancelUser, role: RolePath,
-           campaign_id: IdPath,
-           confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
-    """Cancel a campaign that has not finished (after confirming)."""
-    if role != user.role:
-        raise HTTPException(404, "no such page")
-    camp = _campaign(ctx, user, campaign_id)
+def _cancel(request: Request, ctx: PlatformContext, db: Session, user: User, view: str,
+            campaign_id: int, confirm: str) -> Response:
+    camp = _campaign(ctx, user, campaign_id, view)
     if confirm != "yes":
-        return redirect(f"{_base(user)}/{camp.id}/cancel")
+        return redirect(f"{_base(view)}/{camp.id}/cancel")
     try:
         status = service.cancel(ctx, db, user, camp, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _detail(request, ctx, db, user, camp, status_code=409, error=str(exc))
+        return _detail(request, ctx, db, view, camp, status_code=409, error=str(exc))
     done = "campaign_partly_sent" if status == "partly_sent" else "campaign_cancelled"
-    return redirect(f"{_base(user)}/{camp.id}?done={done}")
+    return redirect(f"{_base(view)}/{camp.id}?done={done}")
+
+
+@router.get("/merchant/campaigns/{campaign_id}/report", response_class=HTMLResponse)
+def merchant_report(request: Request, ctx: ContextDep, merchant: CampaignCreator,
+                    campaign_id: IdPath) -> Response:
+    """The live status and report (htmx polling)."""
+    return _report(request, ctx, merchant, "merchant", campaign_id)
+
+
+@router.get("/merchant/campaigns/{campaign_id}/report.csv")
+def merchant_report_csv(request: Request, ctx: ContextDep, db: SessionDep,
+                        merchant: CampaignCreator, campaign_id: IdPath) -> Response:
+    """The per-segment report as CSV (counts and reasons; no customer)."""
+    return _report_csv(request, ctx, db, merchant, "merchant", campaign_id)
+
+
+@router.get("/merchant/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def merchant_cancel_confirm(request: Request, ctx: ContextDep, merchant: CampaignCreator,
+                            campaign_id: IdPath) -> Response:
+    """Ask before cancelling: what will and will not happen."""
+    return _cancel_confirm(request, ctx, merchant, "merchant", campaign_id)
+
+
+@router.post("/merchant/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def merchant_cancel(request: Request, ctx: ContextDep, db: SessionDep,
+                    merchant: CampaignCreator, campaign_id: IdPath,
+                    confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
+    """Cancel one's own campaign that has not finished (after confirming)."""
+    return _cancel(request, ctx, db, merchant, "merchant", campaign_id, confirm)
 
 
 # ------------------------------------------------------------------------- operator
 @router.get("/operator/campaigns", response_class=HTMLResponse)
-def operator_list(request: Request, ctx: ContextDep, operator: OperatorUser) -> Response:
+def operator_list(request: Request, ctx: ContextDep, operator: CampaignApprover) -> Response:
     """Every campaign, those waiting for approval first; the gateway check, its callback
     URLs and test messages."""
-    return _list(request, ctx, operator, **_gateway_context(ctx))
+    return _list(request, ctx, operator, "operator", **_gateway_context(ctx))
 
 
 def _gateway_context(ctx: PlatformContext) -> dict[str, Any]:
@@ -366,7 +379,7 @@ def _gateway_context(ctx: PlatformContext) -> dict[str, Any]:
 
 
 @router.post("/operator/gateway/test", response_class=HTMLResponse)
-def operator_test(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_test(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                   phone: Annotated[str, Form(max_length=40)],
                   text: Annotated[str, Form(max_length=1000)] = "") -> Response:
     """Send one test message to a number through the gateway and the rules."""
@@ -374,42 +387,71 @@ def operator_test(request: Request, ctx: ContextDep, db: SessionDep, operator: O
         result = service.send_test(ctx, db, operator, phone, text, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _list(request, ctx, operator, status_code=400,
+        return _list(request, ctx, operator, "operator", status_code=400,
                      test_error=f"{exc}; nothing was sent", **_gateway_context(ctx))
-    return _list(request, ctx, operator, test_result=result, **_gateway_context(ctx))
+    return _list(request, ctx, operator, "operator", test_result=result, **_gateway_context(ctx))
 
 
 @router.get("/operator/campaigns/{campaign_id}", response_class=HTMLResponse)
-def operator_detail(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_detail(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                     campaign_id: IdPath) -> Response:
     """A campaign as the operator sees it (counts, reasons; approve, pause, retry)."""
-    return _detail(request, ctx, db, operator, _campaign(ctx, operator, campaign_id))
+    return _detail(request, ctx, db, "operator", _campaign(ctx, operator, campaign_id, "operator"))
 
 
 def _operator_action(request: Request, ctx: PlatformContext, db: Session, operator: User,
                      campaign_id: int, action: str) -> Response:
-    camp = _campaign(ctx, operator, campaign_id)
+    camp = _campaign(ctx, operator, campaign_id, "operator")
     fn = {"approve": service.approve, "pause": service.pause, "resume": service.resume,
           "retry": service.retry_failed}[action]
     try:
         fn(ctx, db, operator, camp, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _detail(request, ctx, db, operator, camp, status_code=409, error=str(exc))
+        return _detail(request, ctx, db, "operator", camp, status_code=409, error=str(exc))
     done = {"approve": "campaign_approved", "pause": "campaign_paused",
             "resume": "campaign_resumed", "retry": "campaign_retried"}[action]
     return redirect(f"/operator/campaigns/{camp.id}?done={done}")
 
 
+@router.get("/operator/campaigns/{campaign_id}/report", response_class=HTMLResponse)
+def operator_report(request: Request, ctx: ContextDep, operator: CampaignApprover,
+                    campaign_id: IdPath) -> Response:
+    """The live status and report (htmx polling)."""
+    return _report(request, ctx, operator, "operator", campaign_id)
+
+
+@router.get("/operator/campaigns/{campaign_id}/report.csv")
+def operator_report_csv(request: Request, ctx: ContextDep, db: SessionDep,
+                        operator: CampaignApprover, campaign_id: IdPath) -> Response:
+    """The per-segment report as CSV (counts and reasons; no customer)."""
+    return _report_csv(request, ctx, db, operator, "operator", campaign_id)
+
+
+@router.get("/operator/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def operator_cancel_confirm(request: Request, ctx: ContextDep, operator: CampaignApprover,
+                            campaign_id: IdPath) -> Response:
+    """Ask before cancelling: what will and will not happen."""
+    return _cancel_confirm(request, ctx, operator, "operator", campaign_id)
+
+
+@router.post("/operator/campaigns/{campaign_id}/cancel", response_class=HTMLResponse)
+def operator_cancel(request: Request, ctx: ContextDep, db: SessionDep,
+                    operator: CampaignApprover, campaign_id: IdPath,
+                    confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
+    """Cancel a campaign that has not finished (after confirming)."""
+    return _cancel(request, ctx, db, operator, "operator", campaign_id, confirm)
+
+
 @router.post("/operator/campaigns/{campaign_id}/approve", response_class=HTMLResponse)
 def operator_approve(request: Request, ctx: ContextDep, db: SessionDep,
-                     operator: OperatorUser, campaign_id: IdPath) -> Response:
+                     operator: CampaignApprover, campaign_id: IdPath) -> Response:
     """Approve a campaign waiting for approval; it starts (now or at its set time)."""
     return _operator_action(request, ctx, db, operator, campaign_id, "approve")
 
 
 @router.post("/operator/campaigns/{campaign_id}/pause", response_class=HTMLResponse)
-def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                    campaign_id: IdPath) -> Response:
     """Pause sending."""
     return _operator_action(request, ctx, db, operator, campaign_id, "pause")
@@ -417,19 +459,19 @@ def operator_pause(request: Request, ctx: ContextDep, db: SessionDep, operator: 
 
 @router.post("/operator/campaigns/{campaign_id}/resume", response_class=HTMLResponse)
 def operator_resume(request: Request, ctx: ContextDep, db: SessionDep,
-                    operator: OperatorUser, campaign_id: IdPath) -> Response:
+                    operator: CampaignApprover, campaign_id: IdPath) -> Response:
     """Resume a paused campaign (or restart the sending job of one that has none)."""
     return _operator_action(request, ctx, db, operator, campaign_id, "resume")
 
 
 @router.post("/operator/campaigns/{campaign_id}/retry", response_class=HTMLResponse)
-def operator_retry(request: Request, ctx: ContextDep, db: SessionDep, operator: OperatorUser,
+def operator_retry(request: Request, ctx: ContextDep, db: SessionDep, operator: CampaignApprover,
                    campaign_id: IdPath,
                    confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
     """Send the failed messages again (after confirming; no customer gets two)."""
     if confirm != "yes":
-        camp = _campaign(ctx, operator, campaign_id)
-        return _detail(request, ctx, db, operator, camp, status_code=400,
+        camp = _campaign(ctx, operator, campaign_id, "operator")
+        return _detail(request, ctx, db, "operator", camp, status_code=400,
                        error="Tick the box to confirm that the failed messages should be "
                              "sent again.")
     return _operator_action(request, ctx, db, operator, campaign_id, "retry")
@@ -437,27 +479,42 @@ def operator_retry(request: Request, ctx: ContextDep, db: SessionDep, operator: 
 
 # ------------------------------------------------------------------------- owner
 @router.get("/owner/campaigns", response_class=HTMLResponse)
-def owner_list(request: Request, ctx: ContextDep, owner: OwnerUser) -> Response:
+def owner_list(request: Request, ctx: ContextDep, owner: SegmentReleaser) -> Response:
     """Campaigns sent to this owner's customers."""
-    return _list(request, ctx, owner)
+    return _list(request, ctx, owner, "owner")
 
 
 @router.get("/owner/campaigns/{campaign_id}", response_class=HTMLResponse)
-def owner_detail(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def owner_detail(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentReleaser,
                  campaign_id: IdPath) -> Response:
     """A campaign sent to this owner's customers: counts and the exact lift."""
-    return _detail(request, ctx, db, owner, _campaign(ctx, owner, campaign_id))
+    return _detail(request, ctx, db, "owner", _campaign(ctx, owner, campaign_id, "owner"))
+
+
+@router.get("/owner/campaigns/{campaign_id}/report", response_class=HTMLResponse)
+def owner_report(request: Request, ctx: ContextDep, owner: SegmentReleaser,
+                 campaign_id: IdPath) -> Response:
+    """The live status and report (htmx polling)."""
+    return _report(request, ctx, owner, "owner", campaign_id)
+
+
+@router.get("/owner/campaigns/{campaign_id}/report.csv")
+def owner_report_csv(request: Request, ctx: ContextDep, db: SessionDep,
+                     owner: SegmentReleaser, campaign_id: IdPath) -> Response:
+    """The per-segment report as CSV (counts and reasons)."""
+    return _report_csv(request, ctx, db, owner, "owner", campaign_id)
 
 
 @router.get("/owner/campaigns/{campaign_id}/lift.csv")
-def owner_lift_csv(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def owner_lift_csv(request: Request, ctx: ContextDep, db: SessionDep, owner: CustomerReader,
                    campaign_id: IdPath) -> Response:
     """The owner's own detail: each customer's pseudonym, group, purchases and spend in
     the measurement window (audited)."""
-    camp = _campaign(ctx, owner, campaign_id)
+    camp = _campaign(ctx, owner, campaign_id, "owner")
     rows: list[list[Any]] = [["pseudonym", "segment", "group", "purchases", "spend"]]
     rows += lift.owner_detail(ctx, camp)
-    audit.record(db, "export", actor=owner, object_type="campaign_lift", object_id=camp.id,
+    audit.record(db, audit.AuditAction.EXPORT, actor=owner, object_type="campaign_lift",
+                 object_id=camp.id,
                  ip=client_ip(request), detail={"rows": len(rows) - 1})
     db.commit()
     return _csv(rows, f"campaign-{camp.id}-lift.csv")
@@ -471,13 +528,13 @@ def _opt_outs(request: Request, ctx: PlatformContext, status_code: int = 200,
 
 
 @router.get("/opt-outs", response_class=HTMLResponse)
-def opt_outs(request: Request, ctx: ContextDep, _user: SuppressionUser) -> Response:
+def opt_outs(request: Request, ctx: ContextDep, _user: OptOutManager) -> Response:
     """Opt-out and suppression counts, and the form to change them by number."""
     return _opt_outs(request, ctx)
 
 
 @router.post("/opt-outs", response_class=HTMLResponse)
-def opt_outs_change(request: Request, ctx: ContextDep, db: SessionDep, user: SuppressionUser,
+def opt_outs_change(request: Request, ctx: ContextDep, db: SessionDep, user: OptOutManager,
                     phone: Annotated[str, Form(max_length=40)],
                     kind: Annotated[str, Form(max_length=16)] = "opt_out",
                     action: Annotated[str, Form(max_length=8)] = "add",

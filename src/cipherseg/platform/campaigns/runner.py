@@ -111,9 +111,14 @@ def make_campaign_runner(ctx: PlatformContext, *,
             job = s.get(Job, job_id)
             params = dict(job.params or {}) if job else {}
         cid = int(params.get("campaign_id", 0))
+        from cipherseg.platform.campaigns.service import stop_if_revoked
+
         store = store_for(ctx)
         camp = store.campaign(cid)
         now = clock()
+        if stop_if_revoked(ctx, camp):
+            jobs.finish(ctx.sessions, job_id, status="done", stage="release revoked")
+            return
         if camp.status == "scheduled":
             if camp.scheduled_at is not None and camp.scheduled_at > now + SHORT_WAIT:
                 jobs.defer(ctx.sessions, job_id, until=camp.scheduled_at, now=now,
@@ -140,7 +145,11 @@ def make_campaign_runner(ctx: PlatformContext, *,
                 sink.update(1.0 - pending / total,
                             f"{counts.get('sent', 0) + counts.get('delivered', 0)} sent, "
                             f"{pending} to go", force=True)
-                status = store.campaign(cid).status
+                current = store.campaign(cid)
+                if stop_if_revoked(ctx, current):
+                    status = "cancelled: release revoked"
+                    break
+                status = current.status
                 if status != "sending":
                     break
                 now = clock()

@@ -57,10 +57,12 @@ from cipherseg.platform.campaigns.context import (
     ctx_cache,
     store_for,
 )
+from cipherseg.platform.campaigns.context import configure as configure  # the service's API
 from cipherseg.platform.campaigns.recipients import PlatformRecipients, WithExtra
 from cipherseg.platform.campaigns.runner import JOB_KIND, make_engine
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, User
+from cipherseg.platform.services import grants
 
 log = logging.getLogger("cipherseg.platform.campaigns")
 
@@ -83,28 +85,34 @@ def _owner_ids(camp: Campaign) -> set[int]:
     return {int(i) for i in ids if i is not None}
 
 
-def campaign_for(ctx: PlatformContext, user: User, campaign_id: int) -> Campaign:
+def campaign_for(ctx: PlatformContext, user: User, campaign_id: int, *,
+                 view: str | None = None) -> Campaign:
     """A campaign the user may see: a merchant its own, an owner those sent to its
-    customers, the operator every one (test messages are not campaigns)."""
+    customers, the operator every one (test messages are not campaigns). ``view`` is the
+    page's side (``merchant``, ``operator``, ``owner``): what the route's permission
+    allows, whatever the user's role."""
     try:
         camp = store_for(ctx).campaign(campaign_id)
     except ValidationError:
         raise LookupError(campaign_id) from None
+    view = view or user.role
     visible = not camp.settings.get("test") and (
-        user.role == "operator"
-        or (user.role == "merchant" and camp.created_by == user.username)
-        or (user.role == "owner" and user.id in _owner_ids(camp)))
+        view == "operator"
+        or (view == "merchant" and camp.created_by == user.username)
+        or (view == "owner" and user.id in _owner_ids(camp)))
     if not visible:
         raise LookupError(campaign_id)
     return camp
 
 
-def campaigns_for(ctx: PlatformContext, user: User) -> list[Campaign]:
-    """Campaigns the user may see, newest first."""
+def campaigns_for(ctx: PlatformContext, user: User, *,
+                  view: str | None = None) -> list[Campaign]:
+    """Campaigns the user may see on the ``view``'s side (see :func:`campaign_for`)."""
+    view = view or user.role
     camps = [c for c in store_for(ctx).campaigns(limit=200) if not c.settings.get("test")]
-    if user.role == "merchant":
+    if view == "merchant":
         camps = [c for c in camps if c.created_by == user.username]
-    elif user.role == "owner":
+    elif view == "owner":
         camps = [c for c in camps if user.id in _owner_ids(c) and c.status != "draft"]
     return camps
 
@@ -145,6 +153,7 @@ def create_campaign(ctx: PlatformContext, db: Session, merchant: User, *, name: 
                     holdout_percent: float | None = None, ip: str | None = None) -> int:
     """Store a draft: one template per chosen segment of a release, each with the opt-out
     line of its language; the holdout share to measure the effect."""
+    segs = visible_segments(ctx, db, merchant, job_id)   # first: is it released to them?
     if not name.strip():
         raise ValidationError("give the campaign a name")
     if not shop_name.strip():
@@ -156,7 +165,6 @@ def create_campaign(ctx: PlatformContext, db: Session, merchant: User, *, name: 
     share = cs.campaign_holdout if holdout_percent is None else holdout_percent / 100.0
     if not 0.0 <= share <= 0.5:
         raise ValidationError("hold out between 0 % and 50 % of the audience")
-    segs = visible_segments(ctx, db, merchant, job_id)
     policy = cs.policy(ctx.settings.default_timezone)
     lines = cs.opt_out_lines()
     chosen: list[CampaignSegment] = []
@@ -182,17 +190,73 @@ def create_campaign(ctx: PlatformContext, db: Session, merchant: User, *, name: 
         settings={"job_id": job_id, "owner_id": job.owner_id,
                   "owner_ids": segment_owner_ids(job), "holdout_share": share,
                   "lift_window_days": cs.lift_window_days})
-    audit.record(db, "campaign_create", actor=merchant, object_type="campaign", object_id=cid,
-                 ip=ip, detail={"segments": len(chosen), "release": job_id,
-                                "holdout_share": share})
+    audit.record(db, audit.AuditAction.CAMPAIGN_CREATE, actor=merchant,
+                 object_type="campaign", object_id=cid, ip=ip,
+                 detail={"segments": len(chosen), "release": job_id, "holdout_share": share})
     db.commit()
     return cid
 
 
 def campaign_audiences(ctx: PlatformContext, camp: Campaign) -> dict[str, SegmentAudience]:
-    """Per segment: who the campaign would reach now (the one audience definition)."""
+    """Per segment: who the campaign would reach now (the one audience definition);
+    nobody if the release is no longer granted to the campaign's merchant."""
     policy = campaign_settings(ctx).policy(ctx.settings.default_timezone)
-    return {seg.key: audience(ctx, policy, seg.key, seg.name) for seg in camp.segments}
+    with ctx.sessions() as db:
+        granted = campaign_granted(db, camp)
+    return {seg.key: audience(ctx, policy, seg.key, seg.name) if granted else
+            SegmentAudience(seg.key, seg.name, 0, 0, {}, ctx.settings.min_segment_size)
+            for seg in camp.segments}
+
+
+def campaign_granted(db: Session, camp: Campaign) -> bool:
+    """Whether the release a campaign targets is still granted to the merchant who wrote it
+    (a campaign's audience is empty otherwise)."""
+    job_id = (camp.settings or {}).get("job_id")
+    merchant = db.scalar(select(User).where(User.username == camp.created_by))
+    return job_id is not None and merchant is not None and \
+        grants.is_granted(db, int(job_id), merchant)
+
+
+def _require_grant(db: Session, camp: Campaign) -> None:
+    if not campaign_granted(db, camp):
+        raise ValidationError("the data owner revoked the release this campaign targets; it "
+                              "cannot be sent")
+
+
+def stop_revoked_campaigns(ctx: PlatformContext, db: Session, job_id: int,
+                           merchant: User) -> list[int]:
+    """Revocation listener: cancel ``merchant``'s unfinished campaigns on release
+    ``job_id`` and skip their queued messages (sent ones stay in the reports). Runs in the
+    revoking transaction for the audit events; the message store writes on its own."""
+    store = store_for(ctx)
+    stopped = []
+    for camp in store.campaigns(limit=10_000, status=CANCELLABLE):
+        if camp.created_by != merchant.username or camp.settings.get("job_id") != job_id:
+            continue
+        status = store.cancel(camp.id, allowed_from=CANCELLABLE,
+                              reason="release revoked by the data owner")
+        job = active_job(db, camp.id)
+        if job is not None and job.status == "queued":
+            job.not_before = None      # a sleeping job wakes, sees the cancellation, ends
+        if status is not None:
+            audit.record(db, audit.AuditAction.CAMPAIGN_STOPPED, actor=None,
+                         actor_name="release revoked", object_type="campaign",
+                         object_id=camp.id, detail={"merchant": merchant.username,
+                                                    "release": job_id, "status": status})
+            stopped.append(camp.id)
+    return stopped
+
+
+def stop_if_revoked(ctx: PlatformContext, camp: Campaign) -> bool:
+    """Cancel a campaign whose release is no longer granted to its merchant (queued
+    messages skipped, sent ones stay reported); whether it was stopped."""
+    with ctx.sessions() as s:
+        granted = campaign_granted(s, camp)
+    if granted or camp.status not in CANCELLABLE:
+        return False
+    store_for(ctx).cancel(camp.id, allowed_from=CANCELLABLE,
+                          reason="release revoked by the data owner")
+    return True
 
 
 def active_job(db: Session, campaign_id: int) -> Job | None:
@@ -235,6 +299,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
     approval is on. Returns the new status. Refuses a segment whose audience fell below
     the minimum size since the draft was saved."""
     store = store_for(ctx)
+    _require_grant(db, camp)
     now = utcnow()
     when = _check_send_at(send_at, now)
     for reach in campaign_audiences(ctx, camp).values():
@@ -244,7 +309,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
         if not store.transition_campaign(camp.id, "pending_approval", allowed_from=["draft"],
                                          scheduled_at=when):
             raise ValidationError("only a draft campaign can be sent")
-        audit.record(db, "campaign_submit", actor=merchant, object_type="campaign",
+        audit.record(db, audit.AuditAction.CAMPAIGN_SUBMIT, actor=merchant, object_type="campaign",
                      object_id=camp.id, ip=ip,
                      detail={"send_at": when.isoformat() if when else None})
         db.commit()
@@ -254,7 +319,7 @@ def request_send(ctx: PlatformContext, db: Session, merchant: User, camp: Campai
                                      scheduled_at=when):
         raise ValidationError("only a draft campaign can be sent")
     start_sending(db, camp.id, merchant, not_before=when)
-    audit.record(db, "campaign_send", actor=merchant, object_type="campaign",
+    audit.record(db, audit.AuditAction.CAMPAIGN_SEND, actor=merchant, object_type="campaign",
                  object_id=camp.id, ip=ip,
                  detail={"send_at": when.isoformat() if when else None})
     db.commit()
@@ -266,13 +331,14 @@ def approve(ctx: PlatformContext, db: Session, operator: User, camp: Campaign, *
     """The operator approves a campaign waiting for approval: it starts now, or at the
     time the merchant chose."""
     store = store_for(ctx)
+    _require_grant(db, camp)
     when = camp.scheduled_at if camp.scheduled_at and camp.scheduled_at > utcnow() else None
     if not store.transition_campaign(camp.id, "scheduled" if when else "starting",
                                      allowed_from=["pending_approval"],
                                      approved_by=operator.username):
         raise ValidationError("this campaign is not waiting for approval")
     start_sending(db, camp.id, operator, not_before=when)
-    audit.record(db, "campaign_approve", actor=operator, object_type="campaign",
+    audit.record(db, audit.AuditAction.CAMPAIGN_APPROVE, actor=operator, object_type="campaign",
                  object_id=camp.id, ip=ip)
     db.commit()
 
@@ -282,8 +348,8 @@ def pause(ctx: PlatformContext, db: Session, user: User, camp: Campaign, *,
     """Stop sending (messages stay queued)."""
     if not store_for(ctx).transition_campaign(camp.id, "paused", allowed_from=["sending"]):
         raise ValidationError("only a campaign that is sending can be paused")
-    audit.record(db, "campaign_pause", actor=user, object_type="campaign", object_id=camp.id,
-                 ip=ip)
+    audit.record(db, audit.AuditAction.CAMPAIGN_PAUSE, actor=user, object_type="campaign",
+                 object_id=camp.id, ip=ip)
     db.commit()
 
 
@@ -294,7 +360,7 @@ def resume(ctx: PlatformContext, db: Session, user: User, camp: Campaign, *,
     if not store.transition_campaign(camp.id, "sending", allowed_from=["paused", "sending"]):
         raise ValidationError("only a paused or sending campaign can be resumed")
     start_sending(db, camp.id, user)
-    audit.record(db, "campaign_resume", actor=user, object_type="campaign",
+    audit.record(db, audit.AuditAction.CAMPAIGN_RESUME, actor=user, object_type="campaign",
                  object_id=camp.id, ip=ip)
     db.commit()
 
@@ -309,8 +375,8 @@ def cancel(ctx: PlatformContext, db: Session, user: User, camp: Campaign, *,
     job = active_job(db, camp.id)
     if job is not None and job.status == "queued":
         job.not_before = None          # let the sleeping job see the cancellation and end
-    audit.record(db, "campaign_cancel", actor=user, object_type="campaign", object_id=camp.id,
-                 ip=ip, detail={"status": status})
+    audit.record(db, audit.AuditAction.CAMPAIGN_CANCEL, actor=user, object_type="campaign",
+                 object_id=camp.id, ip=ip, detail={"status": status})
     db.commit()
     return status
 
@@ -323,7 +389,7 @@ def retry_failed(ctx: PlatformContext, db: Session, operator: User, camp: Campai
     if not n:
         raise ValidationError("this campaign has no failed message to retry")
     start_sending(db, camp.id, operator)
-    audit.record(db, "campaign_retry", actor=operator, object_type="campaign",
+    audit.record(db, audit.AuditAction.CAMPAIGN_RETRY, actor=operator, object_type="campaign",
                  object_id=camp.id, ip=ip, detail={"messages": n})
     db.commit()
     return n
@@ -384,7 +450,7 @@ def send_test(ctx: PlatformContext, db: Session, user: User, raw_phone: str, tex
         store.skip_queued(cid, why)
         store.transition_campaign(cid, "test", allowed_from=["sending"])
     result = test_messages(ctx, limit=1, campaign_id=cid)[0]
-    audit.record(db, "gateway_test", actor=user, object_type="phone",
+    audit.record(db, audit.AuditAction.CAMPAIGN_GATEWAY_TEST, actor=user, object_type="phone",
                  object_id=person.phone_key[:16], ip=ip, region=region,
                  detail={"number": masked, "state": result.state, "reason": result.reason})
     db.commit()
@@ -452,7 +518,7 @@ def callbacks_for(ctx: PlatformContext) -> MessagingCallbacks:
     cs = campaign_settings(ctx)
     secrets_ = callback_secrets(ctx)
 
-    def audited(action: str, source: str) -> Any:
+    def audited(action: audit.AuditAction, source: str) -> Any:
         def record(phone_key: str, keyword: str) -> None:
             with ctx.sessions() as s:
                 audit.record(s, action, actor=None, actor_name="sms-gateway",
@@ -466,8 +532,8 @@ def callbacks_for(ctx: PlatformContext) -> MessagingCallbacks:
         store_for(ctx), signer=secrets_.signer, mo_token=secrets_.mo_token,
         phone_key=lambda e164: ctx.vault.pseudonym("phone", e164),
         region=ctx.settings.default_region, retry=cs.retry(), opt_out_reply="",
-        on_opt_out=audited("opt_out", "inbound SMS"),
-        on_opt_in=audited("opt_in", "inbound SMS: the customer asked again"),
+        on_opt_out=audited(audit.AuditAction.OPT_OUT, "inbound SMS"),
+        on_opt_in=audited(audit.AuditAction.OPT_IN, "inbound SMS: the customer asked again"),
         batch_reports=True)
     cache["callbacks"] = callbacks
     return callbacks
@@ -514,8 +580,10 @@ def set_suppression(ctx: PlatformContext, db: Session, user: User, raw_phone: st
     else:
         changed = store.add_suppression(key, kind, source=f"admin:{user.username}"[:48],
                                         note=reason)
-    action = f"{'opt_out' if kind == 'opt_out' else 'suppression'}_" \
-             f"{'removed' if remove else 'added'}"
+    action = {("opt_out", False): audit.AuditAction.OPT_OUT_ADDED,
+              ("opt_out", True): audit.AuditAction.OPT_OUT_REMOVED,
+              ("suppressed", False): audit.AuditAction.SUPPRESSION_ADDED,
+              ("suppressed", True): audit.AuditAction.SUPPRESSION_REMOVED}[(kind, remove)]
     audit.record(db, action, actor=user, object_type="phone", object_id=key[:16], ip=ip,
                  detail={"number": masked, "changed": changed, "reason": reason},
                  region=region)

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     session_hours: float = Field(default=8.0, gt=0)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_minutes: float = Field(default=15.0, gt=0)
+    #: A temporary password from an administrator's reset works once, within this time.
+    temp_password_hours: float = Field(default=24.0, gt=0)
     max_upload_mb: int = Field(default=200, ge=1)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).

@@ -8,8 +8,15 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 
 from cipherseg.platform import audit
-from cipherseg.platform.deps import AnyUser, ContextDep, PublicUser, SessionDep, client_ip
-from cipherseg.platform.routes.common import HOME, redirect, render, safe_next
+from cipherseg.platform.deps import (
+    AnyUserChangingPassword,
+    ContextDep,
+    PublicUser,
+    SessionDep,
+    client_ip,
+    role_permissions,
+)
+from cipherseg.platform.routes.common import home_for, redirect, render, safe_next
 from cipherseg.platform.security import (
     PRE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -21,6 +28,13 @@ from cipherseg.platform.security import (
     open_session,
     record_login_failure,
 )
+from cipherseg.platform.services.users import (
+    consume_temporary_password,
+    temporary_password_expired,
+)
+
+#: Where a user with a temporary password must go first.
+PASSWORD_PAGE = "/account/password"
 
 router = APIRouter(include_in_schema=False)
 
@@ -40,7 +54,9 @@ def start(request: Request, user: PublicUser) -> RedirectResponse:
     """Send each role to its home page; anonymous visitors to the login page."""
     if user is None:
         return redirect("/login")
-    return redirect(HOME[user.role_enum])
+    if user.must_change_password:
+        return redirect(PASSWORD_PAGE)
+    return redirect(home_for(request.state.permissions))
 
 
 def _login_page(request: Request, ctx: ContextDep, *, status_code: int = 200,
@@ -64,7 +80,8 @@ def login_form(request: Request, ctx: ContextDep, user: PublicUser,
                next: str | None = None) -> Response:
     """The login page (already logged-in users go to their home page)."""
     if user is not None:
-        return redirect(HOME[user.role_enum])
+        return redirect(PASSWORD_PAGE if user.must_change_password
+                        else home_for(request.state.permissions))
     return _login_page(request, ctx, next_url=safe_next(next) or "")
 
 
@@ -92,20 +109,40 @@ def login(request: Request, ctx: ContextDep, db: SessionDep, _user: PublicUser,
         return _login_page(request, ctx, status_code=400, username=username,
                            error="Wrong user name or password (or the account is disabled).",
                            next_url=safe_next(next) or "")
+    if temporary_password_expired(user):
+        audit.record(db, "login_failed", actor=None, actor_name=username, ip=ip,
+                     detail={"reason": "temporary password expired"})
+        db.commit()
+        return _login_page(request, ctx, status_code=400, username=username,
+                           error="Your temporary password has expired. Ask an administrator "
+                                 "to reset your password again.")
     clear_login_failures(db, username)
-    token, _row = open_session(db, user, s.session_hours)
-    audit.record(db, "login", actor=user, ip=ip)
+    forced = user.must_change_password
+    consume_temporary_password(user)
+    token = open_session(db, user, s.session_hours)[0]
+    audit.record(db, "login", actor=user, ip=ip,
+                 detail={"temporary_password": True} if forced else None)
     db.commit()
-    response = redirect(safe_next(next) or HOME[user.role_enum])
-    response.set_cookie(SESSION_COOKIE, ctx.signer.sign(token), httponly=True, samesite="lax",
-                        secure=_secure(request, s.cookie_secure),
-                        max_age=int(s.session_hours * 3600))
+    target = (PASSWORD_PAGE if forced else
+              safe_next(next) or home_for(role_permissions(db, user.role_enum)))
+    response = redirect(target)
+    set_session_cookie(request, ctx, response, token)
     response.delete_cookie(PRE_SESSION_COOKIE)
     return response
 
 
+def set_session_cookie(request: Request, ctx: ContextDep, response: Response,
+                       token: str) -> None:
+    """Give the browser the signed cookie of the session ``token``."""
+    s = ctx.settings
+    response.set_cookie(SESSION_COOKIE, ctx.signer.sign(token), httponly=True, samesite="lax",
+                        secure=_secure(request, s.cookie_secure),
+                        max_age=int(s.session_hours * 3600))
+
+
 @router.post("/logout")
-def logout(request: Request, ctx: ContextDep, db: SessionDep, user: AnyUser) -> Response:
+def logout(request: Request, ctx: ContextDep, db: SessionDep,
+           user: AnyUserChangingPassword) -> Response:
     """End the session."""
     raw = request.cookies.get(SESSION_COOKIE)
     token = ctx.signer.unsign(raw) if raw else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 from urllib.parse import urlparse
 
@@ -9,25 +10,57 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import ROLE_TITLES, Role, User
+from cipherseg.platform.models import ROLE_TITLES, User
+from cipherseg.platform.permissions import Permission
 
-NAV: dict[Role, tuple[tuple[str, str], ...]] = {
-    Role.ADMIN: (("/admin/users", "Users"), ("/admin/audit", "Audit log")),
-    Role.OWNER: (("/owner/data", "Data"), ("/owner/customers", "Customers"),
-                 ("/owner/jobs", "Segmentation")),
-    Role.MERCHANT: (("/merchant/segments", "Segments"),),
-    Role.OPERATOR: (("/operator/audiences", "Audiences"),),
-    Role.CENTRE: (("/centre/jobs", "Jobs"),),
-}
+#: Navigation links and the permission each needs; a user sees the links their role's
+#: permissions allow, in this order (extensions append theirs: ``app.create_app``).
+NAV: list[tuple[str, str, Permission]] = [
+    ("/owner/data", "Data", Permission.DATA_UPLOAD),
+    ("/owner/customers", "Customers", Permission.CUSTOMERS_READ),
+    ("/owner/jobs", "Segmentation", Permission.SEGMENT_RUN),
+    ("/owner/requests", "Requests", Permission.REQUEST_DECIDE),
+    ("/merchant/segments", "Segments", Permission.RELEASE_VIEW),
+    ("/merchant/requests", "Requests", Permission.REQUEST_CREATE),
+    ("/operator/audiences", "Audiences", Permission.AUDIENCE_VIEW),
+    ("/centre/jobs", "Jobs", Permission.CENTRE_SCHEDULE),
+    ("/admin/users", "Users", Permission.USERS_MANAGE),
+    ("/admin/permissions", "Permissions", Permission.USERS_MANAGE),
+    ("/admin/audit", "Audit log", Permission.AUDIT_READ),
+]
+ACCOUNT_PAGE = "/account"
 
-HOME = {role: links[0][0] for role, links in NAV.items()}
+
+def nav_for(permissions: Set[Permission]) -> list[tuple[str, str]]:
+    """The navigation links a holder of ``permissions`` sees (each href once)."""
+    seen: set[str] = set()
+    out = []
+    for href, label, permission in NAV:
+        if permission in permissions and href not in seen:
+            seen.add(href)
+            out.append((href, label))
+    return out
+
+
+def home_for(permissions: Set[Permission]) -> str:
+    """Where a user lands after login: their first link, or their account page."""
+    links = nav_for(permissions)
+    return links[0][0] if links else ACCOUNT_PAGE
 
 NOTICES = {
     "user_created": "User created.",
     "user_updated": "User updated; their sessions were ended.",
     "user_unchanged": "Nothing to change.",
     "erased": "The customer and every row about them were erased.",
-    "published": "Released to merchants.",
+    "granted": "Released to the merchants you chose.",
+    "revoked": "Release revoked; that merchant's queued messages will not be sent.",
+    "password_changed": "Password changed. Your other sessions were ended.",
+    "permissions_saved": "Permissions saved; they apply to every user's next page.",
+    "request_sent": "Request sent to the data owner.",
+    "request_approved": "Request approved: the segmentation is queued and will be released "
+                        "to the merchant when it finishes.",
+    "request_declined": "Request declined; the merchant sees your reason.",
+    "request_withdrawn": "Request withdrawn.",
     "logged_out": "You are logged out.",
 }
 
@@ -37,10 +70,12 @@ def render(request: Request, ctx: PlatformContext, name: str, status_code: int =
     """Render a page template with the current user, navigation and CSRF token."""
     user: User | None = getattr(request.state, "user", None)
     web_session = getattr(request.state, "web_session", None)
+    permissions: frozenset[Permission] = getattr(request.state, "permissions", frozenset())
     notice_key = request.query_params.get("done")
     base: dict[str, Any] = {
         "user": user,
-        "nav": NAV.get(user.role_enum, ()) if user else (),
+        "nav": nav_for(permissions) if user and not user.must_change_password else (),
+        "permissions": permissions,
         "role_title": ROLE_TITLES.get(user.role_enum, "") if user else "",
         "csrf_token": web_session.csrf_token if web_session else "",
         "notice": NOTICES.get(notice_key or ""),

@@ -1,5 +1,6 @@
 """Data-owner pages: templates, uploads with live progress, customers and erasure,
-segmentation jobs with live progress, release to merchants, label export."""
+segmentation jobs with live progress, releases (grants to named merchants, revocation),
+label export. Uploads and segmentations appear by the owner's own numbers."""
 
 from __future__ import annotations
 
@@ -16,12 +17,31 @@ from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
 from cipherseg.platform.demo_data import demo_csv
-from cipherseg.platform.deps import ContextDep, IdPath, OwnerUser, SessionDep, client_ip
-from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, Transaction, Upload
+from cipherseg.platform.deps import (
+    ContextDep,
+    CustomerEraser,
+    CustomerReader,
+    DataUploader,
+    IdPath,
+    SegmentReleaser,
+    SegmentRunner,
+    SessionDep,
+    client_ip,
+)
+from cipherseg.platform.models import (
+    Customer,
+    Job,
+    Segment,
+    SegmentMember,
+    Transaction,
+    Upload,
+    User,
+)
 from cipherseg.platform.routes.common import redirect, render
 from cipherseg.platform.segmentation import FEATURES, start_segmentation
 from cipherseg.platform.segments import owner_view
-from cipherseg.platform.services import erase_customer, save_upload, upload_job_id
+from cipherseg.platform.services import erase_customer, grants, save_upload, upload_job_id
+from cipherseg.platform.services.requests import pending_count
 from cipherseg.platform.uploads import FORMATS, KINDS, template_csv, template_xlsx
 
 router = APIRouter(prefix="/owner", include_in_schema=False)
@@ -36,13 +56,13 @@ def _attachment(body: bytes, filename: str, media_type: str) -> Response:
 
 # ------------------------------------------------------------------------------ data
 @router.get("/data", response_class=HTMLResponse)
-def data_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser) -> Response:
+def data_page(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader) -> Response:
     """Templates, upload form and the list of uploads."""
     return render(request, ctx, "owner_data.html", **_data_context(db, owner.id))
 
 
 @router.get("/templates/{kind}.{fmt}")
-def template_download(kind: str, fmt: str, _owner: OwnerUser) -> Response:
+def template_download(kind: str, fmt: str, _owner: DataUploader) -> Response:
     """The CSV or XLSX template for customers or transactions."""
     if kind not in KINDS or fmt not in FORMATS:
         raise HTTPException(404, "no such template; use customers or transactions, csv or xlsx")
@@ -53,7 +73,7 @@ def template_download(kind: str, fmt: str, _owner: OwnerUser) -> Response:
 
 
 @router.get("/demo/{kind}.csv")
-def demo_download(kind: str, _owner: OwnerUser) -> Response:
+def demo_download(kind: str, _owner: DataUploader) -> Response:
     """Synthetic demo data in the template format (600 customers)."""
     if kind not in KINDS:
         raise HTTPException(404, "no such demo file; use customers or transactions")
@@ -63,7 +83,7 @@ def demo_download(kind: str, _owner: OwnerUser) -> Response:
 
 
 @router.post("/uploads", response_class=HTMLResponse)
-def upload_create(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def upload_create(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader,
                   file: Annotated[UploadFile, File()],
                   kind: Annotated[str, Form(max_length=32)] = "customers") -> Response:
     """Store the file and queue its validation and import (done by the worker)."""
@@ -74,7 +94,7 @@ def upload_create(request: Request, ctx: ContextDep, db: SessionDep, owner: Owne
         db.rollback()
         return render(request, ctx, "owner_data.html", status_code=400, error=str(exc),
                       **_data_context(db, owner.id))
-    return redirect(f"/owner/uploads/{up.id}")
+    return redirect(f"/owner/uploads/{up.number}")
 
 
 def _data_context(db: SessionDep, owner_id: int) -> dict[str, Any]:
@@ -88,9 +108,9 @@ def _data_context(db: SessionDep, owner_id: int) -> dict[str, Any]:
     }
 
 
-def _own_upload(db: SessionDep, owner_id: int, upload_id: int) -> Upload:
-    up = db.get(Upload, upload_id)
-    if up is None or up.owner_id != owner_id:
+def _own_upload(db: SessionDep, owner_id: int, number: int) -> Upload:
+    up = db.scalar(select(Upload).where(Upload.owner_id == owner_id, Upload.number == number))
+    if up is None:
         raise HTTPException(404, "no such upload")
     return up
 
@@ -110,38 +130,39 @@ def _upload_context(db: SessionDep, up: Upload) -> dict[str, Any]:
             "errors_preview": preview, "n_more": n_more}
 
 
-@router.get("/uploads/{upload_id}", response_class=HTMLResponse)
-def upload_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                upload_id: IdPath) -> Response:
+@router.get("/uploads/{number}", response_class=HTMLResponse)
+def upload_page(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader,
+                number: IdPath) -> Response:
     """An upload's status, live progress and error report."""
-    up = _own_upload(db, owner.id, upload_id)
+    up = _own_upload(db, owner.id, number)
     return render(request, ctx, "upload_detail.html", **_upload_context(db, up))
 
 
-@router.get("/uploads/{upload_id}/progress", response_class=HTMLResponse)
-def upload_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                    upload_id: IdPath) -> Response:
+@router.get("/uploads/{number}/progress", response_class=HTMLResponse)
+def upload_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader,
+                    number: IdPath) -> Response:
     """The progress fragment htmx polls."""
-    up = _own_upload(db, owner.id, upload_id)
+    up = _own_upload(db, owner.id, number)
     return render(request, ctx, "partials/upload_progress.html", **_upload_context(db, up))
 
 
-@router.get("/uploads/{upload_id}/errors.csv")
-def upload_errors(request: Request, db: SessionDep, owner: OwnerUser,
-                  upload_id: IdPath) -> Response:
+@router.get("/uploads/{number}/errors.csv")
+def upload_errors(request: Request, db: SessionDep, owner: DataUploader,
+                  number: IdPath) -> Response:
     """Download the report of every bad row (values masked or shortened)."""
-    up = _own_upload(db, owner.id, upload_id)
+    up = _own_upload(db, owner.id, number)
     if not up.error_report:
         raise HTTPException(404, "this upload has no error report")
     audit.record(db, "export", actor=owner, object_type="upload_errors", object_id=up.id,
                  ip=client_ip(request))
     db.commit()
-    return _attachment(up.error_report, f"upload-{up.id}-errors.csv", "text/csv; charset=utf-8")
+    return _attachment(up.error_report, f"upload-{up.number}-errors.csv",
+                       "text/csv; charset=utf-8")
 
 
 # ------------------------------------------------------------------------------ customers
 @router.get("/customers", response_class=HTMLResponse)
-def customers_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def customers_page(request: Request, ctx: ContextDep, db: SessionDep, owner: CustomerReader,
                    q: str | None = None, offset: int = 0) -> Response:
     """Customers with masked phone numbers; erase button per customer."""
     limit = 50
@@ -159,7 +180,7 @@ def customers_page(request: Request, ctx: ContextDep, db: SessionDep, owner: Own
 
 
 @router.post("/customers/{customer_id}/erase", response_class=HTMLResponse)
-def customer_erase(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def customer_erase(request: Request, ctx: ContextDep, db: SessionDep, owner: CustomerEraser,
                    customer_id: IdPath,
                    confirm: Annotated[str, Form(max_length=8)] = "") -> Response:
     """Erase a customer (confirmation box required)."""
@@ -171,24 +192,27 @@ def customer_erase(request: Request, ctx: ContextDep, db: SessionDep, owner: Own
 
 
 # ------------------------------------------------------------------------------ jobs
-def _jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner_id: int, *,
+def _jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner: User, *,
                status_code: int = 200, error: str | None = None) -> Response:
-    jobs = list(db.scalars(select(Job).where(Job.owner_id == owner_id,
+    jobs = list(db.scalars(select(Job).where(Job.owner_id == owner.id,
                                              Job.kind == "segmentation")
                            .order_by(Job.id.desc()).limit(50)))
+    released = {j.id: grants.grantees(db, j.id) for j in jobs}
     return render(request, ctx, "owner_jobs.html", status_code=status_code, error=error,
-                  jobs=jobs, features=list(FEATURES.items()), schemes=WEB_SCHEMES,
-                  max_k=ctx.settings.max_k)
+                  jobs=jobs, released=released, features=list(FEATURES.items()),
+                  schemes=WEB_SCHEMES, max_k=ctx.settings.max_k,
+                  pending_requests=pending_count(db, owner))
 
 
 @router.get("/jobs", response_class=HTMLResponse)
-def jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser) -> Response:
+def jobs_page(request: Request, ctx: ContextDep, db: SessionDep,
+              owner: SegmentRunner) -> Response:
     """Start a segmentation; list earlier ones."""
-    return _jobs_page(request, ctx, db, owner.id)
+    return _jobs_page(request, ctx, db, owner)
 
 
 @router.post("/jobs", response_class=HTMLResponse)
-def job_create(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
+def job_create(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRunner,
                k: Annotated[int, Form()] = 4,
                features: Annotated[list[str] | None, Form()] = None,
                scheme: Annotated[str, Form(max_length=16)] = "ckks") -> Response:
@@ -198,13 +222,15 @@ def job_create(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUs
                                  ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _jobs_page(request, ctx, db, owner.id, status_code=400, error=str(exc))
-    return redirect(f"/owner/jobs/{job.id}")
+        return _jobs_page(request, ctx, db, owner, status_code=400, error=str(exc))
+    return redirect(f"/owner/jobs/{job.number}")
 
 
-def _own_job(db: SessionDep, owner_id: int, job_id: int) -> Job:
-    job = db.get(Job, job_id)
-    if job is None or job.owner_id != owner_id or job.kind != "segmentation":
+def own_segmentation(db: SessionDep, owner: User, number: int) -> Job:
+    """The owner's segmentation number ``number`` (404 otherwise)."""
+    job = db.scalar(select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation",
+                                      Job.number == number))
+    if job is None:
         raise HTTPException(404, "no such segmentation")
     return job
 
@@ -212,14 +238,16 @@ def _own_job(db: SessionDep, owner_id: int, job_id: int) -> Job:
 def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, Any]:
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
     return {"job": job, "segments": owner_view(segments) if job.status == "done" else [],
-            "min_size": ctx.settings.min_segment_size}
+            "min_size": ctx.settings.min_segment_size, "grants": grants.grant_rows(db, job.id),
+            "merchants": grants.merchant_accounts(db),
+            "granted": set(grants.grantees(db, job.id))}
 
 
-@router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-             job_id: IdPath) -> Response:
-    """A segmentation's live progress and, when done, its segments."""
-    job = _own_job(db, owner.id, job_id)
+@router.get("/jobs/{number}", response_class=HTMLResponse)
+def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRunner,
+             number: IdPath) -> Response:
+    """A segmentation's live progress and, when done, its segments and releases."""
+    job = own_segmentation(db, owner, number)
     if job.status == "done":
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
@@ -227,34 +255,47 @@ def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser
     return render(request, ctx, "owner_job.html", **_job_context(ctx, db, job))
 
 
-@router.get("/jobs/{job_id}/progress", response_class=HTMLResponse)
-def job_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                 job_id: IdPath) -> Response:
+@router.get("/jobs/{number}/progress", response_class=HTMLResponse)
+def job_progress(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRunner,
+                 number: IdPath) -> Response:
     """The progress fragment htmx polls."""
-    job = _own_job(db, owner.id, job_id)
+    job = own_segmentation(db, owner, number)
     return render(request, ctx, "partials/job_progress.html", **_job_context(ctx, db, job))
 
 
-@router.post("/jobs/{job_id}/publish", response_class=HTMLResponse)
-def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-                job_id: IdPath) -> Response:
-    """Release a finished segmentation's segments to merchants and the operator."""
-    job = _own_job(db, owner.id, job_id)
-    if job.status != "done":
-        raise HTTPException(409, "only a finished segmentation can be released")
-    if not job.published:
-        job.published = True
-        audit.record(db, "job_publish", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
-    return redirect(f"/owner/jobs/{job.id}?done=published")
+@router.post("/jobs/{number}/publish", response_class=HTMLResponse)
+def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentReleaser,
+                number: IdPath,
+                merchants: Annotated[list[str] | None, Form(max_length=64)] = None) -> Response:
+    """Release a finished segmentation to the merchants ticked (grants, audited)."""
+    job = own_segmentation(db, owner, number)
+    try:
+        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+    except ValidationError as exc:
+        db.rollback()
+        return render(request, ctx, "owner_job.html", status_code=400,
+                      error=f"Not released: {exc}.", **_job_context(ctx, db, job))
+    db.commit()
+    return redirect(f"/owner/jobs/{job.number}?done=granted")
 
 
-@router.get("/jobs/{job_id}/labels.csv")
-def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUser,
-               job_id: IdPath) -> Response:
+@router.post("/jobs/{number}/revoke", response_class=HTMLResponse)
+def job_revoke(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentReleaser,
+               number: IdPath, merchant: Annotated[str, Form(max_length=64)] = "") -> Response:
+    """Revoke one merchant's grant; that merchant's queued campaign messages are stopped."""
+    job = own_segmentation(db, owner, number)
+    try:
+        grants.revoke(ctx, db, owner, job, merchant, ip=client_ip(request))
+    except LookupError:
+        raise HTTPException(404, "this segmentation is not released to that merchant") from None
+    return redirect(f"/owner/jobs/{job.number}?done=revoked")
+
+
+@router.get("/jobs/{number}/labels.csv")
+def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRunner,
+               number: IdPath) -> Response:
     """Labels per pseudonymised customer (the owner's own data; audited export)."""
-    job = _own_job(db, owner.id, job_id)
+    job = own_segmentation(db, owner, number)
     if job.status != "done":
         raise HTTPException(409, "the segmentation has not finished")
     audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
@@ -281,4 +322,4 @@ def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: OwnerUs
             export_db.close()
 
     return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="segmentation-{job.id}-labels.csv"'})
+        "Content-Disposition": f'attachment; filename="segmentation-{job.number}-labels.csv"'})

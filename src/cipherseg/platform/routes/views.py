@@ -1,7 +1,13 @@
-"""Merchant, operator and compute-centre pages (aggregates only, never individuals)."""
+"""Merchant, operator and compute-centre pages (aggregates only, never individuals).
+
+A merchant sees only the segmentations granted to it; the operator sees the names and sizes
+of every segmentation granted to some merchant (what campaigns are sent to) and how many
+segmentation requests there are — counts only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,25 +17,25 @@ from sqlalchemy.orm import Session
 
 from cipherseg.platform import audit
 from cipherseg.platform.deps import (
-    CentreUser,
+    AudienceViewer,
+    CentreScheduleViewer,
     ContextDep,
-    MerchantUser,
-    OperatorUser,
+    ReleaseViewer,
     SessionDep,
     client_ip,
 )
 from cipherseg.platform.models import Job, Segment, User
 from cipherseg.platform.routes.common import render
 from cipherseg.platform.segments import SegmentView, release_view
+from cipherseg.platform.services import grants
+from cipherseg.platform.services import requests as requests_service
 
 router = APIRouter(include_in_schema=False)
 
 
-def releases(db: Session, *, min_size: int, with_profiles: bool) -> list[dict[str, Any]]:
-    """Released segmentations (newest first) as merchants/the operator may see them."""
-    jobs = list(db.scalars(select(Job).where(Job.kind == "segmentation", Job.status == "done",
-                                             Job.published.is_(True))
-                           .order_by(Job.id.desc()).limit(20)))
+def release_rows(db: Session, jobs: Sequence[Job], *, min_size: int,
+                 with_profiles: bool) -> list[dict[str, Any]]:
+    """Released segmentations as merchants (or, without profiles, the operator) see them."""
     owners = {u.id: u.username for u in db.scalars(
         select(User).where(User.id.in_({j.owner_id for j in jobs})))}
     out = []
@@ -37,20 +43,41 @@ def releases(db: Session, *, min_size: int, with_profiles: bool) -> list[dict[st
         segs = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
         views: list[SegmentView] = release_view(segs, min_size=min_size,
                                                 with_profiles=with_profiles)
-        out.append({"job_id": job.id, "owner": owners.get(job.owner_id, "?"),
+        out.append({"job": job, "job_id": job.number, "kind": job.kind,
+                    "owner": owners.get(job.owner_id, "?"),
                     "released": job.finished_at.strftime("%Y-%m-%d") if job.finished_at
                     else "", "segments": views})
     return out
 
 
+def merchant_releases(db: Session, merchant: User, *, min_size: int,
+                      kinds: Sequence[str] = ("segmentation",)) -> list[dict[str, Any]]:
+    """The segmentations granted to ``merchant`` (newest grant first), with profiles; the
+    date shown is the grant's."""
+    jobs = grants.granted_jobs(db, merchant, kinds=kinds)
+    rows = release_rows(db, jobs, min_size=min_size, with_profiles=True)
+    granted = grants.granted_dates(db, merchant, [j.id for j in jobs])
+    for row in rows:
+        row["released"] = granted[row["job"].id].strftime("%Y-%m-%d")
+    return rows
+
+
+def operator_releases(db: Session, *, min_size: int) -> list[dict[str, Any]]:
+    """Every segmentation granted to some merchant: names and sizes, and to whom."""
+    rows = release_rows(db, grants.released_jobs(db), min_size=min_size, with_profiles=False)
+    for row in rows:
+        row["merchants"] = grants.grantees(db, row["job"].id)
+    return rows
+
+
 @router.get("/merchant/segments", response_class=HTMLResponse)
 def merchant_segments(request: Request, ctx: ContextDep, db: SessionDep,
-                      merchant: MerchantUser) -> Response:
-    """Released segments with profiles (sizes ≥ the minimum segment size)."""
+                      merchant: ReleaseViewer) -> Response:
+    """Segments released to this merchant, with profiles (sizes ≥ the minimum)."""
     min_size = ctx.settings.min_segment_size
-    data = releases(db, min_size=min_size, with_profiles=True)
+    data = merchant_releases(db, merchant, min_size=min_size)
     audit.record(db, "result_view", actor=merchant, object_type="releases",
-                 object_id=",".join(str(r["job_id"]) for r in data)[:64] or None,
+                 object_id=",".join(str(r["job"].id) for r in data)[:64] or None,
                  ip=client_ip(request))
     db.commit()
     return render(request, ctx, "merchant_segments.html", releases=data, min_size=min_size)
@@ -58,19 +85,20 @@ def merchant_segments(request: Request, ctx: ContextDep, db: SessionDep,
 
 @router.get("/operator/audiences", response_class=HTMLResponse)
 def operator_audiences(request: Request, ctx: ContextDep, db: SessionDep,
-                       operator: OperatorUser) -> Response:
-    """Names and sizes of released segments (what a send needs, nothing more)."""
+                       operator: AudienceViewer) -> Response:
+    """Names and sizes of released segments (what a send needs) and request counts."""
     min_size = ctx.settings.min_segment_size
-    data = releases(db, min_size=min_size, with_profiles=False)
+    data = operator_releases(db, min_size=min_size)
     audit.record(db, "result_view", actor=operator, object_type="audiences",
                  ip=client_ip(request))
     db.commit()
-    return render(request, ctx, "operator_audiences.html", releases=data, min_size=min_size)
+    return render(request, ctx, "operator_audiences.html", releases=data, min_size=min_size,
+                  request_counts=requests_service.counts(db))
 
 
 @router.get("/centre/jobs", response_class=HTMLResponse)
 def centre_jobs(request: Request, ctx: ContextDep, db: SessionDep,
-                _centre: CentreUser) -> Response:
+                _centre: CentreScheduleViewer) -> Response:
     """The public schedule of segmentation jobs: sizes and status only."""
     jobs = list(db.scalars(select(Job).where(Job.kind == "segmentation")
                            .order_by(Job.id.desc()).limit(100)))

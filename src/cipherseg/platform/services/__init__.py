@@ -26,6 +26,7 @@ from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.jobs import ProgressSink, enqueue, finish
 from cipherseg.platform.models import Base, Customer, Job, Upload, User
+from cipherseg.platform.numbering import next_number, upload_scope
 from cipherseg.platform.uploads import (
     KINDS,
     Importer,
@@ -67,8 +68,9 @@ def save_upload(ctx: PlatformContext, session: Session, owner: User, kind: str,
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    up = Upload(owner_id=owner.id, kind=kind, filename=name, sha256=digest.hexdigest(),
-                size_bytes=size, stored_path=str(path), status="queued")
+    up = Upload(owner_id=owner.id, number=next_number(session, upload_scope(owner.id)),
+                kind=kind, filename=name, sha256=digest.hexdigest(), size_bytes=size,
+                stored_path=str(path), status="queued")
     session.add(up)
     session.flush()
     job = enqueue(session, "import", owner=owner, params={"upload_id": up.id})

@@ -10,8 +10,8 @@
   existing messages of customers that were sendable become ``treated``.
 * ``msg_messages.attempt_base``: attempts made before an operator's retry.
 
-Revision ID: 0003_campaign_outcomes
-Revises: 0002_messaging
+Revision ID: 0004_campaign_outcomes
+Revises: 0003_access
 Create Date: 2026-12-04
 """
 
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0003_campaign_outcomes"
-down_revision = "0002_messaging"
+revision = "0004_campaign_outcomes"
+down_revision = "0003_access"
 branch_labels = None
 depends_on = None
 
