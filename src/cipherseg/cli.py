@@ -30,6 +30,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.vhe",
     "cipherseg.commands.scale",
     "cipherseg.commands.messaging",
+    "cipherseg.commands.vertical",
 )
 
 for _name in _COMMAND_MODULES:

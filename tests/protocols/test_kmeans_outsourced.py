@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 
 import numpy as np
 import pytest
@@ -17,18 +16,7 @@ from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from cipherseg.transport.inprocess import InProcessTransport
-
-
-def _reachable(root: object, limit: int = 200_000) -> list[object]:
-    seen: dict[int, object] = {}
-    todo = [root]
-    while todo and len(seen) < limit:
-        obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (type, str, bytes, int, float)):
-            continue
-        seen[id(obj)] = obj
-        todo.extend(gc.get_referents(obj))
-    return list(seen.values())
+from object_graph import reachable
 
 
 def _upload(owner: CkksSecretContext, X: np.ndarray, k: int, sid: str = "s") -> p.Upload:
@@ -50,7 +38,7 @@ def test_centre_state_holds_no_secret_key_during_a_run() -> None:
 
     def spy(data: bytes) -> bytes:
         reply = centre.handle_bytes(data)
-        snapshots.append(_reachable(centre))
+        snapshots.append(reachable(centre))
         return reply
 
     DataOwner(random_state=0).run_kmeans(X, 3, InProcessTransport(spy), max_iter=3, tol=0.0)

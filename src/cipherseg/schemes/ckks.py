@@ -88,10 +88,13 @@ class CkksParams:
                 f"log2(q) = {total} exceeds the HE-standard 128-bit bound {bound} for N={n}; "
                 "use fewer or smaller primes, or a larger N"
             )
+        # A middle prime larger than the scale lowers the scale after its rescale (protocol
+        # 4.5 rescales its products by a 50-bit prime to 2^30, leaving room for blinding).
         for middle in bits[1:-1]:
-            if middle != self.scale_bits:
+            if middle < self.scale_bits:
                 raise ParameterError(
-                    f"middle primes must have scale_bits={self.scale_bits} bits, got {bits}"
+                    f"middle primes must have scale_bits={self.scale_bits} bits or more, "
+                    f"got {bits}"
                 )
         if bits[0] <= self.scale_bits:
             raise ParameterError(
@@ -161,6 +164,8 @@ class CkksContextBase:
             data = data.next_context_data()
             chain.append(data)
         self.last_parms_id = chain[-1].parms_id()
+        #: parms_id of each level, from the top (fresh ciphertexts) to the last.
+        self.level_parms_ids = [c.parms_id() for c in chain]
         primes = [m.value() for m in chain[0].parms().coeff_modulus()]
         # Scale of a product of two fresh ciphertexts after one rescale: exact, shared by both
         # sides, so values encrypted at the last level can be added to rescaled products.
@@ -219,6 +224,12 @@ class CkksContextBase:
     def rescale(self, a: Any) -> Any:
         out = seal.Ciphertext()
         self.evaluator.rescale_to_next(a, out)
+        return out
+
+    def mod_switch_to_next(self, a: Any) -> Any:
+        """Drop one prime without rescaling (the value and scale stay)."""
+        out = seal.Ciphertext()
+        self.evaluator.mod_switch_to_next(a, out)
         return out
 
     def mod_switch_to_last(self, a: Any) -> Any:
@@ -290,10 +301,11 @@ class CkksPublicContext(CkksContextBase):
     """
 
     def __init__(self, params: CkksParams, fingerprint: bytes, public_key: Any,
-                 relin_keys: Any) -> None:
+                 relin_keys: Any, galois_keys: Any = None) -> None:
         super().__init__(params, fingerprint)
         self.public_key = public_key
         self.relin_keys = relin_keys
+        self.galois_keys = galois_keys
         self._encryptor = seal.Encryptor(self.seal_context, public_key)
 
     def is_private(self) -> bool:
@@ -315,8 +327,14 @@ class CkksPublicContext(CkksContextBase):
             rk = seal_from_bytes(seal.RelinKeys(), ctx, fields["relin_keys"])
         except Exception as exc:
             raise CiphertextError(f"public context keys rejected by SEAL: {exc}") from exc
+        gk = None
+        if fields.get("galois_keys"):
+            try:
+                gk = seal_from_bytes(seal.GaloisKeys(), ctx, fields["galois_keys"])
+            except Exception as exc:
+                raise CiphertextError(f"rotation keys rejected by SEAL: {exc}") from exc
         fingerprint = context_fingerprint(params, fields["public_key"])
-        return cls(params, fingerprint, pk, rk)
+        return cls(params, fingerprint, pk, rk, gk)
 
     def relinearize(self, a: Any) -> Any:
         out = seal.Ciphertext()
@@ -328,6 +346,27 @@ class CkksPublicContext(CkksContextBase):
         out = seal.Ciphertext()
         self._encryptor.encrypt(self.encode(values), out)
         return out
+
+    def sum_slots(self, a: Any) -> Any:
+        """Every slot of the result holds the sum of all slots of ``a`` (rotate and add with
+        the power-of-two rotation keys of :func:`power_of_two_galois_elements`)."""
+        if self.galois_keys is None:
+            raise KeyCustodyError("this public context carries no rotation keys; the key "
+                                  "holder exports them with public_bytes(with_galois=True)")
+        acc = a
+        step = 1
+        while step < self.params.slot_count:
+            rotated = seal.Ciphertext()
+            self.evaluator.rotate_vector(acc, step, self.galois_keys, rotated)
+            acc = self.add(acc, rotated)
+            step *= 2
+        return acc
+
+
+def power_of_two_galois_elements(params: CkksParams) -> list[int]:
+    """SEAL Galois elements of the left rotations by 1, 2, 4, …, slots/2 (3^step mod 2N)."""
+    m = 2 * params.poly_modulus_degree
+    return [pow(3, 1 << i, m) for i in range(params.slot_count.bit_length() - 1)]
 
 
 def context_fingerprint(params: CkksParams, public_key_blob: bytes) -> bytes:

@@ -28,6 +28,7 @@ from cipherseg.schemes.ckks import (
     CkksParams,
     context_fingerprint,
     pack_context_bytes,
+    power_of_two_galois_elements,
 )
 
 
@@ -46,6 +47,7 @@ class CkksSecretContext(CkksContextBase):
         self._public_key_blob = public_key_blob
         self._encryptor = seal.Encryptor(self.seal_context, public_key, secret_key)
         self._decryptor = seal.Decryptor(self.seal_context, secret_key)
+        self._galois_blob: bytes | None = None
 
     def __repr__(self) -> str:  # never show key material
         return f"CkksSecretContext(params={self.params}, fingerprint={self.fingerprint.hex()[:12]})"
@@ -66,13 +68,21 @@ class CkksSecretContext(CkksContextBase):
     def is_private(self) -> bool:
         return True
 
-    def public_bytes(self) -> bytes:
-        """The context the compute centre may hold: parameters, public and relinearisation keys."""
-        return pack_context_bytes({
+    def public_bytes(self, *, with_galois: bool = False) -> bytes:
+        """The context the compute centre may hold: parameters, public and relinearisation keys,
+        and with ``with_galois`` the power-of-two rotation keys (seeded form, made once)."""
+        fields = {
             "params": self.params.to_json().encode(),
             "public_key": self._public_key_blob,
             "relin_keys": seal_to_bytes(self.relin_keys),
-        })
+        }
+        if with_galois:
+            if self._galois_blob is None:
+                keygen = seal.KeyGenerator(self.seal_context, self._secret_key)
+                self._galois_blob = seal_to_bytes(
+                    keygen.create_galois_keys(power_of_two_galois_elements(self.params)))
+            fields["galois_keys"] = self._galois_blob
+        return pack_context_bytes(fields)
 
     # --- encryption ----------------------------------------------------------------------
     def encrypt(self, values: npt.ArrayLike, *, at_last_level: bool = False,
@@ -84,9 +94,12 @@ class CkksSecretContext(CkksContextBase):
         return out
 
     def encrypt_to_bytes(self, values: npt.ArrayLike, *, at_last_level: bool = False,
-                         scale: float | None = None) -> bytes:
-        """Encrypt and serialise in seeded form (about half the size of a full ciphertext)."""
+                         scale: float | None = None, level: int | None = None) -> bytes:
+        """Encrypt and serialise in seeded form (about half the size of a full ciphertext);
+        ``level`` counts primes dropped from the top (0: fresh, as ``at_last_level=False``)."""
         pid = self.last_parms_id if at_last_level else self.top_parms_id
+        if level is not None:
+            pid = self.level_parms_ids[level]
         serializable = self._encryptor.encrypt_symmetric(
             self.encode(values, scale=scale, parms_id=pid)
         )
