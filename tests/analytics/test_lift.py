@@ -5,6 +5,7 @@ differential-privacy noise."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -26,12 +27,19 @@ MEAN_BASKET = 100.0          # gamma(2, 50): the mean spend of a converting cust
 SEEDS = range(100)
 
 
+@functools.cache
+def _held(seed: int) -> np.ndarray:
+    """Who is held out in seed ``seed``'s campaign: drawn exactly as the platform draws it
+    (computed once per seed, shared by the tests)."""
+    plan = HoldoutPlan(0.1, f"{seed:032x}")
+    return np.array([plan.arm("7:0", str(i)) == "holdout" for i in range(N_CUSTOMERS)])
+
+
 def _campaign(seed: int, effect: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-customer spend in the window for the treated and the held-out customers of one
-    synthetic segment: the holdout is drawn exactly as the platform draws it."""
+    synthetic segment."""
     rng = np.random.default_rng(seed)
-    plan = HoldoutPlan(0.1, f"{seed:032x}")
-    held = np.array([plan.arm("7:0", str(i)) == "holdout" for i in range(N_CUSTOMERS)])
+    held = _held(seed)
     rate = np.where(held, BASE_RATE, BASE_RATE + effect)
     converts = rng.random(N_CUSTOMERS) < rate
     spend = np.where(converts, rng.gamma(2.0, MEAN_BASKET / 2, N_CUSTOMERS), 0.0)
