@@ -5,6 +5,9 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/sbin/bearerbox ] || need+=(kannel)
 [ -x /usr/lib/kannel/test/fakesmsc ] || need+=(kannel-extras)
+# A small CJK font (1.6 MB download, 5 MB installed; fonts-noto-cjk would be 56/91 MB) so
+# that Chinese messages render in the browser tests' screenshots instead of boxes.
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: need root to install: ${need[*]}" >&2; exit 1

@@ -117,3 +117,65 @@ class BrowserSession:
 
     def close(self) -> None:
         self.ctx.close()
+
+
+def prepare_release(env: dict[str, str], customers: list[list[str]],
+                    segments: list[tuple[str, int]], *, merchant: str = "shop",
+                    ) -> dict[int, list[str]]:
+    """Import ``customers`` through the upload pipeline as the owner ``mall``, then store a
+    finished segmentation granted to ``merchant`` whose segments take the customers in
+    order (``segments``: each one's name and size) — in-process, on the server's database,
+    before it starts. Returns each segment's external customer ids."""
+    import csv
+    import io
+
+    from sqlalchemy import select
+
+    from cipherseg.platform.app import make_context, make_worker
+    from cipherseg.platform.core.config import Settings
+    from cipherseg.platform.models import (
+        Customer,
+        Job,
+        ReleaseGrant,
+        Segment,
+        SegmentMember,
+        User,
+    )
+    from cipherseg.platform.numbering import job_scope, next_number
+    from cipherseg.platform.services import save_upload
+
+    centroid = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
+    ctx = make_context(Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"])))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(
+        [["customer_id", "phone", "consent", "first_name", "timezone"], *customers])
+    with ctx.sessions() as s:
+        owner = s.scalars(select(User).where(User.username == "mall")).one()
+        save_upload(ctx, s, owner, "customers", "customers.csv",
+                    io.BytesIO(buf.getvalue().encode()))
+    make_worker(ctx, threads=1).run_until_empty()
+    with ctx.sessions() as s:
+        rows = list(s.execute(select(Customer.id, Customer.external_id)
+                              .order_by(Customer.external_id)))
+        assert len(rows) == len(customers)
+        owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
+        job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
+                  owner_id=owner_id, created_by=owner_id, params={"k": len(segments)},
+                  result={"n_customers": len(rows)},
+                  number=next_number(s, job_scope("segmentation", owner_id)))
+        s.add(job)
+        s.flush()
+        s.add(ReleaseGrant(job_id=job.id, granted_by=owner_id, merchant_id=s.scalars(
+            select(User.id).where(User.username == merchant)).one()))
+        groups: dict[int, list[tuple[int, str]]] = {}
+        start = 0
+        for pos, (name, size) in enumerate(segments):
+            groups[pos] = [(int(cid), str(ext)) for cid, ext in rows[start:start + size]]
+            start += size
+            s.add(Segment(job_id=job.id, position=pos, name=name, size=len(groups[pos]),
+                          centroid=centroid))
+            s.add_all(SegmentMember(job_id=job.id, customer_id=cid, pseudonym=f"p{cid}",
+                                    segment_index=pos) for cid, _ in groups[pos])
+        s.commit()
+    ctx.engine.dispose()
+    return {pos: [ext for _, ext in members] for pos, members in groups.items()}

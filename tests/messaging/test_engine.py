@@ -90,8 +90,10 @@ def test_campaign_applies_every_rule(store: SqlMessageStore, make_people: MakePe
     assert stats.delivered == 7 and stats.skipped == 1
     assert store.campaign(cid).status == "completed"
     rep = store.report(cid).total
-    assert (rep.audience, rep.delivered, rep.skipped) == (12, 7, 5)
-    assert rep.skipped_reasons["opted out"] == 2
+    assert (rep.members, rep.unreachable, rep.audience) == (12, 4, 8)
+    assert (rep.delivered, rep.skipped) == (7, 1)
+    assert rep.skipped_reasons == {"opted out": 1}      # since queueing
+    assert rep.unreachable_reasons["opted out"] == 1   # before
     rows = OutboxGateway(store).messages(limit=50)
     texts = {r["to_masked"]: r["body"] for r in rows}
     assert texts["139****0000"] == "Hi Li, Seg s deal at Joy Mall. Reply STOP to opt out"

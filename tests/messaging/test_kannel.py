@@ -89,8 +89,11 @@ class Rig:
                              config=EngineConfig(**settings))  # type: ignore[arg-type]
 
     def campaign(self, segments: dict[str, str], name: str = "Campaign") -> int:
+        """Segments named ``zh…`` are Chinese (their opt-out line is 回复TD退订)."""
         return self.store.create_campaign(
-            name, [CampaignSegment(k, k.upper(), t) for k, t in segments.items()],
+            name, [CampaignSegment(k, k.upper(), t, *(("zh", "回复TD退订") if k.startswith("zh")
+                                                      else ("en", None)))
+                   for k, t in segments.items()],
             shop_name="Joy Mall", opt_out_text="Reply STOP to opt out", status="draft")
 
     def start(self, cid: int) -> None:
@@ -168,10 +171,10 @@ def test_campaign_through_kannel(fake_rig: Rig, make_people: MakePeople) -> None
     rig.phone.send_mo(phone_of(6), "10086", "td")
     wait_until(lambda: rig.store.suppression_counts().get("opt_out") == 3, what="TD")
     report = rig.store.report(cid).total
-    assert (report.audience, report.delivered, report.opted_out, report.skipped) == \
-        (40, 35, 1, 5)
-    assert report.skipped_reasons == {"no consent": 1, "opted out": 2, "suppressed": 1,
-                                      "frequency cap (1 per 7 days)": 1}
+    assert (report.members, report.unreachable, report.audience, report.delivered,
+            report.opted_out) == (40, 5, 35, 35, 1)
+    assert report.unreachable_reasons == {"no consent": 1, "opted out": 2, "suppressed": 1,
+                                          "frequency cap (1 per 7 days)": 1}
     assert len(rig.store.delivery_times(cid)) == 35
 
 
@@ -326,3 +329,31 @@ def test_harness_refuses_bad_configuration(tmp_path: Path) -> None:
         KannelHarness(tmp_path, smsc="http")
     with pytest.raises(CipherSegError, match="fake"):
         KannelHarness(tmp_path, smsc="smpp")  # type: ignore[arg-type]
+
+
+def test_kannel_store_is_private(fake_rig: Rig, make_people: MakePeople) -> None:
+    """Issue 16 finding 10: Kannel's message store holds every number and text in clear. In
+    the harness (as in the documented configuration) it lives in a 0700 directory and every
+    file Kannel writes — the store, its .new/.bak rotations, logs — is 0600."""
+    rig = fake_rig
+    assert rig.harness is not None and rig.phone is not None
+    people = make_people(20)
+    engine = SendingEngine(rig.store, rig.gateway(), StaticRecipients(people),
+                           config=EngineConfig(rate_per_second=None,
+                                               policy=DeliveryPolicy(quiet_hours=None)))
+    cid = rig.campaign({"a": "Hello {{ first_name }}. {{ opt_out }}"})
+    engine.enqueue(cid, {"a": people})
+    rig.start(cid)
+    engine.run(cid, max_seconds=60)
+    engine.close()
+    rig.phone.wait_for(20)
+    rig.harness.stop()   # the last dump rotates the store: .bak keeps the messages
+    store_dir = rig.harness.store_dir
+    files = sorted(store_dir.iterdir())
+    assert {f.name for f in files} >= {"kannel.store", "kannel.store.bak"}
+    assert any(b"+86139" in f.read_bytes() for f in files)       # what is being protected
+    assert store_dir.stat().st_mode & 0o777 == 0o700
+    assert rig.harness.workdir.stat().st_mode & 0o777 == 0o700
+    written = [*files, *(f for f in rig.harness.workdir.iterdir() if f.is_file())]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in written} == \
+        {f.name: "0o600" for f in written}

@@ -36,8 +36,9 @@ def test_enqueue_is_idempotent_and_skips_duplicate_numbers(db_store: SqlMessageS
     again = db_store.enqueue(cid, "a", [*msgs, NewMessage("r5", "pk5")], now=T0)
     assert (again.queued, again.skipped, again.already_present) == (1, 0, 4)
     assert db_store.state_counts(cid) == {"queued": 3, "skipped": 2}
-    reasons = db_store.report(cid, now=T0).total.skipped_reasons
-    assert reasons == {"duplicate number in campaign": 1, "no consent": 1}
+    total = db_store.report(cid, now=T0).total
+    assert total.unreachable_reasons == {"duplicate number in campaign": 1, "no consent": 1}
+    assert (total.members, total.unreachable, total.audience) == (5, 2, 3)
 
 
 def test_claims_are_disjoint_leases_and_expire(db_store: SqlMessageStore) -> None:

@@ -39,7 +39,13 @@ def test_if_blocks_and_filters() -> None:
     ("{% include 'x' %} " + OPT, "{% include %}"),
     ("{{ first_name|attr('x') }} " + OPT, "unknown filter |attr"),
     ("{{ first_name ", "template syntax error"),
-    ("Hello", "no {{ opt_out }} line"),
+    # Issue 16 finding 6: two ways to name {{ opt_out }} without rendering it.
+    ("Sale! {% if false %}{{ opt_out }}{% endif %}", "must appear exactly as it is"),
+    ("Sale! {{ opt_out|truncate(3, True, '') }}", "must appear exactly as it is"),
+    ("{{ opt_out if first_name == 'x' else '' }}", "must appear exactly as it is"),
+    ("{% if first_name %}{{ opt_out }}{% else %}{{ opt_out }}{% endif %}",
+     "must appear exactly as it is"),
+    ("{{ opt_out ~ '' }}", "must appear exactly as it is"),
     ("   ", "empty"),
     ("x" * 3000, "at most"),
 ])
@@ -49,8 +55,32 @@ def test_bad_templates_are_refused_with_a_clear_message(source: str, words: str)
     assert words in str(info.value)
 
 
-def test_opt_out_requirement_can_be_lifted() -> None:
-    assert SmsTemplate("Order shipped", require_opt_out=False).render() == "Order shipped"
+def test_a_template_without_the_line_gets_it_appended() -> None:
+    assert SmsTemplate("Order shipped").render() == "Order shipped"
+    assert SmsTemplate("Order shipped.").render(opt_out="Reply STOP to opt out") == \
+        "Order shipped. Reply STOP to opt out"
+    assert SmsTemplate("{{ shop_name }}会员日8折").render(shop_name="欢乐城",
+                                                      opt_out="回复TD退订") == \
+        "欢乐城会员日8折回复TD退订"
+    # Placed by the template: not added twice.
+    assert SmsTemplate("{{ opt_out }}: sale").render(opt_out="STOP=end") == "STOP=end: sale"
+
+
+_FRAGMENTS = st.sampled_from([
+    "Hi ", "{{ first_name }}", '{{ first_name|default("you") }}', "{{ shop_name|upper }}",
+    "{% if first_name %}dear {{ first_name }}{% endif %}", "{{ opt_out }}", "您好", " 8折 ",
+    "{% if shop_name %}{{ shop_name|truncate(4, True, '') }}{% else %}us{% endif %}"])
+
+
+@given(st.lists(_FRAGMENTS, min_size=1, max_size=6), st.text(max_size=12),
+       st.text(max_size=12), st.sampled_from(["回复TD退订", "Reply STOP to opt out"]))
+def test_every_rendered_message_carries_the_opt_out_line(parts: list[str], name: str,
+                                                         shop: str, line: str) -> None:
+    source = "".join(parts)
+    if not source.strip():
+        return
+    text = SmsTemplate(source).render(first_name=name, shop_name=shop, opt_out=line)
+    assert line in text
 
 
 def test_render_refuses_values_outside_the_placeholders() -> None:

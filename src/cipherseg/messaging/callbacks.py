@@ -12,8 +12,9 @@ Kannel calls back over HTTP:
   the URL's ``text``) or ``post-url`` (the text as the body); the sender always in the
   ``X-Kannel-From`` header (kept out of URLs, hence out of access logs), and a secret token
   in the URL. An opt-out keyword (STOP, TD, 退订, …) puts the sender's keyed pseudonym on the
-  opt-out list; the number itself is normalised, pseudonymised and dropped, never stored
-  or logged.
+  opt-out list; an opt-in keyword (START, UNSTOP, 订阅) from a number that opted out takes
+  it off again — the only way a customer's own opt-out is lifted. The number itself is
+  normalised, pseudonymised and dropped, never stored or logged.
 
 :class:`MessagingCallbacks` is transport-free (the platform mounts it on FastAPI routes);
 :class:`CallbackServer` serves it with the standard library on loopback for standalone
@@ -29,6 +30,10 @@ workers, the benchmark and tests.
 200
 >>> store.suppression_kinds(["pk:5678"])
 {'pk:5678': {'opt_out'}}
+>>> cb.inbound(sender="+8613812345678", text="START", token="t0ken").status
+200
+>>> store.suppression_kinds(["pk:5678"])
+{}
 >>> cb.inbound(sender="+8613812345678", text="STOP", token="wrong").status
 403
 """
@@ -48,7 +53,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from cipherseg.errors import ParameterError, ValidationError
-from cipherseg.messaging.rules import OPT_OUT_KEYWORDS, RetryPolicy, matched_keyword
+from cipherseg.messaging.rules import (
+    OPT_IN_KEYWORDS,
+    OPT_OUT_KEYWORDS,
+    RetryPolicy,
+    matched_keyword,
+)
 from cipherseg.messaging.store import MessageStore
 from cipherseg.pii import mask_raw, normalise_phone
 
@@ -182,6 +192,8 @@ class MessagingCallbacks:
         Text sent back to a number that opted out (empty: no reply).
     on_opt_out:
         Called with ``(phone_key, keyword)`` after a new opt-out (e.g. to audit it).
+    on_opt_in:
+        Called with ``(phone_key, keyword)`` after an opt-out was lifted by the customer.
     batch_reports:
         Write delivery reports through a :class:`ReportBatcher` (group commit).
     """
@@ -191,6 +203,8 @@ class MessagingCallbacks:
                  retry: RetryPolicy | None = None, opt_out_reply: str = "",
                  keywords: frozenset[str] = OPT_OUT_KEYWORDS,
                  on_opt_out: Callable[[str, str], None] | None = None,
+                 on_opt_in: Callable[[str, str], None] | None = None,
+                 opt_in_keywords: frozenset[str] = OPT_IN_KEYWORDS,
                  batch_reports: bool = True) -> None:
         if len(mo_token) < 4:
             raise ParameterError("the MO token must be a real secret (16+ random characters)")
@@ -203,6 +217,8 @@ class MessagingCallbacks:
         self.opt_out_reply = opt_out_reply
         self.keywords = keywords
         self.on_opt_out = on_opt_out
+        self.on_opt_in = on_opt_in
+        self.opt_in_keywords = opt_in_keywords
         self._batcher = ReportBatcher(store, self.retry) if batch_reports else None
 
     def close(self) -> None:
@@ -240,19 +256,28 @@ class MessagingCallbacks:
         return CallbackResult(200, state)
 
     def inbound(self, *, sender: str, text: str, token: str) -> CallbackResult:
-        """Handle one inbound message; opt the sender out if it is an opt-out keyword."""
+        """Handle one inbound message: an opt-out keyword opts the sender out, an opt-in
+        keyword lifts the sender's opt-out; anything else is ignored."""
         if not hmac.compare_digest(token.encode(), self._mo_token.encode()):
             log.warning("inbound message with a bad token refused")
             return CallbackResult(403)
         keyword = matched_keyword(text, self.keywords)
-        if keyword is None:
+        opt_in = None if keyword else matched_keyword(text, self.opt_in_keywords)
+        if keyword is None and opt_in is None:
             return CallbackResult(200)
         try:
             e164 = normalise_phone(sender, region=self.region)
         except ValidationError:
-            log.warning("opt-out from an unreadable sender %s ignored", mask_raw(sender))
+            log.warning("keyword from an unreadable sender %s ignored", mask_raw(sender))
             return CallbackResult(200)
         key = self._phone_key(e164)
+        if opt_in is not None:
+            if self.store.remove_suppression(key, "opt_out"):
+                log.info("opt-out lifted by inbound %r", opt_in)
+                if self.on_opt_in is not None:
+                    self.on_opt_in(key, opt_in)
+            return CallbackResult(200)
+        assert keyword is not None
         added = self.store.add_suppression(key, "opt_out", source=f"mo:{keyword}")
         if added:
             log.info("opt-out by inbound %r recorded", keyword)

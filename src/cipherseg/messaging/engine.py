@@ -3,7 +3,8 @@
 Queueing a campaign writes one message per (campaign, customer) — the idempotency key —
 with the rules (:mod:`cipherseg.messaging.rules`) applied: customers without consent,
 opted out or suppressed, over the frequency cap, or sharing a number already in the campaign
-are recorded as skipped with the reason. The worker then loops:
+are recorded as skipped with the reason; of the others a random share is held out to
+measure the campaign's effect (:mod:`cipherseg.messaging.holdout`). The worker then loops:
 
 1. **reconcile** — messages left ``sending`` by a dead worker (lease expired) are requeued:
    at once for an idempotent gateway (the outbox), otherwise only after a grace period in
@@ -15,6 +16,11 @@ are recorded as skipped with the reason. The worker then loops:
    ``rate_per_second``, ``concurrency`` requests in flight);
 5. record the outcomes: sent/delivered, retry with backoff, failed with the reason, or —
    when the gateway is down — back to the queue without using up an attempt, and pause.
+
+:meth:`SendingEngine.run` keeps two batches in flight: while the gateway works through one,
+the worker records the previous batch's outcomes and prepares the next, so the requests in
+flight never drain while the database is written (steps 1–4 and 5 of neighbouring batches
+overlap; each batch still commits ``sending`` before its first request).
 
 A crash at any point leaves each message queued (sent again later), ``sending`` (step 1
 decides) or finished; none is lost, and none is sent twice unless a non-idempotent gateway
@@ -38,7 +44,7 @@ accepted it and then neither answered nor sent a delivery report within the grac
 >>> engine = SendingEngine(store, OutboxGateway(store), people, clock=noon,
 ...                        config=EngineConfig(rate_per_second=None))
 >>> engine.enqueue(cid, {"s": people})
-EnqueueResult(queued=4, skipped=1, already_present=0)
+EnqueueResult(queued=4, skipped=1, already_present=0, holdout=0)
 >>> store.transition_campaign(cid, "sending", allowed_from=["draft"])
 True
 >>> engine.run(cid).delivered
@@ -52,9 +58,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,6 +73,7 @@ from cipherseg.messaging.gateway import (
     SendResult,
     SendStatus,
 )
+from cipherseg.messaging.holdout import HoldoutPlan
 from cipherseg.messaging.recipients import Recipient, RecipientSource
 from cipherseg.messaging.rules import Decision, DeliveryPolicy, RetryPolicy
 from cipherseg.messaging.sms import SmsCount, count_sms
@@ -83,6 +90,13 @@ from cipherseg.messaging.templates import SmsTemplate
 
 log = logging.getLogger("cipherseg.messaging")
 
+#: How often the worker looks for messages a dead worker left ``sending`` (leases last
+#: minutes; looking before every batch would only cost a query).
+_RECONCILE_EVERY = timedelta(seconds=1)
+_STAT_NAMES = {SendStatus.ACCEPTED: "accepted", SendStatus.DELIVERED: "delivered",
+               SendStatus.RETRY: "retried", SendStatus.FAILED: "failed",
+               SendStatus.DOWN: "down", SendStatus.IN_DOUBT: "in_doubt"}
+
 _AUDIENCE_CHUNK = 500
 
 
@@ -94,7 +108,8 @@ class EngineConfig:
     the time one batch takes; ``in_doubt_grace`` is how long to wait for a delivery report
     before an unanswered attempt to a non-idempotent gateway is made again;
     ``report_wait`` is how long a campaign stays open after its last send for delivery
-    reports that may ask for a retry (an SMSC rejection).
+    reports that may ask for a retry (an SMSC rejection); ``pipeline`` is how many batches
+    :meth:`SendingEngine.run` keeps in flight.
     """
 
     rate_per_second: float | None = 20.0
@@ -107,14 +122,26 @@ class EngineConfig:
     max_parts: int = 6
     max_down_pause: timedelta = timedelta(seconds=60)
     worker_id: str = "worker"
+    pipeline: int = 2
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
     def __post_init__(self) -> None:
         if self.rate_per_second is not None and self.rate_per_second <= 0:
             raise ParameterError("rate_per_second must be positive (or None for no limit)")
-        if self.concurrency < 1 or self.batch_size < 1 or self.max_parts < 1:
-            raise ParameterError("concurrency, batch_size and max_parts must be >= 1")
+        if self.concurrency < 1 or self.batch_size < 1 or self.max_parts < 1 \
+                or self.pipeline < 1:
+            raise ParameterError("concurrency, batch_size, max_parts and pipeline must be "
+                                 ">= 1")
+
+    @property
+    def effective_batch(self) -> int:
+        """The batch size, smaller when the rate is low: every batch in flight must be sent
+        well within its lease (a quarter of it), or another worker could claim it again."""
+        if self.rate_per_second is None:
+            return self.batch_size
+        fits = int(self.rate_per_second * self.lease.total_seconds() / (4 * self.pipeline))
+        return max(1, min(self.batch_size, fits))
 
 
 @dataclass
@@ -228,30 +255,53 @@ def summarise_audience(store: MessageStore, recipients: Iterable[Recipient],
 
 def enqueue_campaign(store: MessageStore, campaign_id: int,
                      audiences: Mapping[str, Iterable[Recipient]], policy: DeliveryPolicy,
-                     *, now: datetime | None = None) -> EnqueueResult:
+                     *, now: datetime | None = None, holdout: HoldoutPlan | None = None,
+                     blocked: Mapping[str, str] | None = None) -> EnqueueResult:
     """Queue one message per recipient of each segment, recording skipped ones with their
-    reason. Idempotent: queueing the same campaign again adds only customers that were not
-    in it."""
+    reason and holding out ``holdout.share`` of the sendable ones (never sent; their later
+    purchases measure the effect). Every member of a segment in ``blocked`` is recorded
+    skipped with the reason given (e.g. an audience below the minimum size). Idempotent:
+    queueing the same campaign again adds only customers that were not in it."""
     camp = store.campaign(campaign_id)
     for key in audiences:
         camp.segment(key)
     now = now or utcnow()
-    totals = [0, 0, 0]
+    blocked = blocked or {}
+    totals = [0, 0, 0, 0]
     for key, people in audiences.items():
         decided = evaluate_audience(store, people, policy, now=now)
         res = store.enqueue(campaign_id, key, (
-            NewMessage(r.ref, r.phone_key, "skipped" if d.action == "skip" else "queued",
-                       d.reason or None, r.customer_id) for r, d in decided), now=now)
+            _new_message(key, r, d, holdout, blocked.get(key)) for r, d in decided), now=now)
         totals[0] += res.queued
         totals[1] += res.skipped
         totals[2] += res.already_present
+        totals[3] += res.holdout
     return EnqueueResult(*totals)
+
+
+def _new_message(segment_key: str, r: Recipient, d: Decision, holdout: HoldoutPlan | None,
+                 blocked: str | None) -> NewMessage:
+    if blocked is not None:
+        return NewMessage(r.ref, r.phone_key, "skipped", blocked, r.customer_id)
+    if d.action == "skip":
+        return NewMessage(r.ref, r.phone_key, "skipped", d.reason or None, r.customer_id)
+    arm = holdout.arm(segment_key, r.ref) if holdout is not None else "treated"
+    return NewMessage(r.ref, r.phone_key, "holdout" if arm == "holdout" else "queued", None,
+                      r.customer_id, arm=arm)
 
 
 @dataclass
 class _Prepared:
     campaign: Campaign
-    templates: dict[str, SmsTemplate]
+    templates: dict[str, SmsTemplate | ValidationError]
+
+
+@dataclass
+class _Batch:
+    """Messages marked ``sending`` and handed to the sending threads."""
+
+    outbound: list[OutboundSms]
+    futures: list[Future[SendResult]]
 
 
 class SendingEngine:
@@ -284,21 +334,27 @@ class SendingEngine:
         self._prepared: dict[int, _Prepared] = {}
         self._down_streak = 0
         self._down_until: datetime | None = None
+        self._reconciled: datetime | None = None
 
     # ------------------------------------------------------------------ queueing
-    def enqueue(self, campaign_id: int,
-                audiences: Mapping[str, Iterable[Recipient]]) -> EnqueueResult:
+    def enqueue(self, campaign_id: int, audiences: Mapping[str, Iterable[Recipient]], *,
+                holdout: HoldoutPlan | None = None) -> EnqueueResult:
         """Queue a campaign with this engine's rules (see :func:`enqueue_campaign`)."""
         return enqueue_campaign(self.store, campaign_id, audiences, self.config.policy,
-                                now=self.clock())
+                                now=self.clock(), holdout=holdout)
 
     # ------------------------------------------------------------------ sending
-    def _prepare(self, campaign_id: int) -> _Prepared:
+    def _campaign(self, campaign_id: int) -> _Prepared:
         prep = self._prepared.get(campaign_id)
         if prep is None:
             camp = self.store.campaign(campaign_id)
-            prep = _Prepared(camp, {s.key: SmsTemplate(s.template, require_opt_out=False)
-                                    for s in camp.segments})
+            templates: dict[str, SmsTemplate | ValidationError] = {}
+            for seg in camp.segments:
+                try:
+                    templates[seg.key] = SmsTemplate(seg.template)
+                except ValidationError as exc:  # stored before a rule was added
+                    templates[seg.key] = exc
+            prep = _Prepared(camp, templates)
             self._prepared[campaign_id] = prep
         return prep
 
@@ -326,25 +382,52 @@ class SendingEngine:
                         self.gateway.name, type(exc).__name__, sms.message_id)
             return SendResult(SendStatus.IN_DOUBT, type(exc).__name__)
 
-    def step(self, campaign_id: int | None = None) -> RunStats:
-        """Reconcile, then claim, check, send and record one batch (see module docstring).
+    def render(self, msg: ClaimedMessage, person: Recipient) -> tuple[str, SmsCount] | str:
+        """The text of one message and its length, or why it cannot be sent."""
+        prep = self._campaign(msg.campaign_id)
+        camp = prep.campaign
+        try:
+            seg = camp.segment(msg.segment_key)
+        except ValidationError as exc:
+            return f"template error: {exc}"
+        template = prep.templates.get(msg.segment_key)
+        if not isinstance(template, SmsTemplate):
+            return f"template refused: {template}"
+        line = camp.opt_out_for(seg.key)
+        try:
+            text = template.render(first_name=person.first_name or "", segment_name=seg.name,
+                                   shop_name=camp.shop_name, opt_out=line)
+        except ValidationError as exc:
+            return f"template error: {exc}"
+        if not text:
+            return "the rendered message is empty"
+        if line and line not in text:  # render appends it; never send a message without it
+            return "the opt-out line is missing from the rendered message"
+        count = count_sms(text)
+        if count.parts > self.config.max_parts:
+            return f"too long: {count.parts} SMS parts (at most {self.config.max_parts})"
+        return text, count
 
-        Raises :class:`GatewayError` (after putting the batch back in the queue) when the
-        gateway refuses the configuration.
-        """
+    def _prepare(self, campaign_id: int | None) -> tuple[RunStats, _Batch | None]:
+        """Reconcile, claim, check the rules, render, mark ``sending`` and hand the batch to
+        the sending threads (steps 1–4 of the module docstring)."""
         cfg = self.config
         stats = RunStats()
         now = self.clock()
         grace = timedelta(0) if self.gateway.idempotent else cfg.in_doubt_grace
-        stats.requeued = self.store.reconcile(now=now, grace=grace, campaign_id=campaign_id)
+        if self._reconciled is None or now - self._reconciled >= _RECONCILE_EVERY \
+                or now < self._reconciled:
+            stats.requeued = self.store.reconcile(now=now, grace=grace,
+                                                  campaign_id=campaign_id)
+            self._reconciled = now
         if self._down_until is not None and now < self._down_until:
-            return stats
+            return stats, None
         owner = new_lease_owner(cfg.worker_id)
-        claimed = self.store.claim(owner, now=now, limit=cfg.batch_size, lease=cfg.lease,
+        claimed = self.store.claim(owner, now=now, limit=cfg.effective_batch, lease=cfg.lease,
                                    campaign_id=campaign_id)
         stats.claimed = len(claimed)
         if not claimed:
-            return stats
+            return stats, None
         people = self.recipients.lookup([c.customer_ref for c in claimed])
         keys = {c.phone_key for c in claimed}
         kinds = self.store.suppression_kinds(keys)
@@ -372,42 +455,49 @@ class SendingEngine:
             if d.action == "hold":
                 holds.append((msg.id, d.hold_until or now, d.reason))
                 continue
-            prep = self._prepare(msg.campaign_id)
-            camp = prep.campaign
-            try:
-                seg = camp.segment(msg.segment_key)
-                text = prep.templates[msg.segment_key].render(
-                    first_name=person.first_name or "", segment_name=seg.name,
-                    shop_name=camp.shop_name, opt_out=camp.opt_out_text)
-            except ValidationError as exc:
-                skips.append((msg.id, f"template error: {exc}"))
-                continue
-            if not text:
-                skips.append((msg.id, "the rendered message is empty"))
-                continue
-            count = count_sms(text)
-            if count.parts > cfg.max_parts:
-                skips.append((msg.id, f"too long: {count.parts} SMS parts (at most "
-                                      f"{cfg.max_parts})"))
+            rendered = self.render(msg, person)
+            if isinstance(rendered, str):
+                skips.append((msg.id, rendered))
                 continue
             in_batch[msg.phone_key] += 1
-            ready.append((msg, person, text, count, camp.sender))
+            ready.append((msg, person, *rendered,
+                          self._campaign(msg.campaign_id).campaign.sender))
         stats.skipped, stats.held = len(skips), len(holds)
         self.store.settle(owner, skips=skips, holds=holds, now=now)
         if not ready:
-            return stats
+            return stats, None
         marked = self.store.begin_attempts(
             owner, [r[0] for r in ready], {r[0].id: (r[3].encoding, r[3].parts) for r in ready},
             now=now)
         outbound = [OutboundSms(msg.id, msg.attempts + 1, person.phone, text, count.encoding,
                                 count.parts, sender)
                     for msg, person, text, count, sender in ready if msg.id in marked]
-        outcomes, fatal = self._send_batch(outbound)
+        pool = self._executor()
+        return stats, _Batch(outbound, [pool.submit(self._send_one, sms) for sms in outbound])
+
+    def _finish(self, batch: _Batch) -> RunStats:
+        """Wait for a batch's answers and record them (step 5); raises
+        :class:`GatewayError` after recording when the gateway refused the configuration."""
+        cfg = self.config
+        stats = RunStats()
+        outcomes: list[Outcome] = []
+        fatal: GatewayError | None = None
+        for sms, fut in zip(batch.outbound, batch.futures, strict=True):
+            try:
+                res = fut.result()
+            except GatewayError as exc:
+                fatal = fatal or exc
+                # Refused before sending: back to the queue without using an attempt.
+                res = SendResult(SendStatus.DOWN, "gateway refused the configuration")
+            outcomes.append(Outcome(sms.message_id, sms.attempt, res.status, res.detail))
         for o in outcomes:
-            name = {SendStatus.ACCEPTED: "accepted", SendStatus.DELIVERED: "delivered",
-                    SendStatus.RETRY: "retried", SendStatus.FAILED: "failed",
-                    SendStatus.DOWN: "down", SendStatus.IN_DOUBT: "in_doubt"}[o.status]
+            name = _STAT_NAMES[o.status]
             setattr(stats, name, getattr(stats, name) + 1)
+        if stats.in_doubt:
+            detail = next(o.detail for o in outcomes if o.status == SendStatus.IN_DOUBT)
+            log.warning("gateway %s: %d messages in doubt (%s); they are sent again only if "
+                        "no report proves them sent within the grace period",
+                        self.gateway.name, stats.in_doubt, detail)
         done = self.clock()
         down_until = None
         if stats.down:
@@ -417,60 +507,68 @@ class SendingEngine:
             down_until = self._down_until = done + pause
             log.warning("gateway %s is down (%d messages back in the queue); pausing %.0f s",
                         self.gateway.name, stats.down, pause.total_seconds())
-        else:
+        elif outcomes:
             self._down_streak, self._down_until = 0, None
         self.store.record_outcomes(outcomes, retry=cfg.retry, now=done, down_until=down_until)
         if fatal is not None:
             raise fatal
         return stats
 
-    def _send_batch(self, batch: list[OutboundSms]
-                    ) -> tuple[list[Outcome], GatewayError | None]:
-        if not batch:
-            return [], None
-        pool = self._executor()
-        futures = [(sms, pool.submit(self._send_one, sms)) for sms in batch]
-        outcomes: list[Outcome] = []
-        fatal: GatewayError | None = None
-        for sms, fut in futures:
-            try:
-                res = fut.result()
-            except GatewayError as exc:
-                fatal = fatal or exc
-                # Refused before sending: back to the queue without using an attempt.
-                res = SendResult(SendStatus.DOWN, "gateway refused the configuration")
-            outcomes.append(Outcome(sms.message_id, sms.attempt, res.status, res.detail))
-        return outcomes, fatal
+    def step(self, campaign_id: int | None = None) -> RunStats:
+        """Reconcile, then claim, check, send and record one batch (see module docstring).
+
+        Raises :class:`GatewayError` (after putting the batch back in the queue) when the
+        gateway refuses the configuration.
+        """
+        stats, batch = self._prepare(campaign_id)
+        if batch is not None:
+            stats.add(self._finish(batch))
+        return stats
 
     def run(self, campaign_id: int | None = None, *, stop: threading.Event | None = None,
-            max_seconds: float | None = None) -> RunStats:
-        """Send until the campaign has nothing queued or in flight (then mark it
-        completed), it stops being ``sending`` (paused, cancelled), ``stop`` is set, or
-        ``max_seconds`` pass. With ``campaign_id=None`` serve every sending campaign until
-        stopped (a background worker)."""
+            max_seconds: float | None = None, until_idle: bool = False) -> RunStats:
+        """Send until the campaign has nothing queued or in flight (then end it with the
+        status that says how it went), it stops being ``sending`` (paused, cancelled),
+        ``stop`` is set, or ``max_seconds`` pass. With ``until_idle`` return as soon as
+        nothing is due (held messages, retries waiting for their backoff, reports awaited):
+        the caller decides how to wait (the platform's job sleeps until the next due time).
+        With ``campaign_id=None`` serve every sending campaign until stopped.
+
+        Up to ``config.pipeline`` batches are in flight at once (module docstring)."""
         cfg = self.config
         stop = stop or threading.Event()
         total = RunStats()
         start = time.monotonic()
+        inflight: deque[_Batch] = deque()
         try:
             while not stop.is_set():
                 if max_seconds is not None and time.monotonic() - start > max_seconds:
                     break
-                stats = self.step(campaign_id)
-                total.add(stats)
-                if stats.claimed:
+                claimed = False
+                while len(inflight) < cfg.pipeline:
+                    stats, batch = self._prepare(campaign_id)
+                    total.add(stats)
+                    claimed = claimed or bool(stats.claimed)
+                    if batch is not None:
+                        inflight.append(batch)
+                    elif not stats.claimed:
+                        break
+                if inflight:
+                    total.add(self._finish(inflight.popleft()))
+                    continue
+                if claimed:
                     continue
                 now = self.clock()
                 if campaign_id is None:
                     self.finish_campaigns(self.store.sending_campaigns())
                     stop.wait(cfg.idle_sleep)
                     continue
-                since = self._reports_since(now)
+                since = self.reports_since(now)
                 left, due = self.store.work_left(campaign_id, now=now, reports_since=since)
                 if left == 0:
                     self.store.finish_if_done(campaign_id, now=now, reports_since=since)
                     break
-                if self.store.campaign(campaign_id).status != "sending":
+                if until_idle or self.store.campaign(campaign_id).status != "sending":
                     break
                 wait = cfg.idle_sleep
                 if due is not None and due > now:
@@ -479,15 +577,25 @@ class SendingEngine:
                     wait = max(wait, min((self._down_until - now).total_seconds(), 5.0))
                 stop.wait(max(wait, 0.01))
         finally:
+            fatal: GatewayError | None = None
+            while inflight:  # record what is in flight, whatever stopped the loop
+                try:
+                    total.add(self._finish(inflight.popleft()))
+                except GatewayError as exc:
+                    fatal = fatal or exc
             total.seconds = time.monotonic() - start
+            if fatal is not None:
+                raise fatal
         return total
 
-    def _reports_since(self, now: datetime) -> datetime | None:
+    def reports_since(self, now: datetime) -> datetime | None:
+        """Messages sent after this may still get a report asking for a retry (``None``:
+        the gateway reports nothing later)."""
         return None if self.gateway.idempotent else now - self.config.report_wait
 
     def finish_campaigns(self, campaign_ids: Iterable[int]) -> list[int]:
         """Mark the given sending campaigns completed when nothing is left; returns those."""
         now = self.clock()
-        since = self._reports_since(now)
+        since = self.reports_since(now)
         return [c for c in campaign_ids
                 if self.store.finish_if_done(c, now=now, reports_since=since)]

@@ -42,6 +42,10 @@ OPT_OUT_KEYWORDS: frozenset[str] = frozenset({
     "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD", "T", "退订", "取消订阅",
 })
 
+#: Inbound keywords with which a customer who opted out asks for messages again. Only the
+#: customer can lift their own opt-out; staff cannot.
+OPT_IN_KEYWORDS: frozenset[str] = frozenset({"START", "UNSTOP", "订阅"})
+
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 
 

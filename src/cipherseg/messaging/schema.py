@@ -134,6 +134,8 @@ def define_tables(metadata: MetaData, *, customer_table: str | None = None) -> M
         Column("approved_at", UTCDateTime, nullable=True),
         Column("started_at", UTCDateTime, nullable=True),
         Column("finished_at", UTCDateTime, nullable=True),
+        #: A send planned for later: the campaign starts at this time.
+        Column("scheduled_at", UTCDateTime, nullable=True),
     )
     segments = Table(
         "msg_campaign_segments", metadata,
@@ -143,6 +145,9 @@ def define_tables(metadata: MetaData, *, customer_table: str | None = None) -> M
         Column("segment_key", String(64), nullable=False),
         Column("segment_name", String(128), nullable=False),
         Column("template", Text, nullable=False),
+        #: The template's language and the opt-out line that goes with it.
+        Column("language", String(8), nullable=True),
+        Column("opt_out_text", String(160), nullable=True),
         UniqueConstraint("campaign_id", "segment_key",
                          name="uq_msg_campaign_segments_campaign_segment"),
     )
@@ -166,6 +171,11 @@ def define_tables(metadata: MetaData, *, customer_table: str | None = None) -> M
         Column("state", String(16), nullable=False),
         Column("reason", String(255), nullable=True),
         Column("attempts", Integer, nullable=False, default=0),
+        #: Attempts made before the last manual retry (the retry limit counts from here).
+        Column("attempt_base", Integer, nullable=False, default=0, server_default="0"),
+        #: "treated" or "holdout" (the random split for lift measurement, among customers
+        #: sendable when the campaign was queued); NULL for customers skipped then.
+        Column("arm", String(8), nullable=True),
         Column("next_attempt_at", UTCDateTime, nullable=False),
         Column("lease_owner", String(64), nullable=True),
         Column("lease_until", UTCDateTime, nullable=True),

@@ -6,19 +6,29 @@ A template may use only the placeholders in :data:`PLACEHOLDERS` (``first_name``
 includes — is refused when the template is validated, so a merchant's typo or an attempt to
 reach Python objects fails on the form, never at send time. Rendering runs in Jinja2's
 :class:`~jinja2.sandbox.SandboxedEnvironment` anyway, without HTML autoescaping (SMS is
-plain text). Marketing messages must tell the recipient how to opt out, so by default a
-template must contain ``{{ opt_out }}``.
+plain text).
+
+**The opt-out line is in every message.** Marketing SMS must tell the recipient how to opt
+out. ``{{ opt_out }}`` places the line; a template without it gets the line appended by
+:meth:`SmsTemplate.render`, and a rendered text that lacks the line for any reason gets it
+appended too. ``{{ opt_out }}`` may appear only as it is, outside ``{% if %}`` blocks and
+without filters: ``{% if false %}{{ opt_out }}{% endif %}`` or
+``{{ opt_out|truncate(3) }}`` are refused when the template is validated.
 
 >>> t = SmsTemplate('Hi {{ first_name|default("customer") }}, 10% off at {{ shop_name }}. '
 ...                 '{{ opt_out }}')
 >>> t.render(first_name="Li", shop_name="Joy Mall", opt_out="Reply STOP to opt out")
 'Hi Li, 10% off at Joy Mall. Reply STOP to opt out'
->>> t.render(shop_name="Joy Mall", opt_out="STOP=opt out")
-'Hi customer, 10% off at Joy Mall. STOP=opt out'
+>>> SmsTemplate("{{ shop_name }}周末全场8折。").render(shop_name="欢乐城", opt_out="回复TD退订")
+'欢乐城周末全场8折。回复TD退订'
 >>> SmsTemplate("Hi {{ phone }} {{ opt_out }}")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 cipherseg.errors.ValidationError: unknown placeholder {{ phone }}; a template may use ...
+>>> SmsTemplate("Sale! {% if false %}{{ opt_out }}{% endif %}")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+cipherseg.errors.ValidationError: {{ opt_out }} must appear exactly as it is, ...
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from cipherseg.errors import ValidationError
+from cipherseg.messaging.language import append_line
 from cipherseg.messaging.sms import SmsCount, count_sms
 
 #: The placeholders a template may use, in the order they are documented.
@@ -78,17 +89,14 @@ class SmsTemplate:
     ----------
     source:
         The template text.
-    require_opt_out:
-        Refuse a template without ``{{ opt_out }}`` (default ``True``).
 
     >>> SmsTemplate("Hello {{ opt_out }}").placeholders
     frozenset({'opt_out'})
     """
 
-    def __init__(self, source: str, *, require_opt_out: bool = True) -> None:
+    def __init__(self, source: str) -> None:
         self.source = source
-        self.require_opt_out = require_opt_out
-        self.placeholders = validate_template(source, require_opt_out=require_opt_out)
+        self.placeholders = validate_template(source)
         self._template = _ENV.from_string(source)
 
     def __repr__(self) -> str:
@@ -98,10 +106,13 @@ class SmsTemplate:
         """Render with the given placeholder values; missing ones render empty.
 
         Unknown names are refused (so a caller cannot pass more than the template may
-        show). Surrounding whitespace is trimmed.
+        show). Surrounding whitespace is trimmed. A non-empty ``opt_out`` is in the result:
+        where the template puts it, else appended.
 
-        >>> SmsTemplate("{{ shop_name|upper }}!", require_opt_out=False).render(shop_name="x")
+        >>> SmsTemplate("{{ shop_name|upper }}!").render(shop_name="x")
         'X!'
+        >>> SmsTemplate("{{ shop_name|upper }}!").render(shop_name="x", opt_out="STOP=end")
+        'X! STOP=end'
         """
         unknown = set(values) - set(PLACEHOLDERS)
         if unknown:
@@ -109,10 +120,14 @@ class SmsTemplate:
                                   f"a template may use {_placeholder_list()}")
         context = {k: v for k, v in values.items() if v not in (None, "")}
         try:
-            return self._template.render(**context).strip()
+            text = self._template.render(**context).strip()
         except (SecurityError, TemplateError) as exc:
             raise ValidationError(f"the template failed to render ({exc}); fix the template "
                                   "and preview it again") from exc
+        line = context.get("opt_out", "")
+        if line and line not in text:
+            text = append_line(text, line)
+        return text
 
     def preview(self, *, masked_phone: str, **values: str) -> Preview:
         """Render for a sample customer and count characters and SMS parts.
@@ -135,7 +150,14 @@ class Preview:
     count: SmsCount
 
 
-def validate_template(source: str, *, require_opt_out: bool = True) -> frozenset[str]:
+def _bare_opt_out_uses(tree: nodes.Template) -> int:
+    """How many ``{{ opt_out }}`` are plain outputs at the top level of the template."""
+    return sum(1 for node in tree.body if isinstance(node, nodes.Output)
+               for expr in node.nodes
+               if isinstance(expr, nodes.Name) and expr.name == "opt_out")
+
+
+def validate_template(source: str) -> frozenset[str]:
     """Check a template and return the placeholders it uses.
 
     Raises :class:`~cipherseg.errors.ValidationError` naming what is wrong.
@@ -147,6 +169,10 @@ def validate_template(source: str, *, require_opt_out: bool = True) -> frozenset
     Traceback (most recent call last):
     ...
     cipherseg.errors.ValidationError: SMS templates cannot use attribute access; ...
+    >>> validate_template("{{ opt_out|truncate(3, True, '') }}")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cipherseg.errors.ValidationError: {{ opt_out }} must appear exactly as it is, ...
     """
     if not isinstance(source, str) or not source.strip():
         raise ValidationError("the template is empty; write the message text")
@@ -176,7 +202,10 @@ def validate_template(source: str, *, require_opt_out: bool = True) -> frozenset
         names = ", ".join(_braces(u) for u in unknown)
         raise ValidationError(f"unknown placeholder{'s' if len(unknown) > 1 else ''} {names}; "
                               f"a template may use {_placeholder_list()}")
-    if require_opt_out and "opt_out" not in used:
-        raise ValidationError("the template has no {{ opt_out }} line; marketing SMS must say "
-                              "how to opt out (e.g. 'Reply STOP to opt out' / '回复TD退订')")
+    every = sum(1 for n in tree.find_all(nodes.Name) if n.name == "opt_out")
+    if every != _bare_opt_out_uses(tree):
+        raise ValidationError(
+            "{{ opt_out }} must appear exactly as it is, outside {% if %} blocks and without "
+            "filters: every message carries the opt-out line (leave it out and it is "
+            "appended at the end)")
     return frozenset(used)

@@ -104,8 +104,9 @@ def make_context(settings: Settings) -> PlatformContext:
 #: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
 #: their permission with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job
 #: kinds), ``nav`` (``((href, label, permission), ...)`` links appended to the navigation of
-#: users holding the permission) and ``on_revoke(ctx, session, job_id, merchant)`` (called
-#: when a release grant is revoked: :func:`cipherseg.platform.services.grants.revoke`).
+#: users holding the permission), ``on_revoke(ctx, session, job_id, merchant)`` (called
+#: when a release grant is revoked: :func:`cipherseg.platform.services.grants.revoke`) and
+#: ``startup(ctx)`` (called when the server starts; must not block).
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
@@ -154,6 +155,9 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # uvicorn configures its loggers after the app is built: attach the filter again
         install_log_redaction(ctx.settings.default_region)
+        for ext in _extensions():
+            if hasattr(ext, "startup"):
+                ext.startup(ctx)
         worker = make_worker(ctx) if run_worker else None
         if worker is not None:
             worker.start()

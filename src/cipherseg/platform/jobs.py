@@ -5,7 +5,9 @@ separate ``cipherseg worker`` process) claims queued jobs with a conditional ``U
 workers never run the same job), runs them, and writes progress to the ``jobs`` row, which
 the pages poll. A job whose worker died (no heartbeat for ``stale_after`` seconds) is queued
 again; every job kind is safe to re-run (imports are all-or-nothing, a segmentation replaces
-its own results).
+its own results). A job can :func:`defer` itself: it goes back to the queue, in the same
+row, with a time before which no worker takes it (a campaign waiting for quiet hours to
+end sleeps this way: one row, one wake-up, no polling of its own).
 
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.migrate import upgrade
@@ -28,10 +30,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cipherseg.clock import utcnow
@@ -48,35 +50,39 @@ Runner = Callable[[int, "ProgressSink"], None]
 
 
 def enqueue(session: Session, kind: str, *, owner: User, params: dict[str, Any],
-            created_by: User | None = None) -> Job:
-    """Queue a job (flushes; the caller commits together with its audit event)."""
+            created_by: User | None = None, not_before: datetime | None = None,
+            stage: str = "queued") -> Job:
+    """Queue a job (flushes; the caller commits together with its audit event); with
+    ``not_before`` no worker takes it before that time."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     job = Job(kind=kind, number=next_number(session, job_scope(kind, owner.id)),
-              status="queued", progress=0.0, stage="queued", owner_id=owner.id,
-              created_by=(created_by or owner).id, params=params)
+              status="queued", progress=0.0, stage=stage[:128], owner_id=owner.id,
+              created_by=(created_by or owner).id, params=params, not_before=not_before)
     session.add(job)
     session.flush()
     return job
 
 
-def claim_next(factory: sessionmaker[Session], worker: str) -> int | None:
-    """Atomically take the oldest queued job; ``None`` if there is none.
+def claim_next(factory: sessionmaker[Session], worker: str, *,
+               now: datetime | None = None) -> int | None:
+    """Atomically take the oldest queued job that is due; ``None`` if there is none.
 
     Imports of one owner run one at a time (they touch the same rows).
     """
+    now = now or utcnow()
     with factory() as s:
         busy_owners = set(s.scalars(select(Job.owner_id).where(
             Job.status == "running", Job.kind == "import")))
         candidates = s.execute(select(Job.id, Job.kind, Job.owner_id).where(
-            Job.status == "queued").order_by(Job.id).limit(20)).all()
+            Job.status == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
+            .order_by(Job.id).limit(20)).all()
         for job_id, kind, owner_id in candidates:
             if kind == "import" and owner_id in busy_owners:
                 continue
-            now = utcnow()
             res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
                 status="running", worker=worker[:64], started_at=now, heartbeat_at=now,
-                stage="starting"))
+                not_before=None, stage="starting"))
             s.commit()
             if res.rowcount == 1:  # type: ignore[attr-defined]
                 return int(job_id)
@@ -145,6 +151,30 @@ class _Pause:
         self._sink._paused = False
 
 
+def defer(factory: sessionmaker[Session], job_id: int, *, until: datetime, stage: str,
+          now: datetime | None = None) -> None:
+    """Put a running job back in the queue, in the same row, not to be taken before
+    ``until`` (its runner is called again then)."""
+    with factory() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="queued", not_before=until, worker=None, stage=stage[:128],
+            heartbeat_at=now or utcnow()))
+        s.commit()
+
+
+def wake(factory: sessionmaker[Session], job_ids: list[int], *,
+         now: datetime | None = None) -> int:
+    """Make deferred jobs due now; returns how many were waiting."""
+    if not job_ids:
+        return 0
+    now = now or utcnow()
+    with factory() as s:
+        res = s.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "queued",
+                                          Job.not_before > now).values(not_before=now))
+        s.commit()
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def finish(factory: sessionmaker[Session], job_id: int, *, status: str,
            result: dict[str, Any] | None = None, error: str | None = None,
            stage: str | None = None) -> None:
@@ -202,8 +232,10 @@ class Worker:
 
     def __init__(self, factory: sessionmaker[Session], runners: dict[str, Runner], *,
                  threads: int = 1, poll_seconds: float = 0.5, stale_after: float = 600.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.factory = factory
+        self.clock = clock
         self.runners = runners
         self.threads = threads
         self.poll_seconds = poll_seconds
@@ -214,7 +246,7 @@ class Worker:
 
     def run_one(self, worker_name: str | None = None) -> int | None:
         """Claim and run one job synchronously; returns its id (``None``: queue empty)."""
-        job_id = claim_next(self.factory, worker_name or self.name)
+        job_id = claim_next(self.factory, worker_name or self.name, now=self.clock())
         if job_id is None:
             return None
         with self.factory() as s:

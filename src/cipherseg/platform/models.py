@@ -261,6 +261,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: A queued job is not claimed before this time (a campaign waiting for quiet hours to
+    #: end, or for its scheduled start, sleeps in its own row).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Segment(Base):

@@ -17,6 +17,12 @@ Logs are written at level 2 (warnings): at level 1 Kannel logs every recipient n
 Each box runs in its own process group and :meth:`KannelHarness.stop` ends both groups
 (after a hard kill of bearerbox, smsbox would keep reconnecting).
 
+Kannel's message store holds every queued message with its number and text in clear (and
+its ``.bak`` keeps the previous dump interval's messages). The harness keeps it where
+production should: in a directory of its own with mode 0700, written by boxes started with
+umask 077, so the store, its ``.new``/``.bak`` rotations and the logs are 0600
+(``docs/messaging.md``, "Kannel's message store"). The work directory is 0700 as well.
+
 >>> h = KannelHarness("/tmp/kannel-doc", mo_url="http://127.0.0.1:9/mo?token=x")
 >>> "smsc = fake" in h.config_text() and "our-host = 127.0.0.1" in h.config_text()
 True
@@ -116,6 +122,11 @@ class KannelHarness:
         return (f"http://127.0.0.1:{self.ports.admin}/status.xml"
                 f"?password={self._admin_password}")
 
+    @property
+    def store_dir(self) -> Path:
+        """Kannel's message store directory (0700; the store files in it are 0600)."""
+        return self.workdir / "store"
+
     def config_text(self) -> str:
         """The generated ``kannel.conf``."""
         w = self.workdir
@@ -136,7 +147,8 @@ class KannelHarness:
             "log-level = 2",
             "dlr-storage = internal",
             "store-type = file",
-            f"store-location = \"{w / 'kannel.store'}\"",
+            f"store-location = \"{self.store_dir / 'kannel.store'}\"",
+            "store-dump-freq = 5",
             "",
             "group = smsc",
             f"smsc = {self.smsc}",
@@ -195,9 +207,13 @@ class KannelHarness:
         if not kannel_installed():
             raise KannelUnavailable(f"Kannel is not installed ({BEARERBOX} missing); run "
                                     "`sudo bash scripts/system-deps.sh`")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        for private in (self.workdir, self.store_dir):
+            private.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private.chmod(0o700)
         conf = self.workdir / "kannel.conf"
-        conf.write_text(self.config_text(), encoding="utf-8")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self.config_text())
         conf.chmod(0o600)
         try:
             self._spawn("bearerbox", BEARERBOX, conf)
@@ -211,13 +227,16 @@ class KannelHarness:
         return self
 
     def _spawn(self, name: str, exe: str, conf: Path) -> None:
-        out = open(self.workdir / f"{name}.out", "ab")  # noqa: SIM115 (owned by the child)
+        fd = os.open(self.workdir / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+        out = os.fdopen(fd, "ab")
         try:
             self._procs[name] = subprocess.Popen(
                 # -v 2: the console gets warnings and errors only (at the default, debug,
                 # Kannel prints every message with its recipient, and runs slower).
+                # umask 077: the message store and the logs are created 0600.
                 [exe, "-v", "2", str(conf)], cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         finally:
             out.close()
 

@@ -13,6 +13,9 @@ Content-Security-Policy allows (no inline ``style``).
 True
 >>> "No message has been delivered yet" in delivered_chart({"A": []})
 True
+>>> svg = lift_chart([("Loyal", 0.25, 0.20, 0.05, 0.01, 0.09)])
+>>> svg.count("<rect") >= 2 and "+5.0 pp" in svg
+True
 """
 
 from __future__ import annotations
@@ -105,5 +108,58 @@ def delivered_chart(series: Mapping[str, Sequence[datetime]], *,
                      f'fill="{colour}"/><text x="{legend_x + 14}" y="{_H - 5}" font-size="11" '
                      f'fill="#1d2330">{escape(label)}</text>')
         legend_x += 24 + 7 * len(label)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_LIFT_ROW = 64
+
+
+def lift_chart(rows: list[tuple[str, float, float, float, float, float]], *,
+               title: str = "Conversion: got the message vs held out") -> str:
+    """Per segment ``(name, treated rate, holdout rate, lift, low, high)``: two bars for
+    the rates and the lift with its 95 % interval (percentage points) beside them."""
+    height = _T + _LIFT_ROW * max(len(rows), 1) + 28
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {height}" '
+            f'width="100%" role="img" aria-labelledby="lift-title" class="chart">'
+            f'<title id="lift-title">{escape(title)}</title>')
+    if not rows:
+        return (head + f'<text x="{_W / 2}" y="{height / 2}" text-anchor="middle" '
+                'fill="#667085" font-size="14">No segment to show.</text></svg>')
+    name_w, bar_w = 150, 230
+    top_rate = max(max(r[1], r[2]) for r in rows) or 1.0
+    span = max(max(abs(r[4]), abs(r[5])) for r in rows) or 0.01
+    ci_x0, ci_w = name_w + bar_w + 40, _W - (name_w + bar_w + 40) - _R
+    zero = ci_x0 + ci_w / 2
+    parts = [head]
+    parts.append(f'<line x1="{zero:.1f}" y1="{_T - 4}" x2="{zero:.1f}" '
+                 f'y2="{_T + _LIFT_ROW * len(rows)}" stroke="#c9ced6"/>')
+    parts.append(f'<text x="{zero:.1f}" y="{_T + _LIFT_ROW * len(rows) + 16}" '
+                 'text-anchor="middle" font-size="11" fill="#667085">0 pp (no effect)</text>')
+    for i, (name, treated, holdout, lift, low, high) in enumerate(rows):
+        y = _T + i * _LIFT_ROW
+        parts.append(f'<text x="0" y="{y + 26}" font-size="12" fill="#1d2330">'
+                     f'{escape(name[:22])}</text>')
+        for j, (rate, colour, label) in enumerate(((treated, PALETTE[0], "message"),
+                                                   (holdout, "#98a2b3", "held out"))):
+            w = rate / top_rate * (bar_w - 60)
+            parts.append(f'<rect x="{name_w}" y="{y + 6 + j * 22}" width="{w:.1f}" '
+                         f'height="16" fill="{colour}"><title>{label}: {rate:.1%}'
+                         '</title></rect>')
+            parts.append(f'<text x="{name_w + w + 4:.1f}" y="{y + 18 + j * 22}" '
+                         f'font-size="11" fill="#1d2330">{rate:.1%} {label}</text>')
+
+        def x(v: float) -> float:
+            return zero + v / span * (ci_w / 2 - 8)
+
+        colour = "#157347" if low > 0 else "#b42318" if high < 0 else "#1d2330"
+        parts.append(f'<line x1="{x(low):.1f}" y1="{y + 22}" x2="{x(high):.1f}" '
+                     f'y2="{y + 22}" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<circle cx="{x(lift):.1f}" cy="{y + 22}" r="4" fill="{colour}">'
+                     f'<title>{lift * 100:+.1f} pp (95 % CI {low * 100:+.1f} to '
+                     f'{high * 100:+.1f})</title></circle>')
+        parts.append(f'<text x="{x(lift):.1f}" y="{y + 44}" text-anchor="middle" '
+                     f'font-size="11" fill="{colour}">{lift * 100:+.1f} pp '
+                     f'[{low * 100:+.1f}, {high * 100:+.1f}]</text>')
     parts.append("</svg>")
     return "".join(parts)
