@@ -14,9 +14,11 @@ from cipherseg.protocols.vertical import psi
 ids = st.binary(min_size=1, max_size=24)
 
 
-def _ring_tags(sets: list[list[bytes]], session: bytes) -> list[list[bytes]]:
-    """Every holder's fully blinded tags (each list blinded by every scalar)."""
-    scalars = [psi.random_scalar() for _ in sets]
+def _ring_tags(sets: list[list[bytes]], session: bytes,
+               scalars: list[bytes] | None = None) -> list[list[bytes]]:
+    """Every holder's fully blinded tags (each list blinded by every scalar; fresh scalars
+    unless given)."""
+    scalars = scalars or [psi.random_scalar() for _ in sets]
     out = []
     for items in sets:
         points = psi.hash_to_group(items, session)
@@ -138,21 +140,10 @@ def test_one_time_scalars_keep_three_holders_tags_equal(a: list[bytes], b: list[
         for j in (1, 2):
             points = psi.blind(points, scalars[(i + j) % 3])
         tags.append(psi.blind(points, finish))
-    plain = _ring_tags_with(sets, session, scalars)
+    plain = _ring_tags(sets, session, scalars)
     assert tags == plain
     shared = set(tags[0]) & set(tags[1]) & set(tags[2])
     assert {a[i] for i, t in enumerate(tags[0]) if t in shared} == set(a) & set(b) & set(c)
-
-
-def _ring_tags_with(sets: list[list[bytes]], session: bytes, scalars: list[bytes]
-                    ) -> list[list[bytes]]:
-    out = []
-    for items in sets:
-        points = psi.hash_to_group(items, session)
-        for scalar in scalars:
-            points = psi.blind(points, scalar)
-        out.append(points)
-    return out
 
 
 def test_duplicated_identifiers_are_refused_without_echoing_them() -> None:
