@@ -21,18 +21,14 @@ from threadpoolctl import threadpool_limits
 
 from cipherseg.errors import ProtocolError, ValidationError
 from cipherseg.progress import Progress
-from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import DPConfig
-from cipherseg.protocols.kmeans_joint_centre import (
-    JointCentre,
-)
-from cipherseg.protocols.kmeans_joint_manager import JointManager, ManagerLog
-from cipherseg.protocols.kmeans_joint_owner import JointOwner
-from cipherseg.protocols.kmeans_joint_session import STAGES, NotReady, Outgoing, Party, stage_of
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.centre import JointCentre
+from cipherseg.protocols.joint.manager import JointManager, ManagerLog
+from cipherseg.protocols.joint.owner import JointOwner
+from cipherseg.protocols.joint.session import STAGES, NotReady, Outgoing, Party, stage_of
 from cipherseg.protocols.messages import Message
-from cipherseg.schemes.threshold import (
-    ThresholdParams,
-)
+from cipherseg.schemes.threshold import ThresholdParams
 
 
 def one_blas_thread() -> threadpool_limits:
@@ -43,7 +39,6 @@ def one_blas_thread() -> threadpool_limits:
     measured a whole extra core busy and the owners' own k-means work 5-10 % slower.
     """
     return threadpool_limits(limits=1, user_api="blas")
-
 
 
 def _int_table() -> defaultdict[str, int]:
