@@ -26,8 +26,9 @@ from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.joint.owner import JointOwner
 from cipherseg.protocols.joint.runner import deliver, run_joint_kmeans, run_joint_kmeans_processes
-from cipherseg.protocols.joint.session import NotReady, decode_total, encode_total
+from cipherseg.protocols.joint.session import decode_total, encode_total
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady
 from cipherseg.schemes.threshold_keys import KeyShare
 
 DECIMALS = 3

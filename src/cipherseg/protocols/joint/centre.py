@@ -10,7 +10,7 @@ for the whole sequence and the leakage table.
 >>> JointCentre().handle("manager", jm.Close(protocol_version=1, session_id="s", round=0))
 Traceback (most recent call last):
 ...
-cipherseg.protocols.joint.session.NotReady: no session is set up yet
+cipherseg.protocols.party.NotReady: no session is set up yet
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.joint import messages as jm
-from cipherseg.protocols.joint.session import NotReady, Outgoing, plain_from_bytes, plain_to_bytes
+from cipherseg.protocols.joint.session import plain_from_bytes, plain_to_bytes
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     CommonReference,

@@ -20,7 +20,6 @@ from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.session import (
     D2_SLOTS,
     INITS,
-    Outgoing,
     Session,
     build_joint_key,
     choice_source,
@@ -31,6 +30,7 @@ from cipherseg.protocols.joint.session import (
     plain_from_bytes,
 )
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     JointPublicKey,

@@ -19,8 +19,6 @@ from cipherseg.protocols.dp import gaussian_release
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.session import (
     D2_SLOTS,
-    NotReady,
-    Outgoing,
     Session,
     build_joint_key,
     choice_source,
@@ -31,6 +29,7 @@ from cipherseg.protocols.joint.session import (
     plain_to_bytes,
 )
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     JointPublicKey,

@@ -26,8 +26,9 @@ from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager, ManagerLog
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.session import STAGES, NotReady, Outgoing, Party, stage_of
+from cipherseg.protocols.joint.session import STAGES, JointParty, stage_of
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import ThresholdParams
 
 
@@ -91,7 +92,7 @@ class TrafficStats:
         }
 
 
-def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message]],
+def deliver(parties: dict[str, JointParty], initial: Iterable[tuple[str, str, Message]],
             stats: TrafficStats | None = None, *, max_messages: int = 1_000_000) -> TrafficStats:
     """Run a protocol in this process: every message crosses as bytes; messages that arrive
     before their dependencies wait (:class:`NotReady`) and are retried."""
@@ -199,7 +200,7 @@ def run_joint_kmeans(
     owners = [JointOwner(i, X, random_state=seeds[i]) for i, X in zip(owner_ids, arrays,
                                                                       strict=True)]
     centre = JointCentre()
-    parties: dict[str, Party] = {manager.name: manager, centre.name: centre}
+    parties: dict[str, JointParty] = {manager.name: manager, centre.name: centre}
     parties.update({o.name: o for o in owners})
     stats = TrafficStats()
     with one_blas_thread():

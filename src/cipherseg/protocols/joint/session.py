@@ -21,6 +21,7 @@ from cipherseg.errors import ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Party
 from cipherseg.schemes.rlwe_sampling import RandomSource, SeededRandomSource, SystemRandomSource
 from cipherseg.schemes.threshold import (
     CommonReference,
@@ -31,24 +32,16 @@ from cipherseg.schemes.threshold import (
     new_crs,
 )
 
-Outgoing = list[tuple[str, Message]]
 INITS = ("k-means++", "random", "given")
 STAGES = ("keygen", "init", "iterations", "final")
 D2_SLOTS = 3  # per owner: mantissa high, mantissa low, exponent of its float64 D² total
 _MANTISSA_SPLIT = 27
 
 
-class NotReady(Exception):
-    """A message arrived before the one it depends on (another sender's); deliver it later."""
+class JointParty(Party, Protocol):
+    """A party of this protocol: the sans-IO contract, with CPU seconds per step."""
 
-
-class Party(Protocol):
-    """What the transport needs of a party."""
-
-    name: str
     timings: dict[str, float]
-
-    def handle(self, sender: str, message: Message) -> Outgoing: ...
 
 
 def stage_of(message: Message) -> str:
