@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
+from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.deps import (
     ContextDep,
     IdPath,
@@ -432,10 +433,9 @@ def joint_labels(request: Request, db: SessionDep, owner: JointRunner,
         Customer, Customer.id == SegmentMember.customer_id).where(
         SegmentMember.job_id == job.id, Customer.owner_id == owner.id)
         .order_by(SegmentMember.pseudonym)).all()
-    body = "pseudonym,segment,segment_name\n" + "".join(
-        f"{p},{i},{seg.get(i, '')}\n" for p, i in rows)
-    return Response(body, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="joint-{job.number}-labels.csv"'})
+    return csv_response([["pseudonym", "segment", "segment_name"],
+                         *([p, i, seg.get(i, "")] for p, i in rows)],
+                        f"joint-{job.number}-labels.csv")
 
 
 @router.get("/merchant/joint", response_class=HTMLResponse)
