@@ -42,8 +42,8 @@ class ScoringCentre:
 
     Examples
     --------
-    >>> ScoringCentre().handle(OWNER, EncryptedFeatures(protocol_version=1, session_id="s",
-    ...                                                 round=1))
+    >>> ScoringCentre().handle("owner", EncryptedFeatures(protocol_version=1, session_id="s",
+    ...                                                   round=1))
     Traceback (most recent call last):
     ...
     cipherseg.errors.ProtocolError: scoring: features arrived before ScoringSetup; send the \
