@@ -10,7 +10,7 @@ are written as numbers (``-5`` stays a number).
 >>> safe_cell("=HYPERLINK(\\"http://x\\")"), safe_cell("-5"), safe_cell(-5), safe_cell(None)
 ('\\'=HYPERLINK("http://x")', "'-5", -5, '')
 >>> csv_text([["name", "n"], ["@SUM(A1)", 3]])
-"name,n\\n'@SUM(A1),3\\n"
+"name,n\\r\\n'@SUM(A1),3\\r\\n"
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def safe_cell(value: Cell) -> Cell:
 
 
 def _writer(buf: io.StringIO) -> Any:
-    return csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: with "\n" alone, a value holding a bare "\r" is left unquoted and
+    # a spreadsheet starts a new row there.
+    return csv.writer(buf, lineterminator="\r\n")
 
 
 def csv_text(rows: Iterable[Sequence[Cell]]) -> str:
