@@ -134,6 +134,7 @@ def make_context(settings: Settings) -> PlatformContext:
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
+    "cipherseg.platform.nodes",
 )
 
 
