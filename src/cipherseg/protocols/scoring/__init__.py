@@ -41,15 +41,18 @@ on).
 >>> from cipherseg.schemes.ckks import CkksParams
 >>> from cipherseg.schemes.ckks_keys import CkksSecretContext
 >>> keys = CkksSecretContext.generate(CkksParams.for_depth(1))
+>>> from cipherseg.protocols.party import PartyLink
 >>> owner = ScoringOwner(keys, weights=[0.5, -2.0], bias=0.5)
->>> centre = ScoringCentre()
->>> result = owner.run(np.array([[1.0, 0.0], [2.0, 1.0]]), centre.handle_message)
+>>> link = PartyLink(ScoringCentre(), sender=OWNER)  # or a process pipe, or HTTP
+>>> result = owner.run(np.array([[1.0, 0.0], [2.0, 1.0]]), link)
 >>> [round(float(s), 4) for s in result.scores]
 [1.0, -0.5]
 """
 
 from cipherseg.protocols.scoring.centre import ScoringCentre
 from cipherseg.protocols.scoring.messages import (
+    CENTRE,
+    OWNER,
     PROTOCOL,
     PROTOCOL_VERSION,
     EncryptedFeatures,
@@ -57,7 +60,7 @@ from cipherseg.protocols.scoring.messages import (
     ScoringReady,
     ScoringSetup,
 )
-from cipherseg.protocols.scoring.owner import Channel, OwnerKeys, ScoringOwner, ScoringResult
+from cipherseg.protocols.scoring.owner import OwnerKeys, ScoringOwner, ScoringResult
 from cipherseg.protocols.scoring.sigmoid import (
     SIGMOID_DEPTH,
     SigmoidApproximation,
@@ -65,10 +68,11 @@ from cipherseg.protocols.scoring.sigmoid import (
 )
 
 __all__ = [
+    "CENTRE",
+    "OWNER",
     "PROTOCOL",
     "PROTOCOL_VERSION",
     "SIGMOID_DEPTH",
-    "Channel",
     "EncryptedFeatures",
     "EncryptedScores",
     "OwnerKeys",

@@ -18,7 +18,9 @@ import numpy as np
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.protocols.scoring.messages import (
+    CENTRE,
     PROTOCOL_VERSION,
     EncryptedFeatures,
     EncryptedScores,
@@ -33,19 +35,22 @@ from cipherseg.schemes.ckks import CkksPublicContext
 class ScoringCentre:
     """The compute centre's side: holds the public context and the model it was sent.
 
-    Feed it protocol messages as bytes (:meth:`handle`) or objects (:meth:`handle_message`).
-    A set-up carrying a secret key is refused with
-    :class:`~cipherseg.errors.KeyCustodyError`.
+    A party of the common contract (:mod:`cipherseg.protocols.party`): ``handle(sender,
+    message)`` answers each message with exactly one message to its sender, so any transport
+    serves it (:func:`~cipherseg.protocols.party.respond`). A set-up carrying a secret key is
+    refused with :class:`~cipherseg.errors.KeyCustodyError`.
 
     Examples
     --------
-    >>> ScoringCentre().handle_message(
-    ...     EncryptedFeatures(protocol_version=1, session_id="s", round=1))
+    >>> ScoringCentre().handle("owner", EncryptedFeatures(protocol_version=1, session_id="s",
+    ...                                                   round=1))
     Traceback (most recent call last):
     ...
     cipherseg.errors.ProtocolError: scoring: features arrived before ScoringSetup; send the \
 set-up first
     """
+
+    name = CENTRE
 
     def __init__(self) -> None:
         self._ctx: CkksPublicContext | None = None
@@ -57,15 +62,12 @@ set-up first
         self._done: set[int] = set()
         self.compute_seconds = 0.0
 
-    def handle(self, data: bytes) -> bytes:
-        """Bytes in, bytes out (the transport's handler)."""
-        return self.handle_message(Message.from_bytes(data)).to_bytes()
-
-    def handle_message(self, message: Message) -> Message:
+    def handle(self, sender: str, message: Message) -> Outgoing:
+        """The one reply to ``sender``'s set-up or block of features."""
         if isinstance(message, ScoringSetup):
-            return self._on_setup(message)
+            return [(sender, self._on_setup(message))]
         if isinstance(message, EncryptedFeatures):
-            return self._on_features(message)
+            return [(sender, self._on_features(message))]
         raise ProtocolError(
             f"scoring: the centre does not accept {type(message).__name__} messages"
         )

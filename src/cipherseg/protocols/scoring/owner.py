@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Link
 from cipherseg.protocols.scoring.messages import (
     PROTOCOL_VERSION,
     EncryptedFeatures,
@@ -66,9 +66,6 @@ class ScoringResult:
     encrypt_seconds: float
     centre_seconds: float
     decrypt_seconds: float
-
-
-Channel = Callable[[Message], Message]
 
 
 class ScoringOwner:
@@ -140,22 +137,23 @@ class ScoringOwner:
         except EncodingError as exc:
             raise EncodingError(f"cannot encode the features for encryption: {exc}") from exc
 
-    def run(self, features: npt.ArrayLike, channel: Channel,
+    def run(self, features: npt.ArrayLike, link: Link,
             progress: Callable[[int, int], None] | None = None) -> ScoringResult:
-        """Score every row of ``features`` through ``channel`` (message in, reply out)."""
+        """Score every row of ``features`` with the centre at the other end of ``link``.
+
+        Any transport serves (:class:`~cipherseg.protocols.party.PartyLink` in this process,
+        process pipes, HTTP); a reply of another type or session raises
+        :class:`~cipherseg.errors.ProtocolError`.
+        """
         x = self.encode(features)
         n = x.shape[0]
         slots = self.keys.params.slot_count
-        sent = received = 0
         enc_s = dec_s = 0.0
         t0 = time.perf_counter()
         setup = self.setup_message(n)
         enc_s += time.perf_counter() - t0
-        ready = channel(setup)
-        sent += len(setup.to_bytes())
-        received += len(ready.to_bytes())
-        if not isinstance(ready, ScoringReady) or ready.session_id != self.session_id:
-            raise ProtocolError("scoring: the centre did not acknowledge the set-up")
+        before = link.stats.snapshot()
+        ready = link.request(setup, expect=ScoringReady)
         n_blocks = -(-n // slots)
         if ready.n_blocks != n_blocks:
             raise ProtocolError(
@@ -163,7 +161,6 @@ class ScoringOwner:
             )
         scores = np.empty(n)
         probs = np.empty(n) if self.sigmoid else None
-        centre_before = time.perf_counter()
         centre_s = 0.0
         for b in range(n_blocks):
             rows = x[b * slots:(b + 1) * slots]
@@ -174,13 +171,12 @@ class ScoringOwner:
                                     n_rows=rows.shape[0], columns=cols)
             enc_s += time.perf_counter() - t0
             centre_before = time.perf_counter()
-            reply = channel(msg)
+            reply = link.request(msg, expect=EncryptedScores)
             centre_s += time.perf_counter() - centre_before
-            sent += len(msg.to_bytes())
-            received += len(reply.to_bytes())
-            if (not isinstance(reply, EncryptedScores) or reply.block != b
-                    or reply.n_rows != rows.shape[0]):
-                raise ProtocolError(f"scoring: unexpected reply for block {b}")
+            if reply.block != b or reply.n_rows != rows.shape[0]:
+                raise ProtocolError(
+                    f"scoring: the reply for block {b} ({rows.shape[0]} customers) is for "
+                    f"block {reply.block} ({reply.n_rows} customers)")
             t0 = time.perf_counter()
             k = rows.shape[0]
             scores[b * slots:b * slots + k] = self.keys.decrypt_bytes(reply.scores, k)
@@ -191,4 +187,6 @@ class ScoringOwner:
             dec_s += time.perf_counter() - t0
             if progress is not None:
                 progress(b + 1, n_blocks)
-        return ScoringResult(scores, probs, n_blocks, sent, received, enc_s, centre_s, dec_s)
+        after = link.stats.snapshot()
+        return ScoringResult(scores, probs, n_blocks, after[0] - before[0],
+                             after[1] - before[1], enc_s, centre_s, dec_s)

@@ -25,8 +25,7 @@ from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.engine.state import get_state
 from cipherseg.errors import CiphertextError, ParameterError, ProtocolError
-from cipherseg.protocols.dp import DPConfig, gaussian_release
-from cipherseg.protocols.kmeans_joint_manager import data_independent_centres
+from cipherseg.protocols.dp import DPConfig, data_independent_centres, gaussian_release
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.session import (

@@ -1,5 +1,5 @@
 """Protocol 4.2 (joint k-means): the manager's side — opens the session, holds a key share,
-fuses partial decryptions, releases centroids. Leakage: :mod:`cipherseg.protocols.kmeans_joint`.
+fuses partial decryptions, releases centroids. Leakage: :mod:`cipherseg.protocols.joint`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import ParameterError, ProtocolError
-from cipherseg.protocols import kmeans_joint_messages as jm
-from cipherseg.protocols.dp import DPConfig
-from cipherseg.protocols.kmeans_joint_centre import (
-    _plain_from_bytes,
-)
-from cipherseg.protocols.kmeans_joint_session import (
+from cipherseg.protocols.dp import DPConfig, data_independent_centres
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.session import (
     D2_SLOTS,
     INITS,
-    Outgoing,
     Session,
     build_joint_key,
     choice_source,
@@ -31,8 +27,10 @@ from cipherseg.protocols.kmeans_joint_session import (
     generator_from,
     new_message,
     open_session,
+    plain_from_bytes,
 )
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     JointPublicKey,
@@ -41,30 +39,6 @@ from cipherseg.schemes.threshold import (
     fuse,
 )
 from cipherseg.schemes.threshold_keys import KeyShare
-
-
-def data_independent_centres(k: int, lower: Sequence[float], upper: Sequence[float],
-                             rng: np.random.Generator) -> npt.NDArray[np.float64]:
-    """k centres spread in the public box, independent of any data (DP mode): uniform draws
-    inside the box shrunk by r, at least 2r apart, halving r until k fit (the sphere-packing
-    initialisation of diffprivlib's KMeans)."""
-    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-    radius = float(np.min(hi - lo)) / 2.0
-    while radius > 1e-12:
-        centres: list[npt.NDArray[np.float64]] = []
-        retries = 0
-        while len(centres) < k and retries < 100:
-            candidate = lo + radius + rng.random(lo.size) * (hi - lo - 2 * radius)
-            if all(np.linalg.norm(candidate - c) >= 2 * radius for c in centres):
-                centres.append(candidate)
-                retries = 0
-            else:
-                retries += 1
-        if len(centres) == k:
-            return np.array(centres)
-        radius /= 2.0
-    return lo + rng.random((k, lo.size)) * (hi - lo)
-
 
 
 @dataclass
@@ -202,7 +176,7 @@ class JointManager:
             if self._key is None:
                 raise ProtocolError("manager: key shares in a session without keys")
             start = time.perf_counter()
-            self._pk = build_joint_key(session, message.shares, self._key)
+            self._pk = build_joint_key(session, message.shares, self._key.public_share)
             self.timings["manager: key generation"] += time.perf_counter() - start
             return self._maybe_begin()
         if isinstance(message, jm.KeyReady):
@@ -290,7 +264,7 @@ class JointManager:
         if self._aggregate is not None:
             raise ProtocolError("manager: two aggregates for one round")
         if self.mode == "plain":
-            values: npt.NDArray[np.int64] = _plain_from_bytes(m.ciphertext)
+            values: npt.NDArray[np.int64] = plain_from_bytes(m.ciphertext)
             self._aggregate = values
             return self._on_plain_result(values)
         if self._pk is None or self._key is None:

@@ -2,7 +2,7 @@
 
 The owner's customers never leave this module's :class:`JointOwner` in plaintext: it sends
 encrypted aggregates (and, when k-means++ picks one of its records, that record). Leakage:
-:mod:`cipherseg.protocols.kmeans_joint`.
+:mod:`cipherseg.protocols.joint`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import gaussian_release
-from cipherseg.protocols.kmeans_joint_centre import (
-    _plain_to_bytes,
-)
-from cipherseg.protocols.kmeans_joint_session import (
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.session import (
     D2_SLOTS,
-    NotReady,
-    Outgoing,
     Session,
     build_joint_key,
     choice_source,
@@ -31,8 +26,10 @@ from cipherseg.protocols.kmeans_joint_session import (
     generator_from,
     new_message,
     open_session,
+    plain_to_bytes,
 )
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     JointPublicKey,
@@ -48,31 +45,30 @@ def assign(points: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
     >>> assign(np.array([[0.0, 0.0], [5.0, 5.0]]), np.array([[4.0, 4.0], [0.1, 0.0]])).tolist()
     [1, 0]
     """
-    return _assign_columns(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T),
+    return assign_columns(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T),
                            centroids)
 
 
-def _assign_columns(columns: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
+def assign_columns(columns: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
                     ) -> npt.NDArray[np.int64]:
     """:func:`assign` on feature-major data (shape (d, n)): one contiguous pass per feature
     and centroid, several times faster than broadcasting (n, k, d) temporaries."""
     labels = np.zeros(columns.shape[1], dtype=np.int64)
-    best = _squared_distances(columns, centroids[0])
+    best = squared_distances(columns, centroids[0])
     for j in range(1, centroids.shape[0]):
-        d2 = _squared_distances(columns, centroids[j])
+        d2 = squared_distances(columns, centroids[j])
         closer = d2 < best
         np.copyto(best, d2, where=closer)
         labels[closer] = j
     return labels
 
 
-def _squared_distances(columns: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]
+def squared_distances(columns: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]
                        ) -> npt.NDArray[np.float64]:
     out: npt.NDArray[np.float64] = (columns[0] - centre[0]) ** 2
     for f in range(1, columns.shape[0]):
         out += (columns[f] - centre[f]) ** 2
     return out
-
 
 
 class JointOwner:
@@ -146,7 +142,7 @@ class JointOwner:
             return self._stats(message)
         if isinstance(message, jm.Final):
             start = time.perf_counter()
-            self.labels_ = _assign_columns(self._require_points(),
+            self.labels_ = assign_columns(self._require_points(),
                                            self._working(message.centroids))
             self.timings["owner: final labels"] += time.perf_counter() - start
             self.done = True
@@ -205,7 +201,7 @@ class JointOwner:
         if self._key is None:
             raise ProtocolError(f"{self.name}: key shares without a key share of its own")
         start = time.perf_counter()
-        self._pk = build_joint_key(session, m.shares, self._key)
+        self._pk = build_joint_key(session, m.shares, self._key.public_share)
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
                                   key_fingerprint=self._pk.fingerprint))]
@@ -220,9 +216,9 @@ class JointOwner:
             centres = np.asarray(m.centres, dtype=np.float64).reshape(m.step, session.d)
             cols = self._x_int_cols
             assert cols is not None
-            d2 = _squared_distances(cols, centres[0])  # exact: integers, squares below 2^53
+            d2 = squared_distances(cols, centres[0])  # exact: integers, squares below 2^53
             for c in centres[1:]:
-                np.minimum(d2, _squared_distances(cols, c), out=d2)
+                np.minimum(d2, squared_distances(cols, c), out=d2)
         self._d2 = d2
         total = float(d2.sum())
         vector = np.zeros(D2_SLOTS * len(session.setup.owner_ids), dtype=np.int64)
@@ -251,7 +247,7 @@ class JointOwner:
     def _stats(self, m: jm.Centroids) -> Outgoing:
         session = self._require_session()
         start = time.perf_counter()
-        labels = _assign_columns(self._require_points(), self._working(m.centroids))
+        labels = assign_columns(self._require_points(), self._working(m.centroids))
         cols = self._x_int_cols
         assert cols is not None
         counts = np.bincount(labels, minlength=session.k).astype(np.float64)
@@ -274,7 +270,7 @@ class JointOwner:
     def _encrypt(self, vector: npt.NDArray[np.int64]) -> bytes:
         start = time.perf_counter()
         pk = self._pk
-        blob = _plain_to_bytes(vector) if pk is None else encrypt(pk, vector).to_bytes()
+        blob = plain_to_bytes(vector) if pk is None else encrypt(pk, vector).to_bytes()
         self.timings["owner: encrypt"] += time.perf_counter() - start
         return blob
 

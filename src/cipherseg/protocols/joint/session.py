@@ -1,7 +1,9 @@
 """Protocol 4.2 (joint k-means): what every party shares — the session opened by Setup,
 the joint key built from the relayed shares, message helpers, the D² total encoding.
 
-See :mod:`cipherseg.protocols.kmeans_joint` for the protocol and its leakage.
+It holds no key material: the compute centre imports it.
+
+See :mod:`cipherseg.protocols.joint` for the protocol and its leakage.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import DPConfig
+from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Party
 from cipherseg.schemes.rlwe_sampling import RandomSource, SeededRandomSource, SystemRandomSource
 from cipherseg.schemes.threshold import (
     CommonReference,
@@ -27,26 +31,17 @@ from cipherseg.schemes.threshold import (
     joint_public_key,
     new_crs,
 )
-from cipherseg.schemes.threshold_keys import KeyShare
 
-Outgoing = list[tuple[str, Message]]
 INITS = ("k-means++", "random", "given")
 STAGES = ("keygen", "init", "iterations", "final")
 D2_SLOTS = 3  # per owner: mantissa high, mantissa low, exponent of its float64 D² total
 _MANTISSA_SPLIT = 27
 
 
-class NotReady(Exception):
-    """A message arrived before the one it depends on (another sender's); deliver it later."""
+class JointParty(Party, Protocol):
+    """A party of this protocol: the sans-IO contract, with CPU seconds per step."""
 
-
-class Party(Protocol):
-    """What the transport needs of a party."""
-
-    name: str
     timings: dict[str, float]
-
-    def handle(self, sender: str, message: Message) -> Outgoing: ...
 
 
 def stage_of(message: Message) -> str:
@@ -95,6 +90,17 @@ def decode_total(slots: Sequence[int]) -> float:
     return math.ldexp(float((hi << _MANTISSA_SPLIT) | lo), exponent)
 
 
+def plain_to_bytes(values: Any) -> bytes:
+    """A plain-mode contribution or aggregate on the wire: little-endian int64 values."""
+    return np.ascontiguousarray(values, dtype="<i8").tobytes()
+
+
+def plain_from_bytes(data: bytes) -> npt.NDArray[np.int64]:
+    if len(data) % 8:
+        raise ProtocolError("plain contribution is not a whole number of int64 values")
+    return np.frombuffer(data, dtype="<i8").astype(np.int64)
+
+
 @dataclass
 class Session:
     """What every party keeps from Setup."""
@@ -141,12 +147,14 @@ def open_session(m: jm.Setup) -> Session:
 
 
 def build_joint_key(session: Session, share_blobs: Sequence[bytes],
-               own: KeyShare) -> JointPublicKey:
+                    own: PublicShare) -> JointPublicKey:
+    """The joint key from the shares the centre relayed, after checking that ``own`` (the
+    caller's public share) is among them unchanged."""
     if session.crs is None or session.params is None:
         raise ProtocolError("key shares arrived in a session without threshold keys")
     shares = [PublicShare.from_bytes(b, session.crs) for b in share_blobs]
     mine = [s for s in shares if s.party_id == own.party_id]
-    if len(mine) != 1 or not np.array_equal(mine[0].p_hat, own.public_share.p_hat):
+    if len(mine) != 1 or not np.array_equal(mine[0].p_hat, own.p_hat):
         raise ProtocolError(
             f"the key shares relayed by the centre do not contain party {own.party_id}'s "
             "share unchanged; refusing the joint key"

@@ -4,12 +4,13 @@ It holds public material only — parameters, the CRS, public key shares, cipher
 imports :mod:`cipherseg.schemes.threshold` (public side) but never
 :mod:`cipherseg.schemes.threshold_keys` (import-linter contract). It sees no plaintext value:
 every contribution is encrypted under a joint key no party holds alone, and the aggregate is
-decrypted by the key parties, not by the centre. See :mod:`cipherseg.protocols.kmeans_joint`
+decrypted by the key parties, not by the centre. See :mod:`cipherseg.protocols.joint`
 for the whole sequence and the leakage table.
 
->>> centre = JointCentre()
->>> centre.holds_secret_material()
-False
+>>> JointCentre().handle("manager", jm.Close(protocol_version=1, session_id="s", round=0))
+Traceback (most recent call last):
+...
+cipherseg.protocols.party.NotReady: no session is set up yet
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from cipherseg.errors import KeyCustodyError, ProtocolError
-from cipherseg.protocols import kmeans_joint_messages as jm
+from cipherseg.errors import ProtocolError
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.session import plain_from_bytes, plain_to_bytes
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import (
     Ciphertext,
     CommonReference,
@@ -32,8 +35,6 @@ from cipherseg.schemes.threshold import (
     joint_public_key,
     new_crs,
 )
-
-Outgoing = list[tuple[str, Message]]
 
 
 class JointCentre:
@@ -52,10 +53,6 @@ class JointCentre:
         self.timings: dict[str, float] = defaultdict(float)
         self.closed = False
 
-    def holds_secret_material(self) -> bool:
-        """False by construction: nothing here can decrypt (checked in tests by a scan)."""
-        return any(type(v).__name__ == "KeyShare" for v in vars(self).values())
-
     @property
     def key_party_ids(self) -> tuple[int, ...]:
         return (jm.MANAGER_ID, *self.owner_ids)
@@ -66,10 +63,12 @@ class JointCentre:
         return [jm.MANAGER, *(jm.owner_name(i) for i in self.owner_ids)]
 
     def handle(self, sender: str, message: Message) -> Outgoing:
-        if type(message).__name__ == "KeyShare":
-            raise KeyCustodyError("the compute centre must never receive a secret key share")
         if isinstance(message, jm.Setup):
             return self._setup(sender, message)
+        if not self.session_id:
+            # Transports do not order messages from different senders (a process runner's
+            # queue may hand over an owner's key share before the manager's Setup): defer.
+            raise NotReady("no session is set up yet")
         if message.session_id != self.session_id:
             raise ProtocolError(
                 f"message for session {message.session_id!r}, the centre is in "
@@ -132,7 +131,7 @@ class JointCentre:
                 raise ProtocolError("a contribution arrived before the joint key was set up")
             pending[owner] = Ciphertext.from_bytes(m.ciphertext, self.public_key)
         else:
-            pending[owner] = _plain_from_bytes(m.ciphertext)
+            pending[owner] = plain_from_bytes(m.ciphertext)
         self.timings["centre: load contributions"] += time.perf_counter() - start
         if len(pending) < len(self.owner_ids):
             return []
@@ -143,18 +142,9 @@ class JointCentre:
             total: Ciphertext = sum(parts[1:], parts[0])
             blob = total.to_bytes()
         else:
-            blob = _plain_to_bytes(np.sum(parts, axis=0))
+            blob = plain_to_bytes(np.sum(parts, axis=0))
         self.timings["centre: aggregate"] += time.perf_counter() - start
         out = jm.Aggregate(protocol_version=jm.VERSION, session_id=self.session_id,
                            round=m.round, purpose=m.purpose, ciphertext=blob)
         return [(name, out) for name in self._recipients()]
 
-
-def _plain_to_bytes(values: Any) -> bytes:
-    return np.ascontiguousarray(values, dtype="<i8").tobytes()
-
-
-def _plain_from_bytes(data: bytes) -> Any:
-    if len(data) % 8:
-        raise ProtocolError("plain contribution is not a whole number of int64 values")
-    return np.frombuffer(data, dtype="<i8").copy()
