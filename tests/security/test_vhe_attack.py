@@ -98,11 +98,12 @@ def test_seed_mode_centre_decrypts_every_customer() -> None:
     rng = np.random.default_rng(4)
     x = rng.integers(-5000, 5000, size=(3000, 3))
     seen: list[bytes] = []
-    centre = PartyLink(SeedComputeCentre(), sender="owner")
+    centre = SeedComputeCentre()
+    link = PartyLink(centre, sender="owner")
 
     def spying_handler(data: bytes) -> bytes:
         seen.append(data)
-        return centre.request_bytes(data)
+        return link.request_bytes(data)
 
     from cipherseg.protocols.seed.params import seed_params
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipe_parties import Note
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.party import NotReady, Party
 from cipherseg.transport.pipes import PartyProcess, PartyProcessError
+from transport.pipe_parties import Note
 
 
 def note(text: str = "", blob: bytes = b"") -> Note:
@@ -43,7 +43,7 @@ def test_not_ready_and_refusals_cross_the_pipe(relay: PartyProcess) -> None:
     relay.handle("early", note())
     assert relay.hello()["seen_early"] is True
     assert [dst for dst, _ in relay.handle("late", note())] == ["sink", "late"]
-    with pytest.raises(ProtocolError, match="^relay party: refused as asked$"):
+    with pytest.raises(ProtocolError, match=r"^relay party: refused as asked$"):
         relay.handle("owner", note("refuse"))
     with pytest.raises(PartyProcessError, match="RuntimeError: internal detail"):
         relay.handle("owner", note("crash"))

@@ -37,7 +37,7 @@ process — :class:`NotReady` and refusals arrive as they would in process.
 b'M\\x03\\x00\\x00\\x00\\x00\\x00\\x00\\x00abc'
 >>> read_frame(io.BytesIO(pipe.getvalue()))
 (b'M', b'abc')
->>> decode_outgoing(encode_outgoing([("owner", b"xy"), ("centre", b"")]))
+>>> decode_outgoing(b"".join(encode_outgoing([("owner", b"xy"), ("centre", b"")])))
 [('owner', b'xy'), ('centre', b'')]
 """
 
