@@ -4,7 +4,7 @@ The worker runs the **data owner's** side here: it computes RFM features from th
 transactions (customers appear only by pseudonym), scales them (log1p + standardise, the
 owner's :class:`~cipherseg.analytics.rfm.RFMScaler`), quantises them to the fixed-point grid,
 generates the CKKS keys and drives protocol 4.1. The **compute centre** runs in its own
-process (:mod:`cipherseg.transport.centre_process`, under the ``centre`` service account), or
+process (:mod:`cipherseg.hosting.centre_process`, under the ``centre`` service account), or
 at a remote service (``CIPHERSEG_CENTRE_URL``, ``cipherseg centre serve``), and receives only
 the public context and ciphertexts. With ``CIPHERSEG_CENTRE_PROCESS=false`` the centre runs in
 the worker process instead (one trust domain: tests and small set-ups).
@@ -184,11 +184,10 @@ def centre_transport(ctx: PlatformContext) -> Iterator[tuple[Transport | None, s
         with HttpTransport(settings.centre_url, token=token, verify=verify) as remote:
             yield remote, f"compute centre service at {settings.centre_url}"
     elif settings.centre_process:
-        from cipherseg.transport.centre_process import CentreProcess
-        from cipherseg.transport.inprocess import InProcessTransport
+        from cipherseg.hosting.centre_process import OWNER, CentreProcess
 
         with CentreProcess(n_jobs=settings.n_jobs, os_user=settings.centre_os_user) as proc:
-            yield (InProcessTransport(proc.request_bytes),
+            yield (proc.link(OWNER),
                    f"separate process (pid {proc.status.get('pid')})")
     else:
         yield None, "in the worker process"

@@ -1,0 +1,298 @@
+"""The compute centre as an HTTP service (``cipherseg centre serve``).
+
+Server side of :mod:`cipherseg.transport.http` for protocol 4.1. The HTTP front holds no
+ciphertext work itself: it relays each message to a
+:class:`~cipherseg.hosting.centre_process.CentreProcess`
+— a single-threaded child process that runs the :class:`~cipherseg.protocols.outsourced.centre.
+ComputeCentre` with its executor (so its process pool never forks from a multithreaded
+process, and the child starts with no ``CIPHERSEG_*`` environment).
+
+=================== ===========================================================================
+``POST /v1/messages`` body: one protocol 4.1 message (bytes); reply: the centre's message
+``GET /v1/status``    diagnostics from the centre process: pid, whether any held context can
+                      decrypt, open sessions, the cipherseg modules it has loaded (a
+                      self-report, for the centre's operator: it proves nothing to an owner)
+=================== ===========================================================================
+
+Both need ``Authorization: Bearer <token>`` when the service has a token: one shared token
+(``--token-file``), or one per data owner (``--owners-file``,
+:mod:`cipherseg.transport.tokens`). A session belongs to the owner whose token opened it:
+any other token's message for it — or a message for a session the front did not see opened,
+or one whose envelope it cannot read — is refused as for an unknown session without reaching
+the centre (with one shared token, all owners are one owner). A refused message
+(tampered or truncated ciphertext, out-of-order or foreign-session message, a context carrying
+a secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
+message larger than ``max_message_bytes`` answers 413 as soon as it is known to be. Messages
+are read and handled one at a time (the centre's block work is parallel inside each message),
+so at most two messages' bytes are in memory (one handled, one arriving; a body that takes
+longer than ``body_timeout`` to arrive is refused with 408). Every ``sweep_seconds`` the
+service has the centre drop sessions idle for longer than its limit. If the centre process
+dies, the failed request answers 503 and a new centre process is started (sessions lost).
+
+What the service sees is what the centre sees in protocol 4.1 (``docs/security.md``): public
+contexts and ciphertexts; neither this module nor the centre process can import key-holding
+code (import-linter contract). Tokens are compared by their SHA-256 digest (in constant time
+for a shared token) and never logged. Without TLS a network observer sees message sizes and
+timing, and an active one can substitute ciphertexts (the envelopes carry a CRC-32, not a
+MAC): use TLS.
+
+>>> from fastapi.testclient import TestClient
+>>> from cipherseg.hosting.centre_process import CentreProcess
+>>> auth = {"Authorization": "Bearer s3cret"}
+>>> with CentreProcess(n_jobs=1) as centre:
+...     with TestClient(create_centre_app(centre, token="s3cret")) as client:
+...         print(client.get("/v1/status").status_code,
+...               client.get("/v1/status", headers=auth).json()["holds_secret_key"])
+401 False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from cipherseg.errors import CipherSegError, ParameterError, ProtocolError
+from cipherseg.protocols.messages import peek_envelope
+from cipherseg.protocols.outsourced.messages import unknown_session
+from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, REFUSAL_PREFIX, STATUS_PATH
+from cipherseg.transport.tokens import Authenticator, SharedToken, token_digest
+
+DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
+log = logging.getLogger("cipherseg.centre")
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    name: str  # the owner's name, for the log ("" without authentication)
+    key: str  # the digest of the token it presented; sessions are bound to it
+
+    @property
+    def sender(self) -> str:
+        """Its party name at the centre, which binds sessions to it too."""
+        return f"owner-{self.key}" if self.key else "owner"
+
+
+@dataclass(slots=True)
+class _OpenSession:
+    caller: _Caller
+    last_seen: float
+
+
+class CentreLink(Protocol):
+    """What the service needs of the centre: a :class:`CentreProcess` provides it."""
+
+    def request_bytes(self, data: bytes | bytearray, *, sender: str) -> bytes: ...
+
+    def hello(self) -> dict[str, Any]: ...
+
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
+
+
+async def _read_body(request: Request, declared: int | None, limit: int) -> bytearray | None:
+    """The request body in one buffer (sized up front when the length is declared: no
+    re-allocation of a message of tens of MB), or None once it exceeds ``limit``."""
+    body = bytearray(declared) if declared is not None else bytearray()
+    filled = 0
+    async for chunk in request.stream():
+        end = filled + len(chunk)
+        if end > limit:
+            return None
+        if declared is not None:
+            body[filled:end] = chunk
+        else:
+            body += chunk
+        filled = end
+    if declared is not None and filled != declared:
+        del body[filled:]
+    return body
+
+
+def _error(status: int, name: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": name, "detail": detail}, status_code=status)
+
+
+def create_centre_app(centre: CentreLink, *, token: str | None = None,
+                      owners: Authenticator | None = None,
+                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                      sweep_seconds: float = 60.0, body_timeout: float = 600.0,
+                      session_idle_seconds: float | None = None) -> FastAPI:
+    """The service's ASGI app in front of ``centre``. ``token``: one token for all owners;
+    ``owners``: one per owner (an :class:`~cipherseg.transport.tokens.OwnersFile`); neither:
+    no authentication (the CLI allows it on loopback only). ``session_idle_seconds`` is the
+    centre's limit, after which the front forgets whose a session was."""
+    if token is not None and owners is not None:
+        raise ParameterError("give the service one shared token or an owners file, not both")
+    auth: Authenticator | None = owners if owners is not None else (
+        SharedToken(token) if token else None)
+    lock = asyncio.Lock()  # one message (or status) at a time: the link is one pipe
+    # At most two bodies in memory (one being handled, one arriving); a client that stalls
+    # mid-body holds a reading slot, never the centre, and only for body_timeout seconds.
+    reading = asyncio.Semaphore(2)
+    # Session id -> who opened it; read and written under the lock only. The front and the
+    # centre process start and restart together, so an id missing here is unknown there too.
+    sessions: dict[str, _OpenSession] = {}
+
+    async def run_on_centre(fn: Callable[..., Any], *args: Any, owner: str = "") -> Any:
+        """``fn(*args)`` on the centre (the caller holds the lock); failures as JSON."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except CipherSegError as exc:
+            log.info("owner %s: refused a message: %s: %s", owner or "-", type(exc).__name__,
+                     exc)
+            return _error(400, type(exc).__name__, str(exc).removeprefix(REFUSAL_PREFIX))
+        except Exception:  # the owner gets a clear answer; the details stay in the log
+            log.exception("the centre failed")
+            if not centre.alive():
+                await run_in_threadpool(centre.restart)
+                sessions.clear()
+                log.warning("the centre process had stopped; started a new one")
+                return _error(503, "TransportError", "the compute centre process stopped "
+                              "and was restarted; its open sessions are lost: run the fit "
+                              "again")
+            return _error(500, "InternalError", "the compute centre failed on this message;"
+                          " its operator has the details in the service log")
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        async with lock:
+            return await run_on_centre(fn, *args)
+
+    async def relay(body: bytearray, caller: _Caller) -> Any:
+        """One message to the centre if it opens a session or its session is the caller's;
+        records who opened a session. Check, relay and record under one hold of the lock."""
+        try:
+            kind, sid = peek_envelope(body)
+        except ProtocolError as exc:
+            return _error(400, type(exc).__name__, str(exc))
+        async with lock:
+            bound = sessions.get(sid)
+            if kind != "Upload" and (bound is None or bound.caller.key != caller.key):
+                if bound is not None:
+                    log.warning("owner %s: refused a message for another owner's session",
+                                caller.name or "-")
+                refusal = unknown_session(sid)
+                return _error(400, type(refusal).__name__, str(refusal))
+            reply = await run_on_centre(functools.partial(centre.request_bytes,
+                                                          sender=caller.sender), body,
+                                        owner=caller.name)
+            if isinstance(reply, Response):
+                return reply
+            if kind == "Upload":
+                sessions[sid] = _OpenSession(caller, time.monotonic())
+                log.info("owner %s opened session %s…", caller.name or "-", sid[:8])
+            elif kind == "Close":
+                sessions.pop(sid, None)
+            elif bound is not None:
+                bound.last_seen = time.monotonic()
+            return reply
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(sweep_seconds)
+            async with lock:
+                status = await run_on_centre(centre.hello)  # hello drops idle sessions
+                if isinstance(status, dict) and status.get("sessions") == 0:
+                    sessions.clear()
+                elif session_idle_seconds is not None:
+                    cutoff = time.monotonic() - session_idle_seconds
+                    for sid in [s for s, o in sessions.items() if o.last_seen < cutoff]:
+                        del sessions[sid]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(title="cipherseg compute centre", docs_url=None, redoc_url=None,
+                  openapi_url=None, lifespan=lifespan)
+
+    def caller_of(request: Request) -> _Caller | Response:
+        """Who sends ``request`` (an anonymous caller without authentication), or the
+        refusal."""
+        if auth is None:
+            return _Caller("", "")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        try:
+            owner = auth.owner_of(given) if scheme == "Bearer" and given else None
+        except ParameterError:
+            log.exception("cannot read the owners")
+            return _error(503, "TransportError", "the compute centre cannot read its list of "
+                          "owners; its operator has the details in the service log")
+        if owner is None:
+            return _error(401, "TransportError", "missing or wrong access token")
+        return _Caller(owner, token_digest(given))
+
+    def too_large(size: int) -> JSONResponse:
+        return _error(413, "TransportError", f"message of {size:,}+ bytes exceeds this centre's "
+                      f"limit of {max_message_bytes:,} (--max-message-mb)")
+
+    @app.post(MESSAGES_PATH)
+    async def message(request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_message_bytes:
+            return too_large(int(declared))
+        async with reading:
+            try:
+                body = await asyncio.wait_for(
+                    _read_body(request, int(declared) if declared.isdigit() else None,
+                               max_message_bytes), timeout=body_timeout)
+            except TimeoutError:
+                return _error(408, "TransportError", f"the message did not arrive within "
+                              f"{body_timeout:.0f} s")
+            if body is None:
+                return too_large(max_message_bytes + 1)
+            reply = await relay(body, caller)
+        if isinstance(reply, Response):
+            return reply
+        return Response(reply, media_type=CONTENT_TYPE)
+
+    @app.get(STATUS_PATH)
+    async def status(request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
+        body = await call(centre.hello)
+        return body if isinstance(body, Response) else JSONResponse(
+            {**body, "owner": caller.name or None})
+
+    return app
+
+
+def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine: str = "local",
+                 owners: Authenticator | None = None,
+                 scheduler: str | None = None, session_idle_seconds: float | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+    """Start the centre process and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    from cipherseg.hosting.centre_process import CentreProcess
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
+                        "%(message)s")
+    with CentreProcess(n_jobs=n_jobs, engine=engine, scheduler=scheduler,
+                       session_idle_seconds=session_idle_seconds) as centre:
+        log.info("centre process %s: %s worker(s)", centre.status.get("pid"),
+                 centre.status.get("workers"))
+        app = create_centre_app(centre, token=token, owners=owners,
+                                max_message_bytes=max_message_bytes,
+                                session_idle_seconds=session_idle_seconds)
+        uvicorn.run(app, host=host, port=port, ssl_certfile=ssl_certfile,
+                    ssl_keyfile=ssl_keyfile, log_level="info", timeout_keep_alive=30)
