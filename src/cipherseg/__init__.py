@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return EncryptedScorer
     if name == "JointKMeans":
-        from cipherseg.protocols.kmeans_joint import JointKMeans
+        from cipherseg.protocols.joint.estimator import JointKMeans
 
         return JointKMeans
     raise AttributeError(f"module 'cipherseg' has no attribute {name!r}")

@@ -9,8 +9,8 @@ from sklearn.metrics import roc_auc_score
 from bank_data import needs_data, small_split
 from cipherseg.analytics.bank import make_logistic_pipeline
 from cipherseg.analytics.federated import FedAvgConfig, fedavg_logistic, partition_owners
-from cipherseg.bench.threshold_secure_sum import ThresholdSecureSum
 from cipherseg.errors import ParameterError
+from cipherseg.protocols.scoring.secure_sum import ThresholdSecureSum
 
 
 @needs_data

@@ -147,7 +147,7 @@ def test_a_context_carrying_a_secret_key_is_refused_over_http(served: Any) -> No
                       n_clusters=1, block_sizes=(1,),
                       features=(owner.encrypt_to_bytes(np.zeros(1)),))
     with _transport(served) as centre, pytest.raises(KeyCustodyError, match="compute centre:"):
-        centre.request(upload)
+        centre.exchange(upload)
 
 
 def test_wrong_missing_token_and_unreachable_centre(served: Any) -> None:
@@ -167,9 +167,9 @@ def test_centre_refusals_arrive_as_the_same_error(served: Any) -> None:
                                public_context=b"\x00" * 64, n_samples=1, n_features=1,
                                n_clusters=2, block_sizes=(1,), features=(b"\x00",))
         with pytest.raises(CiphertextError, match=r"^compute centre: (?!compute centre)"):
-            centre.request(bad_context)
+            centre.exchange(bad_context)
         with pytest.raises(ProtocolError, match="unknown session"):
-            centre.request(p.Close(protocol_version=p.VERSION, session_id="nope", round=1))
+            centre.exchange(p.Close(protocol_version=p.VERSION, session_id="nope", round=1))
 
 
 @pytest.fixture(scope="module")

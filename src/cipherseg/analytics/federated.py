@@ -2,8 +2,9 @@
 
 Each owner trains locally; only sums of the owners' vectors (numeric moments, then per round
 ``n_k · w_k`` and ``n_k``) leave them, through an aggregator: :func:`plain_sum` in the clear,
-or a secure aggregation that reveals only the sum (the evaluation uses
-:class:`cipherseg.bench.threshold_secure_sum.ThresholdSecureSum`).
+or a secure aggregation that reveals only the sum (the evaluation uses protocol 4.3's
+threshold secure sum, :class:`cipherseg.protocols.scoring.secure_sum.ThresholdSecureSum`:
+one party per owner, each with its own key share).
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from cipherseg.errors import ParameterError, ValidationError
+from cipherseg.protocols.party import PartyLink, TransferStats
 from cipherseg.protocols.scoring import (
+    OWNER,
     ScoringCentre,
     ScoringOwner,
     ScoringResult,
@@ -46,7 +48,6 @@ from cipherseg.protocols.scoring import (
 )
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from cipherseg.transport.inprocess import InProcessTransport, TransferStats
 
 
 def split_model(model: Any) -> tuple[Any | None, LogisticRegression]:
@@ -165,10 +166,10 @@ class EncryptedScorer(BaseEstimator):  # type: ignore[misc]
                              encrypt_model=self.encrypt_model, sigmoid=sigmoid,
                              decimals=self.decimals)
         centre = ScoringCentre()  # receives bytes only; never sees `keys`
-        transport = InProcessTransport(centre.handle)
-        result = owner.run(Z, transport.request, progress)
+        link = PartyLink(centre, sender=OWNER)
+        result = owner.run(Z, link, progress)
         self.last_run_ = result
-        self.last_transfer_: TransferStats = transport.stats
+        self.last_transfer_: TransferStats = link.stats
         self.sigmoid_: SigmoidApproximation | None = sigmoid
         return result
 

@@ -46,9 +46,9 @@ from cipherseg.analytics.federated import (
     plain_sum,
 )
 from cipherseg.analytics.metrics import METRICS, classification_metrics, roc_points
-from cipherseg.bench.threshold_secure_sum import ThresholdSecureSum
 from cipherseg.errors import ValidationError
 from cipherseg.progress import Progress
+from cipherseg.protocols.scoring.secure_sum import ThresholdSecureSum
 
 # The second source's figures (precision / recall / ROC AUC on UCI Bank Marketing).
 PUBLISHED: dict[str, dict[str, float]] = {

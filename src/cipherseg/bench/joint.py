@@ -132,7 +132,7 @@ def run_demo(*, owners: int, customers: int, k: int, dp_epsilon: float | None = 
              progress: Progress | None = None) -> dict[str, Any]:
     """One joint k-means session among ``owners`` synthetic malls (see module docstring)."""
     from cipherseg.protocols.dp import DPConfig
-    from cipherseg.protocols.kmeans_joint import run_joint_kmeans, run_joint_kmeans_processes
+    from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
     from cipherseg.schemes.threshold import ThresholdParams
 
     params = ThresholdParams()
@@ -229,7 +229,7 @@ def measure_primitives(repeats: int = 20, values: int = 16, parties: int = 7) ->
 # ---------------------------------------------------------------------- cost benchmark
 def _timed_run(parts: Sequence[npt.NDArray[np.float64]], k: int, mode: str, seed: int,
                decimals: int, max_iter: int) -> tuple[float, Any]:
-    from cipherseg.protocols.kmeans_joint import run_joint_kmeans
+    from cipherseg.protocols.joint.runner import run_joint_kmeans
 
     start = time.perf_counter()
     result = run_joint_kmeans(parts, k, mode=mode, random_state=seed, decimals=decimals,
@@ -392,7 +392,7 @@ def run_dp_bench(*, epsilons: Sequence[float], owners: int = 3, customers: int =
     from sklearn.metrics import adjusted_rand_score
 
     from cipherseg.protocols.dp import DPConfig
-    from cipherseg.protocols.kmeans_joint import run_joint_kmeans
+    from cipherseg.protocols.joint.runner import run_joint_kmeans
 
     rows = []
     baselines: list[float] = []  # per seed: the noiseless run from the same init vs sklearn

@@ -137,7 +137,7 @@ class DataOwner:
         """After a refused reply, ask the centre to drop the session's ciphertexts now rather
         than when it expires; the centre refuses a Close in the middle of k-means++."""
         with contextlib.suppress(CipherSegError, OSError):
-            transport.request(p.Close(protocol_version=p.VERSION, session_id=session, round=0))
+            transport.exchange(p.Close(protocol_version=p.VERSION, session_id=session, round=0))
 
     # ------------------------------------------------------------------------------------
     def _run(self, owner: CkksSecretContext, key: str, session: str,
@@ -155,7 +155,7 @@ class DataOwner:
             nonlocal rnd
             rnd += 1
             t = time.perf_counter()
-            reply = transport.request(msg_cls(protocol_version=p.VERSION, session_id=session,
+            reply = transport.exchange(msg_cls(protocol_version=p.VERSION, session_id=session,
                                               round=rnd, **fields))
             clock.add("centre", stage, t)
             return reply

@@ -15,9 +15,7 @@ never (details pass through :func:`cipherseg.pii.redact_phones` as a second line
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cipherseg.pii.masking import redact_phones
+from cipherseg.platform import csv_export
 from cipherseg.platform.models import AuditEvent, User
 
 
@@ -160,22 +159,22 @@ def list_events(session: Session, *, limit: int = 100, offset: int = 0,
     return list(session.scalars(stmt.limit(limit).offset(offset)))
 
 
-def iter_csv(session: Session, *, batch: int = 1000) -> Iterator[str]:
-    """The whole log as CSV text chunks (oldest first), streamed in batches."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+def _csv_rows(session: Session, batch: int) -> Iterator[list[Any]]:
+    yield list(CSV_COLUMNS)
     last = 0
     while True:
         rows = list(session.scalars(select(AuditEvent).where(AuditEvent.id > last)
                                     .order_by(AuditEvent.id).limit(batch)))
         for e in rows:
-            writer.writerow([e.id, e.at.isoformat(), e.actor_name, e.actor_role or "", e.action,
-                             e.object_type or "", e.object_id or "", e.ip or "",
-                             json.dumps(e.detail, sort_keys=True) if e.detail else ""])
-        yield buf.getvalue()
-        buf.seek(0)
-        buf.truncate()
+            yield [e.id, e.at.isoformat(), e.actor_name, e.actor_role or "", e.action,
+                   e.object_type or "", e.object_id or "", e.ip or "",
+                   json.dumps(e.detail, sort_keys=True) if e.detail else ""]
         if len(rows) < batch:
             return
         last = rows[-1].id
+
+
+def iter_csv(session: Session, *, batch: int = 1000) -> Iterator[str]:
+    """The whole log as CSV text chunks (oldest first), streamed in batches; cells that a
+    spreadsheet would run as formulas (a user name typed at the login form) neutralised."""
+    yield from csv_export.iter_csv(_csv_rows(session, batch), chunk_rows=batch)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine, select
@@ -196,6 +196,12 @@ async def _check_csrf(request: Request, ctx: PlatformContext,
 
 #: A database id in a path: positive and within 32 bits on every backend.
 IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
+#: The largest ``offset`` a paginated page accepts (bigger ones overflow SQLite's integer).
+MAX_OFFSET = 1_000_000_000
+#: A page's ``offset`` query parameter: 0 to :data:`MAX_OFFSET`, else 422 (never a 500).
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+#: A short text filter in a query string (a name, an id).
+FilterQuery = Annotated[str | None, Query(max_length=200)]
 
 # One alias per permission (routes: ``user: SegmentRunner``).
 DataUploader = Annotated[User, Depends(Allow(Permission.DATA_UPLOAD))]

@@ -3,7 +3,7 @@
 Flow: an owner creates a job of kind ``joint`` naming the other participating owner accounts
 and k; the job waits (status ``awaiting``, which the worker never claims) until **every** named
 owner has accepted it on their own page; the last acceptance queues it. The worker then runs
-:func:`cipherseg.protocols.kmeans_joint.run_joint_kmeans_processes`: the manager, the compute
+:func:`cipherseg.protocols.joint.runner.run_joint_kmeans_processes`: the manager, the compute
 centre and each owner are separate processes exchanging only protocol bytes, and each owner's
 process reads **its own** transactions from the database and computes its RFM features there
 (with ``CIPHERSEG_CENTRE_PROCESS=false`` every party runs in the worker process instead, one
@@ -51,6 +51,7 @@ from cipherseg.analytics.window import ResolvedWindow, TimeWindow
 from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
+from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.deps import (
     ContextDep,
     IdPath,
@@ -208,7 +209,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
     """The worker's runner for ``joint`` jobs."""
     from cipherseg.analytics.rfm import segment_names
     from cipherseg.platform.segmentation import _num, centre_account
-    from cipherseg.protocols.kmeans_joint import run_joint_kmeans, run_joint_kmeans_processes
+    from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
 
     started = time.perf_counter()
     with ctx.sessions() as s:
@@ -467,10 +468,9 @@ def joint_labels(request: Request, db: SessionDep, owner: JointRunner,
         Customer, Customer.id == SegmentMember.customer_id).where(
         SegmentMember.job_id == job.id, Customer.owner_id == owner.id)
         .order_by(SegmentMember.pseudonym)).all()
-    body = "pseudonym,segment,segment_name\n" + "".join(
-        f"{p},{i},{seg.get(i, '')}\n" for p, i in rows)
-    return Response(body, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="joint-{job.number}-labels.csv"'})
+    return csv_response([["pseudonym", "segment", "segment_name"],
+                         *([p, i, seg.get(i, "")] for p, i in rows)],
+                        f"joint-{job.number}-labels.csv")
 
 
 @router.get("/merchant/joint", response_class=HTMLResponse)

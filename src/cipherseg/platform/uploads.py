@@ -45,6 +45,7 @@ from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.pii.masking import mask_phone, mask_raw, normalise_phone
 from cipherseg.pii.vault import PiiVault
+from cipherseg.platform import csv_export
 from cipherseg.platform.models import Customer, Transaction
 
 KINDS = ("customers", "transactions")
@@ -662,16 +663,8 @@ class Importer:
 
 
 # ---------------------------------------------------------------------------- reports
-def _csv_safe(value: str) -> str:
-    """Neutralise spreadsheet formulas in exported cells."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def error_report_csv(errors: Iterable[RowError]) -> bytes:
-    """The downloadable error report: one line per problem."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["row", "column", "value", "problem"])
-    for e in errors:
-        w.writerow([e.row, e.column, _csv_safe(e.value), e.message])
-    return buf.getvalue().encode("utf-8")
+    """The downloadable error report: one line per problem (cells neutralised)."""
+    return csv_export.csv_text([["row", "column", "value", "problem"],
+                                *([e.row, e.column, e.value, e.message]
+                                  for e in errors)]).encode("utf-8")

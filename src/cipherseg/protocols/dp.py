@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,3 +221,26 @@ def gaussian_release(sums: npt.NDArray[np.float64], counts: npt.NDArray[np.float
     noisy_sums = sums + config.sum_noise_std * noise[:sums.size].reshape(sums.shape)
     noisy_counts = counts + config.count_noise_std * noise[sums.size:]
     return noisy_sums, noisy_counts
+
+
+def data_independent_centres(k: int, lower: Sequence[float], upper: Sequence[float],
+                             rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """k centres spread in the public box, independent of any data (DP mode): uniform draws
+    inside the box shrunk by r, at least 2r apart, halving r until k fit (the sphere-packing
+    initialisation of diffprivlib's KMeans)."""
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    radius = float(np.min(hi - lo)) / 2.0
+    while radius > 1e-12:
+        centres: list[npt.NDArray[np.float64]] = []
+        retries = 0
+        while len(centres) < k and retries < 100:
+            candidate = lo + radius + rng.random(lo.size) * (hi - lo - 2 * radius)
+            if all(np.linalg.norm(candidate - c) >= 2 * radius for c in centres):
+                centres.append(candidate)
+                retries = 0
+            else:
+                retries += 1
+        if len(centres) == k:
+            return np.array(centres)
+        radius /= 2.0
+    return lo + rng.random((k, lo.size)) * (hi - lo)

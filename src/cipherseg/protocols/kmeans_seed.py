@@ -364,7 +364,7 @@ class SeedDataOwner:
         def send(msg_cls: type[Message], **fields: Any) -> Any:
             nonlocal rnd
             rnd += 1
-            return transport.request(msg_cls(protocol_version=VERSION, session_id=session,
+            return transport.exchange(msg_cls(protocol_version=VERSION, session_id=session,
                                              round=rnd, **fields))
 
         t = time.perf_counter()

@@ -12,9 +12,10 @@ import pytest
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Party
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical import psi
-from cipherseg.protocols.vertical.runner import Party, run_vertical
+from cipherseg.protocols.vertical.runner import run_vertical
 from protocols.vertical.vertical_parties import Spy, replace
 
 

@@ -18,9 +18,10 @@ from bank_data import DATA, needs_data
 from cipherseg.analytics.synthetic_vertical import make_vertical_demo
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Party
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.manager import VerticalManager
-from cipherseg.protocols.vertical.runner import Party, run_vertical
+from cipherseg.protocols.vertical.runner import run_vertical
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from protocols.vertical.vertical_parties import Spy, drop_after, replace
 

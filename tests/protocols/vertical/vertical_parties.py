@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.vertical.runner import Party
+from cipherseg.protocols.party import Party
 from object_graph import reachable
 
 

@@ -11,8 +11,6 @@ the operator page's check that the public base URL leads to this platform.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, datetime, time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -32,6 +30,7 @@ from cipherseg.platform.campaigns.chart import delivered_chart, lift_chart
 from cipherseg.platform.campaigns.context import campaign_settings, store_for
 from cipherseg.platform.campaigns.gateway_check import PING_PATH, gateway_checks, ping_answer
 from cipherseg.platform.campaigns.status import LABELS, StatusView, describe
+from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.deps import (
     Allow,
     CampaignApprover,
@@ -301,14 +300,7 @@ def _report_csv(request: Request, ctx: PlatformContext, db: Session, user: User,
 
 
 def _csv(rows: list[list[Any]], filename: str) -> Response:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        writer.writerow([f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@",
-                                                                     "\t", "\r") else v
-                         for v in row])
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return csv_response(rows, filename)
 
 
 def _cancel_confirm(request: Request, ctx: PlatformContext, user: User, view: str,

@@ -15,7 +15,9 @@ from cipherseg.platform import audit
 from cipherseg.platform.deps import (
     AuditReader,
     ContextDep,
+    FilterQuery,
     IdPath,
+    OffsetQuery,
     SessionDep,
     UserManager,
     client_ip,
@@ -163,10 +165,10 @@ def _parse_grants(values: list[str]) -> dict[Role, set[Permission]]:
 # ------------------------------------------------------------------------------ audit
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, ctx: ContextDep, db: SessionDep, _reader: AuditReader,
-               action: str | None = None, actor: str | None = None, offset: int = 0) -> Response:
+               action: FilterQuery = None, actor: FilterQuery = None,
+               offset: OffsetQuery = 0) -> Response:
     """Browse the audit log, newest first."""
     limit = 100
-    offset = max(0, offset)
     events = audit.list_events(db, limit=limit, offset=offset, action=action or None,
                                actor=actor or None)
     return render(request, ctx, "admin_audit.html", events=events,

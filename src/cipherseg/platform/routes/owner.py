@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 
@@ -18,13 +18,16 @@ from cipherseg.analytics.window import TimeWindow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
+from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.demo_data import demo_csv
 from cipherseg.platform.deps import (
     ContextDep,
     CustomerEraser,
     CustomerReader,
     DataUploader,
+    FilterQuery,
     IdPath,
+    OffsetQuery,
     SegmentReleaser,
     SegmentRunner,
     SessionDep,
@@ -166,10 +169,9 @@ def upload_errors(request: Request, db: SessionDep, owner: DataUploader,
 # ------------------------------------------------------------------------------ customers
 @router.get("/customers", response_class=HTMLResponse)
 def customers_page(request: Request, ctx: ContextDep, db: SessionDep, owner: CustomerReader,
-                   q: str | None = None, offset: int = 0) -> Response:
+                   q: FilterQuery = None, offset: OffsetQuery = 0) -> Response:
     """Customers with masked phone numbers; erase button per customer."""
     limit = 50
-    offset = max(0, offset)
     n_tx = (select(func.count()).select_from(Transaction)
             .where(Transaction.customer_id == Customer.id).scalar_subquery())
     stmt = select(Customer, n_tx).where(Customer.owner_id == owner.id)
@@ -335,21 +337,15 @@ def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: Segment
                             .where(Segment.job_id == job.id)).all())
     export_db = ctx.sessions()
 
-    def body() -> Iterator[str]:
+    def rows() -> Iterator[list[Any]]:
         try:
-            yield "pseudonym,segment,segment_name\n"
+            yield ["pseudonym", "segment", "segment_name"]
             stmt = (select(SegmentMember.pseudonym, SegmentMember.segment_index)
                     .where(SegmentMember.job_id == job.id).order_by(SegmentMember.pseudonym)
                     .execution_options(yield_per=5000))
-            buf = []
             for pseudo, idx in export_db.execute(stmt):
-                buf.append(f"{pseudo},{idx},{names.get(idx, '')}\n")
-                if len(buf) >= 5000:
-                    yield "".join(buf)
-                    buf = []
-            yield "".join(buf)
+                yield [pseudo, idx, names.get(idx, "")]
         finally:
             export_db.close()
 
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="segmentation-{job.number}-labels.csv"'})
+    return csv_response(rows(), f"segmentation-{job.number}-labels.csv")

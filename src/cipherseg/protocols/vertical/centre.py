@@ -34,6 +34,7 @@ from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CiphertextError, ProtocolError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.protocols.vertical import centre_ops as ops
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.psi import POINT_BYTES, unpack_points
@@ -41,7 +42,6 @@ from cipherseg.protocols.vertical.session import (
     BLIND_MIN_BITS,
     D2_SCALE_BITS,
     MASK_BITS,
-    Outgoing,
     below,
     blind_max_bits,
     data_primes,

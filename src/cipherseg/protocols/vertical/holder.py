@@ -23,9 +23,9 @@ import numpy.typing as npt
 from cipherseg.engine.base import Executor
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical import psi
-from cipherseg.protocols.vertical.session import Outgoing
 from cipherseg.schemes.ckks import CkksPublicContext
 
 

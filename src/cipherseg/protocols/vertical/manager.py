@@ -25,16 +25,15 @@ from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.engine.state import get_state
 from cipherseg.errors import CiphertextError, ParameterError, ProtocolError
-from cipherseg.protocols.dp import DPConfig, gaussian_release
-from cipherseg.protocols.kmeans_joint_manager import data_independent_centres
+from cipherseg.protocols.dp import DPConfig, data_independent_centres, gaussian_release
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.session import (
     BLIND_MIN_BITS,
     D2_SCALE_BITS,
     MASK_BITS,
     PARAMS,
-    Outgoing,
     blind_max_bits,
     decrypted_shapes,
     packed,

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,19 +27,11 @@ from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CipherSegError, ProtocolError, ValidationError
 from cipherseg.progress import Progress
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Outgoing, Party
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.centre import VerticalCentre
 from cipherseg.protocols.vertical.holder import VerticalHolder
 from cipherseg.protocols.vertical.manager import ManagerLog, VerticalManager
-from cipherseg.protocols.vertical.session import Outgoing
-
-
-class Party(Protocol):
-    """What the runner needs of a party."""
-
-    name: str
-
-    def handle(self, sender: str, message: Message) -> Outgoing: ...
 
 
 def _table() -> defaultdict[str, defaultdict[str, float]]:

@@ -16,11 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.protocols.messages import Message
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.rlwe_sampling import RandomSource
-
-Outgoing = list[tuple[str, Message]]
 
 #: N = 8192; chain 60 | 50, 40 | 60 (210 bits ≤ 218: 128-bit HE standard); scale 2^40.
 #: Uploads are fresh (top); Lloyd products are made one level lower and rescaled by the 50-bit

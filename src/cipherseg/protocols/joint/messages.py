@@ -1,8 +1,8 @@
 """Messages of protocol 4.2 (joint k-means); the sequence and leakage are documented in
-:mod:`cipherseg.protocols.kmeans_joint`.
+:mod:`cipherseg.protocols.joint`.
 
 This module holds no key material, so the compute centre
-(:mod:`cipherseg.protocols.kmeans_joint_centre`) can import it.
+(:mod:`cipherseg.protocols.joint.centre`) can import it.
 
 >>> m = EncryptedVector(protocol_version=1, session_id="s", round=3, purpose="stats",
 ...                     ciphertext=b"ct")

@@ -2,7 +2,7 @@
 
 The owner's customers never leave this module's :class:`JointOwner` in plaintext: it sends
 encrypted aggregates (and, when k-means++ picks one of its records, that record). Leakage:
-:mod:`cipherseg.protocols.kmeans_joint`.
+:mod:`cipherseg.protocols.joint`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import gaussian_release
-from cipherseg.protocols.kmeans_joint_centre import (
-    _plain_to_bytes,
-)
-from cipherseg.protocols.kmeans_joint_session import (
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.session import (
     D2_SLOTS,
-    NotReady,
-    Outgoing,
     Session,
     build_joint_key,
     choice_source,
@@ -33,11 +28,8 @@ from cipherseg.protocols.kmeans_joint_session import (
     open_session,
 )
 from cipherseg.protocols.messages import Message
-from cipherseg.schemes.threshold import (
-    Ciphertext,
-    JointPublicKey,
-    encrypt,
-)
+from cipherseg.protocols.party import NotReady, Outgoing
+from cipherseg.schemes.base import DecryptionShare
 from cipherseg.schemes.threshold_keys import KeyShare
 
 
@@ -48,31 +40,30 @@ def assign(points: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
     >>> assign(np.array([[0.0, 0.0], [5.0, 5.0]]), np.array([[4.0, 4.0], [0.1, 0.0]])).tolist()
     [1, 0]
     """
-    return _assign_columns(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T),
+    return assign_columns(np.ascontiguousarray(np.asarray(points, dtype=np.float64).T),
                            centroids)
 
 
-def _assign_columns(columns: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
+def assign_columns(columns: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
                     ) -> npt.NDArray[np.int64]:
     """:func:`assign` on feature-major data (shape (d, n)): one contiguous pass per feature
     and centroid, several times faster than broadcasting (n, k, d) temporaries."""
     labels = np.zeros(columns.shape[1], dtype=np.int64)
-    best = _squared_distances(columns, centroids[0])
+    best = squared_distances(columns, centroids[0])
     for j in range(1, centroids.shape[0]):
-        d2 = _squared_distances(columns, centroids[j])
+        d2 = squared_distances(columns, centroids[j])
         closer = d2 < best
         np.copyto(best, d2, where=closer)
         labels[closer] = j
     return labels
 
 
-def _squared_distances(columns: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]
+def squared_distances(columns: npt.NDArray[np.float64], centre: npt.NDArray[np.float64]
                        ) -> npt.NDArray[np.float64]:
     out: npt.NDArray[np.float64] = (columns[0] - centre[0]) ** 2
     for f in range(1, columns.shape[0]):
         out += (columns[f] - centre[f]) ** 2
     return out
-
 
 
 class JointOwner:
@@ -107,8 +98,7 @@ class JointOwner:
         self._source = choice_source(random_state, f"owner-{party_id}")
         self._rng = generator_from(self._source)
         self._session: Session | None = None
-        self._key: KeyShare | None = None
-        self._pk: JointPublicKey | None = None
+        self._key: DecryptionShare | None = None
         self._x_int: npt.NDArray[np.int64] | None = None
         self._points: npt.NDArray[np.float64] | None = None  # feature-major (d, n)
         self._x_int_cols: npt.NDArray[np.float64] | None = None
@@ -146,7 +136,7 @@ class JointOwner:
             return self._stats(message)
         if isinstance(message, jm.Final):
             start = time.perf_counter()
-            self.labels_ = _assign_columns(self._require_points(),
+            self.labels_ = assign_columns(self._require_points(),
                                            self._working(message.centroids))
             self.timings["owner: final labels"] += time.perf_counter() - start
             self.done = True
@@ -175,12 +165,12 @@ class JointOwner:
         self._x_int_cols = np.ascontiguousarray(self._x_int.T.astype(np.float64))
         self._check_range(session)
         self.timings["owner: encode data"] += time.perf_counter() - start
-        if session.crs is None or session.params is None:
+        if self.party_id not in session.scheme.key_party_ids:  # a scheme without keys
             return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
-                                      key_fingerprint=b""))]
+                                             key_fingerprint=b""))]
         start = time.perf_counter()
-        self._key = KeyShare.generate(session.params, session.crs, self.party_id)
-        share = self._key.public_share.to_bytes()
+        self._key = KeyShare.for_scheme(session.scheme, self.party_id)
+        share = self._key.public_share_bytes()
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.CENTRE, new_message(jm.PublicKeyShare, m.session_id, 0, party_id=self.party_id,
                                  share=share))]
@@ -188,7 +178,7 @@ class JointOwner:
     def _check_range(self, session: Session) -> None:
         """Every aggregate this owner contributes to must fit the plaintext range."""
         x_int = self._require_ints()
-        limit = (session.params.max_value if session.params is not None else 2**62)
+        limit = session.scheme.max_value
         n_owners = len(session.setup.owner_ids)
         peak = int(np.abs(x_int).max(initial=0)) + 1
         if session.dp is not None:  # noisy sums: allow 20 standard deviations of noise
@@ -205,10 +195,11 @@ class JointOwner:
         if self._key is None:
             raise ProtocolError(f"{self.name}: key shares without a key share of its own")
         start = time.perf_counter()
-        self._pk = build_joint_key(session, m.shares, self._key)
+        fingerprint = build_joint_key(session, m.shares, self._key.public_share_bytes(),
+                                      self.party_id)
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
-                                  key_fingerprint=self._pk.fingerprint))]
+                                         key_fingerprint=fingerprint))]
 
     # ------------------------------------------------------------------ k-means++
     def _d2_request(self, m: jm.D2Request) -> Outgoing:
@@ -220,9 +211,9 @@ class JointOwner:
             centres = np.asarray(m.centres, dtype=np.float64).reshape(m.step, session.d)
             cols = self._x_int_cols
             assert cols is not None
-            d2 = _squared_distances(cols, centres[0])  # exact: integers, squares below 2^53
+            d2 = squared_distances(cols, centres[0])  # exact: integers, squares below 2^53
             for c in centres[1:]:
-                np.minimum(d2, _squared_distances(cols, c), out=d2)
+                np.minimum(d2, squared_distances(cols, c), out=d2)
         self._d2 = d2
         total = float(d2.sum())
         vector = np.zeros(D2_SLOTS * len(session.setup.owner_ids), dtype=np.int64)
@@ -251,7 +242,7 @@ class JointOwner:
     def _stats(self, m: jm.Centroids) -> Outgoing:
         session = self._require_session()
         start = time.perf_counter()
-        labels = _assign_columns(self._require_points(), self._working(m.centroids))
+        labels = assign_columns(self._require_points(), self._working(m.centroids))
         cols = self._x_int_cols
         assert cols is not None
         counts = np.bincount(labels, minlength=session.k).astype(np.float64)
@@ -273,17 +264,17 @@ class JointOwner:
     # ------------------------------------------------------------------ crypto
     def _encrypt(self, vector: npt.NDArray[np.int64]) -> bytes:
         start = time.perf_counter()
-        pk = self._pk
-        blob = _plain_to_bytes(vector) if pk is None else encrypt(pk, vector).to_bytes()
+        blob = self._require_session().scheme.encrypt(vector)
         self.timings["owner: encrypt"] += time.perf_counter() - start
         return blob
 
     def _partial(self, m: jm.Aggregate) -> Outgoing:
-        if self._pk is None or self._key is None:
-            raise ProtocolError(f"{self.name}: an aggregate to decrypt without threshold keys")
+        session = self._require_session()
+        if self._key is None or session.scheme.key_fingerprint is None:
+            raise ProtocolError(f"{self.name}: an aggregate to decrypt without a joint key")
         start = time.perf_counter()
-        ct = Ciphertext.from_bytes(m.ciphertext, self._pk)
-        partial = self._key.partial_decrypt(ct).to_bytes()
+        aggregate = session.scheme.load(m.ciphertext)
+        partial = self._key.partial_decrypt(aggregate).to_bytes()
         self.timings["owner: partial decrypt"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.Partial, m.session_id, m.round, purpose=m.purpose,
                                   party_id=self.party_id, partial=partial))]

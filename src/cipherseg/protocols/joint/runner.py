@@ -21,18 +21,15 @@ from threadpoolctl import threadpool_limits
 
 from cipherseg.errors import ProtocolError, ValidationError
 from cipherseg.progress import Progress
-from cipherseg.protocols import kmeans_joint_messages as jm
 from cipherseg.protocols.dp import DPConfig
-from cipherseg.protocols.kmeans_joint_centre import (
-    JointCentre,
-)
-from cipherseg.protocols.kmeans_joint_manager import JointManager, ManagerLog
-from cipherseg.protocols.kmeans_joint_owner import JointOwner
-from cipherseg.protocols.kmeans_joint_session import STAGES, NotReady, Outgoing, Party, stage_of
+from cipherseg.protocols.joint import messages as jm
+from cipherseg.protocols.joint.centre import JointCentre
+from cipherseg.protocols.joint.manager import JointManager, ManagerLog
+from cipherseg.protocols.joint.owner import JointOwner
+from cipherseg.protocols.joint.session import STAGES, JointParty, stage_of
 from cipherseg.protocols.messages import Message
-from cipherseg.schemes.threshold import (
-    ThresholdParams,
-)
+from cipherseg.protocols.party import NotReady, Outgoing
+from cipherseg.schemes.threshold import ThresholdParams
 
 
 def one_blas_thread() -> threadpool_limits:
@@ -43,7 +40,6 @@ def one_blas_thread() -> threadpool_limits:
     measured a whole extra core busy and the owners' own k-means work 5-10 % slower.
     """
     return threadpool_limits(limits=1, user_api="blas")
-
 
 
 def _int_table() -> defaultdict[str, int]:
@@ -96,7 +92,7 @@ class TrafficStats:
         }
 
 
-def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message]],
+def deliver(parties: dict[str, JointParty], initial: Iterable[tuple[str, str, Message]],
             stats: TrafficStats | None = None, *, max_messages: int = 1_000_000) -> TrafficStats:
     """Run a protocol in this process: every message crosses as bytes; messages that arrive
     before their dependencies wait (:class:`NotReady`) and are retried."""
@@ -204,7 +200,7 @@ def run_joint_kmeans(
     owners = [JointOwner(i, X, random_state=seeds[i]) for i, X in zip(owner_ids, arrays,
                                                                       strict=True)]
     centre = JointCentre()
-    parties: dict[str, Party] = {manager.name: manager, centre.name: centre}
+    parties: dict[str, JointParty] = {manager.name: manager, centre.name: centre}
     parties.update({o.name: o for o in owners})
     stats = TrafficStats()
     with one_blas_thread():

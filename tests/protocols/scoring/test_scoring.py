@@ -18,7 +18,9 @@ from cipherseg.errors import (
     ValidationError,
 )
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import PartyLink, single_reply
 from cipherseg.protocols.scoring import (
+    OWNER,
     EncryptedFeatures,
     EncryptedScores,
     ScoringCentre,
@@ -30,7 +32,6 @@ from cipherseg.protocols.scoring import (
 )
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from cipherseg.transport.inprocess import InProcessTransport
 
 TOL = 1e-4  # the issue's per-customer tolerance on scores
 
@@ -57,11 +58,15 @@ def problem() -> tuple[np.ndarray, np.ndarray, float]:
     return X, w, -1.7
 
 
-def _run(owner: ScoringOwner, X: np.ndarray) -> tuple[np.ndarray, InProcessTransport]:
-    centre = ScoringCentre()
-    transport = InProcessTransport(centre.handle)
-    result = owner.run(X, transport.request)
-    return result.scores, transport
+def _run(owner: ScoringOwner, X: np.ndarray) -> tuple[np.ndarray, PartyLink]:
+    link = PartyLink(ScoringCentre(), sender=OWNER)
+    result = owner.run(X, link)
+    return result.scores, link
+
+
+def _reply(centre: ScoringCentre, message: Message) -> Message:
+    """The centre's one reply, to the owner (the request/response step of the contract)."""
+    return single_reply(centre.handle(OWNER, message), to=OWNER, request=message)
 
 
 def test_scores_match_numpy_plain_model(keys, problem):
@@ -93,7 +98,7 @@ def test_sigmoid_under_encryption(deep_keys, problem):
     approx = SigmoidApproximation.fit(6.0)
     owner = ScoringOwner(deep_keys, w, b, sigmoid=approx)
     centre = ScoringCentre()
-    result = owner.run(X[:2000], centre.handle_message)
+    result = owner.run(X[:2000], PartyLink(centre, sender=OWNER))
     ref = X[:2000] @ w + b
     assert np.max(np.abs(result.scores - ref)) < TOL
     inside = np.abs(ref) <= 6.0
@@ -130,12 +135,12 @@ def test_centre_refuses_secret_context(keys):
                          public_context=pack_context_bytes(fields), n_customers=1,
                          n_features=1, weights=(1.0,))
     with pytest.raises(KeyCustodyError):
-        ScoringCentre().handle(setup.to_bytes())
+        _reply(ScoringCentre(), setup)
 
 
 def test_centre_has_no_secret_key_after_setup(keys):
     centre = ScoringCentre()
-    ScoringOwner(keys, [1.0], 0.0).run(np.ones((3, 1)), centre.handle_message)
+    ScoringOwner(keys, [1.0], 0.0).run(np.ones((3, 1)), PartyLink(centre, sender=OWNER))
     assert centre._ctx is not None and centre._ctx.is_private() is False
     assert not hasattr(centre._ctx, "_secret_key")
 
@@ -186,61 +191,91 @@ def test_protocol_errors(keys):
     setup, block = _setup_and_block(keys, X, [1.0, 2.0], 0.5)
     centre = ScoringCentre()
     with pytest.raises(ProtocolError, match="before ScoringSetup"):
-        centre.handle_message(block)
-    centre.handle_message(setup)
+        _reply(centre, block)
+    _reply(centre, setup)
     with pytest.raises(ProtocolError, match="session"):
-        centre.handle_message(dataclasses.replace(block, session_id="other"))
+        _reply(centre, dataclasses.replace(block, session_id="other"))
     with pytest.raises(ProtocolError, match="outside"):
-        centre.handle_message(dataclasses.replace(block, block=1, round=2))
+        _reply(centre, dataclasses.replace(block, block=1, round=2))
     with pytest.raises(ProtocolError, match="should hold 4"):
-        centre.handle_message(dataclasses.replace(block, n_rows=3))
+        _reply(centre, dataclasses.replace(block, n_rows=3))
     with pytest.raises(ProtocolError, match="feature ciphertexts"):
-        centre.handle_message(dataclasses.replace(block, columns=block.columns[:1]))
-    reply = centre.handle_message(block)
+        _reply(centre, dataclasses.replace(block, columns=block.columns[:1]))
+    reply = _reply(centre, block)
     assert isinstance(reply, EncryptedScores)
     assert np.allclose(keys.decrypt_bytes(reply.scores, 4), 3.5, atol=TOL)
     with pytest.raises(ProtocolError, match="already scored"):
-        centre.handle_message(block)
+        _reply(centre, block)
     with pytest.raises(ProtocolError, match="does not accept"):
-        centre.handle_message(reply)
+        _reply(centre, reply)
 
 
 def test_setup_errors(keys):
     setup, _ = _setup_and_block(keys, np.ones((4, 2)), [1.0, 2.0], 0.5)
     centre = ScoringCentre()
     with pytest.raises(ProtocolError, match="2 weights for 3"):
-        centre.handle_message(dataclasses.replace(setup, n_features=3))
+        _reply(centre, dataclasses.replace(setup, n_features=3))
     with pytest.raises(ProtocolError, match="exactly one"):
-        centre.handle_message(dataclasses.replace(setup, encrypted_weights=(b"x", b"y")))
+        _reply(centre, dataclasses.replace(setup, encrypted_weights=(b"x", b"y")))
     with pytest.raises(ProtocolError, match="finite"):
-        centre.handle_message(dataclasses.replace(setup, weights=(1.0, float("nan"))))
+        _reply(centre, dataclasses.replace(setup, weights=(1.0, float("nan"))))
     with pytest.raises(ProtocolError, match="depth"):
-        centre.handle_message(dataclasses.replace(
+        _reply(centre, dataclasses.replace(
             setup, sigmoid_coefficients=SigmoidApproximation.fit().coefficients))
     with pytest.raises(ProtocolError, match="round 0"):
-        centre.handle_message(dataclasses.replace(setup, round=1))
+        _reply(centre, dataclasses.replace(setup, round=1))
     with pytest.raises(ProtocolError, match="version"):
-        centre.handle_message(dataclasses.replace(setup, protocol_version=9))
+        _reply(centre, dataclasses.replace(setup, protocol_version=9))
 
 
 def test_tampered_and_foreign_ciphertexts_refused(keys):
     X = np.ones((4, 2))
     setup, block = _setup_and_block(keys, X, [1.0, 2.0], 0.5)
     centre = ScoringCentre()
-    centre.handle_message(setup)
+    _reply(centre, setup)
     bad = bytearray(block.columns[0])
     bad[-10] ^= 0xFF
     with pytest.raises(CiphertextError):
-        centre.handle_message(dataclasses.replace(block, columns=(bytes(bad),
+        _reply(centre, dataclasses.replace(block, columns=(bytes(bad),
                                                                   block.columns[1])))
     with pytest.raises(CiphertextError):
-        centre.handle_message(dataclasses.replace(
+        _reply(centre, dataclasses.replace(
             block, columns=(block.columns[0][:100], block.columns[1])))
     other = CkksSecretContext.generate(CkksParams.for_depth(1))
     foreign = other.encrypt_to_bytes(np.ones(4))
     with pytest.raises(CiphertextError, match="another key set"):
-        centre.handle_message(dataclasses.replace(block, columns=(foreign,
+        _reply(centre, dataclasses.replace(block, columns=(foreign,
                                                                   block.columns[1])))
+
+
+class _LyingCentre:
+    """A centre that answers a block with the wrong message or the wrong block."""
+
+    name = "centre"
+
+    def __init__(self, lie: str) -> None:
+        self.honest, self.lie = ScoringCentre(), lie
+
+    def handle(self, sender, message):
+        [(to, reply)] = self.honest.handle(sender, message)
+        if isinstance(reply, EncryptedScores):
+            if self.lie == "type":
+                reply = ScoringReady(protocol_version=1, session_id=reply.session_id,
+                                     round=reply.round, n_blocks=1)
+            elif self.lie == "block":
+                reply = dataclasses.replace(reply, block=reply.block + 1)
+            else:
+                reply = dataclasses.replace(reply, session_id="another")
+        return [(to, reply)]
+
+
+@pytest.mark.parametrize(("lie", "error"), [("type", "expected EncryptedScores"),
+                                            ("block", "is for block 1"),
+                                            ("session", "session 'another'")])
+def test_owner_refuses_unexpected_replies(keys, lie, error):
+    owner = ScoringOwner(keys, [1.0, 2.0], 0.5)
+    with pytest.raises(ProtocolError, match=error):
+        owner.run(np.ones((4, 2)), PartyLink(_LyingCentre(lie), sender=OWNER))
 
 
 def test_owner_input_validation(keys):

@@ -1,59 +1,4 @@
-"""Protocol 4.2 — joint k-means: several data owners, a compute centre, a manager, threshold keys.
-
-Parties: owners O_1…O_n (each holds its customers' features in plaintext and a secret key
-share), the manager M (key share; fuses decryptions, releases the model), the compute centre C
-(no key; adds ciphertexts). The joint key has n+1 shares (the owners' and the manager's), so no
-coalition of owners without the manager, and no manager without every owner, can decrypt.
-
-Message sequence (:mod:`cipherseg.protocols.kmeans_joint_messages`; every message is a
-versioned :class:`~cipherseg.protocols.messages.Message` carrying session id and round)::
-
-    M → C, O_i   Setup(params, CRS seed, owners, k, d, decimals, init, max_iter, tol, DP budget)
-    O_i, M → C   PublicKeyShare(p_i)                                  # collective key generation
-    C → O_i, M   KeyShares(p_0…p_n)          each party builds pk = Σ p_i and checks its own p_i
-    O_i → M      KeyReady(fingerprint of pk)               M checks that everyone has the same pk
-    # joint k-means++ (not in DP mode), for step j = 0 … k-1
-    M → O_i      D2Request(j, centres c_0…c_{j-1})
-    O_i → C      EncryptedVector("d2", Enc(D²_i total in O_i's own slots))   (j = 0: D² ≡ 1)
-    C → O_i, M   Aggregate("d2", Σ ciphertexts)
-    O_i, M → M   Partial("d2", h_i)           M fuses: the per-owner totals; samples owner i ∝ D²_i
-    M → O_i      PickRequest(j)
-    O_i → M      PickedRecord(j, x)                       a record of O_i sampled ∝ D²(x) inside O_i
-    # Lloyd iterations r = 0, 1, …
-    M → O_i      Centroids(r, c)
-    O_i → C      EncryptedVector("stats", Enc(per-cluster sums and counts of O_i, fixed point))
-    C → O_i, M   Aggregate("stats", Σ ciphertexts)
-    O_i, M → M   Partial("stats", h_i)               M fuses: Σ sums, Σ counts → new centroids
-    M → O_i      Final(n_iter, c)   when the centroids stop moving (or max_iter); M → C Close
-
-Leakage per party (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
-
-* **Compute centre**: the public schedule — number of owners, k, d, iterations, message sizes
-  and timing. Every value it handles is encrypted under a key it has no share of; it never
-  sees centroids, counts, sums, D² totals or records.
-* **Manager**: per iteration the pooled per-cluster sums and counts (hence the centroids and
-  cluster sizes of the pooled data); during k-means++ every owner's D² total (step 0: every
-  owner's number of customers), which owner each initial centre comes from, and the k initial
-  records themselves.
-* **Each owner**: its own data; the released centroids of every iteration (and with its own
-  contribution, the *other owners' pooled* per-cluster means); the k initial records (one may
-  be its own), and whether it was sampled. Nothing per other owner beyond that.
-* **Reconstruction risk**: per-iteration releases are exact without DP; differencing them
-  across iterations, an owner (who knows its own contributions) can recover other owners'
-  records when few records change clusters between iterations (a record moving alone is
-  revealed exactly). The DP option (:mod:`cipherseg.protocols.dp`) adds Gaussian noise to
-  every owner's contribution, so every release is (ε, δ)-DP per customer.
-* Semi-honest model: parties follow the protocol. The fusion noise check detects corrupted
-  or missing partial decryptions; a party that lies about its data is not detected.
-
->>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> parts = [np.vstack([rng.normal(0, .1, (30, 2)), rng.normal(3, .1, (30, 2))])
-...          for _ in range(2)]
->>> result = run_joint_kmeans(parts, n_clusters=2, random_state=1)
->>> sorted(np.bincount(np.concatenate(result.labels)).tolist())
-[60, 60]
-"""
+"""The scikit-learn estimator of protocol 4.2 (:mod:`cipherseg.protocols.joint`)."""
 
 from __future__ import annotations
 
@@ -67,31 +12,18 @@ from sklearn.utils.validation import check_is_fitted
 
 from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.protocols.dp import DPConfig
-from cipherseg.protocols.kmeans_joint_manager import JointManager, ManagerLog
-from cipherseg.protocols.kmeans_joint_owner import JointOwner, assign
-from cipherseg.protocols.kmeans_joint_run import (
-    JointResult,
-    TrafficStats,
-    deliver,
-    run_joint_kmeans,
-    run_joint_kmeans_processes,
-)
+from cipherseg.protocols.joint.owner import assign
+from cipherseg.protocols.joint.runner import run_joint_kmeans
 from cipherseg.schemes.threshold import ThresholdParams
-
-# The protocol's public API; the parties live in kmeans_joint_owner / _manager / _centre,
-# the runners in kmeans_joint_run, what they share in kmeans_joint_session.
-__all__ = [
-    "JointKMeans", "JointManager", "JointOwner", "JointResult", "ManagerLog", "TrafficStats",
-    "assign", "deliver", "run_joint_kmeans", "run_joint_kmeans_processes",
-]
 
 
 class JointKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """K-means over several data owners' pooled customers without pooling them (protocol 4.2).
 
     Every party runs in this process (messages still cross as bytes); for separate processes
-    see :func:`run_joint_kmeans_processes`, for the CLI ``cipherseg joint-demo``. Without DP
-    the result equals scikit-learn's :class:`~sklearn.cluster.KMeans` on the pooled data,
+    see :func:`~cipherseg.protocols.joint.runner.run_joint_kmeans_processes`, for the CLI
+    ``cipherseg joint-demo``. Without DP the result equals scikit-learn's
+    :class:`~sklearn.cluster.KMeans` on the pooled data,
     quantised to the fixed-point grid, started from the same centres (``init_centers_``).
 
     Parameters
@@ -114,7 +46,8 @@ class JointKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     dp_bounds : (lower, upper) or None
         Public per-feature bounds (required with DP); records are clipped into them.
     mode : {"threshold", "plain"}, default="threshold"
-        "plain" aggregates in the clear (the federated baseline for benchmarks only).
+        The aggregation scheme (:mod:`cipherseg.schemes.base`): "plain" aggregates in the
+        clear (the federated baseline for benchmarks only).
     params : ThresholdParams or None
         Threshold scheme parameters (default 128-bit set).
     random_state : int or None

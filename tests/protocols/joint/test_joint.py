@@ -17,21 +17,19 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-import cipherseg.protocols.kmeans_joint_messages as jm
+import cipherseg.protocols.joint.messages as jm
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.dp import DPConfig
-from cipherseg.protocols.kmeans_joint import (
-    JointKMeans,
-    JointManager,
-    JointOwner,
-    deliver,
-    run_joint_kmeans,
-    run_joint_kmeans_processes,
-)
-from cipherseg.protocols.kmeans_joint_centre import JointCentre
-from cipherseg.protocols.kmeans_joint_session import decode_total, encode_total
+from cipherseg.protocols.joint import JointKMeans
+from cipherseg.protocols.joint.centre import JointCentre
+from cipherseg.protocols.joint.manager import JointManager
+from cipherseg.protocols.joint.owner import JointOwner
+from cipherseg.protocols.joint.runner import deliver, run_joint_kmeans, run_joint_kmeans_processes
+from cipherseg.protocols.joint.session import decode_total, encode_total
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady
+from cipherseg.schemes.threshold import ThresholdAggregation
 from cipherseg.schemes.threshold_keys import KeyShare
 
 DECIMALS = 3
@@ -157,13 +155,12 @@ def test_the_centre_holds_no_key_share_and_receives_only_ciphertexts() -> None:
         if isinstance(m, jm.Setup):
             assert m.dp_lower == () and m.init == "k-means++"
     assert not any(isinstance(o, KeyShare) for o in _objects(centre.inner))
-    assert not centre.inner.holds_secret_material()
     # The key holders do hold shares (the scan can find one).
     assert any(isinstance(o, KeyShare) for o in _objects(owners[0]))
 
 
 def test_the_centre_module_cannot_import_secret_key_code() -> None:
-    code = ("import sys, cipherseg.protocols.kmeans_joint_centre; "
+    code = ("import sys, cipherseg.protocols.joint.centre; "
             "print('cipherseg.schemes.threshold_keys' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -216,8 +213,10 @@ def test_a_centre_that_alters_an_owners_key_share_is_caught() -> None:
     def tamper(sender: str, m: jm.PublicKeyShare) -> list[tuple[str, Message]]:
         out = original(sender, m)
         if out:  # swap owner-1's share for another key's share before relaying
-            crs = centre.crs
-            assert crs is not None
+            assert centre.session is not None
+            scheme = centre.session.scheme
+            assert isinstance(scheme, ThresholdAggregation)
+            crs = scheme.crs
             fake = KeyShare.generate(crs.params, crs, party_id=1).public_share.to_bytes()
             shares = list(out[0][1].shares)
             shares[1] = fake
@@ -228,6 +227,28 @@ def test_a_centre_that_alters_an_owners_key_share_is_caught() -> None:
     centre._key_share = tamper  # type: ignore[method-assign]
     with pytest.raises(ProtocolError, match="do not contain party 1's share unchanged"):
         deliver(parties, [(manager.name, dst, m) for dst, m in manager.start()])
+
+
+def test_the_centre_defers_messages_that_overtake_the_setup() -> None:
+    """Transports do not order messages from different senders: the manager's key share
+    reaching the centre before the manager's Setup is deferred (NotReady) and delivered once
+    the session is set up, not refused."""
+    manager, owners, centre = _session()
+    first = manager.start()
+    setup = next(m for dst, m in first if dst == jm.CENTRE and isinstance(m, jm.Setup))
+    share = next(m for dst, m in first if isinstance(m, jm.PublicKeyShare))
+    with pytest.raises(NotReady):
+        JointCentre().handle(jm.MANAGER, share)
+    overtaken = [(dst, m) for dst, m in first if m is share]
+    overtaken += [(dst, m) for dst, m in first if m is not share]
+    parties = {manager.name: manager, centre.name: centre, **{o.name: o for o in owners}}
+    deliver(parties, [(manager.name, dst, m) for dst, m in overtaken])
+    assert manager.done and centre.closed and all(o.done for o in owners)
+    assert centre.session_id == setup.session_id
+    # A message for another session once one is set up is still refused.
+    foreign = jm.Close(protocol_version=1, session_id="other", round=0)
+    with pytest.raises(ProtocolError, match="session"):
+        centre.handle(jm.MANAGER, foreign)
 
 
 def test_duplicated_contributions_and_partials_are_refused() -> None:

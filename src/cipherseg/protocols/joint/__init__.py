@@ -1,0 +1,84 @@
+"""Protocol 4.2 — joint k-means: several data owners, a compute centre, a manager, threshold keys.
+
+Parties: owners O_1…O_n (each holds its customers' features in plaintext and a secret key
+share), the manager M (key share; fuses decryptions, releases the model), the compute centre C
+(no key; adds ciphertexts). The joint key has n+1 shares (the owners' and the manager's), so no
+coalition of owners without the manager, and no manager without every owner, can decrypt.
+
+Modules: :mod:`~.messages`, one module per party — :mod:`~.owner`, :mod:`~.manager`,
+:mod:`~.centre` — :mod:`~.session` (what the parties share), :mod:`~.runner` (in-process and
+separate-process runs) and :mod:`~.estimator` (``JointKMeans``). The parties run on the
+aggregation interface of :mod:`cipherseg.schemes.base`: threshold RLWE
+(:class:`~cipherseg.schemes.threshold.ThresholdAggregation`), or for the benchmarks' baseline
+no encryption (:class:`~cipherseg.schemes.plain.PlainAggregation`: no keys, so no key
+generation and no partial decryptions — the aggregate goes to the manager only).
+
+Message sequence (:mod:`~.messages`; every message is a versioned
+:class:`~cipherseg.protocols.messages.Message` carrying session id and round)::
+
+    M → C, O_i   Setup(params, CRS seed, owners, k, d, decimals, init, max_iter, tol, DP budget)
+    O_i, M → C   PublicKeyShare(p_i)                                  # collective key generation
+    C → O_i, M   KeyShares(p_0…p_n)          each party builds pk = Σ p_i and checks its own p_i
+    O_i → M      KeyReady(fingerprint of pk)               M checks that everyone has the same pk
+    # joint k-means++ (not in DP mode), for step j = 0 … k-1
+    M → O_i      D2Request(j, centres c_0…c_{j-1})
+    O_i → C      EncryptedVector("d2", Enc(D²_i total in O_i's own slots))   (j = 0: D² ≡ 1)
+    C → O_i, M   Aggregate("d2", Σ ciphertexts)
+    O_i, M → M   Partial("d2", h_i)           M fuses: the per-owner totals; samples owner i ∝ D²_i
+    M → O_i      PickRequest(j)
+    O_i → M      PickedRecord(j, x)                       a record of O_i sampled ∝ D²(x) inside O_i
+    # Lloyd iterations r = 0, 1, …
+    M → O_i      Centroids(r, c)
+    O_i → C      EncryptedVector("stats", Enc(per-cluster sums and counts of O_i, fixed point))
+    C → O_i, M   Aggregate("stats", Σ ciphertexts)
+    O_i, M → M   Partial("stats", h_i)               M fuses: Σ sums, Σ counts → new centroids
+    M → O_i      Final(n_iter, c)   when the centroids stop moving (or max_iter); M → C Close
+
+Leakage per party (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+
+* **Compute centre**: the public schedule — number of owners, k, d, iterations, message sizes
+  and timing. Every value it handles is encrypted under a key it has no share of; it never
+  sees centroids, counts, sums, D² totals or records.
+* **Manager**: per iteration the pooled per-cluster sums and counts (hence the centroids and
+  cluster sizes of the pooled data); during k-means++ every owner's D² total (step 0: every
+  owner's number of customers), which owner each initial centre comes from, and the k initial
+  records themselves.
+* **Each owner**: its own data; the released centroids of every iteration (and with its own
+  contribution, the *other owners' pooled* per-cluster means); the k initial records (one may
+  be its own), and whether it was sampled. Nothing per other owner beyond that.
+* **Reconstruction risk**: per-iteration releases are exact without DP; differencing them
+  across iterations, an owner (who knows its own contributions) can recover other owners'
+  records when few records change clusters between iterations (a record moving alone is
+  revealed exactly). The DP option (:mod:`cipherseg.protocols.dp`) adds Gaussian noise to
+  every owner's contribution, so every release is (ε, δ)-DP per customer.
+* Semi-honest model: parties follow the protocol. The fusion noise check detects corrupted
+  or missing partial decryptions; a party that lies about its data is not detected.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> parts = [np.vstack([rng.normal(0, .1, (30, 2)), rng.normal(3, .1, (30, 2))])
+...          for _ in range(2)]
+>>> from cipherseg.protocols.joint import run_joint_kmeans
+>>> result = run_joint_kmeans(parts, n_clusters=2, random_state=1)
+>>> sorted(np.bincount(np.concatenate(result.labels)).tolist())
+[60, 60]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["JointKMeans", "run_joint_kmeans", "run_joint_kmeans_processes"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the centre's modules must not load the key holders' code.
+    if name == "JointKMeans":
+        from cipherseg.protocols.joint.estimator import JointKMeans
+
+        return JointKMeans
+    if name in ("run_joint_kmeans", "run_joint_kmeans_processes"):
+        from cipherseg.protocols.joint import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)
