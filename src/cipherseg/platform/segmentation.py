@@ -11,7 +11,7 @@ k from 2 to 8 (:func:`~cipherseg.analytics.segmentation.choose_k`); the owner co
 inertia and silhouette on its own features, and the recommended k's segments are stored,
 with every k's measures kept in the job's result.
 
-The **compute centre** runs in its own process (:mod:`cipherseg.transport.centre_process`,
+The **compute centre** runs in its own process (:mod:`cipherseg.hosting.centre_process`,
 under the ``centre`` service account), or at a remote service (``CIPHERSEG_CENTRE_URL``,
 ``cipherseg centre serve``), and receives only the public context and ciphertexts. With
 ``CIPHERSEG_CENTRE_PROCESS=false`` the centre runs in the worker process instead (one trust
@@ -236,11 +236,10 @@ def centre_transport(ctx: PlatformContext) -> Iterator[tuple[Transport | None, s
         with HttpTransport(settings.centre_url, token=token, verify=verify) as remote:
             yield remote, f"compute centre service at {settings.centre_url}"
     elif settings.centre_process:
-        from cipherseg.transport.centre_process import CentreProcess
-        from cipherseg.transport.inprocess import InProcessTransport
+        from cipherseg.hosting.centre_process import OWNER, CentreProcess
 
         with CentreProcess(n_jobs=settings.n_jobs, os_user=settings.centre_os_user) as proc:
-            yield (InProcessTransport(proc.request_bytes),
+            yield (proc.link(OWNER),
                    f"separate process (pid {proc.status.get('pid')})")
     else:
         yield None, "in the worker process"

@@ -54,6 +54,7 @@ NOTICES = {
     "user_created": "User created.",
     "user_updated": "User updated; their sessions were ended.",
     "user_unchanged": "Nothing to change.",
+    "user_unlocked": "Failed sign-ins forgotten; the user can sign in again.",
     "erased": "The customer and every row about them were erased.",
     "granted": "Released to the merchants you chose.",
     "revoked": "Release revoked; that merchant's queued messages will not be sent.",
