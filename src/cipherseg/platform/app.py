@@ -43,6 +43,7 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.jobs import Runner, Worker
 from cipherseg.platform.migrate import current_revision, head_revision
+from cipherseg.platform.proxies import TrustedProxyHeaders, parse_trusted
 from cipherseg.platform.rotation import FileBackedVault
 from cipherseg.platform.routes import account, admin, api, auth, owner, requests, views
 from cipherseg.platform.security import TokenSigner
@@ -196,6 +197,9 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.platform = ctx
     app.add_middleware(SecurityHeaders)
+    # outermost: every layer inside sees the client address the trusted proxy reported
+    app.add_middleware(TrustedProxyHeaders,
+                       trusted=parse_trusted(ctx.settings.trusted_proxies))
     app.mount("/static", StaticFiles(packages=[("cipherseg.platform", "static")]),
               name="static")
     for module in (auth, account, admin, owner, requests, views, api):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cipherseg.protocols.messages import SUPPORTED_VERSIONS, Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "kmeans-joint"
 # 2: key shares committed before they are revealed (KeyCommitment, KeyCommitments); owners
 # report their contributions' digests to the manager, which relays them (ContributionDigest,
 # ContributionDigests); the centre relays every contribution instead of their sum (Aggregate).
 VERSION = 2
+SPEC = define_protocol(PROTOCOL, VERSION)
 
 MANAGER = "manager"
 CENTRE = "centre"
@@ -214,8 +215,6 @@ class Close(Message):
 
     PROTOCOL = PROTOCOL
 
-
-SUPPORTED_VERSIONS[PROTOCOL] = frozenset({VERSION})
 
 __all__ = [
     "CENTRE", "MANAGER", "MANAGER_ID", "MODES", "PROTOCOL", "PURPOSES", "VERSION", "Aggregate",
