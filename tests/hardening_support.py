@@ -3,6 +3,13 @@ names, built through the upload pipeline."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -10,6 +17,7 @@ from sqlalchemy import select
 from cipherseg.platform.models import Customer, Job, ReleaseGrant, Segment, SegmentMember, User
 from cipherseg.platform.numbering import job_scope, next_number
 
+CLI = str(Path(sys.executable).with_name("cipherseg"))
 CENTROID = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
 
 
@@ -22,12 +30,19 @@ def customers_csv(n: int, start: int = 0) -> bytes:
 def released_segmentation(platform: Any, names: tuple[str, ...] = ("Loyal", "Regular"),
                           n: int = 120) -> tuple[int, int]:
     """Upload ``n`` customers as ``mall``, add a finished segmentation with one segment per
-    name (customers split evenly), release it to ``shop``. Returns (job id, job number)."""
-    owner = platform.client("mall")
-    r = owner.upload("customers", "customers.csv", customers_csv(n))
-    assert r.status_code == 303, r.text
-    platform.run_jobs()
-    with platform.ctx.sessions() as s:
+    name (customers split evenly), release it to ``shop``. ``platform`` is a test platform
+    or a context. Returns (job id, job number)."""
+    import io
+
+    from cipherseg.platform.app import make_worker
+    from cipherseg.platform.services import save_upload
+
+    ctx = getattr(platform, "ctx", platform)
+    with ctx.sessions() as s:
+        owner = s.scalars(select(User).where(User.username == "mall")).one()
+        save_upload(ctx, s, owner, "customers", "customers.csv", io.BytesIO(customers_csv(n)))
+    make_worker(ctx, threads=1).run_until_empty()
+    with ctx.sessions() as s:
         owner_id = s.scalars(select(User.id).where(User.username == "mall")).one()
         ids = list(s.scalars(select(Customer.id).where(Customer.owner_id == owner_id)
                              .order_by(Customer.external_id)))
@@ -48,3 +63,77 @@ def released_segmentation(platform: Any, names: tuple[str, ...] = ("Loyal", "Reg
                                     segment_index=pos) for c in members)
         s.commit()
         return job.id, job.number
+
+
+PASSWORD = "correct horse battery"
+USERS = {"admin": "admin", "mall": "owner", "shop": "merchant", "centre": "centre",
+         "sms": "operator"}
+
+
+def prepared_data_dir(data: Path, **settings: object) -> Any:
+    """A migrated SQLite platform in ``data`` with one user per role (password
+    :data:`PASSWORD`); returns its in-process context (dispose its engine when done)."""
+    from cipherseg.platform.app import make_context
+    from cipherseg.platform.core.config import Settings
+    from cipherseg.platform.db import make_engine, make_sessionmaker
+    from cipherseg.platform.migrate import upgrade
+    from cipherseg.platform.security import hash_password
+
+    s = Settings(data_dir=data, environment="test", worker_threads=0,
+                 centre_process=False, **settings)  # type: ignore[arg-type]
+    engine = make_engine(s.resolved_database_url())
+    upgrade(engine)
+    digest = hash_password(PASSWORD)
+    with make_sessionmaker(engine)() as db:
+        db.add_all([User(username=n, password_hash=digest, role=r, active=True)
+                    for n, r in USERS.items()])
+        db.commit()
+    engine.dispose()
+    return make_context(s)
+
+
+def platform_env(data: Path, **settings: str) -> dict[str, str]:
+    """The environment of ``cipherseg serve`` on ``data`` (no CIPHERSEG_* of the caller)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
+    env.update({"CIPHERSEG_DATA_DIR": str(data), "CIPHERSEG_WORKER_THREADS": "1",
+                "CIPHERSEG_WORKER_POLL_SECONDS": "0.2", "CIPHERSEG_ENVIRONMENT": "test",
+                "CIPHERSEG_CENTRE_PROCESS": "false", "PYTHONUNBUFFERED": "1"})
+    env.update({f"CIPHERSEG_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@contextmanager
+def live_server(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, Any]]:
+    """``cipherseg serve`` on a free loopback port until the block ends; yields its URL and
+    process (its stdout and stderr go to ``log_path``)."""
+    from cipherseg.testing.ports import free_port
+    from cipherseg.testing.server import wait_healthy
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_healthy(base, proc, seconds=60)
+            except RuntimeError as exc:
+                raise AssertionError(f"{exc}:\n{log_path.read_text()}") from exc
+            yield base, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def http_login(client: Any, username: str, password: str = PASSWORD) -> str:
+    """Log ``client`` (an httpx.Client on a live server) in; returns its CSRF token."""
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    r = client.post("/login", data={"username": username, "password": password,
+                                    "csrf_token": token})
+    assert r.status_code == 303, r.text[:500]
+    return str(client.get("/api/v1/me").json()["csrf_token"])

@@ -7,6 +7,7 @@ import dataclasses
 import struct
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -187,10 +188,10 @@ def test_reader_reads_only_what_is_there(body: bytes, sizes: list[int]) -> None:
 
 
 def test_every_scheme_and_the_messages_use_this_envelope() -> None:
-    from cipherseg.protocols.kmeans_outsourced import Close
+    from cipherseg.protocols.outsourced.messages import Close
     from cipherseg.schemes.ckks import CkksParams
     from cipherseg.schemes.ckks_keys import CkksSecretContext
-    from cipherseg.schemes.plain import PlainScheme
+    from cipherseg.schemes.plain import PlainAggregation
     from cipherseg.schemes.threshold import ThresholdParams
     from cipherseg.schemes.vhe import VHEContext, VHEParams
     from cipherseg.schemes.vhe_keys import VHESecretKey
@@ -202,7 +203,7 @@ def test_every_scheme_and_the_messages_use_this_envelope() -> None:
         b"CSTH\x03\x00": [ThresholdParams().to_bytes()],
         b"CSVH\x02\x00": [VHEContext(vhe).ciphertexts_to_bytes(
             VHESecretKey.generate(vhe, rng=0).encrypt([[1, 2]]))],
-        b"CSPL\x02\x00": [PlainScheme().ciphertext_to_bytes([1.0])],
+        b"CSPL\x03\x00": [PlainAggregation().encrypt(np.array([1]))],
         # Protocol messages kept their format (version 1): same bytes as before the wire module.
         b"CSMSG\x01\x00": [Close(protocol_version=1, session_id="s", round=0).to_bytes()],
     }

@@ -31,6 +31,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.scale",
     "cipherseg.commands.messaging",
     "cipherseg.commands.vertical",
+    "cipherseg.commands.nodes",
 )
 
 for _name in _COMMAND_MODULES:

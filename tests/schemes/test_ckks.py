@@ -9,10 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cipherseg.errors import CiphertextError, KeyCustodyError, ParameterError
-from cipherseg.schemes.base import Capability, Scheme, require
 from cipherseg.schemes.ckks import CkksParams, CkksPublicContext, pack_context_bytes
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from cipherseg.schemes.plain import PlainScheme
 
 TOL = 1e-5  # absolute, on values of magnitude <= 10 with a 2^40 scale
 
@@ -52,16 +50,6 @@ def test_insecure_or_unusable_parameters_are_refused(n: int, bits: tuple[int, ..
                                                      message: str) -> None:
     with pytest.raises(ParameterError, match=message):
         CkksParams(n, bits, 40)
-
-
-def test_the_secret_context_is_a_scheme_with_the_capabilities_protocol_4_1_needs(
-        owner: CkksSecretContext) -> None:
-    assert isinstance(owner, Scheme)
-    require(owner, Capability.ADD | Capability.MUL_CT, purpose="the outsourced k-means")
-    with pytest.raises(Exception, match="scheme 'plain' cannot"):
-        plain = PlainScheme()
-        plain.capabilities = Capability.ADD  # type: ignore[misc]
-        require(plain, Capability.MUL_CT, purpose="the outsourced k-means")
 
 
 def test_public_context_cannot_decrypt(owner: CkksSecretContext,

@@ -1,5 +1,5 @@
 """Threshold scheme: exact sums for 2..7 parties, what n-1 partial decryptions reveal,
-refused shares and parameters, serialisation of every object, the Scheme capability."""
+refused shares and parameters, serialisation of every object, the aggregation interface."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import (
-    CapabilityError,
     CiphertextError,
     KeyCustodyError,
     ParameterError,
     ProtocolError,
     ValidationError,
 )
-from cipherseg.schemes.base import Capability, Scheme, require
+from cipherseg.schemes.base import AggregationScheme
+from cipherseg.schemes.plain import PlainAggregation
 from cipherseg.schemes.rlwe_sampling import SeededRandomSource
 from cipherseg.schemes.rns_ntt import ntt_primes
 from cipherseg.schemes.threshold import (
@@ -31,8 +30,8 @@ from cipherseg.schemes.threshold import (
     JointPublicKey,
     PartialDecryption,
     PublicShare,
+    ThresholdAggregation,
     ThresholdParams,
-    ThresholdScheme,
     combine,
     encrypt,
     fuse,
@@ -371,20 +370,37 @@ def test_crs_is_deterministic_per_seed() -> None:
         new_crs(PARAMS, b"short")
 
 
-# ---------------------------------------------------------------- Scheme interface
-def test_scheme_capabilities_and_refusals(crs: CommonReference, shares: list[KeyShare]) -> None:
-    scheme = ThresholdScheme(key_for(crs, shares, 2), FixedPointEncoder(decimals=3))
-    assert isinstance(scheme, Scheme)
-    assert scheme.capabilities == Capability.THRESHOLD | Capability.ADD
-    require(scheme, Capability.THRESHOLD | Capability.ADD, purpose="joint k-means")
-    with pytest.raises(CapabilityError, match="MUL_CT"):
-        require(scheme, Capability.MUL_CT, purpose="the outsourced k-means")
-    x, y = np.array([1.5, -2.25, 1e6]), np.array([0.001, 0.0, -1e6])
-    ct = scheme.ciphertext_from_bytes(scheme.ciphertext_to_bytes(
-        scheme.add(scheme.encrypt(x), scheme.encrypt(y))))
-    np.testing.assert_allclose(scheme.fuse_decode(ct, [s.partial_decrypt(ct) for s in shares[:2]]),
-                               x + y, atol=1e-9)
-    with pytest.raises(KeyCustodyError, match="partial_decrypt"):
-        scheme.decrypt(ct)
-    with pytest.raises(CapabilityError, match="MUL_PLAIN"):
-        scheme.mul_plain(ct, [2.0])
+# ---------------------------------------------------------------- aggregation interface
+def test_the_aggregation_interface_adds_and_opens_jointly_only() -> None:
+    scheme = ThresholdAggregation(PARAMS, SEED, (0, 5))
+    assert isinstance(scheme, AggregationScheme) and scheme.key_party_ids == (0, 5)
+    assert scheme.key_fingerprint is None
+    with pytest.raises(ProtocolError, match="before the joint key"):
+        scheme.encrypt(np.array([1]))
+    keys = [KeyShare.for_scheme(scheme, i) for i in (0, 5)]
+    with pytest.raises(ProtocolError, match="labelled party 5"):
+        scheme.public_share_from_bytes(keys[1].public_share_bytes(), 0)
+    with pytest.raises(ProtocolError, match="2 key parties"):
+        scheme.set_joint_key([keys[0].public_share_bytes()])
+    fingerprint = scheme.set_joint_key([k.public_share_bytes() for k in keys])
+    assert scheme.key_fingerprint == fingerprint
+    x, y = np.array([15, -2_250, 10**6]), np.array([1, 0, -(10**6)])
+    total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(v)) for v in (x, y)]))
+    partials = [scheme.partial_from_bytes(k.partial_decrypt(total).to_bytes()) for k in keys]
+    np.testing.assert_array_equal(scheme.fuse(total, partials), x + y)
+    with pytest.raises(ProtocolError, match="missing partial decryption from party"):
+        scheme.fuse(total, partials[:1])
+    with pytest.raises(KeyCustodyError, match="no threshold key shares"):
+        KeyShare.for_scheme(PlainAggregation(), 1)
+
+
+def test_the_plain_aggregation_is_the_same_interface_without_keys() -> None:
+    scheme = PlainAggregation()
+    assert isinstance(scheme, AggregationScheme) and scheme.key_party_ids == ()
+    total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(np.array(v)))
+                                          for v in ([1, 2], [3, -4])]))
+    np.testing.assert_array_equal(scheme.fuse(total, []), [4, -2])
+    with pytest.raises(KeyCustodyError):
+        scheme.set_joint_key([b""])
+    with pytest.raises(CiphertextError, match="different lengths"):
+        scheme.aggregate([np.zeros(2, np.int64), np.zeros(3, np.int64)])

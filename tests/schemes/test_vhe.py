@@ -8,15 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cipherseg.errors import (
-    CapabilityError,
     CiphertextError,
     EncodingError,
-    KeyCustodyError,
     ParameterError,
 )
-from cipherseg.schemes.base import Capability, Scheme, require
 from cipherseg.schemes.vhe import Ring, VHECiphertexts, VHEContext, VHEParams
-from cipherseg.schemes.vhe_keys import VHEScheme, VHESecretKey
+from cipherseg.schemes.vhe_keys import VHESecretKey
 
 HYP = settings(max_examples=25, deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -236,15 +233,12 @@ def test_large_batches_are_exact() -> None:
     assert np.array_equal(key.decrypt(ctx.add(key.encrypt(x), key.encrypt(x))), 2 * x)
 
 
-def test_scheme_interface_and_capabilities() -> None:
-    s = VHEScheme.generate(VHEParams.for_workload(3, 12, max_terms=16), rng=0)
-    assert isinstance(s, Scheme)
-    require(s, Capability.ADD | Capability.LINEAR_MAP, purpose="the seed-mode k-means")
-    with pytest.raises(CapabilityError, match="cannot multiply two ciphertexts"):
-        require(s, Capability.MUL_CT, purpose="the outsourced k-means")
-    c = s.ciphertext_from_bytes(s.ciphertext_to_bytes(s.encrypt([1, -2, 3])))
-    assert s.decrypt(s.mul_plain(c, 3)).tolist() == [3.0, -6.0, 9.0]
-    assert s.decrypt(s.linear_map(c, [[1, 1, 1]])).tolist() == [2.0]
-    with pytest.raises(KeyCustodyError):
-        VHEScheme("not a key")  # type: ignore[arg-type]
-    assert str(int(s.key.secret_matrix()[0, -1])) not in repr(s.key)
+def test_a_linear_map_by_key_switching_and_no_key_in_repr() -> None:
+    params = VHEParams.for_workload(3, 12, max_terms=16)
+    key = VHESecretKey.generate(params, rng=0)
+    ctx = VHEContext(params)
+    c = ctx.ciphertexts_from_bytes(ctx.ciphertexts_to_bytes(key.encrypt(np.array([[1, -2, 3]]))))
+    out = VHESecretKey.generate(params, plain_dim=1, rng=1)
+    summed = ctx.key_switch(c, key.linear_transform_key(np.array([[1, 1, 1]]), out))
+    assert out.decrypt(summed).tolist() == [[2]]
+    assert str(int(key.secret_matrix()[0, -1])) not in repr(key)

@@ -90,12 +90,29 @@ def serve(
     insecure_http: Annotated[bool, typer.Option(
         help="Allow plain HTTP on a non-loopback address (the token and the protocol's "
              "metadata then cross the network in clear).")] = False,
+    protocol: Annotated[str, typer.Option(
+        help="outsourced: protocol 4.1 for single owners; joint: protocol 4.2's centre for "
+             "nodes of several organisations (--owners-file names the nodes and 'manager'; "
+             "docs/deployment.md).")] = "outsourced",
+    contact_seconds: Annotated[float, typer.Option(
+        min=1.0, help="joint: end a session when a node or the manager has not made "
+        "contact for this long.")] = 60.0,
 ) -> None:
-    """Serve protocol 4.1 to data owners over HTTP(S); holds public contexts only."""
+    """Serve protocol 4.1 (or 4.2's centre) over HTTP(S); holds public material only."""
+    if protocol == "joint":
+        from cipherseg.commands.nodes import serve_joint_centre_command
+
+        serve_joint_centre_command(host=host, port=port, nodes_file=owners_file,
+                                   contact_seconds=contact_seconds,
+                                   max_message_mb=max_message_mb, ssl_certfile=ssl_certfile,
+                                   ssl_keyfile=ssl_keyfile, insecure_http=insecure_http)
+        return
+    if protocol != "outsourced":
+        raise typer.BadParameter("--protocol is 'outsourced' (4.1) or 'joint' (4.2)")
     from cipherseg.engine.factory import check_engine_options
     from cipherseg.engine.local import resolve_n_jobs
     from cipherseg.errors import CipherSegError
-    from cipherseg.transport.http_server import serve_centre
+    from cipherseg.hosting.centre_http import serve_centre
 
     try:
         check_engine_options(engine, scheduler)

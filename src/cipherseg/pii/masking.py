@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import phonenumbers
 
@@ -101,41 +102,85 @@ def mask_raw(text: str) -> str:
     return "*" * (len(text) - 2) + text[-2:]
 
 
-_CANDIDATE = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+#: A phone-number-like run, not glued to letters or digits (hex digests and signatures stay
+#: whole) nor to a ``digit.`` on either side (IPv4 addresses, decimals).
+_CANDIDATE = re.compile(r"(?<![\w+])(?<!\d\.)\+?\d[\d\s().-]{5,}\d(?!\w)(?!\.\d)")
+_PART_BREAK = re.compile(r"(\s*[()]\s*|\s*\.\s+)")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
 def redact_phones(text: str, *, region: str) -> str:
     """Replace every phone-number-like run in ``text`` by its mask (for logs and exports).
 
     A run of 7+ digits that phonenumbers considers *possible* in ``region`` (or with an
-    explicit country code) is masked; short numbers (counts, ids) are left alone.
+    explicit country code) is masked; short numbers (counts, ids) are left alone, and so
+    are IPv4 addresses and digits inside hex strings or longer words.
 
     >>> redact_phones("sent to 13812345678 and +44 7911 123123, 100000 rows", region="CN")
     'sent to 138****5678 and +44 7*** ***123, 100000 rows'
+    >>> redact_phones("10.10.12.134 - k=3f10123456789abc 'GET /x'", region="CN")
+    "10.10.12.134 - k=3f10123456789abc 'GET /x'"
+    >>> redact_phones("to:13812345678, call 13812345678.", region="CN")
+    'to:138****5678, call 138****5678.'
+
     """
 
-    def repl(m: re.Match[str]) -> str:
-        s = m.group(0)
-        if sum(ch.isdigit() for ch in s) < 7:
-            return s
+    def is_phone(s: str) -> bool:
+        if sum(ch.isdigit() for ch in s) < 7 or _IPV4.fullmatch(s):
+            return False
         try:
             num = phonenumbers.parse(s, region)
         except phonenumbers.NumberParseException:
-            return s
-        if phonenumbers.is_possible_number(num) and (
-                phonenumbers.is_valid_number(num) or s.startswith("+")):
+            return False
+        return phonenumbers.is_possible_number(num) and (
+            phonenumbers.is_valid_number(num) or s.startswith("+"))
+
+    def repl(m: re.Match[str]) -> str:
+        s = m.group(0)
+        if is_phone(s):
             return mask_phone(s, region=region)
-        return s
+        # "13812345678 (3 rows)": the run swallowed what follows; try its parts
+        parts = _PART_BREAK.split(s)
+        if len(parts) == 1:
+            return s
+        return "".join(mask_phone(p, region=region) if i % 2 == 0 and is_phone(p) else p
+                       for i, p in enumerate(parts))
 
     return _CANDIDATE.sub(repl, text)
+
+
+def redact_record(record: logging.LogRecord, redact: Callable[[str], str]) -> None:
+    """Apply ``redact`` to what ``record`` will print, keeping the record printable.
+
+    The string arguments are redacted in place when that is enough (formatters such as
+    uvicorn's access formatter read ``record.args`` as a tuple); otherwise the formatted
+    message replaces ``msg`` and ``args`` becomes an empty tuple (never ``None``).
+    """
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        return
+    wanted = redact(message)
+    if wanted == message:
+        return
+    args = record.args
+    if isinstance(args, tuple) and isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        try:
+            if record.getMessage() == wanted:
+                return
+        except (TypeError, ValueError):
+            pass
+    record.msg, record.args = wanted, ()
 
 
 class PhoneRedactingFilter(logging.Filter):
     """A logging filter that masks phone numbers in every record's message.
 
     >>> rec = logging.LogRecord("x", logging.INFO, "f", 1, "to %s", ("13812345678",), None)
-    >>> PhoneRedactingFilter("CN").filter(rec), rec.getMessage()
-    (True, 'to 138****5678')
+    >>> PhoneRedactingFilter("CN").filter(rec), rec.getMessage(), rec.args
+    (True, 'to 138****5678', ('138****5678',))
     """
 
     def __init__(self, region: str) -> None:
@@ -143,11 +188,5 @@ class PhoneRedactingFilter(logging.Filter):
         self.region = region
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            return True
-        redacted = redact_phones(message, region=self.region)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        redact_record(record, lambda text: redact_phones(text, region=self.region))
         return True

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -30,7 +31,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from cipherseg import __version__
 from cipherseg.errors import CipherSegError, ParameterError
-from cipherseg.pii.masking import PhoneRedactingFilter
+from cipherseg.pii.masking import PhoneRedactingFilter, redact_record
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.db import make_engine, make_sessionmaker
@@ -42,6 +43,7 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.jobs import Runner, Worker
 from cipherseg.platform.migrate import current_revision, head_revision
+from cipherseg.platform.proxies import TrustedProxyHeaders, parse_trusted
 from cipherseg.platform.rotation import FileBackedVault
 from cipherseg.platform.routes import account, admin, api, auth, owner, requests, views
 from cipherseg.platform.security import TokenSigner
@@ -69,16 +71,39 @@ class SecurityHeaders(BaseHTTPMiddleware):
         return response
 
 
+#: Query parameters that carry a secret: the inbound-SMS token (its holder can opt out any
+#: number) and the delivery-report signature. Access logs show them as ``[redacted]``.
+SECRET_QUERY_PARAMS = ("token", "k")
+_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_QUERY_PARAMS) + r")=)[^&\s\"']*")
+
+
+def redact_secret_params(text: str) -> str:
+    """``text`` with the values of :data:`SECRET_QUERY_PARAMS` in URLs replaced.
+
+    >>> redact_secret_params('"GET /gateway/kannel/dlr?m=7&a=1&k=9f3c&s=1 HTTP/1.1" 200')
+    '"GET /gateway/kannel/dlr?m=7&a=1&k=[redacted]&s=1 HTTP/1.1" 200'
+    """
+    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+
+
+class SecretParamFilter(logging.Filter):
+    """Redacts callback tokens and signatures from every record (uvicorn's access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record, redact_secret_params)
+        return True
+
+
 def install_log_redaction(region: str) -> None:
-    """Mask phone numbers in every log record of the process (root and uvicorn handlers)."""
-    flt = PhoneRedactingFilter(region)
+    """Mask phone numbers and callback secrets in every log record of the process (root,
+    uvicorn's and cipherseg's loggers and their handlers)."""
+    filters: list[logging.Filter] = [PhoneRedactingFilter(region), SecretParamFilter()]
     for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error", "cipherseg"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, PhoneRedactingFilter) for f in logger.filters):
-            logger.addFilter(flt)
-        for handler in logger.handlers:
-            if not any(isinstance(f, PhoneRedactingFilter) for f in handler.filters):
-                handler.addFilter(flt)
+        for target in (logger, *logger.handlers):
+            for flt in filters:
+                if not any(isinstance(f, type(flt)) for f in target.filters):
+                    target.addFilter(flt)
 
 
 def make_context(settings: Settings) -> PlatformContext:
@@ -172,6 +197,9 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.platform = ctx
     app.add_middleware(SecurityHeaders)
+    # outermost: every layer inside sees the client address the trusted proxy reported
+    app.add_middleware(TrustedProxyHeaders,
+                       trusted=parse_trusted(ctx.settings.trusted_proxies))
     app.mount("/static", StaticFiles(packages=[("cipherseg.platform", "static")]),
               name="static")
     for module in (auth, account, admin, owner, requests, views, api):

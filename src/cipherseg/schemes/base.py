@@ -1,87 +1,102 @@
-"""The interface every homomorphic scheme implements, and its capabilities.
+"""The interface aggregation protocols run on: an additively homomorphic scheme whose key is
+split among key parties (N-out-of-N), so that only all of them together can open a sum.
 
-A protocol states the capabilities it needs up front with :func:`require`, so a scheme that
-cannot do the job fails with a sentence instead of deep inside a computation.
+Implementations: :class:`~cipherseg.schemes.threshold.ThresholdAggregation` (multiparty RLWE,
+Mouchet et al.) and :class:`~cipherseg.schemes.plain.PlainAggregation` (no encryption and no
+key parties: the federated baseline of the benchmarks, never offered by the platform).
+Protocol 4.2 (:mod:`cipherseg.protocols.joint`) runs on this interface only; it picks the
+implementation by the name its Setup message carries.
 
->>> from cipherseg.schemes.base import Capability, require
->>> from cipherseg.schemes.plain import PlainScheme
->>> require(PlainScheme(), Capability.ADD | Capability.MUL_CT, purpose="the outsourced k-means")
+This module is the public side: every party may hold a scheme object, the compute centre
+included. The secret side of a scheme (a :class:`DecryptionShare`) lives in a ``*_keys``
+module the centre does not import (import-linter contract).
+
+>>> import numpy as np
+>>> from cipherseg.schemes.plain import PlainAggregation
+>>> scheme = PlainAggregation()
+>>> parts = [scheme.load(scheme.encrypt(np.array(v))) for v in ([1, 2], [10, -20])]
+>>> scheme.fuse(scheme.load(scheme.aggregate(parts)), [])
+array([ 11, -18])
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.errors import CapabilityError
-
-
-class Capability(enum.Flag):
-    """Operations a scheme can evaluate on ciphertexts."""
-
-    ADD = enum.auto()
-    MUL_PLAIN = enum.auto()
-    MUL_CT = enum.auto()
-    ROTATE = enum.auto()
-    LINEAR_MAP = enum.auto()
-    THRESHOLD = enum.auto()
-
-
-_VERBS = {
-    Capability.ADD: "add two ciphertexts",
-    Capability.MUL_PLAIN: "multiply a ciphertext by a plaintext",
-    Capability.MUL_CT: "multiply two ciphertexts",
-    Capability.ROTATE: "rotate the slots of a ciphertext",
-    Capability.LINEAR_MAP: "apply a linear transformation to a ciphertext",
-    Capability.THRESHOLD: "decrypt jointly with threshold keys",
-}
-
 
 @runtime_checkable
-class Scheme(Protocol):
-    """What a protocol may ask of a scheme holding the keys to encrypt and decrypt.
+class AggregationScheme(Protocol):
+    """Public operations of an aggregation scheme (one object per session).
 
-    Ciphertext objects are scheme-specific and opaque to protocols; they cross process
-    boundaries only as ``bytes`` through ``ciphertext_to_bytes``/``ciphertext_from_bytes``.
+    Contributions, aggregates and partial decryptions cross process boundaries as ``bytes``;
+    the loaded objects are scheme-specific and opaque to protocols.
     """
 
     name: str
-    capabilities: Capability
 
-    def encrypt(self, values: npt.ArrayLike) -> Any:
-        """Encrypt a 1-D vector of plaintext values into one ciphertext."""
+    @property
+    def max_value(self) -> int:
+        """Plaintext sums must stay in [-max_value, max_value]."""
         ...
 
-    def decrypt(self, ciphertext: Any) -> npt.NDArray[np.float64]:
-        """Decrypt one ciphertext into a 1-D vector."""
+    @property
+    def key_party_ids(self) -> tuple[int, ...]:
+        """Parties whose partial decryption every decryption needs; () when the scheme has no
+        keys (then :meth:`fuse` needs no partial decryption)."""
         ...
 
-    def add(self, a: Any, b: Any) -> Any:
-        """Slot-wise sum of two ciphertexts."""
+    def public_parameters(self) -> tuple[bytes, bytes]:
+        """(parameters, common reference seed) for the session's Setup message."""
         ...
 
-    def mul_plain(self, a: Any, plain: npt.ArrayLike) -> Any:
-        """Slot-wise product of a ciphertext with a plaintext vector or scalar."""
+    def public_share_from_bytes(self, data: bytes, party_id: int) -> Any:
+        """Load party ``party_id``'s public key share; refuse a share labelled otherwise."""
         ...
 
-    def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
-        """Serialise a ciphertext, bound to this scheme's context."""
+    def set_joint_key(self, shares: Sequence[bytes]) -> bytes:
+        """Build the joint public key from every key party's public share (in
+        :attr:`key_party_ids` order) and return its fingerprint."""
         ...
 
-    def ciphertext_from_bytes(self, data: bytes) -> Any:
-        """Load a ciphertext; raise :class:`~cipherseg.errors.CiphertextError` if it is bad."""
+    @property
+    def key_fingerprint(self) -> bytes | None:
+        """The joint key's fingerprint once set (b"" for a scheme without keys)."""
+        ...
+
+    def encrypt(self, values: npt.NDArray[np.int64]) -> bytes:
+        """Encrypt an integer vector under the joint key."""
+        ...
+
+    def load(self, data: bytes) -> Any:
+        """Load a contribution or an aggregate; refuse malformed or foreign bytes."""
+        ...
+
+    def aggregate(self, contributions: Sequence[Any]) -> bytes:
+        """The sum of loaded contributions, as bytes."""
+        ...
+
+    def partial_from_bytes(self, data: bytes) -> Any:
+        """Load a key party's partial decryption."""
+        ...
+
+    def fuse(self, aggregate: Any, partials: Iterable[Any]) -> npt.NDArray[np.int64]:
+        """Open a loaded aggregate from every key party's partial decryption, checking them."""
         ...
 
 
-def require(scheme: Scheme, needed: Capability, *, purpose: str) -> None:
-    """Raise :class:`CapabilityError` naming the first capability ``scheme`` lacks."""
-    missing = needed & ~scheme.capabilities
-    if missing:
-        first = next(c for c in Capability if c in missing)
-        raise CapabilityError(
-            f"scheme {scheme.name!r} cannot {_VERBS[first]}; {purpose} needs "
-            f"{first.name}. Choose a scheme with that capability (e.g. 'ckks')."
-        )
+class DecryptionShare(Protocol):
+    """The secret side held by one key party."""
+
+    party_id: int
+
+    def public_share_bytes(self) -> bytes:
+        """The public key share to publish."""
+        ...
+
+    def partial_decrypt(self, ciphertext: Any) -> Any:
+        """This party's partial decryption of a loaded aggregate (``.to_bytes()`` to send)."""
+        ...

@@ -286,7 +286,7 @@ class CkksContextBase:
         return out
 
     def mul_plain(self, a: Any, plain: npt.ArrayLike) -> Any:
-        """The :class:`~cipherseg.schemes.base.Scheme` operation: ct×pt, rescaled."""
+        """ct×pt, rescaled."""
         return self.rescale(self.multiply_plain(a, plain))
 
 

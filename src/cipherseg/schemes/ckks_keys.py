@@ -22,7 +22,6 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from cipherseg.schemes._seal_io import seal_from_bytes, seal_to_bytes
-from cipherseg.schemes.base import Capability
 from cipherseg.schemes.ckks import (
     CkksContextBase,
     CkksParams,
@@ -36,7 +35,6 @@ class CkksSecretContext(CkksContextBase):
     """Keys and operations of the CKKS key holder (the data owner)."""
 
     name = "ckks"
-    capabilities = Capability.ADD | Capability.MUL_PLAIN | Capability.MUL_CT | Capability.ROTATE
 
     def __init__(self, params: CkksParams, secret_key: Any, public_key: Any, relin_keys: Any,
                  public_key_blob: bytes, relin_keys_blob: bytes | None = None) -> None:

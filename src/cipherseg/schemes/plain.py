@@ -1,61 +1,74 @@
-"""The scheme interface without encryption: for tests, debugging and benchmark baselines.
+"""The aggregation interface without encryption: the federated baseline of the benchmarks.
 
-Never selectable by the web platform: it protects nothing.
+No keys and no key parties: a "ciphertext" is the integer vector itself, so whoever relays it
+reads it. Never selectable by the web platform: it protects nothing. It runs the same
+protocol code as :class:`~cipherseg.schemes.threshold.ThresholdAggregation`, so a benchmark
+comparing the two measures the cryptography alone.
 
->>> from cipherseg.schemes.plain import PlainScheme
->>> s = PlainScheme()
->>> s.decrypt(s.add(s.encrypt([1.0, 2.0]), s.encrypt([3.0, 4.0])))
-array([4., 6.])
+>>> s = PlainAggregation()
+>>> s.fuse(s.load(s.aggregate([s.load(s.encrypt(np.array([1, 2]))),
+...                            s.load(s.encrypt(np.array([3, -4])))])), [])
+array([ 4, -2])
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.errors import CiphertextError
-from cipherseg.schemes.base import Capability
+from cipherseg.errors import CiphertextError, KeyCustodyError
 from cipherseg.wire import WireFormat
 
-# Envelope of plain "ciphertexts" (cipherseg.wire, CRC-32); 2: the cipherseg.wire envelope
-# (1 was magic CSPLN1, a u64 count and the float64 values).
-_WIRE = WireFormat(b"CSPL", 2, "plain-scheme ciphertext")
+# Envelope of plain "ciphertexts" (cipherseg.wire, CRC-32); 3: int64 values for the aggregation
+# interface (2 held float64 values of the former float interface, 1 had its own envelope).
+_WIRE = WireFormat(b"CSPL", 3, "plain-scheme ciphertext")
 
 
-class PlainScheme:
-    """Numpy vectors standing in for ciphertexts (no security at all)."""
+class PlainAggregation:
+    """Integer vectors standing in for ciphertexts (no security at all)."""
 
     name = "plain"
-    capabilities = (
-        Capability.ADD | Capability.MUL_PLAIN | Capability.MUL_CT | Capability.ROTATE
-        | Capability.LINEAR_MAP
-    )
+    max_value = 2**62
+    key_fingerprint = b""
 
-    def encrypt(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        return np.array(values, dtype=np.float64).ravel()
+    @property
+    def key_party_ids(self) -> tuple[int, ...]:
+        return ()
 
-    def decrypt(self, ciphertext: Any) -> npt.NDArray[np.float64]:
-        return np.array(ciphertext, dtype=np.float64)
+    def public_parameters(self) -> tuple[bytes, bytes]:
+        return b"", b""
 
-    def add(self, a: Any, b: Any) -> npt.NDArray[np.float64]:
-        return np.asarray(a, dtype=np.float64) + np.asarray(b, dtype=np.float64)
+    def public_share_from_bytes(self, data: bytes, party_id: int) -> Any:
+        raise KeyCustodyError("the plain scheme has no key shares")
 
-    def mul_plain(self, a: Any, plain: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        return np.asarray(a) * np.asarray(plain, dtype=np.float64)
+    def set_joint_key(self, shares: Sequence[bytes]) -> bytes:
+        raise KeyCustodyError("the plain scheme has no key shares")
 
-    def mul(self, a: Any, b: Any) -> npt.NDArray[np.float64]:
-        return np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
-
-    def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
-        arr = np.ascontiguousarray(ciphertext, dtype="<f8").ravel()
+    def encrypt(self, values: npt.NDArray[np.int64]) -> bytes:
+        arr = np.ascontiguousarray(values, dtype="<i8").ravel()
         return _WIRE.pack({"kind": "ciphertext", "size": arr.size}, [arr.tobytes()])
 
-    def ciphertext_from_bytes(self, data: bytes) -> npt.NDArray[np.float64]:
+    def load(self, data: bytes) -> npt.NDArray[np.int64]:
         env = _WIRE.unpack(data, kind="ciphertext")
         size = env.header.get("size")
         if (not isinstance(size, int) or isinstance(size, bool) or len(env.blobs) != 1
                 or len(env.blobs[0]) != 8 * size):
             raise CiphertextError("plain ciphertext: its size does not match its values")
-        return np.frombuffer(env.blobs[0], dtype="<f8").astype(np.float64)
+        return np.frombuffer(env.blobs[0], dtype="<i8").astype(np.int64)
+
+    def aggregate(self, contributions: Sequence[Any]) -> bytes:
+        sizes = {np.shape(c) for c in contributions}
+        if len(sizes) != 1:
+            raise CiphertextError("plain contributions of different lengths cannot be added")
+        return self.encrypt(np.sum(contributions, axis=0, dtype=np.int64))
+
+    def partial_from_bytes(self, data: bytes) -> Any:
+        raise KeyCustodyError("the plain scheme has no partial decryptions")
+
+    def fuse(self, aggregate: Any, partials: Iterable[Any]) -> npt.NDArray[np.int64]:
+        if list(partials):
+            raise KeyCustodyError("the plain scheme has no partial decryptions")
+        return np.asarray(aggregate, dtype=np.int64)

@@ -61,16 +61,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import (
-    CapabilityError,
     CiphertextError,
-    KeyCustodyError,
     ParameterError,
     ProtocolError,
     ValidationError,
 )
-from cipherseg.schemes.base import Capability
 from cipherseg.schemes.he_standard import HE_STANDARD_MAX_LOG_Q
 from cipherseg.schemes.rlwe_sampling import (
     RandomSource,
@@ -933,65 +929,90 @@ def combine(ciphertext: Ciphertext,
     return centred.astype(np.int64), residual
 
 
-# ====================================================================== Scheme interface
-class ThresholdScheme:
-    """The threshold scheme behind the :class:`~cipherseg.schemes.base.Scheme` interface.
-
-    Encrypts rationals through a fixed-point encoder under a joint public key, adds
-    ciphertexts and moves them as bytes. It cannot decrypt alone — decryption needs every
-    party's partial decryption — so :meth:`decrypt` raises
-    :class:`~cipherseg.errors.KeyCustodyError`; :meth:`fuse_decode` decrypts from partials.
+# ====================================================================== aggregation interface
+class ThresholdAggregation:
+    """The threshold scheme behind :class:`~cipherseg.schemes.base.AggregationScheme`: one
+    object per session, over the session's parameters and common reference string; the joint
+    key is set once every key party's public share is known. Key parties' secret side:
+    :meth:`cipherseg.schemes.threshold_keys.KeyShare.for_scheme`.
 
     Examples
     --------
-    >>> from cipherseg.schemes.base import Capability, require
     >>> from cipherseg.schemes.threshold_keys import KeyShare
-    >>> params = ThresholdParams(); crs = new_crs(params, b"0123456789abcdef")
-    >>> shares = [KeyShare.generate(params, crs, party_id=i) for i in (1, 2)]
-    >>> scheme = ThresholdScheme(joint_public_key(params, crs, [s.public_share for s in shares]),
-    ...                          FixedPointEncoder(decimals=2))
-    >>> require(scheme, Capability.ADD | Capability.THRESHOLD, purpose="joint k-means")
-    >>> ct = scheme.add(scheme.encrypt([1.25, -2.0]), scheme.encrypt([0.5, 0.5]))
-    >>> scheme.fuse_decode(ct, [s.partial_decrypt(ct) for s in shares])
-    array([ 1.75, -1.5 ])
+    >>> scheme = ThresholdAggregation(ThresholdParams(), b"0123456789abcdef", (0, 1))
+    >>> keys = [KeyShare.for_scheme(scheme, i) for i in (0, 1)]
+    >>> _ = scheme.set_joint_key([k.public_share_bytes() for k in keys])
+    >>> total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(np.array(v)))
+    ...                                       for v in ([1, 2], [3, -4])]))
+    >>> scheme.fuse(total, [scheme.partial_from_bytes(k.partial_decrypt(total).to_bytes())
+    ...                     for k in keys])
+    array([ 4, -2])
     """
 
     name = "threshold"
-    capabilities = Capability.THRESHOLD | Capability.ADD
 
-    def __init__(self, public_key: JointPublicKey,
-                 encoder: FixedPointEncoder | None = None) -> None:
-        self.public_key = public_key
-        self.encoder = encoder or FixedPointEncoder(decimals=0)
+    def __init__(self, params: ThresholdParams, crs_seed: bytes,
+                 key_party_ids: Sequence[int]) -> None:
+        _check_party_ids(params, list(key_party_ids))
+        self.params = params
+        self.crs_seed = bytes(crs_seed)
+        self.crs = new_crs(params, self.crs_seed)
+        self._key_party_ids = tuple(int(i) for i in key_party_ids)
+        self.public_key: JointPublicKey | None = None
 
-    def encrypt(self, values: npt.ArrayLike) -> Ciphertext:
-        return encrypt(self.public_key, self.encoder.encode(np.ravel(np.asarray(values))))
+    @property
+    def max_value(self) -> int:
+        return self.params.max_value
 
-    def decrypt(self, ciphertext: Any) -> npt.NDArray[np.float64]:
-        raise KeyCustodyError(
-            "a threshold ciphertext cannot be decrypted by one party: collect every party's "
-            "KeyShare.partial_decrypt(ct) and call fuse_decode(ct, partials)"
-        )
+    @property
+    def key_party_ids(self) -> tuple[int, ...]:
+        return self._key_party_ids
 
-    def fuse_decode(self, ciphertext: Ciphertext,
-                    partials: Iterable[PartialDecryption]) -> npt.NDArray[np.float64]:
-        """Fuse the partial decryptions and decode the fixed-point values."""
-        return self.encoder.decode(fuse(ciphertext, partials))
+    @property
+    def key_fingerprint(self) -> bytes | None:
+        return None if self.public_key is None else self.public_key.fingerprint
 
-    def add(self, a: Any, b: Any) -> Ciphertext:
-        return _as_ct(a) + _as_ct(b)
+    def public_parameters(self) -> tuple[bytes, bytes]:
+        return self.params.to_bytes(), self.crs_seed
 
-    def mul_plain(self, a: Any, plain: npt.ArrayLike) -> Any:
-        raise CapabilityError(
-            "scheme 'threshold' cannot multiply a ciphertext by a plaintext (coefficient "
-            "packing supports addition only); needs MUL_PLAIN — use 'ckks'"
-        )
+    def public_share_from_bytes(self, data: bytes, party_id: int) -> PublicShare:
+        share = PublicShare.from_bytes(data, self.crs)
+        if share.party_id != party_id:
+            raise ProtocolError(f"a key share labelled party {share.party_id} was sent as "
+                                f"party {party_id}'s")
+        return share
 
-    def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
-        return _as_ct(ciphertext).to_bytes()
+    def set_joint_key(self, shares: Sequence[bytes]) -> bytes:
+        if len(shares) != len(self._key_party_ids):
+            raise ProtocolError(f"{len(shares)} key shares for {len(self._key_party_ids)} "
+                                "key parties")
+        loaded = [self.public_share_from_bytes(b, i)
+                  for b, i in zip(shares, self._key_party_ids, strict=True)]
+        self.public_key = joint_public_key(self.params, self.crs, loaded,
+                                           expected_party_ids=self._key_party_ids)
+        return self.public_key.fingerprint
 
-    def ciphertext_from_bytes(self, data: bytes) -> Ciphertext:
-        return Ciphertext.from_bytes(data, self.public_key)
+    def _key(self) -> JointPublicKey:
+        if self.public_key is None:
+            raise ProtocolError("a ciphertext before the joint key was set up")
+        return self.public_key
+
+    def encrypt(self, values: npt.NDArray[np.int64]) -> bytes:
+        return encrypt(self._key(), values).to_bytes()
+
+    def load(self, data: bytes) -> Ciphertext:
+        return Ciphertext.from_bytes(data, self._key())
+
+    def aggregate(self, contributions: Sequence[Any]) -> bytes:
+        parts = [_as_ct(c) for c in contributions]
+        total: Ciphertext = sum(parts[1:], parts[0])
+        return total.to_bytes()
+
+    def partial_from_bytes(self, data: bytes) -> PartialDecryption:
+        return PartialDecryption.from_bytes(data, self._key())
+
+    def fuse(self, aggregate: Any, partials: Iterable[Any]) -> npt.NDArray[np.int64]:
+        return fuse(_as_ct(aggregate), partials)
 
 
 def _as_ct(value: Any) -> Ciphertext:
@@ -1008,8 +1029,8 @@ __all__ = [
     "JointPublicKey",
     "PartialDecryption",
     "PublicShare",
+    "ThresholdAggregation",
     "ThresholdParams",
-    "ThresholdScheme",
     "combine",
     "encrypt",
     "fuse",

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import CiphertextError, KeyCustodyError, ParameterError
+from cipherseg.schemes.base import AggregationScheme
 from cipherseg.schemes.rlwe_sampling import (
     RandomSource,
     SystemRandomSource,
@@ -36,6 +37,7 @@ from cipherseg.schemes.threshold import (
     CommonReference,
     PartialDecryption,
     PublicShare,
+    ThresholdAggregation,
     ThresholdParams,
     _check_crs,
     _check_fingerprints,
@@ -108,6 +110,16 @@ class KeyShare:
         p_hat = ring.sub(ring.forward(ring.from_int(e)), ring.mul(crs.a_hat, s_hat))
         share = PublicShare(crs, party_id, _frozen(p_hat))
         return cls(crs, party_id, _frozen(s), share)
+
+    @classmethod
+    def for_scheme(cls, scheme: AggregationScheme, party_id: int) -> KeyShare:
+        """A fresh share of ``scheme``'s joint key for key party ``party_id``."""
+        if not isinstance(scheme, ThresholdAggregation):
+            raise KeyCustodyError(f"scheme {scheme.name!r} has no threshold key shares")
+        return cls.generate(scheme.params, scheme.crs, party_id)
+
+    def public_share_bytes(self) -> bytes:
+        return self.public_share.to_bytes()
 
     def partial_decrypt(self, ciphertext: Ciphertext, *,
                         rng: RandomSource | None = None) -> PartialDecryption:

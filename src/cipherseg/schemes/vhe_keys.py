@@ -22,13 +22,11 @@ array([[ 5, -6,  7]])
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.errors import CiphertextError, EncodingError, KeyCustodyError, ParameterError
-from cipherseg.schemes.base import Capability
+from cipherseg.errors import CiphertextError, EncodingError, ParameterError
 from cipherseg.schemes.vhe import (
     _IDENTITY_ID,
     Array,
@@ -206,84 +204,3 @@ def decode(ctx: VHEContext, data: Array, t: Array, plain_dim: int) -> Array:
     else:
         out = (v + (w // 2)) // w
     return out.reshape(*data.shape[:-1], plain_dim)
-
-
-class VHEScheme:
-    """The :class:`~cipherseg.schemes.base.Scheme` interface over VHE (key holder's view).
-
-    ``encrypt`` takes one integer vector of ``params.dim`` entries; ``mul_plain`` takes an
-    integer scalar or vector (a diagonal linear transformation); ``linear_map`` any integer
-    matrix (a key of the output dimension is created on first use).
-
-    >>> import numpy as np
-    >>> from cipherseg.schemes.vhe import VHEParams
-    >>> s = VHEScheme.generate(VHEParams.for_workload(2, 12, max_terms=10),
-    ...                        rng=np.random.default_rng(3))
-    >>> s.decrypt(s.mul_plain(s.add(s.encrypt([1, 2]), s.encrypt([3, 4])), [2, -1]))
-    array([ 8., -6.])
-    """
-
-    name = "vhe"
-    capabilities = Capability.ADD | Capability.MUL_PLAIN | Capability.LINEAR_MAP
-
-    def __init__(self, key: VHESecretKey) -> None:
-        if not isinstance(key, VHESecretKey):
-            raise KeyCustodyError("VHEScheme needs the owner's VHESecretKey")
-        self.key = key
-        self.params = key.params
-        self.ctx = key.ctx
-        self._out_keys: dict[int, VHESecretKey] = {key.plain_dim: key}
-        self._by_id: dict[bytes, VHESecretKey] = {key.key_id: key}
-        self._lt_cache: dict[tuple[bytes, bytes], KeySwitchKey] = {}
-
-    @classmethod
-    def generate(cls, params: VHEParams, *, rng: np.random.Generator | int | None = None
-                 ) -> VHEScheme:
-        return cls(VHESecretKey.generate(params, rng=rng))
-
-    def encrypt(self, values: npt.ArrayLike) -> VHECiphertexts:
-        xs = _as_int_array(values).reshape(-1)
-        return self.key.encrypt(xs[None, :]).select(0)
-
-    def decrypt(self, ciphertext: Any) -> npt.NDArray[np.float64]:
-        key = self._by_id.get(getattr(ciphertext, "key_id", b""))
-        if key is None:
-            raise CiphertextError("ciphertext is not under any of this scheme's keys")
-        return np.asarray(key.decrypt(ciphertext), dtype=np.float64)
-
-    def add(self, a: Any, b: Any) -> VHECiphertexts:
-        return self.ctx.add(a, b)
-
-    def linear_map(self, a: VHECiphertexts, g: npt.ArrayLike) -> VHECiphertexts:
-        """``Enc(G·x)`` from ``Enc(x)`` by key switching from ``G·S``."""
-        gm = _as_int_array(g)
-        src = self._by_id.get(a.key_id)
-        if src is None:
-            raise CiphertextError("ciphertext is not under any of this scheme's keys")
-        if gm.ndim != 2:
-            raise ParameterError("G must be a 2-D integer matrix")
-        rows = int(gm.shape[0])
-        if rows not in self._out_keys:
-            out = VHESecretKey.generate(self.params, plain_dim=rows, rng=self.key._rng)
-            self._out_keys[rows] = out
-            self._by_id[out.key_id] = out
-        cache_key = (a.key_id, gm.tobytes() + bytes(str(gm.shape), "ascii"))
-        ksk = self._lt_cache.get(cache_key)
-        if ksk is None:
-            ksk = src.linear_transform_key(gm, self._out_keys[rows])
-            self._lt_cache[cache_key] = ksk
-        return self.ctx.key_switch(a, ksk)
-
-    def mul_plain(self, a: Any, plain: npt.ArrayLike) -> VHECiphertexts:
-        p = _as_int_array(plain)
-        if p.ndim == 0:
-            return self.ctx.combine(VHECiphertexts(a.data[None], a.key_id, a.plain_dim,
-                                                   a.noise_bound, a.value_bound),
-                                    [[int(p)]], axis=0).select(0)
-        return self.linear_map(a, np.diag(p.reshape(-1)))
-
-    def ciphertext_to_bytes(self, ciphertext: Any) -> bytes:
-        return self.ctx.ciphertexts_to_bytes(ciphertext)
-
-    def ciphertext_from_bytes(self, data: bytes) -> VHECiphertexts:
-        return self.ctx.ciphertexts_from_bytes(data)

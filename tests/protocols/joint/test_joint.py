@@ -29,6 +29,7 @@ from cipherseg.protocols.joint.runner import deliver, run_joint_kmeans, run_join
 from cipherseg.protocols.joint.session import decode_total, encode_total
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady
+from cipherseg.schemes.threshold import ThresholdAggregation
 from cipherseg.schemes.threshold_keys import KeyShare
 
 DECIMALS = 3
@@ -212,8 +213,10 @@ def test_a_centre_that_alters_an_owners_key_share_is_caught() -> None:
     def tamper(sender: str, m: jm.PublicKeyShare) -> list[tuple[str, Message]]:
         out = original(sender, m)
         if out:  # swap owner-1's share for another key's share before relaying
-            crs = centre.crs
-            assert crs is not None
+            assert centre.session is not None
+            scheme = centre.session.scheme
+            assert isinstance(scheme, ThresholdAggregation)
+            crs = scheme.crs
             fake = KeyShare.generate(crs.params, crs, party_id=1).public_share.to_bytes()
             shares = list(out[0][1].shares)
             shares[1] = fake

@@ -7,7 +7,11 @@ coalition of owners without the manager, and no manager without every owner, can
 
 Modules: :mod:`~.messages`, one module per party — :mod:`~.owner`, :mod:`~.manager`,
 :mod:`~.centre` — :mod:`~.session` (what the parties share), :mod:`~.runner` (in-process and
-separate-process runs) and :mod:`~.estimator` (``JointKMeans``).
+separate-process runs) and :mod:`~.estimator` (``JointKMeans``). The parties run on the
+aggregation interface of :mod:`cipherseg.schemes.base`: threshold RLWE
+(:class:`~cipherseg.schemes.threshold.ThresholdAggregation`), or for the benchmarks' baseline
+no encryption (:class:`~cipherseg.schemes.plain.PlainAggregation`: no keys, so no key
+generation and no partial decryptions — the aggregate goes to the manager only).
 
 Message sequence (:mod:`~.messages`; every message is a versioned
 :class:`~cipherseg.protocols.messages.Message` carrying session id and round)::

@@ -46,7 +46,8 @@ class JointKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     dp_bounds : (lower, upper) or None
         Public per-feature bounds (required with DP); records are clipped into them.
     mode : {"threshold", "plain"}, default="threshold"
-        "plain" aggregates in the clear (the federated baseline for benchmarks only).
+        The aggregation scheme (:mod:`cipherseg.schemes.base`): "plain" aggregates in the
+        clear (the federated baseline for benchmarks only).
     params : ThresholdParams or None
         Threshold scheme parameters (default 128-bit set).
     random_state : int or None

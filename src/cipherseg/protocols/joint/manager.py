@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,18 +27,13 @@ from cipherseg.protocols.joint.session import (
     decode_total,
     generator_from,
     new_message,
+    new_scheme,
     open_session,
-    plain_from_bytes,
 )
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import Outgoing
-from cipherseg.schemes.threshold import (
-    Ciphertext,
-    JointPublicKey,
-    PartialDecryption,
-    ThresholdParams,
-    fuse,
-)
+from cipherseg.schemes.base import DecryptionShare
+from cipherseg.schemes.threshold import ThresholdParams
 from cipherseg.schemes.threshold_keys import KeyShare
 
 
@@ -113,13 +109,12 @@ class JointManager:
         self.session_id = session_id or uuid.uuid4().hex
         self._crs_seed = secrets.token_bytes(32)  # public, fresh per session
         self._session: Session | None = None
-        self._key: KeyShare | None = None
-        self._pk: JointPublicKey | None = None
+        self._key: DecryptionShare | None = None
         self._ready: dict[int, bytes] = {}
         self._round = 0
         self._purpose = ""
-        self._aggregate: Ciphertext | npt.NDArray[np.int64] | None = None
-        self._partials: dict[int, PartialDecryption] = {}
+        self._aggregate: Any = None  # the round's aggregate, loaded by the scheme
+        self._partials: dict[int, Any] = {}
         self._centres_int: list[tuple[int, ...]] = []
         self._sampled_owner: int | None = None
         self.centroids_: npt.NDArray[np.float64] | None = None
@@ -143,25 +138,25 @@ class JointManager:
         """Open the session: Setup to everyone, and the manager's own key share."""
         self.stage_marks["keygen"] = time.perf_counter()
         dp = self.dp
+        scheme = new_scheme(self.mode, self.params.to_bytes(), self._crs_seed,
+                            (jm.MANAGER_ID, *self.owner_ids))
+        params, crs_seed = scheme.public_parameters()
         setup = new_message(
-            jm.Setup, self.session_id, 0, mode=self.mode,
-            params=self.params.to_bytes() if self.mode == "threshold" else b"",
-            crs_seed=self._crs_seed if self.mode == "threshold" else b"",
+            jm.Setup, self.session_id, 0, mode=self.mode, params=params, crs_seed=crs_seed,
             owner_ids=self.owner_ids, n_clusters=self.n_clusters, n_features=self.n_features,
             decimals=self.decimals, init=self.init, max_iter=self.max_iter, tol=self.tol,
             dp_epsilon=dp.epsilon if dp else 0.0, dp_delta=dp.delta if dp else 0.0,
             dp_lower=dp.lower if dp else (), dp_upper=dp.upper if dp else (),
         )
-        self._session = open_session(setup)
+        self._session = open_session(setup, scheme)
         out: Outgoing = [(jm.CENTRE, setup)]
         out += [(jm.owner_name(i), setup) for i in self.owner_ids]
-        session = self._session
-        if session.crs is not None and session.params is not None:
+        if jm.MANAGER_ID in scheme.key_party_ids:
             start = time.perf_counter()
-            self._key = KeyShare.generate(session.params, session.crs, jm.MANAGER_ID)
+            self._key = KeyShare.for_scheme(scheme, jm.MANAGER_ID)
             out.append((jm.CENTRE, new_message(jm.PublicKeyShare, self.session_id, 0,
-                                        party_id=jm.MANAGER_ID,
-                                        share=self._key.public_share.to_bytes())))
+                                               party_id=jm.MANAGER_ID,
+                                               share=self._key.public_share_bytes())))
             self.timings["manager: key generation"] += time.perf_counter() - start
         return out
 
@@ -176,7 +171,8 @@ class JointManager:
             if self._key is None:
                 raise ProtocolError("manager: key shares in a session without keys")
             start = time.perf_counter()
-            self._pk = build_joint_key(session, message.shares, self._key.public_share)
+            build_joint_key(session, message.shares, self._key.public_share_bytes(),
+                            jm.MANAGER_ID)
             self.timings["manager: key generation"] += time.perf_counter() - start
             return self._maybe_begin()
         if isinstance(message, jm.KeyReady):
@@ -200,15 +196,15 @@ class JointManager:
     def _maybe_begin(self) -> Outgoing:
         if len(self._ready) < len(self.owner_ids):
             return []
-        if self.mode == "threshold":
-            if self._pk is None:
-                return []
-            odd = [i for i, fp in self._ready.items() if fp != self._pk.fingerprint]
-            if odd:
-                raise ProtocolError(
-                    f"owners {sorted(odd)} built a different joint key: the centre relayed "
-                    "inconsistent key shares; aborting"
-                )
+        fingerprint = self._require_session().scheme.key_fingerprint
+        if fingerprint is None:  # the manager's own KeyShares has not arrived yet
+            return []
+        odd = [i for i, fp in self._ready.items() if fp != fingerprint]
+        if odd:
+            raise ProtocolError(
+                f"owners {sorted(odd)} built a different joint key: the centre relayed "
+                "inconsistent key shares; aborting"
+            )
         self.stage_marks["init"] = time.perf_counter()
         if self.init == "k-means++":
             return self._request_d2(0)
@@ -263,37 +259,37 @@ class JointManager:
         self._check_round(m, m.purpose)
         if self._aggregate is not None:
             raise ProtocolError("manager: two aggregates for one round")
-        if self.mode == "plain":
-            values: npt.NDArray[np.int64] = plain_from_bytes(m.ciphertext)
-            self._aggregate = values
-            return self._on_plain_result(values)
-        if self._pk is None or self._key is None:
+        scheme = self._require_session().scheme
+        if scheme.key_fingerprint is None:
             raise ProtocolError("manager: an aggregate before the joint key")
         start = time.perf_counter()
-        ct = Ciphertext.from_bytes(m.ciphertext, self._pk)
-        self._aggregate = ct
-        self._partials[jm.MANAGER_ID] = self._key.partial_decrypt(ct)
-        self.timings["manager: partial decrypt"] += time.perf_counter() - start
+        self._aggregate = scheme.load(m.ciphertext)
+        if self._key is not None:
+            self._partials[jm.MANAGER_ID] = self._key.partial_decrypt(self._aggregate)
+            self.timings["manager: partial decrypt"] += time.perf_counter() - start
         return self._maybe_fuse()
 
     def _on_partial(self, sender: str, m: jm.Partial) -> Outgoing:
-        if self._pk is None:
+        scheme = self._require_session().scheme
+        if scheme.key_fingerprint is None:
             raise ProtocolError("manager: a partial decryption before the joint key")
-        if sender != jm.owner_name(m.party_id) or m.party_id not in self.owner_ids:
+        if sender != jm.owner_name(m.party_id) or m.party_id not in self.owner_ids or \
+                m.party_id not in scheme.key_party_ids:
             raise ProtocolError(f"{sender} may not send party {m.party_id}'s partial decryption")
         self._check_round(m, m.purpose)
         if m.party_id in self._partials:
             raise ProtocolError(f"duplicated partial decryption from party {m.party_id}")
-        self._partials[m.party_id] = PartialDecryption.from_bytes(m.partial, self._pk)
+        self._partials[m.party_id] = scheme.partial_from_bytes(m.partial)
         return self._maybe_fuse()
 
     def _maybe_fuse(self) -> Outgoing:
-        if not isinstance(self._aggregate, Ciphertext):
+        if self._aggregate is None:
             return []  # partials may arrive before the aggregate itself
-        if len(self._partials) < len(self.owner_ids) + 1:
+        scheme = self._require_session().scheme
+        if len(self._partials) < len(scheme.key_party_ids):
             return []
         start = time.perf_counter()
-        values = fuse(self._aggregate, self._partials.values())
+        values = scheme.fuse(self._aggregate, self._partials.values())
         self.timings["manager: fuse"] += time.perf_counter() - start
         return self._on_plain_result(values)
 

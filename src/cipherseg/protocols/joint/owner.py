@@ -26,15 +26,10 @@ from cipherseg.protocols.joint.session import (
     generator_from,
     new_message,
     open_session,
-    plain_to_bytes,
 )
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady, Outgoing
-from cipherseg.schemes.threshold import (
-    Ciphertext,
-    JointPublicKey,
-    encrypt,
-)
+from cipherseg.schemes.base import DecryptionShare
 from cipherseg.schemes.threshold_keys import KeyShare
 
 
@@ -103,8 +98,7 @@ class JointOwner:
         self._source = choice_source(random_state, f"owner-{party_id}")
         self._rng = generator_from(self._source)
         self._session: Session | None = None
-        self._key: KeyShare | None = None
-        self._pk: JointPublicKey | None = None
+        self._key: DecryptionShare | None = None
         self._x_int: npt.NDArray[np.int64] | None = None
         self._points: npt.NDArray[np.float64] | None = None  # feature-major (d, n)
         self._x_int_cols: npt.NDArray[np.float64] | None = None
@@ -171,12 +165,12 @@ class JointOwner:
         self._x_int_cols = np.ascontiguousarray(self._x_int.T.astype(np.float64))
         self._check_range(session)
         self.timings["owner: encode data"] += time.perf_counter() - start
-        if session.crs is None or session.params is None:
+        if self.party_id not in session.scheme.key_party_ids:  # a scheme without keys
             return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
-                                      key_fingerprint=b""))]
+                                             key_fingerprint=b""))]
         start = time.perf_counter()
-        self._key = KeyShare.generate(session.params, session.crs, self.party_id)
-        share = self._key.public_share.to_bytes()
+        self._key = KeyShare.for_scheme(session.scheme, self.party_id)
+        share = self._key.public_share_bytes()
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.CENTRE, new_message(jm.PublicKeyShare, m.session_id, 0, party_id=self.party_id,
                                  share=share))]
@@ -184,7 +178,7 @@ class JointOwner:
     def _check_range(self, session: Session) -> None:
         """Every aggregate this owner contributes to must fit the plaintext range."""
         x_int = self._require_ints()
-        limit = (session.params.max_value if session.params is not None else 2**62)
+        limit = session.scheme.max_value
         n_owners = len(session.setup.owner_ids)
         peak = int(np.abs(x_int).max(initial=0)) + 1
         if session.dp is not None:  # noisy sums: allow 20 standard deviations of noise
@@ -201,10 +195,11 @@ class JointOwner:
         if self._key is None:
             raise ProtocolError(f"{self.name}: key shares without a key share of its own")
         start = time.perf_counter()
-        self._pk = build_joint_key(session, m.shares, self._key.public_share)
+        fingerprint = build_joint_key(session, m.shares, self._key.public_share_bytes(),
+                                      self.party_id)
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
-                                  key_fingerprint=self._pk.fingerprint))]
+                                         key_fingerprint=fingerprint))]
 
     # ------------------------------------------------------------------ k-means++
     def _d2_request(self, m: jm.D2Request) -> Outgoing:
@@ -269,17 +264,17 @@ class JointOwner:
     # ------------------------------------------------------------------ crypto
     def _encrypt(self, vector: npt.NDArray[np.int64]) -> bytes:
         start = time.perf_counter()
-        pk = self._pk
-        blob = plain_to_bytes(vector) if pk is None else encrypt(pk, vector).to_bytes()
+        blob = self._require_session().scheme.encrypt(vector)
         self.timings["owner: encrypt"] += time.perf_counter() - start
         return blob
 
     def _partial(self, m: jm.Aggregate) -> Outgoing:
-        if self._pk is None or self._key is None:
-            raise ProtocolError(f"{self.name}: an aggregate to decrypt without threshold keys")
+        session = self._require_session()
+        if self._key is None or session.scheme.key_fingerprint is None:
+            raise ProtocolError(f"{self.name}: an aggregate to decrypt without a joint key")
         start = time.perf_counter()
-        ct = Ciphertext.from_bytes(m.ciphertext, self._pk)
-        partial = self._key.partial_decrypt(ct).to_bytes()
+        aggregate = session.scheme.load(m.ciphertext)
+        partial = self._key.partial_decrypt(aggregate).to_bytes()
         self.timings["owner: partial decrypt"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.Partial, m.session_id, m.round, purpose=m.purpose,
                                   party_id=self.party_id, partial=partial))]

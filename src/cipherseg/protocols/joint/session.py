@@ -14,23 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from cipherseg.encoding import FixedPointEncoder
-from cipherseg.errors import ParameterError, ProtocolError, ValidationError
+from cipherseg.errors import ProtocolError, ValidationError
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import Party
+from cipherseg.schemes.base import AggregationScheme
+from cipherseg.schemes.plain import PlainAggregation
 from cipherseg.schemes.rlwe_sampling import RandomSource, SeededRandomSource, SystemRandomSource
-from cipherseg.schemes.threshold import (
-    CommonReference,
-    JointPublicKey,
-    PublicShare,
-    ThresholdParams,
-    joint_public_key,
-    new_crs,
-)
+from cipherseg.schemes.threshold import ThresholdAggregation, ThresholdParams
 
 INITS = ("k-means++", "random", "given")
 STAGES = ("keygen", "init", "iterations", "final")
@@ -90,15 +84,15 @@ def decode_total(slots: Sequence[int]) -> float:
     return math.ldexp(float((hi << _MANTISSA_SPLIT) | lo), exponent)
 
 
-def plain_to_bytes(values: Any) -> bytes:
-    """A plain-mode contribution or aggregate on the wire: little-endian int64 values."""
-    return np.ascontiguousarray(values, dtype="<i8").tobytes()
-
-
-def plain_from_bytes(data: bytes) -> npt.NDArray[np.int64]:
-    if len(data) % 8:
-        raise ProtocolError("plain contribution is not a whole number of int64 values")
-    return np.frombuffer(data, dtype="<i8").astype(np.int64)
+def new_scheme(name: str, params: bytes, crs_seed: bytes,
+               key_party_ids: Sequence[int]) -> AggregationScheme:
+    """The session's aggregation scheme, by the name Setup carries (its ``mode`` field):
+    "threshold" (the protocol) or "plain" (the unencrypted baseline of the benchmarks)."""
+    if name == "threshold":
+        return ThresholdAggregation(ThresholdParams.from_bytes(params), crs_seed, key_party_ids)
+    if name == "plain":
+        return PlainAggregation()
+    raise ProtocolError(f"unknown scheme {name!r}; expected one of {jm.MODES}")
 
 
 @dataclass
@@ -108,12 +102,7 @@ class Session:
     setup: jm.Setup
     encoder: FixedPointEncoder
     dp: DPConfig | None
-    params: ThresholdParams | None
-    crs: CommonReference | None
-
-    @property
-    def key_party_ids(self) -> tuple[int, ...]:
-        return (jm.MANAGER_ID, *self.setup.owner_ids)
+    scheme: AggregationScheme
 
     @property
     def k(self) -> int:
@@ -124,40 +113,28 @@ class Session:
         return self.setup.n_features
 
 
-def open_session(m: jm.Setup) -> Session:
-    if m.mode not in jm.MODES:
-        raise ProtocolError(f"unknown mode {m.mode!r}; expected one of {jm.MODES}")
+def open_session(m: jm.Setup, scheme: AggregationScheme | None = None) -> Session:
+    """The session Setup ``m`` opens (``scheme``: the one the manager built it from)."""
     if m.init not in INITS:
         raise ProtocolError(f"unknown init {m.init!r}")
-    params = crs = None
-    if m.mode == "threshold":
-        params = ThresholdParams.from_bytes(m.params)
-        crs = new_crs(params, m.crs_seed)
-        if len(m.owner_ids) + 1 > params.max_parties:
-            raise ParameterError(
-                f"{len(m.owner_ids)} owners and the manager exceed max_parties="
-                f"{params.max_parties}"
-            )
+    key_party_ids = (jm.MANAGER_ID, *m.owner_ids)
+    scheme = scheme or new_scheme(m.mode, m.params, m.crs_seed, key_party_ids)
     dp = None
     if m.dp_epsilon > 0:
         dp = DPConfig(m.dp_epsilon, m.dp_delta, m.max_iter, m.dp_lower, m.dp_upper)
-    max_abs = params.max_value if params is not None else 2**62
-    return Session(m, FixedPointEncoder(decimals=m.decimals, max_abs_int=max_abs), dp, params,
-                    crs)
+    encoder = FixedPointEncoder(decimals=m.decimals, max_abs_int=scheme.max_value)
+    return Session(m, encoder, dp, scheme)
 
 
-def build_joint_key(session: Session, share_blobs: Sequence[bytes],
-                    own: PublicShare) -> JointPublicKey:
-    """The joint key from the shares the centre relayed, after checking that ``own`` (the
-    caller's public share) is among them unchanged."""
-    if session.crs is None or session.params is None:
-        raise ProtocolError("key shares arrived in a session without threshold keys")
-    shares = [PublicShare.from_bytes(b, session.crs) for b in share_blobs]
-    mine = [s for s in shares if s.party_id == own.party_id]
-    if len(mine) != 1 or not np.array_equal(mine[0].p_hat, own.p_hat):
+def build_joint_key(session: Session, share_blobs: Sequence[bytes], own: bytes,
+                    party_id: int) -> bytes:
+    """The joint key's fingerprint from the shares the centre relayed, after checking that
+    ``own`` (party ``party_id``'s public share) is among them unchanged."""
+    ids = session.scheme.key_party_ids
+    if party_id not in ids or len(share_blobs) != len(ids) or \
+            share_blobs[ids.index(party_id)] != own:
         raise ProtocolError(
-            f"the key shares relayed by the centre do not contain party {own.party_id}'s "
+            f"the key shares relayed by the centre do not contain party {party_id}'s "
             "share unchanged; refusing the joint key"
         )
-    return joint_public_key(session.params, session.crs, shares,
-                            expected_party_ids=session.key_party_ids)
+    return session.scheme.set_joint_key(share_blobs)
