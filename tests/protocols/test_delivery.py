@@ -8,8 +8,10 @@ import pytest
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.delivery import Traffic, deliver
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 from cipherseg.protocols.party import NotReady
+
+define_protocol("delivery-test", version=1)
 
 
 @register_message

@@ -11,7 +11,8 @@ the run: ``on_refusal`` is told first (e.g. to abort the others), then it is rai
 process (:class:`cipherseg.transport.pipes.PartyProcess`) is a party like any other here.
 
 >>> from dataclasses import dataclass
->>> from cipherseg.protocols.messages import register_message
+>>> from cipherseg.protocols.messages import define_protocol, register_message
+>>> _ = define_protocol("delivery-doc", version=1)
 >>> @register_message
 ... @dataclass(frozen=True, slots=True)
 ... class Hop(Message):
