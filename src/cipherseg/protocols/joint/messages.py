@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "kmeans-joint"
 VERSION = 1
+SPEC = define_protocol(PROTOCOL, VERSION)
 
 MANAGER = "manager"
 CENTRE = "centre"
