@@ -149,7 +149,7 @@ def test_the_centre_holds_no_key_share_and_receives_only_ciphertexts() -> None:
     parties = {manager.name: manager, centre.name: centre, **{o.name: o for o in owners}}
     deliver(parties, [(manager.name, dst, m) for dst, m in manager.start()])
     kinds = {type(m) for m in centre.received}
-    assert kinds == {jm.Setup, jm.PublicKeyShare, jm.EncryptedVector, jm.Close}
+    assert kinds == {jm.Setup, jm.KeyCommitment, jm.PublicKeyShare, jm.EncryptedVector, jm.Close}
     # No message to the centre carries centroids, records or D² values in the clear.
     for m in centre.received:
         if isinstance(m, jm.Setup):
@@ -193,7 +193,7 @@ def test_messages_from_another_session_or_sender_are_refused() -> None:
     centre.handle("manager", setup)
     with pytest.raises(ProtocolError, match="only the manager"):
         JointCentre().handle("owner-1", setup)
-    foreign = jm.Close(protocol_version=1, session_id="other", round=0)
+    foreign = jm.Close(protocol_version=jm.VERSION, session_id="other", round=0)
     with pytest.raises(ProtocolError, match="session"):
         centre.handle("manager", foreign)
     out = owners[0].handle("manager", setup)
@@ -225,7 +225,9 @@ def test_a_centre_that_alters_an_owners_key_share_is_caught() -> None:
         return out
 
     centre._key_share = tamper  # type: ignore[method-assign]
-    with pytest.raises(ProtocolError, match="do not contain party 1's share unchanged"):
+    # The manager (first to get the relayed shares) finds party 1's share does not open its
+    # commitment; owner 1 would find its own share changed.
+    with pytest.raises(ProtocolError, match=r"party 1's (key share does not open|share unch)"):
         deliver(parties, [(manager.name, dst, m) for dst, m in manager.start()])
 
 
@@ -236,7 +238,7 @@ def test_the_centre_defers_messages_that_overtake_the_setup() -> None:
     manager, owners, centre = _session()
     first = manager.start()
     setup = next(m for dst, m in first if dst == jm.CENTRE and isinstance(m, jm.Setup))
-    share = next(m for dst, m in first if isinstance(m, jm.PublicKeyShare))
+    share = next(m for dst, m in first if isinstance(m, jm.KeyCommitment))
     with pytest.raises(NotReady):
         JointCentre().handle(jm.MANAGER, share)
     overtaken = [(dst, m) for dst, m in first if m is share]
@@ -246,7 +248,7 @@ def test_the_centre_defers_messages_that_overtake_the_setup() -> None:
     assert manager.done and centre.closed and all(o.done for o in owners)
     assert centre.session_id == setup.session_id
     # A message for another session once one is set up is still refused.
-    foreign = jm.Close(protocol_version=1, session_id="other", round=0)
+    foreign = jm.Close(protocol_version=jm.VERSION, session_id="other", round=0)
     with pytest.raises(ProtocolError, match="session"):
         centre.handle(jm.MANAGER, foreign)
 
@@ -256,14 +258,14 @@ def test_duplicated_contributions_and_partials_are_refused() -> None:
     parties = {manager.name: manager, centre.name: centre, **{o.name: o for o in owners}}
     deliver(parties, [(manager.name, dst, m) for dst, m in manager.start()])
     assert manager.done
-    contribution = jm.EncryptedVector(protocol_version=1, session_id=manager.session_id,
+    contribution = jm.EncryptedVector(protocol_version=jm.VERSION, session_id=manager.session_id,
                                       round=99, purpose="stats", ciphertext=b"x")
     centre._pending[(99, "stats")][1] = object()
     with pytest.raises(ProtocolError, match="two contributions"):
         centre.handle("owner-1", contribution)
     with pytest.raises(ProtocolError, match="not a data owner"):
         centre.handle("owner-9", contribution)
-    partial = jm.Partial(protocol_version=1, session_id=manager.session_id, round=0,
+    partial = jm.Partial(protocol_version=jm.VERSION, session_id=manager.session_id, round=0,
                          purpose="stats", party_id=2, partial=b"")
     with pytest.raises(ProtocolError, match="may not send party 2"):
         manager.handle("owner-1", partial)
@@ -291,7 +293,7 @@ MESSAGE_TYPES = [obj for obj in vars(jm).values()
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(MESSAGE_TYPES), st.data())
 def test_every_message_round_trips(cls: type[Message], data: st.DataObject) -> None:
-    kwargs: dict[str, object] = {"protocol_version": 1,
+    kwargs: dict[str, object] = {"protocol_version": jm.VERSION,
                                  "session_id": data.draw(st.text(max_size=8)),
                                  "round": data.draw(st.integers(0, 10**6))}
     for f in dataclasses.fields(cls):
@@ -319,9 +321,13 @@ def test_every_message_round_trips(cls: type[Message], data: st.DataObject) -> N
 
 
 def test_unknown_protocol_versions_are_refused() -> None:
-    m = jm.Close(protocol_version=2, session_id="s", round=0)
-    with pytest.raises(ProtocolError, match="version 2 is not supported"):
-        Message.from_bytes(m.to_bytes())
+    """Version 2 (committed key shares, digest-checked contributions) refuses version 1 and
+    later versions: a party of another version stops at its first message."""
+    assert jm.VERSION == 2
+    for version in (1, 3):
+        m = jm.Close(protocol_version=version, session_id="s", round=0)
+        with pytest.raises(ProtocolError, match=f"version {version} is not supported"):
+            Message.from_bytes(m.to_bytes())
 
 
 @settings(max_examples=50, deadline=None)
