@@ -188,7 +188,7 @@ def test_reader_reads_only_what_is_there(body: bytes, sizes: list[int]) -> None:
 
 
 def test_every_scheme_and_the_messages_use_this_envelope() -> None:
-    from cipherseg.protocols.kmeans_outsourced import Close
+    from cipherseg.protocols.outsourced.messages import Close
     from cipherseg.schemes.ckks import CkksParams
     from cipherseg.schemes.ckks_keys import CkksSecretContext
     from cipherseg.schemes.plain import PlainAggregation

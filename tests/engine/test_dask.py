@@ -21,12 +21,12 @@ from cipherseg.engine.dask import DaskExecutor
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.engine.state import get_state, has_state
 from cipherseg.errors import CiphertextError, ParameterError
-from cipherseg.parties.compute_centre import ComputeCentre
-from cipherseg.parties.data_owner import DataOwner, KMeansRun
-from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.protocols.outsourced import messages as p
+from cipherseg.protocols.outsourced.centre import ComputeCentre
+from cipherseg.protocols.outsourced.owner import DataOwner, KMeansRun
+from cipherseg.protocols.party import PartyLink
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
-from cipherseg.transport.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def _run(X: np.ndarray, executor: Any, progress: Any = None) -> KMeansRun:
     if progress is not None:
         executor.set_progress(progress)
     try:
-        return owner.run_kmeans(X, 4, InProcessTransport(centre.handle_bytes), max_iter=4,
+        return owner.run_kmeans(X, 4, PartyLink(centre, sender="owner"), max_iter=4,
                                 tol=0.0)
     finally:
         executor.set_progress(None)
@@ -160,7 +160,7 @@ def test_bad_ciphertext_bytes_fail_the_upload_with_ciphertext_error(
                       public_context=owner.public_bytes(), n_samples=20, n_features=1,
                       n_clusters=2, block_sizes=(10, 10), features=(good, bad))
     with pytest.raises(CiphertextError, match="checksum"):
-        ComputeCentre(executor=dask_ex).handle(upload)
+        ComputeCentre(executor=dask_ex).handle("owner", upload)
 
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["args-in-graph", "args-scattered"])

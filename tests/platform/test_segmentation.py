@@ -18,14 +18,14 @@ from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
 
 from cipherseg.errors import ParameterError, ProtocolError, TransportError
+from cipherseg.hosting.centre_process import CentreProcess, CentreProcessError
 from cipherseg.platform.models import Job, Role, User
 from cipherseg.platform.segmentation import run_encrypted_kmeans
 from cipherseg.platform.segments import release_view
 from cipherseg.testing.centre_service import CentreService
-from cipherseg.transport.centre_process import CentreProcess, CentreProcessError
 
 FORBIDDEN_IN_CENTRE = ("cipherseg.pii", "cipherseg.schemes.ckks_keys",
-                       "cipherseg.parties.data_owner", "cipherseg.platform.core",
+                       "cipherseg.protocols.outsourced.owner", "cipherseg.platform.core",
                        "cipherseg.platform.db", "cipherseg.platform.models")
 
 
@@ -69,7 +69,7 @@ def test_centre_process_holds_no_key_no_pii_code_and_no_platform_secret(monkeypa
         assert status["holds_secret_key"] is False
         assert status["env_cipherseg"] == []
         loaded = status["modules"]
-        assert "cipherseg.parties.compute_centre" in loaded
+        assert "cipherseg.protocols.outsourced.centre" in loaded
         for mod in FORBIDDEN_IN_CENTRE:
             assert not any(m == mod or m.startswith(mod + ".") for m in loaded), mod
         # The centre's refusal keeps its class; a dead process is a CentreProcessError.

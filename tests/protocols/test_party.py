@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cipherseg.errors import ProtocolError
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 from cipherseg.protocols.party import (
     Link,
     NotReady,
@@ -20,6 +20,8 @@ from cipherseg.protocols.party import (
     respond,
     single_reply,
 )
+
+define_protocol("test-party", version=1)
 
 
 @register_message

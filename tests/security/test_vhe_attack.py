@@ -12,8 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cipherseg.protocols.kmeans_seed import SeedComputeCentre, SeedDataOwner, SeedUpload
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import PartyLink
+from cipherseg.protocols.seed.centre import SeedComputeCentre
+from cipherseg.protocols.seed.messages import SeedUpload
+from cipherseg.protocols.seed.owner import SeedDataOwner
 from cipherseg.schemes.vhe import VHEContext, VHEParams
 from cipherseg.schemes.vhe_attack import (
     AttackFailed,
@@ -96,12 +99,13 @@ def test_seed_mode_centre_decrypts_every_customer() -> None:
     x = rng.integers(-5000, 5000, size=(3000, 3))
     seen: list[bytes] = []
     centre = SeedComputeCentre()
+    link = PartyLink(centre, sender="owner")
 
     def spying_handler(data: bytes) -> bytes:
         seen.append(data)
-        return centre.handle_bytes(data)
+        return link.request_bytes(data)
 
-    from cipherseg.protocols.kmeans_seed import seed_params
+    from cipherseg.protocols.seed.params import seed_params
 
     params = seed_params(3000, 3, 5000)
     SeedDataOwner(params, rng=5).run(x, x[:3].astype(float), InProcessTransport(spying_handler),

@@ -1,10 +1,11 @@
 """scikit-learn-style estimators that compute on encrypted data.
 
-:class:`EncryptedKMeans` runs protocol 4.1 (:mod:`cipherseg.protocols.kmeans_outsourced`):
-the estimator plays the data owner; a :class:`~cipherseg.parties.compute_centre.ComputeCentre`
-that holds only the public context does the ciphertext work, reached through the in-process
-transport (both parties in this process: one trust domain, for the library, the CLI and
-tests), or a centre running elsewhere reached through ``fit(X, centre=HttpTransport(...))``
+:class:`EncryptedKMeans` runs protocol 4.1 (:mod:`cipherseg.protocols.outsourced`):
+the estimator plays the data owner; a
+:class:`~cipherseg.protocols.outsourced.centre.ComputeCentre` that holds only the public context
+does the ciphertext work, reached through a :class:`~cipherseg.protocols.party.PartyLink`
+(both parties in this process: one trust domain, for the library, the CLI and tests), or a
+centre running elsewhere reached through ``fit(X, centre=HttpTransport(...))``
 (:mod:`cipherseg.transport.http`; the platform runs the centre as its own process).
 """
 
@@ -28,8 +29,7 @@ from cipherseg.engine.factory import PartyExecutors
 from cipherseg.engine.local import LocalExecutor, resolve_n_jobs
 from cipherseg.errors import ParameterError
 from cipherseg.progress import Progress
-from cipherseg.transport.base import Transport
-from cipherseg.transport.inprocess import InProcessTransport
+from cipherseg.protocols.party import Link, PartyLink
 
 SCHEMES = ("ckks", "vhe")
 
@@ -144,7 +144,7 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     # --- estimator API ---------------------------------------------------------------------
     def fit(self, X: npt.ArrayLike, y: Any = None, *, progress: Progress | None = None,
             executor: Executor | PartyExecutors | None = None,
-            centre: Transport | None = None) -> EncryptedKMeans:
+            centre: Link | None = None) -> EncryptedKMeans:
         """Cluster ``X`` on encrypted data.
 
         ``progress(stage, done, total)`` is called as stages advance (the CLI's progress
@@ -219,20 +219,20 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     def _run(self, Xn: npt.NDArray[np.float64], init: npt.NDArray[np.float64] | None,
              tol: float, centre_seed: int | None, owner_seed: int | None, max_iter: int,
              progress: Progress | None, executor: Executor | PartyExecutors | None,
-             remote: Transport | None) -> dict[str, Any]:
+             remote: Link | None) -> dict[str, Any]:
         if self.scheme == "vhe":
             if remote is not None:
                 raise ParameterError("scheme='vhe' (seed mode) runs its centre in-process only; "
                                      "use scheme='ckks' with a remote centre")
-            from cipherseg.protocols.kmeans_seed import run_seed_kmeans_for_estimator
+            from cipherseg.protocols.seed.run import run_seed_kmeans_for_estimator
 
             result: dict[str, Any] = run_seed_kmeans_for_estimator(
                 Xn, self.n_clusters, init=init, max_iter=max_iter, tol=tol,
                 random_state=owner_seed, decimals=self.decimals,
             )
             return result
-        from cipherseg.parties.compute_centre import ComputeCentre
-        from cipherseg.parties.data_owner import LEAKAGE_4_1, DataOwner
+        from cipherseg.protocols.outsourced.centre import ComputeCentre
+        from cipherseg.protocols.outsourced.owner import LEAKAGE_4_1, DataOwner
 
         owner_exec = getattr(executor, "owner", executor) or LocalExecutor(self.n_jobs)
         centre_exec = None
@@ -240,11 +240,11 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             if remote is None:
                 centre_exec = getattr(executor, "centre", executor) or LocalExecutor(self.n_jobs)
                 centre = ComputeCentre(executor=centre_exec, random_state=centre_seed)
-                transport: Transport = InProcessTransport(centre.handle_bytes)
+                link: Link = PartyLink(centre, sender="owner")
             else:
-                transport = remote
+                link = remote
             owner = DataOwner(executor=owner_exec, random_state=owner_seed)
-            run = owner.run_kmeans(Xn, self.n_clusters, transport, max_iter=max_iter, tol=tol,
+            run = owner.run_kmeans(Xn, self.n_clusters, link, max_iter=max_iter, tol=tol,
                                    init=init, progress=progress)
         finally:
             if executor is None:

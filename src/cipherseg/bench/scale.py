@@ -199,16 +199,16 @@ def run_once(X: np.ndarray, cfg: ScaleConfig, centre_ex: Executor, workers: int,
 
     from cipherseg.analytics.estimators import normalising_scale
     from cipherseg.engine.local import LocalExecutor
-    from cipherseg.parties.compute_centre import ComputeCentre
-    from cipherseg.parties.data_owner import DataOwner
-    from cipherseg.transport.inprocess import InProcessTransport
+    from cipherseg.protocols.outsourced.centre import ComputeCentre
+    from cipherseg.protocols.outsourced.owner import DataOwner
+    from cipherseg.protocols.party import PartyLink
 
     sigma = normalising_scale(X)
     Xn = X / sigma
     owner_ex = LocalExecutor(workers, blocks_per_task=cfg.blocks_per_task)
     centre = ComputeCentre(executor=centre_ex, random_state=cfg.seed)
     owner = DataOwner(executor=owner_ex, random_state=cfg.seed + 1)
-    transport = InProcessTransport(centre.handle_bytes)
+    link = PartyLink(centre, sender="owner")
     _release_free_memory()
     reset_peak_rss()
     if hasattr(centre_ex, "reset_worker_peak_rss"):
@@ -220,7 +220,7 @@ def run_once(X: np.ndarray, cfg: ScaleConfig, centre_ex: Executor, workers: int,
     t = time.perf_counter()
     cpu = time.process_time()
     try:
-        run = owner.run_kmeans(Xn, cfg.k, transport, max_iter=cfg.iterations, tol=0.0,
+        run = owner.run_kmeans(Xn, cfg.k, link, max_iter=cfg.iterations, tol=0.0,
                                progress=progress)
     finally:
         centre_ex.set_progress(None)

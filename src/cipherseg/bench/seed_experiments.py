@@ -100,7 +100,8 @@ def measure_point(x: npt.NDArray[np.float64], k: int, decimals: int, cfg: SeedBe
     from threadpoolctl import threadpool_limits
 
     from cipherseg.analytics.estimators import normalising_scale
-    from cipherseg.protocols.kmeans_seed import run_seed_kmeans, seed_params
+    from cipherseg.protocols.seed.params import seed_params
+    from cipherseg.protocols.seed.run import run_seed_kmeans
     from cipherseg.schemes.vhe import VHEContext
     from cipherseg.schemes.vhe_keys import VHESecretKey
 
@@ -149,10 +150,10 @@ def measure_point(x: npt.NDArray[np.float64], k: int, decimals: int, cfg: SeedBe
                       "ari_vs_sklearn": float(adjusted_rand_score(ref_labels, res.labels))}
     if "ckks" in schemes:
         from cipherseg.engine.local import LocalExecutor
-        from cipherseg.parties.compute_centre import ComputeCentre
-        from cipherseg.parties.data_owner import DataOwner
+        from cipherseg.protocols.outsourced.centre import ComputeCentre
+        from cipherseg.protocols.outsourced.owner import DataOwner
+        from cipherseg.protocols.party import PartyLink
         from cipherseg.schemes.ckks import CkksParams
-        from cipherseg.transport.inprocess import InProcessTransport
 
         n_poly, primes, scale_bits = ckks or (8192, (60, 40, 60), 40)
         cparams = CkksParams(n_poly, primes, scale_bits)
@@ -165,7 +166,7 @@ def measure_point(x: npt.NDArray[np.float64], k: int, decimals: int, cfg: SeedBe
                 centre = ComputeCentre(executor=ex, random_state=cfg.seed + r)
                 owner_party = DataOwner(params=cparams, executor=ex, random_state=cfg.seed + r)
                 t = time.perf_counter()
-                run = owner_party.run_kmeans(xq / sigma, k, InProcessTransport(centre.handle_bytes),
+                run = owner_party.run_kmeans(xq / sigma, k, PartyLink(centre, sender="owner"),
                                              max_iter=cfg.max_iter, tol=0.0, init=init / sigma)
                 total = time.perf_counter() - t
             finally:

@@ -112,7 +112,7 @@ def serve(
     from cipherseg.engine.factory import check_engine_options
     from cipherseg.engine.local import resolve_n_jobs
     from cipherseg.errors import CipherSegError
-    from cipherseg.transport.http_server import serve_centre
+    from cipherseg.hosting.centre_http import serve_centre
 
     try:
         check_engine_options(engine, scheduler)

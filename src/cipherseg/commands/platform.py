@@ -63,7 +63,10 @@ def serve(
     console.print(f"cipherseg platform on http://{host}:{port}  (data: "
                   f"{settings.data_dir.resolve()}, database: "
                   f"{app.state.platform.engine.dialect.name})")
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, log_level="info")
+    # proxy headers are read by the app, from CIPHERSEG_TRUSTED_PROXIES only (uvicorn's own
+    # handling would trust any local process: its default is 127.0.0.1)
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, forwarded_allow_ips="",
+                log_level="info")
 
 
 def worker(

@@ -81,22 +81,21 @@ def attack_vhe(
             sender.public_encrypt(sender.key_from_bytes(public[0]), feats))
         what = "the owner's public encryption key (key-switching matrix from I)"
     else:
-        from cipherseg.protocols.kmeans_seed import (
-            SeedComputeCentre,
-            SeedDataOwner,
-            SeedUpload,
-            seed_params,
-        )
         from cipherseg.protocols.messages import Message
+        from cipherseg.protocols.party import PartyLink
+        from cipherseg.protocols.seed.centre import SeedComputeCentre
+        from cipherseg.protocols.seed.messages import SeedUpload
+        from cipherseg.protocols.seed.owner import SeedDataOwner
+        from cipherseg.protocols.seed.params import seed_params
         from cipherseg.transport.inprocess import InProcessTransport
 
         params = seed_params(customers, 3, int(np.abs(feats).max()), secret_dim=secret_dim)
         seen: list[bytes] = []
-        centre = SeedComputeCentre()
+        centre = PartyLink(SeedComputeCentre(), sender="owner")
 
         def handler(data: bytes) -> bytes:
             seen.append(data)
-            return centre.handle_bytes(data)
+            return centre.request_bytes(data)
 
         k = min(4, customers)
         SeedDataOwner(params, rng=seed + 1).run(feats, feats[:k].astype(float),

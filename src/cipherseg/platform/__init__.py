@@ -2,5 +2,5 @@
 
 Import :func:`cipherseg.platform.app.create_app` to build the app. This package's
 ``__init__`` imports nothing, so the compute-centre process
-(:mod:`cipherseg.transport.centre_process`) loads no key-holding or PII code.
+(:mod:`cipherseg.hosting.centre_process`) loads no key-holding or PII code.
 """

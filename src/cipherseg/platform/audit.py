@@ -35,6 +35,7 @@ class AuditAction(enum.StrEnum):
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
     LOGIN_THROTTLED = "login_throttled"
+    LOGIN_UNLOCK = "login_unlock"
     LOGOUT = "logout"
     USER_CREATE = "user_create"
     USER_UPDATE = "user_update"

@@ -147,14 +147,27 @@ def close_user_sessions(session: Session, user_id: int) -> None:
 
 
 def login_throttled(session: Session, username: str, ip: str, *, max_failures: int,
-                    window_minutes: float) -> bool:
-    """Whether recent failures for this username (or, ×4, this address) block a login."""
+                    window_minutes: float, user_max_failures: int | None = None) -> bool:
+    """Whether recent failures block a login: ``max_failures`` of this user name from this
+    address, or ``user_max_failures`` (default 4 × ``max_failures``) of this user name from
+    every address together. Failures of other user names from the same address never block
+    (one proxy or office address would otherwise lock everyone out)."""
     since = utcnow() - timedelta(minutes=window_minutes)
-    by_user = session.scalar(select(func.count()).select_from(LoginFailure).where(
-        LoginFailure.username == username, LoginFailure.at >= since)) or 0
-    by_ip = session.scalar(select(func.count()).select_from(LoginFailure).where(
-        LoginFailure.ip == ip, LoginFailure.at >= since)) or 0
-    return by_user >= max_failures or by_ip >= 4 * max_failures
+    recent = select(func.count()).select_from(LoginFailure).where(
+        LoginFailure.username == username, LoginFailure.at >= since)
+    by_pair = session.scalar(recent.where(LoginFailure.ip == ip)) or 0
+    if by_pair >= max_failures:
+        return True
+    by_user = session.scalar(recent) or 0
+    return by_user >= (user_max_failures or 4 * max_failures)
+
+
+def recent_failures(session: Session, window_minutes: float) -> dict[str, int]:
+    """Failed logins per user name within the window (the administrators' users page)."""
+    since = utcnow() - timedelta(minutes=window_minutes)
+    rows = session.execute(select(LoginFailure.username, func.count())
+                           .where(LoginFailure.at >= since).group_by(LoginFailure.username))
+    return {name: int(n) for name, n in rows}
 
 
 def record_login_failure(session: Session, username: str, ip: str) -> None:
@@ -162,9 +175,10 @@ def record_login_failure(session: Session, username: str, ip: str) -> None:
     session.add(LoginFailure(username=username[:64], ip=ip[:64]))
 
 
-def clear_login_failures(session: Session, username: str, before: datetime | None = None) -> None:
-    """Forget a username's failures after a successful login."""
+def clear_login_failures(session: Session, username: str, before: datetime | None = None) -> int:
+    """Forget a username's failures (a successful login, an administrator's unlock);
+    returns how many were forgotten."""
     stmt = delete(LoginFailure).where(LoginFailure.username == username)
     if before is not None:
         stmt = stmt.where(LoginFailure.at < before)
-    session.execute(stmt)
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]

@@ -13,7 +13,13 @@ The JSON header carries the message type and the scalar fields; each blob is u64
 bytes. Unknown message types, unknown protocol versions and malformed bytes are refused with
 :class:`~cipherseg.errors.ProtocolError`.
 
+Each protocol declares itself once with :func:`define_protocol` — its wire name, the version
+it sends and the versions it reads — before registering its messages; a message is parsed
+only if its ``protocol_version`` is one its protocol reads. Bumping a protocol's version is a
+one-line change in its descriptor.
+
 >>> from dataclasses import dataclass
+>>> DOC = define_protocol("doc", version=1)
 >>> @register_message
 ... @dataclass(frozen=True, slots=True)
 ... class Ping(Message):
@@ -28,6 +34,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 from cipherseg.errors import ProtocolError
@@ -37,10 +44,46 @@ WIRE = WireFormat(b"CSMSG", 1, "protocol message", checksum=Checksum.NONE, error
                   max_header=4 * 1024 * 1024)
 # Keyed by (protocol, class name): two protocols may both have, say, a `Centroids` message.
 _REGISTRY: dict[tuple[str, str], type[Message]] = {}
-# Protocol versions each protocol accepts.
+# Each protocol's descriptor, by wire name.
+PROTOCOLS: dict[str, ProtocolSpec] = {}
+# Protocol versions each protocol accepts (from its descriptor).
 SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {}
 
 M = TypeVar("M", bound="type[Message]")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """A protocol's descriptor: its wire name, the version it sends, the versions it reads."""
+
+    name: str
+    version: int
+    accepts: frozenset[int]
+
+
+def define_protocol(name: str, version: int, *, accepts: Iterable[int] | None = None
+                    ) -> ProtocolSpec:
+    """Declare protocol ``name``: it sends ``version`` and reads ``accepts`` (default: that
+    version only). Declaring the same protocol twice differently is a programming error.
+
+    >>> define_protocol("doc-v2", version=2, accepts=(1, 2))
+    ProtocolSpec(name='doc-v2', version=2, accepts=frozenset({1, 2}))
+    >>> define_protocol("doc-v2", version=3)
+    Traceback (most recent call last):
+    ...
+    TypeError: protocol 'doc-v2' is already defined with version 2 reading [1, 2]
+    """
+    accepted = frozenset(accepts) if accepts is not None else frozenset({version})
+    if version not in accepted:
+        raise TypeError(f"protocol {name!r} must read the version {version} it sends")
+    spec = ProtocolSpec(name, version, accepted)
+    existing = PROTOCOLS.get(name)
+    if existing is not None and existing != spec:
+        raise TypeError(f"protocol {name!r} is already defined with version {existing.version}"
+                        f" reading {sorted(existing.accepts)}")
+    PROTOCOLS[name] = spec
+    SUPPORTED_VERSIONS[name] = accepted
+    return spec
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,7 +115,7 @@ class Message:
         return WIRE.pack(header, blobs)
 
     @staticmethod
-    def from_bytes(data: bytes) -> Message:
+    def from_bytes(data: bytes | bytearray | memoryview) -> Message:
         """Parse any registered message; refuse unknown types and versions."""
         try:
             return _parse(data)
@@ -86,7 +129,7 @@ def peek_envelope(data: bytes | bytearray | memoryview) -> tuple[str, str]:
     """(message type, session id) from the JSON header alone: no ciphertext is read or
     copied. Refuses what :meth:`Message.from_bytes` would refuse at the header.
 
-    >>> from cipherseg.protocols.kmeans_outsourced import Close
+    >>> from cipherseg.protocols.outsourced.messages import Close
     >>> peek_envelope(Close(protocol_version=1, session_id="s7", round=3).to_bytes())
     ('Close', 's7')
     """
@@ -136,6 +179,8 @@ def register_message(cls: M) -> M:
     """Class decorator: make a message type parseable by :meth:`Message.from_bytes`."""
     if not cls.PROTOCOL:
         raise TypeError(f"{cls.__name__} must set PROTOCOL")
+    if cls.PROTOCOL not in PROTOCOLS:
+        raise TypeError(f"{cls.__name__}: declare protocol {cls.PROTOCOL!r} with "
+                        "define_protocol(name, version) before registering its messages")
     _REGISTRY[(cls.PROTOCOL, cls.__name__)] = cls
-    SUPPORTED_VERSIONS.setdefault(cls.PROTOCOL, frozenset({1}))
     return cls

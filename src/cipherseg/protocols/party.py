@@ -28,7 +28,8 @@ Every message crosses a :class:`Link` as bytes (``to_bytes``/``from_bytes``), so
 serialisation is always exercised and :attr:`Link.stats` counts what a network carries.
 
 >>> from dataclasses import dataclass
->>> from cipherseg.protocols.messages import register_message
+>>> from cipherseg.protocols.messages import define_protocol, register_message
+>>> _ = define_protocol("party-doc", version=1)
 >>> @register_message
 ... @dataclass(frozen=True, slots=True)
 ... class Ask(Message):

@@ -12,8 +12,8 @@ import time
 
 from cipherseg.errors import TransportError
 from cipherseg.testing.ports import free_port
-from cipherseg.transport.centre_process import environment_without_settings
 from cipherseg.transport.http import HttpTransport
+from cipherseg.transport.pipes import environment_without_settings
 
 
 class CentreService:

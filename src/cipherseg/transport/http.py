@@ -1,6 +1,6 @@
 """HTTP transport: the data owner talks to a compute centre running as a service elsewhere.
 
-The centre runs ``cipherseg centre serve`` (:mod:`cipherseg.transport.http_server`); the owner
+The centre runs ``cipherseg centre serve`` (:mod:`cipherseg.hosting.centre_http`); the owner
 passes an :class:`HttpTransport` where it would use an in-process one::
 
     from cipherseg import EncryptedKMeans
@@ -18,11 +18,12 @@ retried: protocol messages advance the session's round, so a retry would be refu
 start a new fit instead.
 
 The centre's refusals (a tampered ciphertext, an out-of-order message, a context carrying a
-secret key: the classes in ``CENTRE_ERRORS``) come back as the same :mod:`cipherseg.errors`
-class with the centre's message; anything else — the centre unreachable, a wrong token, a
-reply that is not protocol bytes, an error class a centre has no business sending — is a
-:class:`~cipherseg.errors.TransportError` saying what to check (protocol bytes that do not
-parse raise what :meth:`Message.from_bytes` raises: ``ProtocolError`` or ``CiphertextError``).
+secret key: the classes in :data:`~cipherseg.transport.pipes.REFUSALS`) come back as the
+same :mod:`cipherseg.errors` class with the centre's message; anything else — the centre
+unreachable, a wrong token, a reply that is not protocol bytes, an error class a centre has
+no business sending — is a :class:`~cipherseg.errors.TransportError` saying what to check
+(protocol bytes that do not parse raise what :meth:`Message.from_bytes` raises:
+``ProtocolError`` or ``CiphertextError``).
 
 >>> HttpTransport("ftp://centre")
 Traceback (most recent call last):
@@ -42,11 +43,13 @@ import httpx
 from cipherseg import errors
 from cipherseg.errors import CipherSegError, ParameterError, TransportError
 from cipherseg.transport.base import Transport, is_loopback_host
-from cipherseg.transport.centre_process import CENTRE_ERRORS, REFUSAL_PREFIX
+from cipherseg.transport.pipes import REFUSALS
 
 MESSAGES_PATH = "/v1/messages"
 STATUS_PATH = "/v1/status"
 CONTENT_TYPE = "application/octet-stream"
+#: How the owner's side prefixes the centre's refusals.
+REFUSAL_PREFIX = "compute centre: "
 
 
 class HttpTransport(Transport):
@@ -151,7 +154,7 @@ def _error_from(response: httpx.Response, url: str) -> CipherSegError:
                               f"{response.status_code} without a cipherseg error body")
     if response.status_code == 401:
         return TransportError(f"the compute centre at {url} refused the access token: {detail}")
-    if name in CENTRE_ERRORS:  # only the centre's own refusals keep their class
+    if name in REFUSALS:  # only the centre's own refusals keep their class
         cls: type[CipherSegError] = getattr(errors, name)
         return cls(REFUSAL_PREFIX + detail)
     return TransportError(f"the compute centre at {url} failed (HTTP {response.status_code}, "

@@ -67,11 +67,21 @@ class Settings(BaseSettings):
     #: Force the Secure cookie flag; otherwise set when the request came over https.
     cookie_secure: bool = False
     session_hours: float = Field(default=8.0, gt=0)
+    #: Failed logins of one user name from one address before that pair waits.
     login_max_failures: int = Field(default=5, ge=1)
+    #: Failed logins of one user name from all addresses together before it waits (the
+    #: global cap against guessing from many addresses; an administrator can unlock).
+    login_user_max_failures: int = Field(default=20, ge=1)
     login_window_minutes: float = Field(default=15.0, gt=0)
+    #: Proxies whose ``X-Forwarded-For``/``-Proto`` are believed: addresses or networks,
+    #: comma-separated (e.g. ``127.0.0.1`` behind a local nginx). Default: none.
+    trusted_proxies: str = ""
     #: A temporary password from an administrator's reset works once, within this time.
     temp_password_hours: float = Field(default=24.0, gt=0)
+    #: The largest uploaded file; the upload routes' body limit (checked before reading).
     max_upload_mb: int = Field(default=200, ge=1)
+    #: The body limit of every other route (forms, JSON), checked before reading.
+    max_body_kb: int = Field(default=1024, ge=16)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).
     worker_threads: int = Field(default=1, ge=0)
@@ -101,6 +111,18 @@ class Settings(BaseSettings):
     node_contact_seconds: float = Field(default=60.0, gt=0)
     #: How long an invitation stays valid (the other nodes must accept within this).
     node_invitation_minutes: float = Field(default=15.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from cipherseg.platform.proxies import parse_trusted
+
+        try:
+            parse_trusted(value)
+        except ValueError as exc:
+            raise ValueError(f"CIPHERSEG_TRUSTED_PROXIES: {exc}; give addresses or networks "
+                             "separated by commas, e.g. 127.0.0.1,10.0.0.0/8") from None
+        return value
 
     @field_validator("default_region")
     @classmethod

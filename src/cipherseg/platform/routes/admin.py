@@ -25,6 +25,7 @@ from cipherseg.platform.deps import (
 from cipherseg.platform.models import Role, User
 from cipherseg.platform.permissions import PERMISSIONS, Permission
 from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.security import clear_login_failures, recent_failures
 from cipherseg.platform.services import permissions as matrix_service
 from cipherseg.platform.services.users import (
     create_user,
@@ -39,8 +40,11 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 def _users_page(request: Request, ctx: ContextDep, db: SessionDep, *, status_code: int = 200,
                 error: str | None = None, form: dict[str, str] | None = None) -> Response:
     users = list(db.scalars(select(User).order_by(User.username)))
+    s = ctx.settings
+    failures = recent_failures(db, s.login_window_minutes)
     return render(request, ctx, "admin_users.html", status_code=status_code, users=users,
-                  roles=list(Role), error=error, form=form or {})
+                  roles=list(Role), error=error, form=form or {}, failures=failures,
+                  window=s.login_window_minutes)
 
 
 @router.get("/users", response_class=HTMLResponse)
@@ -115,6 +119,22 @@ def users_reset_password(request: Request, ctx: ContextDep, db: SessionDep,
     db.commit()
     return render(request, ctx, "admin_reset.html", target=target, password=password,
                   expires=expires, hours=ctx.settings.temp_password_hours)
+
+
+@router.post("/users/{user_id}/unlock", response_class=HTMLResponse)
+def users_unlock(request: Request, ctx: ContextDep, db: SessionDep, admin: UserManager,
+                 user_id: IdPath) -> Response:
+    """Forget a user's failed logins (from every address), so the login throttle lets them
+    in again; audited."""
+    target = db.get(User, user_id)
+    if target is None:
+        raise HTTPException(404, "no such user")
+    forgotten = clear_login_failures(db, target.username)
+    audit.record(db, "login_unlock", actor=admin, object_type="user",
+                 object_id=target.username, ip=client_ip(request),
+                 detail={"failures_forgotten": forgotten})
+    db.commit()
+    return redirect("/admin/users?done=user_unlocked")
 
 
 # ------------------------------------------------------------------------------ permissions

@@ -95,12 +95,14 @@ def login(request: Request, ctx: ContextDep, db: SessionDep, _user: PublicUser,
     username = username.strip()[:64]
     s = ctx.settings
     if login_throttled(db, username, ip, max_failures=s.login_max_failures,
-                       window_minutes=s.login_window_minutes):
+                       window_minutes=s.login_window_minutes,
+                       user_max_failures=s.login_user_max_failures):
         audit.record(db, "login_throttled", actor=None, actor_name=username, ip=ip)
         db.commit()
         return _login_page(request, ctx, status_code=429, username=username,
                            error=f"Too many failed attempts. Wait {s.login_window_minutes:g} "
-                                 "minutes and try again.")
+                                 "minutes and try again, or ask an administrator to unlock "
+                                 "your account.")
     user = check_login(db, username, password)
     if user is None:
         record_login_failure(db, username, ip)

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cipherseg.errors import ProtocolError
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "scoring"
 PROTOCOL_VERSION = 1
+SPEC = define_protocol(PROTOCOL, PROTOCOL_VERSION)
 OWNER = "owner"
 CENTRE = "centre"
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cipherseg.protocols.messages import SUPPORTED_VERSIONS, Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "kmeans-vertical"
 VERSION = 2  # 2: X25519 PSI tags, the intersection digest in ScaleReport
+# Version 1 (Ed25519 tags) and 2 do not interoperate: only 2 is read, the other refused.
+SPEC = define_protocol(PROTOCOL, VERSION)
 
 MANAGER = "manager"
 CENTRE = "centre"
@@ -271,10 +273,6 @@ class Abort(Message):
 
     PROTOCOL = PROTOCOL
     reason: str = ""
-
-
-# Version 1 (Ed25519 tags) and 2 do not interoperate: refuse the other clearly.
-SUPPORTED_VERSIONS[PROTOCOL] = frozenset({VERSION})
 
 
 def stage_of(message: Message) -> str:

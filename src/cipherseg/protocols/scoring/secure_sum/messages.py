@@ -22,10 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import EncodingError, ProtocolError
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "secure-sum"
 VERSION = 1
+SPEC = define_protocol(PROTOCOL, VERSION)
 
 MANAGER = "manager"
 CENTRE = "centre"

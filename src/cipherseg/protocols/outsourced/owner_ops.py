@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.engine.state import get_state
-from cipherseg.protocols.owner_checks import check_scores
+from cipherseg.protocols.outsourced.owner_checks import check_scores
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 
 TIE_TOLERANCE = 1e-7
@@ -21,7 +21,7 @@ def assign_task(args: tuple[str, list[tuple[bytes, ...]], list[int], bool, float
                 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], list[bytes]]]:
     """Per block: labels, the chosen score ``min(0, s_1..s_{k-1})``, and (optionally) the
     encrypted one-hots for clusters 1..k-1 (zero in padding slots). Scores beyond
-    ``bound`` (:func:`~cipherseg.protocols.owner_checks.score_bound`) are refused."""
+    ``bound`` (:func:`~cipherseg.protocols.outsourced.owner_checks.score_bound`) are refused."""
     key, scores_per_block, sizes, with_onehots, bound = args
     owner: CkksSecretContext = get_state(key)
     out = []

@@ -1,8 +1,14 @@
-"""The compute centre: runs the heavy ciphertext work of protocol 4.1 and holds no secret key.
+"""The compute centre of protocol 4.1: the heavy ciphertext work, and no secret key.
 
 It is constructed without keys; the data owner's ``Upload`` brings a *public* context, which
 :meth:`~cipherseg.schemes.ckks.CkksPublicContext.from_bytes` refuses if it carries a secret
 key. This module cannot import the key holder's code (import-linter contract in CI).
+
+It is a sans-IO party (:mod:`cipherseg.protocols.party`): ``handle(sender, message)`` answers
+each message with one message to its sender. A session belongs to the sender that uploaded
+it; a message of any other sender for it is refused exactly as one for an unknown session.
+Hosting it as a process or a service: :mod:`cipherseg.hosting`. The message sequence and
+what the centre learns: :mod:`cipherseg.protocols.outsourced`.
 
 >>> centre = ComputeCentre()
 >>> centre.holds_secret_key()
@@ -23,15 +29,17 @@ import numpy as np
 from cipherseg.engine.base import ONE_TASK_PER_WORKER, Executor
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import ParameterError, ProtocolError
-from cipherseg.protocols import centre_ops
-from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.outsourced import centre_ops
+from cipherseg.protocols.outsourced import messages as p
+from cipherseg.protocols.party import Outgoing
 from cipherseg.schemes.ckks import CkksPublicContext
 
 
 @dataclass
 class _Session:
     key: str
+    sender: str  # who uploaded: only its messages reach the session
     ctx: CkksPublicContext
     n_features: int
     sizes: list[int]
@@ -46,7 +54,7 @@ class _Session:
 
 
 class ComputeCentre:
-    """Server side of protocol 4.1.
+    """Server side of protocol 4.1 (a :class:`~cipherseg.protocols.party.Party`).
 
     Parameters
     ----------
@@ -61,6 +69,8 @@ class ComputeCentre:
         half-way would otherwise leave its blocks in memory. ``None``: sessions live until
         their ``Close``.
     """
+
+    name = "centre"
 
     def __init__(self, executor: Executor | None = None, random_state: int | None = None,
                  session_idle_seconds: float | None = None,
@@ -82,16 +92,19 @@ class ComputeCentre:
     def contexts(self) -> list[CkksPublicContext]:
         return [s.ctx for s in self._sessions.values()]
 
-    # --- transport entry points ----------------------------------------------------------
-    def handle_bytes(self, data: bytes) -> bytes:
-        return self.handle(Message.from_bytes(data)).to_bytes()
+    # --- the party contract -------------------------------------------------------------
+    def handle(self, sender: str, message: Message) -> Outgoing:
+        """The centre's one reply to ``sender``'s ``message``; a refusal raises
+        :class:`~cipherseg.errors.ProtocolError` (or the scheme's error for bad ciphertexts)
+        and leaves the session as it was."""
+        return [(sender, self._answer(sender, message))]
 
-    def handle(self, msg: Message) -> Message:
+    def _answer(self, sender: str, msg: Message) -> Message:
         self.drop_idle_sessions()
         if isinstance(msg, p.Upload):
-            return self._upload(msg)
+            return self._upload(sender, msg)
         session = self._sessions.get(msg.session_id)
-        if session is None:
+        if session is None or session.sender != sender:
             raise p.unknown_session(msg.session_id)
         if not isinstance(msg, session.expect):
             wanted = ", ".join(t.__name__ for t in session.expect)
@@ -100,13 +113,12 @@ class ComputeCentre:
             )
         session.last_active = self._clock()
         session.round += 1
-        handlers = {
+        handlers: dict[type[Message], Callable[[_Session, Any], Message]] = {
             p.InitStart: self._init_start, p.NewCentre: self._new_centre,
             p.MinScores: self._min_scores, p.Pick: self._pick, p.Centroids: self._centroids,
             p.Assignments: self._assignments, p.Close: self._close,
         }
-        reply: Message = handlers[type(msg)](session, msg)
-        return reply
+        return handlers[type(msg)](session, msg)
 
     def drop_idle_sessions(self) -> None:
         """Drop sessions idle for longer than ``session_idle_seconds`` (also done on every
@@ -125,7 +137,7 @@ class ComputeCentre:
     def _session_id(self, session: _Session) -> str:
         return next(k for k, v in self._sessions.items() if v is session)
 
-    def _upload(self, msg: p.Upload) -> Message:
+    def _upload(self, sender: str, msg: p.Upload) -> Message:
         if msg.session_id in self._sessions:
             raise ProtocolError(f"session {msg.session_id!r} is already open; a new upload "
                                 "needs a new session id")
@@ -148,7 +160,7 @@ class ComputeCentre:
         # executor keeps each block on one worker for the whole session.
         self._executor.put_blocks(key, centre_ops.build_centre_data, msg.public_context,
                                   [msg.features[b * d:(b + 1) * d] for b in range(n_blocks)])
-        self._sessions[msg.session_id] = _Session(key, ctx, d, list(msg.block_sizes),
+        self._sessions[msg.session_id] = _Session(key, sender, ctx, d, list(msg.block_sizes),
                                                   n_clusters=msg.n_clusters,
                                                   last_active=self._clock())
         return p.UploadAck(protocol_version=p.VERSION, session_id=msg.session_id, round=0,

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import ParameterError, ProtocolError
-from cipherseg.protocols.kmeans_outsourced import MASK_BITS
+from cipherseg.protocols.outsourced.messages import MASK_BITS
 
 #: Absolute slack on bounds of values of order 1 (CKKS noise here is about 1e-7).
 VALUE_SLACK = 1e-3

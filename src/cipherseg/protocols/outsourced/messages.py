@@ -1,39 +1,6 @@
-"""Protocol 4.1 — outsourced k-means: one data owner, one compute centre, CKKS.
+"""Protocol 4.1's messages, its descriptor and the centre's refusal of an unknown session.
 
-Message sequence (owner = client, centre = server; every message is a versioned
-:class:`~cipherseg.protocols.messages.Message`)::
-
-    Upload(public context, column-packed feature blocks)      → UploadAck
-    # k-means++ with secure selection
-    InitStart                                                 → MaskedRecord(slot, x+R)
-    NewCentre(enc broadcast centre)        (m < k centres)    → Scores(s_1..s_{m-1} per block)
-    MinScores(enc min(0, s) per block)                        → ShuffledD2(r·D², permuted blocks)
-    Pick(shuffled block, slot)                                → MaskedRecord(slot, x+R)
-    NewCentre(enc broadcast centre)        (k-th centre)      → InitDone(enc init centres)
-    # Lloyd iterations
-    Centroids(enc broadcast centroids, or none = the init ones) → Scores(s_1..s_{k-1} per block)
-    Assignments(enc one-hots for clusters 1..k-1 per block)     → Sums(per-slot sums, counts)
-    Close                                                       → CloseAck
-
-Leakage (ARCHITECTURE §1 terms):
-
-* **Compute centre** learns the number of customers and features, the block size, the number
-  of clusters and iterations (the public schedule), and the index of every record picked as an
-  initial centre (it picks the first one itself and un-shuffles the owner's later picks). It
-  never sees a plaintext value: features, distances, scores, labels, centroids and counts all
-  stay encrypted under the owner's key; it holds no secret key.
-* **Data owner** (key holder) learns, each iteration, the k−1 score differences
-  ``δ_j − δ_0`` of every customer, hence the labels, the centroids and the cluster sizes — all
-  functions of its own data. During k-means++ it sees D² values multiplied by a secret factor
-  and with the blocks in a secret order (so it cannot tell which block a value belongs to; the
-  slot order inside a block is kept — a slot-level shuffle would need 18 MB of rotation keys),
-  the slot number (record index modulo 4096) of each picked record, and that record's values
-  under a uniform additive mask of ±2^24 (statistical hiding of the normalised value, |x| ≤ 1,
-  to about 2^-24). It learns the initial centres themselves at ``InitDone`` (its own records).
-* Malicious behaviour is out of scope: both parties are honest-but-curious; the transport must
-  authenticate the parties (TLS) against third parties. The owner refuses decrypted replies
-  outside the ranges an honest centre produces (:mod:`cipherseg.protocols.owner_checks`):
-  that catches faults and crude tampering, not wrong values inside those ranges.
+The message sequence and what each party learns: :mod:`cipherseg.protocols.outsourced`.
 """
 
 from __future__ import annotations
@@ -41,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cipherseg.errors import ProtocolError
-from cipherseg.protocols.messages import Message, register_message
+from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "kmeans-outsourced"
 VERSION = 1
+SPEC = define_protocol(PROTOCOL, VERSION)
 #: The centre masks a picked record with values uniform in ±2^MASK_BITS (``MaskedRecord``).
 MASK_BITS = 24
 

@@ -17,18 +17,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cipherseg.errors import ParameterError, ProtocolError
-from cipherseg.parties.compute_centre import ComputeCentre
-from cipherseg.parties.data_owner import DataOwner, KMeansRun
-from cipherseg.protocols import kmeans_outsourced as p
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.owner_checks import (
+from cipherseg.protocols.outsourced import messages as p
+from cipherseg.protocols.outsourced.centre import ComputeCentre
+from cipherseg.protocols.outsourced.owner import DataOwner, KMeansRun
+from cipherseg.protocols.outsourced.owner_checks import (
     check_counts,
     check_initial_centres,
     check_scores,
     check_sums,
     score_bound,
 )
-from cipherseg.transport.inprocess import InProcessTransport
+from cipherseg.protocols.party import Outgoing, PartyLink
 
 Tamper = Callable[[Any, Message], Message]
 
@@ -41,12 +41,12 @@ class TamperingCentre(ComputeCentre):
         self.reply_type, self.tamper = reply_type, tamper
         self.tampered = 0
 
-    def handle(self, msg: Message) -> Message:
-        reply = super().handle(msg)
+    def handle(self, sender: str, message: Message) -> Outgoing:
+        ((to, reply),) = super().handle(sender, message)
         if isinstance(reply, self.reply_type):
             self.tampered += 1
-            return self.tamper(self._sessions[reply.session_id].ctx, reply)
-        return reply
+            return [(to, self.tamper(self._sessions[reply.session_id].ctx, reply))]
+        return [(to, reply)]
 
 
 def _shift_first_slot(ctx: Any, blob: bytes, by: float) -> bytes:
@@ -67,7 +67,7 @@ def _shift_every(field: str, by: float) -> Tamper:
 
 def _run(centre: ComputeCentre, init: np.ndarray | None = None) -> KMeansRun:
     X = np.vstack([np.random.default_rng(0).normal(c, 0.1, (150, 2)) for c in (-0.5, 0.5)])
-    return DataOwner(random_state=0).run_kmeans(X, 2, InProcessTransport(centre.handle_bytes),
+    return DataOwner(random_state=0).run_kmeans(X, 2, PartyLink(centre, sender="owner"),
                                                 max_iter=3, tol=0.0, init=init)
 
 
@@ -124,7 +124,7 @@ def test_features_must_be_normalised() -> None:
     centre = ComputeCentre(random_state=0)
     with pytest.raises(ParameterError, match=r"\|x\| <= 1 \(max \|x\| here: 1\.5\)"):
         DataOwner().run_kmeans(np.array([[1.5, 0.0], [0.0, 0.2]]), 2,
-                               InProcessTransport(centre.handle_bytes), max_iter=1, tol=0.0)
+                               PartyLink(centre, sender="owner"), max_iter=1, tol=0.0)
 
 
 # --- the checks alone: CKKS-sized noise passes, anything a centre could get wrong does not ---

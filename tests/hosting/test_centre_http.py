@@ -38,20 +38,21 @@ from cipherseg.errors import (
     TransportError,
     ValidationError,
 )
-from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.hosting.centre_http import create_centre_app
+from cipherseg.hosting.centre_process import CentreProcess
+from cipherseg.protocols.outsourced import messages as p
 from cipherseg.schemes.ckks import CkksParams, pack_context_bytes, unpack_context_bytes
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from cipherseg.testing.centre_service import CentreService
 from cipherseg.testing.ports import free_port
-from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import HttpTransport
-from cipherseg.transport.http_server import create_centre_app
 
 TOKEN = "test-token-0123456789abcdef"
 # The front relays only messages whose envelope it reads, and opens sessions with uploads.
 AN_UPLOAD = p.Upload(protocol_version=p.VERSION, session_id="t", round=1).to_bytes()
 KEY_MODULES = ("cipherseg.schemes.ckks_keys", "cipherseg.schemes.threshold_keys",
-               "cipherseg.schemes.vhe_keys", "cipherseg.parties.data_owner", "cipherseg.pii")
+               "cipherseg.schemes.vhe_keys", "cipherseg.protocols.outsourced.owner",
+               "cipherseg.pii")
 
 
 def _plain(output: str) -> str:
@@ -134,7 +135,7 @@ def test_the_service_holds_no_key_material_while_it_works(served: Any, X: np.nda
             X, centre=centre, progress=progress)
     assert statuses and statuses[0]["sessions"] == 1
     assert statuses[0]["holds_secret_key"] is False
-    assert "cipherseg.parties.compute_centre" in statuses[0]["modules"]
+    assert "cipherseg.protocols.outsourced.centre" in statuses[0]["modules"]
     assert [m for m in statuses[0]["modules"] if m.startswith(KEY_MODULES)] == []
 
 
@@ -202,7 +203,7 @@ class _Link:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def request_bytes(self, data: bytes) -> bytes:
+    def request_bytes(self, data: bytes, *, sender: str) -> bytes:
         raise self.error
 
     def hello(self) -> dict[str, Any]:

@@ -14,8 +14,13 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols import kmeans_seed as ks
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import PartyLink
+from cipherseg.protocols.seed import centre as sc
+from cipherseg.protocols.seed import messages as sm
+from cipherseg.protocols.seed import owner as so
+from cipherseg.protocols.seed import params as sp
+from cipherseg.protocols.seed import run as sr
 from cipherseg.schemes.vhe import VHEParams
 from cipherseg.schemes.vhe_keys import VHESecretKey
 from cipherseg.transport.inprocess import InProcessTransport
@@ -38,7 +43,7 @@ def sklearn_from(x: np.ndarray, init: np.ndarray, **kw: object) -> KMeans:
 def test_labels_and_centres_match_scikit_learn(seed: int, k: int, n: int) -> None:
     x_int, x = blobs(n, seed)
     init_idx = np.random.default_rng(seed).choice(len(x), size=k, replace=False)
-    res = ks.run_seed_kmeans(x_int, x_int[init_idx].astype(float), rng=seed)
+    res = sr.run_seed_kmeans(x_int, x_int[init_idx].astype(float), rng=seed)
     ref = sklearn_from(x, x[init_idx])
     assert adjusted_rand_score(ref.labels_, res.labels) >= 0.999
     assert np.allclose(res.centers / 100, ref.cluster_centers_, atol=1e-9, rtol=0)
@@ -49,7 +54,7 @@ def test_labels_and_centres_match_scikit_learn(seed: int, k: int, n: int) -> Non
 @pytest.mark.slow
 def test_100k_customers_k4() -> None:
     x_int, x = blobs(100_000, 7)
-    res = ks.run_seed_kmeans(x_int, x_int[:4].astype(float), rng=0)
+    res = sr.run_seed_kmeans(x_int, x_int[:4].astype(float), rng=0)
     ref = sklearn_from(x, x[:4])
     assert adjusted_rand_score(ref.labels_, res.labels) >= 0.999
     assert res.report["vhe"]["backend"] == "uint64"
@@ -58,7 +63,7 @@ def test_100k_customers_k4() -> None:
 def test_empty_clusters_are_relocated_like_scikit_learn() -> None:
     x_int, x = blobs(2_000, 3)
     init = np.vstack([x_int[:3], [[10**6, 10**6, 10**6]]]).astype(float)  # nobody near it
-    res = ks.run_seed_kmeans(x_int, init, rng=0)
+    res = sr.run_seed_kmeans(x_int, init, rng=0)
     ref = sklearn_from(x, init / 100)
     assert adjusted_rand_score(ref.labels_, res.labels) >= 0.999
     assert np.allclose(res.centers / 100, ref.cluster_centers_, atol=1e-9)
@@ -66,17 +71,17 @@ def test_empty_clusters_are_relocated_like_scikit_learn() -> None:
 
 def test_python_integer_path_gives_the_same_clustering() -> None:
     x_int, _ = blobs(1_000, 5)
-    big = ks.seed_params(1_000, 3, int(np.abs(x_int).max()), min_ciphertext_bits=80)
+    big = sp.seed_params(1_000, 3, int(np.abs(x_int).max()), min_ciphertext_bits=80)
     assert big.backend == "object"
-    a = ks.run_seed_kmeans(x_int, x_int[:4].astype(float), params=big, rng=0, max_iter=20)
-    b = ks.run_seed_kmeans(x_int, x_int[:4].astype(float), rng=0, max_iter=20)
+    a = sr.run_seed_kmeans(x_int, x_int[:4].astype(float), params=big, rng=0, max_iter=20)
+    b = sr.run_seed_kmeans(x_int, x_int[:4].astype(float), rng=0, max_iter=20)
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.centers, b.centers)
 
 
 def test_max_iter_zero_assigns_to_the_initial_centres() -> None:
     x_int, _ = blobs(500, 6)
     init = x_int[:4].astype(float)
-    res = ks.run_seed_kmeans(x_int, init, max_iter=0, rng=0)
+    res = sr.run_seed_kmeans(x_int, init, max_iter=0, rng=0)
     expected = np.argmin(((x_int[:, None, :] - init[None]) ** 2).sum(-1), axis=1)
     assert np.array_equal(res.labels, expected) and res.n_iter == 0
 
@@ -106,26 +111,27 @@ def test_estimator_wiring_scheme_vhe() -> None:
 # --- the leak is real ----------------------------------------------------------------------
 def test_centre_holds_plaintext_centroids_and_no_secret_key() -> None:
     x_int, _ = blobs(1_000, 9)
-    centre = ks.SeedComputeCentre()
+    centre = sc.SeedComputeCentre()
+    link = PartyLink(centre, sender="owner")
     sessions: list[str] = []
 
     def handler(data: bytes) -> bytes:
         msg = Message.from_bytes(data)
         sessions.append(msg.session_id)
-        if isinstance(msg, ks.SeedClose):  # look before the session is dropped
+        if isinstance(msg, sm.SeedClose):  # look before the session is dropped
             history = centre.centroid_history(msg.session_id)
             assert history[0] == (x_int[:4].astype(object) * 2**20).tolist()
             assert not centre.holds_secret_key()
-        return centre.handle_bytes(data)
+        return link.request_bytes(data)
 
-    owner = ks.SeedDataOwner(ks.seed_params(1_000, 3, int(np.abs(x_int).max())), rng=0)
+    owner = so.SeedDataOwner(sp.seed_params(1_000, 3, int(np.abs(x_int).max())), rng=0)
     owner.run(x_int, x_int[:4].astype(float), InProcessTransport(handler), max_iter=5, tol=0.0)
     assert len(set(sessions)) == 1
 
 
 # --- messages ------------------------------------------------------------------------------
-MESSAGE_TYPES = [ks.SeedUpload, ks.SeedUploadAck, ks.SeedCentroids, ks.SeedScores,
-                 ks.SeedLabels, ks.SeedSums, ks.SeedClose, ks.SeedCloseAck]
+MESSAGE_TYPES = [sm.SeedUpload, sm.SeedUploadAck, sm.SeedCentroids, sm.SeedScores,
+                 sm.SeedLabels, sm.SeedSums, sm.SeedClose, sm.SeedCloseAck]
 
 
 @settings(max_examples=30, deadline=None)
@@ -153,26 +159,26 @@ def test_message_round_trip(cls: type[Message], data: st.DataObject) -> None:
 
 
 def test_unknown_version_and_out_of_order_messages_are_refused() -> None:
-    bad = ks.SeedClose(protocol_version=99, session_id="s", round=1)
+    bad = sm.SeedClose(protocol_version=99, session_id="s", round=1)
     with pytest.raises(ProtocolError, match="version 99"):
         Message.from_bytes(bad.to_bytes())
-    centre = ks.SeedComputeCentre()
+    centre = sc.SeedComputeCentre()
     with pytest.raises(ProtocolError, match="unknown session"):
-        centre.handle(ks.SeedLabels(protocol_version=1, session_id="nope", round=1))
+        centre.handle("owner", sm.SeedLabels(protocol_version=1, session_id="nope", round=1))
     params = VHEParams.for_workload(2, 8, max_terms=100)
     key = VHESecretKey.generate(params, rng=0)
     out = VHESecretKey.generate(params, plain_dim=1, rng=1)
     ctx = key.ctx
-    upload = ks.SeedUpload(
+    upload = sm.SeedUpload(
         protocol_version=1, session_id="s", round=1, params_json=params.to_json(), n_clusters=1,
         ciphertexts=ctx.ciphertexts_to_bytes(key.encrypt([[1, 2], [3, 4]])),
         feature_keys=tuple(ctx.key_to_bytes(key.linear_transform_key(g, out))
                            for g in ([[1, 0]], [[0, 1]])))
-    centre.handle(upload)
+    centre.handle("owner", upload)
     with pytest.raises(ProtocolError, match="expected SeedCentroids"):
-        centre.handle(ks.SeedLabels(protocol_version=1, session_id="s", round=2))
+        centre.handle("owner", sm.SeedLabels(protocol_version=1, session_id="s", round=2))
     with pytest.raises(ProtocolError, match="n_clusters"):
-        centre.handle(dataclasses.replace(upload, session_id="t", n_clusters=3))
+        centre.handle("owner", dataclasses.replace(upload, session_id="t", n_clusters=3))
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -180,10 +186,10 @@ def test_bad_input_is_refused_with_a_reason() -> None:
     x_int, _ = blobs(200, 1)
     init = x_int[:2].astype(float)
     with pytest.raises(ValidationError, match="integers"):
-        ks.run_seed_kmeans(x_int + 0.5, init)
+        sr.run_seed_kmeans(x_int + 0.5, init)
     with pytest.raises(ParameterError, match="init_centers must have shape"):
-        ks.run_seed_kmeans(x_int, init[:, :2])
+        sr.run_seed_kmeans(x_int, init[:, :2])
     with pytest.raises(ParameterError, match="max_terms"):
-        ks.run_seed_kmeans(x_int, init, params=VHEParams.for_workload(3, 16, max_terms=10))
+        sr.run_seed_kmeans(x_int, init, params=VHEParams.for_workload(3, 16, max_terms=10))
     with pytest.raises(ParameterError, match="features"):
-        ks.run_seed_kmeans(x_int, init, params=ks.seed_params(200, 2, 10**4))
+        sr.run_seed_kmeans(x_int, init, params=sp.seed_params(200, 2, 10**4))

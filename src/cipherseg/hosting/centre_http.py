@@ -1,8 +1,9 @@
 """The compute centre as an HTTP service (``cipherseg centre serve``).
 
-Server side of :mod:`cipherseg.transport.http`. The HTTP front holds no ciphertext work
-itself: it relays each message to a :class:`~cipherseg.transport.centre_process.CentreProcess`
-— a single-threaded child process that runs the :class:`~cipherseg.parties.compute_centre.
+Server side of :mod:`cipherseg.transport.http` for protocol 4.1. The HTTP front holds no
+ciphertext work itself: it relays each message to a
+:class:`~cipherseg.hosting.centre_process.CentreProcess`
+— a single-threaded child process that runs the :class:`~cipherseg.protocols.outsourced.centre.
 ComputeCentre` with its executor (so its process pool never forks from a multithreaded
 process, and the child starts with no ``CIPHERSEG_*`` environment).
 
@@ -36,7 +37,7 @@ timing, and an active one can substitute ciphertexts (the envelopes carry a CRC-
 MAC): use TLS.
 
 >>> from fastapi.testclient import TestClient
->>> from cipherseg.transport.centre_process import CentreProcess
+>>> from cipherseg.hosting.centre_process import CentreProcess
 >>> auth = {"Authorization": "Bearer s3cret"}
 >>> with CentreProcess(n_jobs=1) as centre:
 ...     with TestClient(create_centre_app(centre, token="s3cret")) as client:
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,10 +62,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cipherseg.errors import CipherSegError, ParameterError, ProtocolError
-from cipherseg.protocols.kmeans_outsourced import unknown_session
 from cipherseg.protocols.messages import peek_envelope
-from cipherseg.transport.centre_process import REFUSAL_PREFIX
-from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, STATUS_PATH
+from cipherseg.protocols.outsourced.messages import unknown_session
+from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, REFUSAL_PREFIX, STATUS_PATH
 from cipherseg.transport.tokens import Authenticator, SharedToken, token_digest
 
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
@@ -75,6 +76,11 @@ class _Caller:
     name: str  # the owner's name, for the log ("" without authentication)
     key: str  # the digest of the token it presented; sessions are bound to it
 
+    @property
+    def sender(self) -> str:
+        """Its party name at the centre, which binds sessions to it too."""
+        return f"owner-{self.key}" if self.key else "owner"
+
 
 @dataclass(slots=True)
 class _OpenSession:
@@ -85,7 +91,7 @@ class _OpenSession:
 class CentreLink(Protocol):
     """What the service needs of the centre: a :class:`CentreProcess` provides it."""
 
-    def request_bytes(self, data: bytes | bytearray) -> bytes: ...
+    def request_bytes(self, data: bytes | bytearray, *, sender: str) -> bytes: ...
 
     def hello(self) -> dict[str, Any]: ...
 
@@ -177,7 +183,9 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
                                 caller.name or "-")
                 refusal = unknown_session(sid)
                 return _error(400, type(refusal).__name__, str(refusal))
-            reply = await run_on_centre(centre.request_bytes, body, owner=caller.name)
+            reply = await run_on_centre(functools.partial(centre.request_bytes,
+                                                          sender=caller.sender), body,
+                                        owner=caller.name)
             if isinstance(reply, Response):
                 return reply
             if kind == "Upload":
@@ -275,7 +283,7 @@ def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine
     """Start the centre process and serve it with uvicorn until interrupted."""
     import uvicorn
 
-    from cipherseg.transport.centre_process import CentreProcess
+    from cipherseg.hosting.centre_process import CentreProcess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")

@@ -20,14 +20,14 @@ from typer.testing import CliRunner
 from cipherseg import EncryptedKMeans
 from cipherseg.cli import app as cli_app
 from cipherseg.errors import ParameterError, ProtocolError, TransportError
-from cipherseg.protocols import kmeans_outsourced as p
+from cipherseg.hosting.centre_http import create_centre_app
+from cipherseg.hosting.centre_process import CentreProcess
 from cipherseg.protocols.messages import peek_envelope
+from cipherseg.protocols.outsourced import messages as p
 from cipherseg.schemes.ckks import CkksParams
 from cipherseg.schemes.ckks_keys import CkksSecretContext
 from cipherseg.testing.centre_service import CentreService
-from cipherseg.transport.centre_process import CentreProcess
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, HttpTransport
-from cipherseg.transport.http_server import create_centre_app
 from cipherseg.transport.tokens import (
     OwnersFile,
     add_owner,
