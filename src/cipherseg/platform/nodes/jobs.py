@@ -214,7 +214,7 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     from cipherseg.analytics.rfm import segment_names
     from cipherseg.nodes.client import ServiceClient
     from cipherseg.nodes.owner import run_owner
-    from cipherseg.platform.segmentation import _num, _unique
+    from cipherseg.platform.segmentation import profile_dict
 
     started = time.perf_counter()
     cfg = node_config(ctx.settings)
@@ -257,17 +257,14 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     k = terms.n_clusters
     sizes = np.bincount(outcome.labels, minlength=k)
     profile = pd.DataFrame(np.expm1(outcome.centroids), columns=list(FEATURES))
-    seg_names = _unique(segment_names(profile))
+    seg_names = segment_names(profile)
     sink.update(0.97, "storing this node's labels", force=True)
     with ctx.sessions() as s, sink.pause_if_sqlite():
         s.execute(delete(SegmentMember).where(SegmentMember.job_id == job_id))
         s.execute(delete(Segment).where(Segment.job_id == job_id))
         for i in range(k):
-            row = profile.iloc[i]
             s.add(Segment(job_id=job_id, position=i, name=seg_names[i], size=int(sizes[i]),
-                          centroid={"recency_days": _num(row["recency"]),
-                                    "frequency": _num(row["frequency"]),
-                                    "monetary": _num(row["monetary"])}))
+                          centroid=profile_dict(profile.iloc[i])))
         ids = dict(s.execute(select(Customer.pseudonym, Customer.id)
                              .where(Customer.owner_id == owner_id)).all())
         members = [{"job_id": job_id, "customer_id": ids[p], "pseudonym": p,
