@@ -386,8 +386,20 @@ def test_segment_names_follow_the_documented_rules() -> None:
 def test_segment_names_are_unique_and_handle_empty_segments() -> None:
     names = names_for([(5, 20, 500), (5, 21, 510), (300, 1, 20), (np.nan, np.nan, np.nan),
                        (5, 20, 505)])
-    assert names == ["champions", "champions 2", "lost", "empty segment", "champions 3"]
+    assert names == ["champions (least frequent)", "champions (most frequent)", "lost",
+                     "empty segment", "champions (middle frequency)"]
     assert len(set(names)) == len(names)
+
+
+def test_segments_sharing_a_name_are_told_apart_by_where_they_differ_most() -> None:
+    """Issue 17: a joint run named two segments "occasional customers" and "occasional
+    customers 2"; the names now say how they differ (on the feature of largest spread)."""
+    names = names_for([(60, 3, 900), (60, 3, 60), (60, 30, 200), (60, 2, 20)])
+    assert names == ["big spenders", "occasional customers (higher spend)", "loyal customers",
+                     "occasional customers (lower spend)"]
+    names = names_for([(5, 20, 300), (9, 21, 310), (300, 1, 20)])
+    assert names == ["champions (more recent)", "champions (less recent)", "lost"]
+    assert not any(n[-1].isdigit() for n in names)
 
 
 def test_segment_names_bad_input() -> None:

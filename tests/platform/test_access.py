@@ -9,7 +9,7 @@ import ast
 import csv
 import io
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -315,20 +315,54 @@ def test_a_request_is_approved_runs_and_is_released_to_its_merchant(splatform) -
                        "request_decline", "request_create", "request_withdraw"]
 
 
-def test_approving_a_choose_k_request_needs_the_owners_k(splatform) -> None:  # type: ignore[no-untyped-def]
+def test_a_choose_k_request_runs_k_2_to_8_in_its_window_and_keeps_the_recommendation(
+        splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: a merchant's window, features and "choose for me" reach the job; recency
+    counts from the window's end (the data's last day), not from today."""
     owner, shop = splatform.client("mall"), splatform.client("shop")
     owner.upload("customers", "c.csv", CUST_CSV)
+    owner.upload("transactions", "t.csv", TX_CSV)
     splatform.run_jobs()
-    req = shop.api("POST", "/api/v1/requests", json={"owner": "mall", "purpose": "any",
-                                                     "k": None}).json()
+    req = shop.api("POST", "/api/v1/requests", json={
+        "owner": "mall", "purpose": "any", "k": None, "window_days": 120,
+        "features": ["recency", "frequency", "monetary", "categories"]}).json()
     page = owner.get(f"/owner/requests/{req['id']}").text
     assert "the merchant left this to you" in page
-    r = owner.post(f"/owner/requests/{req['id']}/approve", {"k": ""})
+    r = owner.post(f"/owner/requests/{req['id']}/approve", {"k": "four"})
     assert r.status_code == 400 and "give k as a whole number" in r.text
-    r = owner.api("POST", f"/api/v1/incoming-requests/{req['id']}/approve", json={"k": 5})
+    r = owner.post(f"/owner/requests/{req['id']}/approve", {"k": ""})
+    assert r.status_code == 303
+    splatform.run_jobs()
+    last = max(date.fromisoformat(t[2]) for t in TRANSACTIONS)
+    with splatform.ctx.sessions() as s:
+        job = s.scalars(select(Job).where(Job.kind == "segmentation")).one()
+        segs = list(s.scalars(select(Segment).where(Segment.job_id == job.id)))
+    assert job.status == "done", job.error
+    assert job.params["k"] is None and job.params["window"]["days"] == 120
+    assert job.params["features"] == ["recency", "frequency", "monetary", "categories"]
+    assert job.result["window"]["start"] == (last - timedelta(days=119)).isoformat()
+    assert job.result["window"]["end"] == last.isoformat()
+    choice = job.result["choose_k"]
+    assert choice["ks"] == list(range(2, 9))
+    scored = [(sil, -k) for k, sil in zip(choice["ks"], choice["silhouette"], strict=True)
+              if sil is not None]
+    assert choice["recommended"] == -max(scored)[1] == job.result["k"] == len(segs)
+    # every customer bought within the window: recency 1 (on its last day) to 120
+    assert all(1 <= x.centroid["recency_days"] <= 120 for x in segs)
+    shares = [key for key in segs[0].centroid if key.startswith("share:")]
+    assert len(shares) == 3 and job.result["columns"][3:] == shares
+    page = owner.get("/owner/jobs/1").text
+    assert 'id="choose-k"' in page and f"Recommended: k = {choice['recommended']}" in page
+    assert "<svg" in page and "last 120 days" in page
+    assert "released to the merchant" in shop.get(f"/merchant/requests/{req['id']}").text
+    # the owner may still name k for a request that leaves it open
+    other = shop.api("POST", "/api/v1/requests", json={"owner": "mall", "purpose": "any",
+                                                       "k": None}).json()
+    r = owner.api("POST", f"/api/v1/incoming-requests/{other['id']}/approve", json={"k": 5})
     assert r.status_code == 200 and r.json()["status"] == "running"
     with splatform.ctx.sessions() as s:
-        assert s.scalars(select(Job).where(Job.kind == "segmentation")).one().params["k"] == 5
+        assert s.scalars(select(Job).where(Job.kind == "segmentation")
+                         .order_by(Job.id.desc())).first().params["k"] == 5
 
 
 # ------------------------------------------------------------------------------ passwords

@@ -17,7 +17,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sqlalchemy import select
 
-from cipherseg.platform.demo_data import demo_rows
+from cipherseg.analytics.window import ResolvedWindow
+from cipherseg.platform.demo_data import REFERENCE_DATE, demo_rows
 from cipherseg.platform.joint import owner_features
 from cipherseg.platform.models import AuditEvent, Customer, Job, Role, Segment, User
 
@@ -99,11 +100,13 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
     assert "separate processes" in job.result["where"]
 
     # the stored model against scikit-learn on the pooled data from the same start
-    snapshot = date.fromisoformat(job.params["snapshot"])
+    window = job.result["window"]
+    assert window["start"] is None and window["end"] == REFERENCE_DATE.isoformat()
+    resolved = ResolvedWindow(None, date.fromisoformat(window["end"]))
     parts, names = [], []
     with splatform.ctx.sessions() as s:
         for name in ("mall", "mall2", "mall3"):
-            p, X = owner_features(s, ids[name], snapshot)
+            p, X = owner_features(s, ids[name], resolved)
             names.append(p)
             parts.append(X)
         segs = sorted(s.scalars(select(Segment).where(Segment.job_id == job_id)),
@@ -118,6 +121,10 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
     assert sum(x.size for x in segs) == 360 == job.result["n_customers"]
     for x, centre in zip(segs, np.expm1(ref.cluster_centers_), strict=True):
         assert abs(x.centroid["recency_days"] - centre[0]) < 1e-3 * max(1.0, centre[0])
+        # recency counts from the window's end (the demo data's last day), not from today:
+        # the demo's customers last bought 0 to 360 days before it (recency 1 to 361)
+        assert 1 <= x.centroid["recency_days"] <= 361
+    assert len({x.name for x in segs}) == 3 and not any(x.name[-1].isdigit() for x in segs)
     for a in ("joint_create", "joint_accept", "joint_start", "joint_finish"):
         assert a in actions, actions
 
@@ -179,6 +186,6 @@ def test_joint_job_validation_and_guarded_runner(splatform) -> None:  # type: ig
         s.commit()
     splatform.run_jobs()
     job = _job(splatform, job_id)
-    assert job.status == "failed" and "no customers with transactions" in (job.error or "")
+    assert job.status == "failed" and "no participant has transactions" in (job.error or "")
     with splatform.ctx.sessions() as s:
         assert s.scalar(select(Customer.id).where(Customer.owner_id == ids["mall2"])) is None

@@ -674,7 +674,16 @@ def segment_names(centroids_business_units: pd.DataFrame) -> list[str]:
     ==========================================  ======================
 
     A row with any missing value (an empty segment) is named "empty segment" and left out of
-    the comparison. Repeated names get " 2", " 3", … in row order, so names are unique.
+    the comparison. Segments that would share a name are told apart by the feature on which
+    they differ most (largest spread of ``log1p`` values among them): "occasional customers
+    (lower spend)" and "occasional customers (higher spend)"; with three or more, "lowest",
+    "middle" and "highest" (a number is appended only if two middles remain), so names are
+    unique and say how the segments differ.
+
+    >>> segment_names(pd.DataFrame({"recency": [60.0, 60.0, 5.0, 8.0],
+    ...                             "frequency": [1.0, 1.0, 20.0, 25.0],
+    ...                             "monetary": [30.0, 100.0, 300.0, 350.0]}))
+    ['lost', 'hibernating', 'champions (more recent)', 'champions (less recent)']
 
     >>> import pandas as pd
     >>> centroids = pd.DataFrame({"recency": [5.0, 200.0, 10.0, 40.0],
@@ -712,13 +721,47 @@ def segment_names(centroids_business_units: pd.DataFrame) -> list[str]:
         else:
             r, f, m = (int(v) for v in next(it))
             base.append(_name(r, f, m))
-    names: list[str] = []
+    return _distinguish(base, np.where(empty[:, None], np.nan,
+                                       np.log1p(np.where(np.isnan(values), 0.0,
+                                                         np.abs(values)))))
+
+
+#: Words for a segment's rank on a feature among segments that share a name: for two
+#: segments (low, high), for three or more (lowest, middle, highest).
+_RANK_WORDS = {
+    "recency": (("more recent", "less recent"), ("most recent", "middle recency",
+                                                 "least recent")),
+    "frequency": (("less frequent", "more frequent"), ("least frequent", "middle frequency",
+                                                       "most frequent")),
+    "monetary": (("lower spend", "higher spend"), ("lowest spend", "middle spend",
+                                                   "highest spend")),
+}
+
+
+def _distinguish(base: list[str], logs: np.ndarray) -> list[str]:
+    names = list(base)
+    for name in dict.fromkeys(base):
+        rows = [i for i, b in enumerate(base) if b == name]
+        if len(rows) < 2 or name == "empty segment":
+            continue
+        part = logs[rows]
+        spread = np.nanmax(part, axis=0) - np.nanmin(part, axis=0)
+        j = int(np.nanargmax(spread)) if np.isfinite(spread).any() else 2
+        two, many = _RANK_WORDS[FEATURES[j]]
+        order = sorted(range(len(rows)), key=lambda r: (part[r, j], r))
+        for rank, r in enumerate(order):
+            if len(rows) == 2:
+                word = two[rank]
+            else:
+                word = many[0] if rank == 0 else many[2] if rank == len(rows) - 1 else many[1]
+            names[rows[r]] = f"{name} ({word})"
+    out: list[str] = []
     used: set[str] = set()
-    for name in base:
+    for name in names:
         candidate, n = name, 1
         while candidate in used:
             n += 1
             candidate = f"{name} {n}"
         used.add(candidate)
-        names.append(candidate)
-    return names
+        out.append(candidate)
+    return out

@@ -9,13 +9,18 @@ process reads **its own** transactions from the database and computes its RFM fe
 (with ``CIPHERSEG_CENTRE_PROCESS=false`` every party runs in the worker process instead, one
 trust domain, as for single-owner segmentations).
 
-Features: recency (days before the job's public snapshot date, common to all owners),
-frequency (purchases) and monetary (average spend per purchase), each mapped by the public,
-data-independent ``log1p`` and quantised to the fixed-point grid (10^-2). Owners do not
-standardise with their own statistics: the features must be on one scale for all owners.
+Features: recency (days before the end of the job's time window, common to all owners),
+frequency (purchases) and monetary (average spend per purchase) of the purchases in the
+window, each mapped by the public, data-independent ``log1p`` and quantised to the
+fixed-point grid (10^-2). Owners do not standardise with their own statistics: the features
+must be on one scale for all owners. The window is a date range, the last N days or all
+history (:class:`~cipherseg.analytics.window.TimeWindow`); an open end is the latest purchase
+day of all participants, so each owner's latest purchase day is disclosed to the job (only
+the maximum is stored). Recency is never counted from the day the job runs.
 
 Stored: one :class:`~cipherseg.platform.models.Segment` row per cluster (pooled size, the
-released centroid mapped back to business units with ``expm1``, a name), one
+released centroid mapped back to business units with ``expm1`` — the typical customer, the
+same definition single-owner profiles use — and a name), one
 :class:`~cipherseg.platform.models.SegmentMember` row per customer of every participant.
 Each owner sees the released model and only its own customers' labels; merchants see the
 released segments (once the creator releases them) under the minimum segment size rule.
@@ -29,8 +34,9 @@ released segments (once the creator releases them) under the minimum segment siz
 from __future__ import annotations
 
 import functools
+import json
 import time
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 import numpy as np
@@ -41,6 +47,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from cipherseg.analytics.window import ResolvedWindow, TimeWindow
 from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
@@ -64,7 +71,7 @@ from cipherseg.platform.models import (
     User,
 )
 from cipherseg.platform.permissions import Permission
-from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import grants
 
@@ -83,38 +90,53 @@ def to_business_units(centroids: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 # ------------------------------------------------------------------------------ features
-def owner_features(session: Session, owner_id: int, snapshot: date
+def owner_features(session: Session, owner_id: int, window: ResolvedWindow
                    ) -> tuple[list[str], npt.NDArray[np.float64]]:
     """One owner's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features.
 
-    Only the owner's own transactions are read. Recency counts from the common ``snapshot``.
+    Only the owner's own transactions are read; those in ``window`` count, and recency is
+    measured from the window's end (common to all owners).
     """
-    from cipherseg.analytics.rfm import RFMColumns, compute_rfm
     from cipherseg.encoding import FixedPointEncoder
-    from cipherseg.platform.segmentation import load_transactions
+    from cipherseg.platform.segmentation import load_transactions, window_features
 
     tx = load_transactions(session, owner_id)
-    if tx.empty:
+    if tx.empty or window.select(tx, "date").empty:
         return [], np.zeros((0, len(JOINT_FEATURES)))
-    if tx["date"].max() >= pd.Timestamp(snapshot):
-        raise ValidationError("an owner has transactions dated on or after the joint job's "
-                              f"snapshot date {snapshot}; fix the dates or start a new job")
-    columns = RFMColumns(customer="customer", invoice="invoice", date="date", amount="amount")
-    feats = compute_rfm(tx, columns, snapshot=pd.Timestamp(snapshot)).features
-    feats = feats.loc[:, list(JOINT_FEATURES)].sort_index()
+    feats = window_features(tx, window).loc[:, list(JOINT_FEATURES)].sort_index()
     X = FixedPointEncoder(DECIMALS).quantise(np.log1p(feats.to_numpy(np.float64)))
     return [str(p) for p in feats.index], np.asarray(X, dtype=np.float64)
 
 
-def _owner_process_data(database_url: str, owner_ids: list[int], snapshot: str,
+def owners_latest_day(session: Session, owner_ids: list[int]) -> date:
+    """The latest purchase day of all participants (each contributes its own latest day)."""
+    from sqlalchemy import func
+
+    from cipherseg.platform.models import Transaction
+
+    days = [session.scalar(select(func.max(Transaction.date))
+                           .where(Transaction.owner_id == oid)) for oid in owner_ids]
+    found = [d for d in days if d is not None]
+    if not found:
+        raise ValidationError("no participant has transactions; every participant must "
+                              "upload data first")
+    return max(found)
+
+
+def _owner_process_data(database_url: str, owner_ids: list[int], window: str,
                         party_id: int) -> npt.NDArray[np.float64]:
     """Runs inside owner ``party_id``'s process: reads only that owner's rows."""
+    import json
+
     from cipherseg.platform.db import make_engine, make_sessionmaker
 
+    bounds = json.loads(window)
+    resolved = ResolvedWindow(date.fromisoformat(bounds["start"]) if bounds["start"] else None,
+                              date.fromisoformat(bounds["end"]))
     engine = make_engine(database_url)
     try:
         with make_sessionmaker(engine)() as s:
-            _, X = owner_features(s, owner_ids[party_id - 1], date.fromisoformat(snapshot))
+            _, X = owner_features(s, owner_ids[party_id - 1], resolved)
     finally:
         engine.dispose()
     return X
@@ -130,7 +152,8 @@ def accepted(job: Job) -> list[int]:
 
 
 def create_joint_job(session: Session, creator: User, *, others: list[int], k: int,
-                     max_k: int, ip: str | None = None) -> Job:
+                     max_k: int, window: TimeWindow | None = None,
+                     ip: str | None = None) -> Job:
     """Validate and create a joint job awaiting the other owners' consent (commits)."""
     other_ids = sorted({int(i) for i in others} - {creator.id})
     if not other_ids:
@@ -146,13 +169,14 @@ def create_joint_job(session: Session, creator: User, *, others: list[int], k: i
     if session.scalar(select(Customer.id).where(Customer.owner_id == creator.id)
                       .limit(1)) is None:
         raise ValidationError("upload customers and their transactions first")
-    snapshot = (utcnow().date() + timedelta(days=1)).isoformat()
+    window = window or TimeWindow()
     job = enqueue(session, "joint", owner=creator, params={
         "k": k, "participants": [creator.id, *other_ids], "accepted": [creator.id],
-        "features": list(JOINT_FEATURES), "snapshot": snapshot, "decimals": DECIMALS})
+        "features": list(JOINT_FEATURES), "window": window.to_dict(), "decimals": DECIMALS})
     job.status, job.stage = AWAITING, "waiting for every owner to accept"
     audit.record(session, "joint_create", actor=creator, object_type="job", object_id=job.id,
-                 ip=ip, detail={"k": k, "participants": [creator.id, *other_ids]})
+                 ip=ip, detail={"k": k, "participants": [creator.id, *other_ids],
+                                "window": window.label()})
     session.commit()
     return job
 
@@ -184,7 +208,7 @@ def accept_joint_job(session: Session, owner: User, job: Job, *,
 def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint`` jobs."""
     from cipherseg.analytics.rfm import segment_names
-    from cipherseg.platform.segmentation import _num, _unique, centre_account
+    from cipherseg.platform.segmentation import _num, centre_account
     from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
 
     started = time.perf_counter()
@@ -192,7 +216,6 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
         job = s.get(Job, job_id)
         assert job is not None
         owner_ids, k = participants(job), int(job.params["k"])
-        snapshot = date.fromisoformat(job.params["snapshot"])
         if set(accepted(job)) != set(owner_ids):
             raise ValidationError("not every participant has accepted this joint job")
         users = {u.id: u for u in s.scalars(select(User).where(User.id.in_(owner_ids)))}
@@ -201,6 +224,8 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
             raise ValidationError("a participant's account is disabled or no longer a data "
                                   "owner; start a new joint job")
         centre_name = centre_account(s, ctx.settings.centre_account).username
+        window = TimeWindow.from_dict(job.params.get("window")).resolve(
+            owners_latest_day(s, owner_ids))
         creator = users[job.owner_id]
         audit.record(s, "joint_start", actor=creator, object_type="job", object_id=job_id,
                      detail={"participants": owner_ids, "k": k, "centre": centre_name})
@@ -212,13 +237,14 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
         for oid in owner_ids:
             # the customers' order; in process mode each owner's process recomputes its own
             # features (only its labels come back), so the worker uses just the pseudonyms
-            names, X = owner_features(s, oid, snapshot)
+            names, X = owner_features(s, oid, window)
             pseudonyms.append(names)
             local_parts.append(X)
     for oid, names in zip(owner_ids, pseudonyms, strict=True):
         if not names:
             raise ValidationError(f"owner {users[oid].username} has no customers with "
-                                  "transactions; every participant must upload data first")
+                                  f"purchases in the window ({window.label()}); every "
+                                  "participant must have data in it")
     if sum(len(p) for p in pseudonyms) < k:
         raise ValidationError(f"the owners' customers cannot form {k} segments; lower k")
 
@@ -231,7 +257,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
     t = time.perf_counter()
     if ctx.settings.centre_process:
         data = functools.partial(_owner_process_data, ctx.settings.resolved_database_url(),
-                                 owner_ids, snapshot.isoformat())
+                                 owner_ids, json.dumps(window.to_dict()))
         result = run_joint_kmeans_processes(data, len(owner_ids), len(JOINT_FEATURES), k,
                                             max_iter=MAX_ITER, decimals=DECIMALS,
                                             progress=progress)
@@ -247,7 +273,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
     sizes = np.bincount(np.concatenate(result.labels), minlength=k)
     centres = to_business_units(result.centroids)
     profile = pd.DataFrame(centres, columns=list(JOINT_FEATURES))
-    seg_names = _unique(segment_names(profile))
+    seg_names = segment_names(profile)
     sink.update(0.95, "storing results", force=True)
     with ctx.sessions() as s, sink.pause_if_sqlite():
         from sqlalchemy import delete
@@ -277,7 +303,8 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
                "bytes_per_party_per_iteration": {
                    p: round(b, 1) for p, b in result.bytes_per_party_per_iteration().items()},
                "seconds": time.perf_counter() - started, "seconds_protocol": seconds_protocol,
-               "features": list(JOINT_FEATURES), "decimals": DECIMALS}
+               "features": list(JOINT_FEATURES), "decimals": DECIMALS,
+               "window": {**window.to_dict(), "label": window.label()}}
         s.execute(update(Job).where(Job.id == job_id).values(
             status="done", progress=1.0, stage="done", result=res, finished_at=utcnow(),
             heartbeat_at=utcnow()))
@@ -320,7 +347,8 @@ def _names(db: Session, ids: list[int]) -> dict[int, str]:
 
 
 def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User, *,
-               status_code: int = 200, error: str | None = None) -> Response:
+               status_code: int = 200, error: str | None = None,
+               form: dict[str, Any] | None = None) -> Response:
     jobs = _visible_jobs(db, owner.id)
     others = list(db.scalars(select(User).where(User.role == Role.OWNER.value,
                                                 User.active.is_(True), User.id != owner.id)
@@ -328,7 +356,7 @@ def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User,
     names = _names(db, sorted({i for j in jobs for i in participants(j)}))
     return render(request, ctx, "owner_joint.html", status_code=status_code, error=error,
                   jobs=jobs, others=others, names=names, me=owner.id, job=None,
-                  max_k=ctx.settings.max_k)
+                  max_k=ctx.settings.max_k, form=form or {})
 
 
 @router.get("/owner/joint", response_class=HTMLResponse)
@@ -340,15 +368,22 @@ def joint_list(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
 @router.post("/owner/joint", response_class=HTMLResponse)
 def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
                  k: Annotated[int, Form()] = 4,
-                 participants_: Annotated[list[int] | None, Form(alias="participants")] = None
-                 ) -> Response:
+                 participants_: Annotated[list[int] | None, Form(alias="participants")] = None,
+                 window: Annotated[str, Form(max_length=8)] = "all",
+                 window_from: Annotated[str, Form(max_length=32)] = "",
+                 window_to: Annotated[str, Form(max_length=32)] = "",
+                 window_days: Annotated[str, Form(max_length=8)] = "") -> Response:
     """Create a joint job; it runs once every named owner has accepted it."""
     try:
         job = create_joint_job(db, owner, others=participants_ or [], k=k,
-                               max_k=ctx.settings.max_k, ip=client_ip(request))
+                               max_k=ctx.settings.max_k, ip=client_ip(request),
+                               window=parse_window(window, window_from, window_to,
+                                                   window_days))
     except ValidationError as exc:
         db.rollback()
-        return _list_page(request, ctx, db, owner, status_code=400, error=str(exc))
+        form = {"k": str(k), "window": window, "window_from": window_from,
+                "window_to": window_to, "window_days": window_days}
+        return _list_page(request, ctx, db, owner, status_code=400, error=str(exc), form=form)
     return redirect(f"/owner/joint/{job.number}")
 
 

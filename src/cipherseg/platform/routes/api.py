@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from cipherseg.analytics.window import TimeWindow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import (
@@ -163,13 +164,21 @@ class SegmentOut(BaseModel):
     size: int | None
     size_label: str
     share: float
-    profile: dict[str, float] | None
+    profile: dict[str, float | None] | None
 
 
 class JobCreate(BaseModel):
-    k: int = Field(ge=2, le=64)
-    features: list[Literal["recency", "frequency", "monetary"]] = Field(
-        default=["recency", "frequency", "monetary"], min_length=1, max_length=3)
+    #: ``null``: run k = 2..8 through the encrypted protocol and keep the recommended k.
+    k: int | None = Field(ge=2, le=64)
+    features: list[Literal["recency", "frequency", "monetary", "categories"]] = Field(
+        default=["recency", "frequency", "monetary"], min_length=1, max_length=4)
+    #: How many of the owner's top categories (by spend) the "categories" feature covers.
+    top_categories: int = Field(default=3, ge=1, le=8)
+    #: The purchases' time window: a date range (either end open) or the last N days of the
+    #: data; recency counts from the window's end. None of them: all history.
+    window_from: date | None = None
+    window_to: date | None = None
+    window_days: int | None = Field(default=None, ge=1, le=3650)
     scheme: Literal["ckks"] = "ckks"
 
 
@@ -487,8 +496,10 @@ def jobs_create(request: Request, ctx: ContextDep, body: JobCreate, db: SessionD
                 owner: SegmentRunner) -> JobOut:
     """Queue a segmentation."""
     try:
+        window = TimeWindow(start=body.window_from, end=body.window_to, days=body.window_days)
         job = start_segmentation(ctx, db, owner, k=body.k, features=list(body.features),
-                                 scheme=body.scheme, ip=client_ip(request))
+                                 scheme=body.scheme, window=window,
+                                 top_categories=body.top_categories, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
         raise HTTPException(400, str(exc)) from None

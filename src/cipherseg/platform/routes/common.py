@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Set
+from datetime import date
 from typing import Any
 from urllib.parse import urlparse
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from cipherseg.analytics.window import TimeWindow
+from cipherseg.errors import ValidationError
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import ROLE_TITLES, User
 from cipherseg.platform.permissions import Permission
@@ -99,3 +102,33 @@ def safe_next(value: str | None) -> str | None:
 
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
+
+
+def _form_date(value: str, label: str) -> date | None:
+    if not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationError(f"the window's {label} date {value[:20]!r} is not a date "
+                              "(YYYY-MM-DD)") from None
+
+
+def parse_window(window: str, window_from: str, window_to: str,
+                 window_days: str) -> TimeWindow:
+    """A form's time window (radio ``window``: all, days or range) in words on error."""
+    if window == "range":
+        start, end = _form_date(window_from, "start"), _form_date(window_to, "end")
+        if start is None and end is None:
+            raise ValidationError("give the window's start date, end date or both")
+        return TimeWindow(start=start, end=end)
+    if window == "days":
+        try:
+            days = int(window_days)
+        except ValueError:
+            raise ValidationError("give the number of days as a whole number") from None
+        return TimeWindow(days=days)
+    if window not in ("", "all"):
+        raise ValidationError("choose the time window: all history, a date range or the last "
+                              "N days")
+    return TimeWindow()

@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
 from sqlalchemy import func, select
 
+from cipherseg.analytics.window import TimeWindow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
@@ -31,6 +33,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
+from cipherseg.platform.k_chart import choose_k_chart
 from cipherseg.platform.models import (
     Customer,
     Job,
@@ -40,8 +43,8 @@ from cipherseg.platform.models import (
     Upload,
     User,
 )
-from cipherseg.platform.routes.common import redirect, render
-from cipherseg.platform.segmentation import FEATURES, start_segmentation
+from cipherseg.platform.routes.common import parse_window, redirect, render
+from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import erase_customer, grants, save_upload, upload_job_id
 from cipherseg.platform.services.requests import pending_count
@@ -195,7 +198,8 @@ def customer_erase(request: Request, ctx: ContextDep, db: SessionDep, owner: Cus
 
 # ------------------------------------------------------------------------------ jobs
 def _jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner: User, *,
-               status_code: int = 200, error: str | None = None) -> Response:
+               status_code: int = 200, error: str | None = None,
+               form: dict[str, Any] | None = None) -> Response:
     jobs = list(db.scalars(select(Job).where(Job.owner_id == owner.id,
                                              Job.kind == "segmentation")
                            .order_by(Job.id.desc()).limit(50)))
@@ -203,7 +207,10 @@ def _jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner: User, *
     return render(request, ctx, "owner_jobs.html", status_code=status_code, error=error,
                   jobs=jobs, released=released, features=list(FEATURES.items()),
                   schemes=WEB_SCHEMES, max_k=ctx.settings.max_k,
-                  pending_requests=pending_count(db, owner))
+                  choose_ks=choose_ks(ctx.settings.max_k),
+                  pending_requests=pending_count(db, owner), form=form or {},
+                  window_labels={j.id: TimeWindow.from_dict(j.params.get("window")).label()
+                                 for j in jobs})
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -215,17 +222,37 @@ def jobs_page(request: Request, ctx: ContextDep, db: SessionDep,
 
 @router.post("/jobs", response_class=HTMLResponse)
 def job_create(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRunner,
-               k: Annotated[int, Form()] = 4,
-               features: Annotated[list[str] | None, Form()] = None,
+               k: Annotated[str, Form(max_length=8)] = "4",
+               choose_k: Annotated[str, Form(max_length=8)] = "",
+               features: Annotated[list[str] | None, Form(max_length=32)] = None,
+               top_categories: Annotated[str, Form(max_length=8)] = "3",
+               window: Annotated[str, Form(max_length=8)] = "all",
+               window_from: Annotated[str, Form(max_length=32)] = "",
+               window_to: Annotated[str, Form(max_length=32)] = "",
+               window_days: Annotated[str, Form(max_length=8)] = "",
                scheme: Annotated[str, Form(max_length=16)] = "ckks") -> Response:
     """Queue a segmentation job (run by the worker, not in this request)."""
     try:
-        job = start_segmentation(ctx, db, owner, k=k, features=features or [], scheme=scheme,
-                                 ip=client_ip(request))
+        k_value = None if choose_k == "yes" else _whole(k, "the number of segments (k)")
+        job = start_segmentation(
+            ctx, db, owner, k=k_value, features=features or [], scheme=scheme,
+            window=parse_window(window, window_from, window_to, window_days),
+            top_categories=_whole(top_categories or "3", "the number of top categories"),
+            ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
-        return _jobs_page(request, ctx, db, owner, status_code=400, error=str(exc))
+        form = {"k": k, "choose_k": choose_k, "features": features or [],
+                "top_categories": top_categories, "window": window,
+                "window_from": window_from, "window_to": window_to, "window_days": window_days}
+        return _jobs_page(request, ctx, db, owner, status_code=400, error=str(exc), form=form)
     return redirect(f"/owner/jobs/{job.number}")
+
+
+def _whole(value: str, what: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValidationError(f"give {what} as a whole number") from None
 
 
 def own_segmentation(db: SessionDep, owner: User, number: int) -> Job:
@@ -239,7 +266,10 @@ def own_segmentation(db: SessionDep, owner: User, number: int) -> Job:
 
 def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, Any]:
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
-    return {"job": job, "segments": owner_view(segments) if job.status == "done" else [],
+    choice = (job.result or {}).get("choose_k") if job.status == "done" else None
+    return {"job": job, "k_chart": Markup(choose_k_chart(choice)) if choice else None,
+            "window_asked": TimeWindow.from_dict(job.params.get("window")).label(),
+            "segments": owner_view(segments) if job.status == "done" else [],
             "min_size": ctx.settings.min_segment_size, "grants": grants.grant_rows(db, job.id),
             "merchants": grants.merchant_accounts(db),
             "granted": set(grants.grantees(db, job.id))}

@@ -6,7 +6,6 @@ wrong value comes back as the same form with what is wrong in words.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -22,7 +21,7 @@ from cipherseg.platform.deps import (
     client_ip,
 )
 from cipherseg.platform.models import SegmentationRequest, User
-from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segmentation import FEATURES
 from cipherseg.platform.services import requests as service
 
@@ -40,32 +39,10 @@ def parse_form(*, owner: str, purpose: str, k: str, choose_k: str, window: str,
         except ValueError:
             raise ValidationError("give the number of segments as a whole number (2 or more),"
                                   " or tick 'let the data owner's run choose'") from None
-    form = service.RequestForm(owner=owner.strip(), purpose=purpose, k=k_value,
-                               features=list(features))
-    if window == "range":
-        form.window_from = _date(window_from, "start")
-        form.window_to = _date(window_to, "end")
-        if form.window_from is None and form.window_to is None:
-            raise ValidationError("give the window's start date, end date or both")
-    elif window == "days":
-        try:
-            form.window_days = int(window_days)
-        except ValueError:
-            raise ValidationError("give the number of days as a whole number") from None
-    elif window not in ("", "all"):
-        raise ValidationError("choose the time window: all history, a date range or the last "
-                              "N days")
-    return form
-
-
-def _date(value: str, label: str) -> date | None:
-    if not value.strip():
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ValidationError(f"the window's {label} date {value[:20]!r} is not a date "
-                              "(YYYY-MM-DD)") from None
+    asked = parse_window(window, window_from, window_to, window_days)
+    return service.RequestForm(owner=owner.strip(), purpose=purpose, k=k_value,
+                               features=list(features), window_from=asked.start,
+                               window_to=asked.end, window_days=asked.days)
 
 
 # ------------------------------------------------------------------------------ merchant
@@ -182,12 +159,12 @@ def owner_request_approve(request: Request, ctx: ContextDep, db: SessionDep,
     req = _owner_request(db, owner, request_id)
     try:
         chosen = None
-        if req.k is None:
+        if req.k is None and k.strip():
             try:
                 chosen = int(k)
             except ValueError:
-                raise ValidationError("the merchant left the number of segments to you: give "
-                                      "k as a whole number") from None
+                raise ValidationError("give k as a whole number, or leave it empty to let "
+                                      "the run choose k") from None
         job = service.approve(ctx, db, owner, req, k=chosen, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()

@@ -4,9 +4,11 @@ as soon as it finishes) or declines with a reason. Both see the status; the oper
 counts only.
 
 What a request carries: its purpose (free text the owner reads), k or "choose for me", an
-optional time window (from/to dates or the last N days) and the features. The parameters the
-segmentation job understands are passed to it (:func:`job_arguments`); the request keeps all
-of them, so the owner and the merchant see what was asked.
+optional time window (from/to dates or the last N days) and the features. All of them are
+passed to the segmentation job (:func:`job_arguments`): the window selects the purchases and
+recency counts from its end; "choose for me" runs k = 2 to 8 through the encrypted protocol
+and keeps the recommended k (unless the owner names a k when approving). The request keeps
+what was asked, so the owner and the merchant see it.
 
 >>> RequestForm(owner="mall", purpose="spring sale", k=None, window_days=90,
 ...             features=["recency"]).window_label()
@@ -71,6 +73,9 @@ class RequestForm:
         if self.k is not None and not 2 <= self.k <= max_k:
             raise ValidationError(f"the number of segments must be between 2 and {max_k}, "
                                   "or choose 'let the data owner's run choose'")
+        if self.features and not set(self.features) & {"recency", "frequency", "monetary"}:
+            raise ValidationError("choose at least one of recency, frequency and monetary "
+                                  "(category shares alone do not make segments)")
         unknown = [f for f in self.features if f not in features]
         if unknown:
             raise ValidationError(f"unknown feature {unknown[0]!r}; choose among "
@@ -137,16 +142,14 @@ def create(ctx: PlatformContext, db: Session, merchant: User, form: RequestForm,
 
 
 def job_arguments(req: SegmentationRequest, *, k: int | None) -> dict[str, Any]:
-    """The segmentation job's arguments for an approved request.
+    """The segmentation job's arguments for an approved request: its features, its time
+    window (recency counted from the window's end) and k — the merchant's, else the owner's,
+    else ``None``: the run chooses k (2 to 8) and keeps its measures and recommendation."""
+    from cipherseg.analytics.window import TimeWindow
 
-    ``k`` is the owner's choice when the merchant left it open. The time window is kept
-    with the request (shown to both parties); the job's RFM covers the owner's whole
-    history until the segmentation job accepts a window.
-    """
-    chosen = req.k if req.k is not None else k
-    if chosen is None:
-        raise ValidationError("the merchant left the number of segments to you: choose k")
-    return {"k": chosen, "features": list(req.features), "scheme": "ckks"}
+    window = TimeWindow(start=req.window_from, end=req.window_to, days=req.window_days)
+    return {"k": req.k if req.k is not None else k, "features": list(req.features),
+            "scheme": "ckks", "window": window}
 
 
 def approve(ctx: PlatformContext, db: Session, owner: User, req: SegmentationRequest, *,
