@@ -1,7 +1,8 @@
 """A sending worker run as its own process by ``test_crash.py`` (which kills it with SIGKILL).
 
-Usage: ``python crash_worker.py CONFIG.json``. Rebuilds the same synthetic customers as the
-test (same keyring, so the same phone pseudonyms) and sends the campaign through Kannel.
+Usage: ``python crash_worker.py CONFIG.json`` (``db``: a SQLite file or a database URL).
+Rebuilds the same synthetic customers as the test (same keyring, so the same phone
+pseudonyms) and sends the campaign through Kannel.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ def main(config_path: str) -> int:
     from cipherseg.pii import PiiKeyring, PiiVault
 
     cfg = json.loads(Path(config_path).read_text())
-    engine = create_engine(f"sqlite:///{cfg['db']}", connect_args={"timeout": 30})
+    if "://" in cfg["db"]:  # a database URL (PostgreSQL)
+        engine = create_engine(cfg["db"], pool_pre_ping=True)
+    else:
+        engine = create_engine(f"sqlite:///{cfg['db']}", connect_args={"timeout": 30})
 
-    @event.listens_for(engine, "connect")
-    def _pragmas(conn: object, _rec: object) -> None:
-        cur = conn.cursor()  # type: ignore[attr-defined]
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: object, _rec: object) -> None:
+            cur = conn.cursor()  # type: ignore[attr-defined]
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
 
     store = SqlMessageStore(engine, standalone_tables())
     vault = PiiVault(PiiKeyring.from_json(Path(cfg["keyring"]).read_text()))

@@ -1,5 +1,7 @@
 """Kill the sending worker (a real process, SIGKILL) mid-campaign and start it again:
-through real Kannel, every customer gets exactly one message — none twice, none lost."""
+through real Kannel, every customer gets exactly one message — none twice, none lost — and
+every delivery report is applied, on SQLite and on PostgreSQL (where claims, batches marked
+``sending`` and reports are written in groups, three batches in flight when it dies)."""
 
 from __future__ import annotations
 
@@ -11,21 +13,49 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
-from cipherseg.messaging import DeliveryPolicy, RetryPolicy, SqlMessageStore, enqueue_campaign
+from cipherseg.messaging import (
+    DeliveryPolicy,
+    RetryPolicy,
+    SqlMessageStore,
+    enqueue_campaign,
+    standalone_tables,
+)
 from cipherseg.messaging.callbacks import CallbackServer, DlrSigner, MessagingCallbacks
 from cipherseg.messaging.store import CampaignSegment
 from cipherseg.pii import PiiVault
 from cipherseg.testing.kannel import FakeSmscClient, KannelHarness
+from db_servers import DB_KINDS, create_database, drop_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 N = 300
+
+
+@pytest.fixture(params=[k for k in DB_KINDS if k in ("sqlite", "postgresql")])
+def crash_db(request: pytest.FixtureRequest, db_path: Path, store: SqlMessageStore
+             ) -> Iterator[tuple[str, SqlMessageStore]]:
+    """(what the worker opens, the test's store on it): the SQLite file, or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(db_path), store
+        return
+    url, name = create_database("postgresql", db_path.parent, prefix="cs_crash_",
+                                sqlite_file="unused.db")
+    engine = create_engine(url, pool_pre_ping=True)
+    try:
+        pg = SqlMessageStore(engine, standalone_tables())
+        pg.create_schema()
+        yield url, pg
+    finally:
+        engine.dispose()
+        drop_database("postgresql", name)
 
 
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -38,9 +68,10 @@ def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_mid_campaign_then_restart(
-        tmp_path: Path, db_path: Path, store: SqlMessageStore, vault: PiiVault,
+        tmp_path: Path, crash_db: tuple[str, SqlMessageStore], vault: PiiVault,
         make_people: Callable[..., list], kannel: Callable[..., KannelHarness],
         handset: Callable[[int], FakeSmscClient]) -> None:
+    database, store = crash_db
     secret = secrets.token_bytes(32)
     signer = DlrSigner(secret)
     callbacks = MessagingCallbacks(store, signer=signer, mo_token=secrets.token_urlsafe(16),
@@ -63,7 +94,7 @@ def test_sigkill_mid_campaign_then_restart(
 
         config = tmp_path / "worker.json"
         config.write_text(json.dumps({
-            "db": str(db_path), "keyring": str(keyring), "n": N, "campaign": cid,
+            "db": database, "keyring": str(keyring), "n": N, "campaign": cid,
             "sendsms_url": harness.sendsms_url, "username": harness.username,
             "password": harness.password, "dlr_url": server.dlr_url, "secret": secret.hex(),
             "rate": 120.0, "lease": 2.0, "grace": 1.5, "worker_id": "w1"}))

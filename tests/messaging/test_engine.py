@@ -222,3 +222,29 @@ def test_paused_campaign_stops_the_worker(store: SqlMessageStore,
     store.transition_campaign(cid, "sending", allowed_from=["paused"])
     engine.run(cid, max_seconds=20)
     assert store.state_counts(cid) == {"delivered": 20}
+
+
+def test_next_batch_goes_out_before_the_answered_one_is_recorded(
+        store: SqlMessageStore, make_people: MakePeople,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sending threads never wait for the database: when a batch is answered, the worker
+    marks the next one ``sending`` and hands it over before it records the answered one."""
+    people = StaticRecipients(make_people(12))
+    engine = _engine(store, people, Clock(NOON_SHANGHAI), batch_size=4, pipeline=1)
+    cid = _campaign(store)
+    engine.enqueue(cid, {"s": people})
+    store.transition_campaign(cid, "sending", allowed_from=["draft"])
+    at_record: list[dict[str, int]] = []
+    record = store.record_outcomes
+
+    def recording(*args: object, **kw: object) -> None:
+        at_record.append(store.state_counts(cid))
+        record(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "record_outcomes", recording)
+    engine.run(cid, max_seconds=20)
+    assert store.state_counts(cid) == {"delivered": 12}
+    assert _outbox_count(store) == 12
+    # Recording batch 1, batch 2 is already marked sending; recording batch 3, nothing is left.
+    assert at_record[0] == {"sending": 8, "queued": 4}
+    assert at_record[-1] == {"sending": 4, "delivered": 8}

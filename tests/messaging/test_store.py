@@ -3,6 +3,7 @@ state machine, delivery reports, reconciliation, suppressions and reports."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,3 +197,31 @@ def test_bad_campaigns_are_refused(db_store: SqlMessageStore) -> None:
         db_store.create_campaign("x", [CampaignSegment("a", "A", "t")] * 2)
     with pytest.raises(ValidationError, match="no campaign"):
         db_store.campaign(12345)
+
+
+def test_concurrent_claims_take_each_message_once(db_store: SqlMessageStore) -> None:
+    """Four workers claiming at once (PostgreSQL: FOR UPDATE SKIP LOCKED in one statement)
+    never get the same message, each claim respects its limit, and together they take all."""
+    cid = _campaign(db_store)
+    _queue(db_store, cid, 400)
+    lease = timedelta(seconds=30)
+    got: dict[str, list[list[int]]] = {f"w{i}": [] for i in range(4)}
+    start = threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        start.wait()
+        for n in range(200):
+            batch = db_store.claim(f"{name}:{n}", now=T0, limit=30, lease=lease)
+            if not batch:
+                return
+            got[name].append([m.id for m in batch])
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    batches = [b for bs in got.values() for b in bs]
+    ids = [i for b in batches for i in b]
+    assert all(0 < len(b) <= 30 for b in batches)
+    assert len(ids) == len(set(ids)) == 400

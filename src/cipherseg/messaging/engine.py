@@ -17,10 +17,10 @@ measure the campaign's effect (:mod:`cipherseg.messaging.holdout`). The worker t
 5. record the outcomes: sent/delivered, retry with backoff, failed with the reason, or —
    when the gateway is down — back to the queue without using up an attempt, and pause.
 
-:meth:`SendingEngine.run` keeps two batches in flight: while the gateway works through one,
-the worker records the previous batch's outcomes and prepares the next, so the requests in
-flight never drain while the database is written (steps 1–4 and 5 of neighbouring batches
-overlap; each batch still commits ``sending`` before its first request).
+:meth:`SendingEngine.run` keeps ``EngineConfig.pipeline`` batches (three) in flight: when the
+oldest is answered, the worker first prepares and hands over the next batch, then records the
+answered one, so the sending threads never wait for the database (steps 1–4 and 5 of
+neighbouring batches overlap; each batch still commits ``sending`` before its first request).
 
 A crash at any point leaves each message queued (sent again later), ``sending`` (step 1
 decides) or finished; none is lost, and none is sent twice unless a non-idempotent gateway
@@ -61,6 +61,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_all
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -122,7 +123,7 @@ class EngineConfig:
     max_parts: int = 6
     max_down_pause: timedelta = timedelta(seconds=60)
     worker_id: str = "worker"
-    pipeline: int = 2
+    pipeline: int = 3
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
@@ -302,6 +303,16 @@ class _Batch:
 
     outbound: list[OutboundSms]
     futures: list[Future[SendResult]]
+
+
+def _gateway_trouble(batch: _Batch) -> bool:
+    """Whether a finished batch met a gateway that is down or refused the configuration
+    (then the worker records it and pauses before claiming more)."""
+    for fut in batch.futures:
+        exc = fut.exception()
+        if exc is not None or fut.result().status == SendStatus.DOWN:
+            return True
+    return False
 
 
 class SendingEngine:
@@ -554,7 +565,16 @@ class SendingEngine:
                     elif not stats.claimed:
                         break
                 if inflight:
-                    total.add(self._finish(inflight.popleft()))
+                    head = inflight.popleft()
+                    wait_for_all(head.futures)
+                    if not stop.is_set() and not _gateway_trouble(head):
+                        # The next batch reaches the sending threads before this one is
+                        # written down, so they never wait for the database.
+                        stats, batch = self._prepare(campaign_id)
+                        total.add(stats)
+                        if batch is not None:
+                            inflight.append(batch)
+                    total.add(self._finish(head))
                     continue
                 if claimed:
                     continue

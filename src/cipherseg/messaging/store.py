@@ -350,6 +350,9 @@ class SqlMessageStore:
         self.t = tables
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = _sqlite_lock(engine) if self._sqlite else None
+        #: ``UPDATE … RETURNING`` (PostgreSQL, SQLite; not MariaDB): a claim, or a batch
+        #: marked ``sending``, is one statement that says which rows it took.
+        self._returning = bool(engine.dialect.update_returning)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -574,23 +577,44 @@ class SqlMessageStore:
         sending = select(c.c.id).where(c.c.status == "sending")
         if campaign_id is not None:
             sending = sending.where(c.c.id == campaign_id)
+        due = (select(m.c.id).where(m.c.state == "queued", m.c.next_attempt_at <= now, free,
+                                    m.c.campaign_id.in_(sending))
+               .order_by(m.c.next_attempt_at, m.c.id).limit(limit))
+        leased = {"lease_owner": owner, "lease_until": now + lease}
+        cols = (m.c.id, m.c.campaign_id, m.c.segment_key, m.c.customer_ref, m.c.phone_key,
+                m.c.attempts)
+        if self._returning:
+            if self._sqlite:  # one writer at a time: the subquery runs once
+                taken: list[ColumnElement[bool]] = [m.c.id.in_(due.scalar_subquery()),
+                                                    m.c.state == "queued", free]
+            else:
+                # Concurrent workers skip each other's rows instead of waiting for them. A
+                # CTE, not ``IN (subquery)``: PostgreSQL may run a locking subquery once
+                # per row of a semi-join, and then its LIMIT no longer limits. The rows
+                # are locked, so the CTE's conditions still hold; repeating them here
+                # would let a planner without statistics (a campaign just queued) join
+                # every queued row with every picked one.
+                picked = due.with_for_update(skip_locked=True).cte("due")
+                taken = [m.c.id == picked.c.id]
+            with self.write() as conn:
+                rows = list(conn.execute(update(m).where(*taken).values(**leased)
+                                         .returning(*cols)))
+            return sorted((ClaimedMessage(r.id, r.campaign_id, r.segment_key, r.customer_ref,
+                                          r.phone_key, r.attempts) for r in rows),
+                          key=lambda x: x.id)
         with self.write() as conn:
-            ids = list(conn.execute(
-                select(m.c.id).where(m.c.state == "queued", m.c.next_attempt_at <= now, free,
-                                     m.c.campaign_id.in_(sending))
-                .order_by(m.c.next_attempt_at, m.c.id).limit(limit)).scalars())
+            ids = list(conn.execute(due).scalars())
             if not ids:
                 return []
             conn.execute(update(m).where(m.c.id.in_(ids), m.c.state == "queued", free)
-                         .values(lease_owner=owner, lease_until=now + lease))
+                         .values(**leased))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(m.c.id, m.c.campaign_id, m.c.segment_key,
-                                       m.c.customer_ref, m.c.phone_key, m.c.attempts)
-                                .where(m.c.id.in_(ids), m.c.lease_owner == owner,
-                                       m.c.state == "queued")
-                                .order_by(m.c.id))
             return [ClaimedMessage(r.id, r.campaign_id, r.segment_key, r.customer_ref,
-                                   r.phone_key, r.attempts) for r in rows]
+                                   r.phone_key, r.attempts)
+                    for r in conn.execute(select(*cols)
+                                          .where(m.c.id.in_(ids), m.c.lease_owner == owner,
+                                                 m.c.state == "queued")
+                                          .order_by(m.c.id))]
 
     def settle(self, owner: str, *, skips: Sequence[tuple[int, str]],
                holds: Sequence[tuple[int, datetime, str]], now: datetime) -> None:
@@ -630,16 +654,21 @@ class SqlMessageStore:
         for x in messages:
             encoding, n_parts = encodings.get(x.id, ("", 0))
             groups[(x.attempts, encoding or None, n_parts or None)].append(x.id)
+        marked: set[int] = set()
         with self.write() as conn:
             for (old, enc, parts), ids in groups.items():
                 for chunk in _chunks(sorted(ids)):
-                    conn.execute(update(m).where(
-                        m.c.id.in_(list(chunk)), m.c.lease_owner == owner,
-                        m.c.state == "queued", m.c.attempts == old)
-                        .values(state="sending", attempts=old + 1, attempt_at=now,
-                                reason=None, encoding=enc, parts=parts, updated_at=now))
+                    stmt = (update(m).where(m.c.id.in_(list(chunk)), m.c.lease_owner == owner,
+                                            m.c.state == "queued", m.c.attempts == old)
+                            .values(state="sending", attempts=old + 1, attempt_at=now,
+                                    reason=None, encoding=enc, parts=parts, updated_at=now))
+                    if self._returning:
+                        marked.update(conn.execute(stmt.returning(m.c.id)).scalars())
+                    else:
+                        conn.execute(stmt)
+        if self._returning:
+            return marked
         expected = {x.id: x.attempts + 1 for x in messages}
-        marked: set[int] = set()
         with self.engine.connect() as conn:
             for chunk in _chunks(list(expected)):
                 for mid, att in conn.execute(select(m.c.id, m.c.attempts).where(

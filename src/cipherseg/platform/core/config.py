@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     #: A temporary password from an administrator's reset works once, within this time.
     temp_password_hours: float = Field(default=24.0, gt=0)
+    #: The largest uploaded file; the upload routes' body limit (checked before reading).
     max_upload_mb: int = Field(default=200, ge=1)
+    #: The body limit of every other route (forms, JSON), checked before reading.
+    max_body_kb: int = Field(default=1024, ge=16)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).
     worker_threads: int = Field(default=1, ge=0)
