@@ -11,6 +11,8 @@
     revealed, and every party checks every share against its commitment: a rogue share
     p' − Σ others, chosen after seeing the others', is refused by the centre and, if a
     colluding centre relays it, by every owner.
+(c) Digests a dishonest manager relays do not match the contributions an honest centre
+    relays: the owners refuse to decrypt, the session stops.
 
 Each test also shows that the attack is real: what the refused step would have revealed.
 """
@@ -245,3 +247,33 @@ def test_a_rogue_key_share_chosen_after_the_others_is_refused() -> None:
             commitments, commitments=commitments.commitments[:2]))
     with pytest.raises(ProtocolError, match="key shares before the key commitments"):
         fresh.handle(jm.CENTRE, keyshares)
+
+
+def test_digests_a_dishonest_manager_relays_stop_the_session() -> None:
+    """An honest centre relays the genuine contributions: digests the manager alters make the
+    owners refuse to decrypt (the session stops; nothing is decrypted)."""
+
+    class LyingManager(JointManager):
+        def __init__(self, *args: object, target: int, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.target = target
+
+        def _on_digest(self, sender: str, m: jm.ContributionDigest) -> Outgoing:
+            out = super()._on_digest(sender, m)
+            forged = []
+            for dst, relay in out:
+                assert isinstance(relay, jm.ContributionDigests)
+                digests = list(relay.digests)
+                digests[self.target] = bytes(16)
+                forged.append((dst, dataclasses.replace(relay, digests=tuple(digests))))
+            return forged
+
+    parts = _parts()
+    for target, refusal in ((1, "relayed as owner 2's does not match"),
+                            (0, "do not contain its own unchanged")):
+        manager = LyingManager([1, 2], 3, 2, decimals=2, random_state=1, target=target)
+        owners = [JointOwner(i + 1, X) for i, X in enumerate(parts)]
+        parties = {manager.name: manager, "centre": JointCentre(), **{o.name: o for o in owners}}
+        with pytest.raises(ProtocolError, match=refusal):
+            deliver(parties, [(manager.name, dst, m) for dst, m in manager.start()])
+        assert not manager.log.d2_totals  # nothing was decrypted
