@@ -9,12 +9,16 @@ manager serve`` as processes and one process per node running
 :func:`cipherseg.nodes.owner.run_owner`; its clock runs from the nodes' joining to the last
 node holding its labels. The in-process run is
 :func:`cipherseg.protocols.joint.runner.run_joint_kmeans`. Runs alternate (in-process, network,
-in-process, …) so load on the machine hits both alike; the ratio is of medians.
+in-process, …) so load on the machine hits both alike; the ratio is of medians, and each
+pair's ratio and the load average are recorded (on a loaded machine single runs vary
+several-fold). The network run's parties are processes and may use several cores at once;
+the in-process run uses one.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -134,6 +138,7 @@ def run_network_bench(*, nodes: int = 3, customers: int = 200_000, k: int = 4,
     init = _initial_centres(parts, k, seed)
     names = [f"node{i}" for i in range(1, nodes + 1)]
     runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "network": []}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cipherseg-bench-nodes-") as tmp, \
             joint_services(Path(tmp), names, contact_seconds=120.0) as services:
         for _ in range(repeats):
@@ -143,7 +148,10 @@ def run_network_bench(*, nodes: int = 3, customers: int = 200_000, k: int = 4,
             runs["network"].append(_network_run(services, names, parts, k, init, max_iter))
             if on_run:
                 on_run()
+    load_after = os.getloadavg()
     med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
+    pairs = [n["seconds"] / i["seconds"]
+             for i, n in zip(runs["in_process"], runs["network"], strict=True)]
     same = all(np.allclose(r["centroids"], runs["in_process"][0]["centroids"], atol=1e-9)
                for rs in runs.values() for r in rs)
     return {
@@ -151,6 +159,10 @@ def run_network_bench(*, nodes: int = 3, customers: int = 200_000, k: int = 4,
         "data": data, "seed": seed, "repeats": repeats,
         "n_iter": runs["in_process"][0]["n_iter"],
         "median_seconds": med, "ratio_network_vs_in_process": med["network"] / med["in_process"],
+        "pair_ratios": [round(r, 3) for r in pairs],
+        "median_pair_ratio": statistics.median(pairs),
+        "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "cpus": os.cpu_count(),
         "target_ratio": 1.3, "identical_models": bool(same),
         "bytes_per_party_per_iteration_in_process":
             runs["in_process"][0]["bytes_per_party_per_iteration"],

@@ -155,7 +155,8 @@ def bench_joint_network(*, nodes: int, customers: int, k: int, repeats: int, see
     console.print(f"{nodes} nodes × {customers:,} customers, k={k}, {result['n_iter']} "
                   f"iterations: in one process {med['in_process']:.2f} s, nodes over HTTP "
                   f"{med['network']:.2f} s → ratio {result['ratio_network_vs_in_process']:.2f}× "
-                  f"(target ≤ 1.3×); same model: {result['identical_models']}")
+                  f"(target ≤ 1.3×; pairs {result['pair_ratios']}, load "
+                  f"{result['loadavg_before_after']}); same model: {result['identical_models']}")
     console.print(f"wrote {json_path}")
 
 
