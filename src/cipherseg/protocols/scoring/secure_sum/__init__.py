@@ -28,7 +28,7 @@ protocol ``secure-sum`` version 1)::
       O_i → M    Partial(r, s_i·c1 + smudging noise)   once per round, the round it contributed to
       M → O_i    Total(r, Σ_i x_i)                     M fuses its own partial with every owner's
 
-Leakage (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+Leakage (docs/architecture.md §1 terms; the table in ``docs/security.md``):
 
 * **Compute centre** — the number of owners, the vector lengths, message sizes and timing.
   Every value it handles is encrypted under the joint key (RLWE, N = 8192, 128-bit).
