@@ -135,5 +135,30 @@ def remove_node(name: Annotated[str, typer.Argument()], nodes_file: NodesFileOpt
     remove_owner_command(name, nodes_file)
 
 
+def bench_joint_network(*, nodes: int, customers: int, k: int, repeats: int, seed: int,
+                        data: str, json_path: Path) -> None:
+    """``cipherseg bench joint --network``: see :mod:`cipherseg.bench.joint_network`."""
+    import json
+
+    from rich.progress import Progress
+
+    from cipherseg.bench.joint_network import run_network_bench
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("sessions (in process and over HTTP, alternating)",
+                            total=2 * repeats)
+        result = run_network_bench(nodes=nodes, customers=customers, k=k, repeats=repeats,
+                                   seed=seed, data=data, on_run=lambda: bar.advance(task))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2))
+    med = result["median_seconds"]
+    console.print(f"{nodes} nodes × {customers:,} customers, k={k}, {result['n_iter']} "
+                  f"iterations: in one process {med['in_process']:.2f} s, nodes over HTTP "
+                  f"{med['network']:.2f} s → ratio {result['ratio_network_vs_in_process']:.2f}× "
+                  f"(target ≤ 1.3×; pairs {result['pair_ratios']}, load "
+                  f"{result['loadavg_before_after']}); same model: {result['identical_models']}")
+    console.print(f"wrote {json_path}")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.add_typer(manager_app, name="manager")

@@ -1,5 +1,7 @@
-"""Protocol 4.2 (joint k-means): what every party shares — the session opened by Setup,
-the joint key built from the relayed shares, message helpers, the D² total encoding.
+"""Protocol 4.2 (joint k-means): what every party shares — the session opened by Setup and
+its aggregation scheme, the key-share commitments and the joint key built from the relayed
+shares, the checks before any partial decryption (:func:`open_contributions`), message
+helpers, the D² total encoding.
 
 It holds no key material: the compute centre imports it.
 
