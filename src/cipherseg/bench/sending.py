@@ -17,7 +17,8 @@ the machine's load:
 
 Reported per run: ``send_per_s`` (messages Kannel accepted per second, first request to
 last answer recorded) and ``delivered_per_s`` (until the last delivery report was applied,
-or for ``bare`` received); per repeat, each engine run's ratio to the bare run next to it.
+or for ``bare`` received) and ``load_1min`` (the machine's load average when it began); per
+repeat, each engine run's ratio to the bare run next to it.
 An ``outbox`` run (no Kannel) can be added for reference.
 
 >>> r = run_send_benchmark("/tmp/cipherseg-send-doc", messages=20, kannel=False)
@@ -411,6 +412,7 @@ def run_send_benchmark(workdir: str | Path, *, messages: int = 2000,
     workdir = Path(workdir)
     if workdir.exists():
         shutil.rmtree(workdir)
+    load_before = round(os.getloadavg()[0], 2)
     vault = PiiVault(PiiKeyring.generate())
     people = synthetic_recipients(vault, messages)
     runs: list[dict[str, Any]] = []
@@ -428,15 +430,17 @@ def run_send_benchmark(workdir: str | Path, *, messages: int = 2000,
         for repeat in range(repeats if kannel else 0):
             for c in concurrency:
                 here = workdir / f"r{repeat}-c{c}"
+                load = round(os.getloadavg()[0], 2)
                 bare = {**_bare_run(here / "bare", vault, people, c, progress),
-                        "repeat": repeat}
+                        "repeat": repeat, "load_1min": load}
                 runs.append(bare)
                 for name, url in (("sqlite", None), ("postgresql", pg_url)):
                     if name == "postgresql" and url is None:
                         continue
+                    load = round(os.getloadavg()[0], 2)
                     run = {**_engine_run(here / name, vault, people, kannel=True,
                                          concurrency=c, progress=progress, database_url=url),
-                           "repeat": repeat}
+                           "repeat": repeat, "load_1min": load}
                     runs.append(run)
                     ratios.append({
                         "repeat": repeat, "concurrency": c, "database": name,
@@ -444,7 +448,8 @@ def run_send_benchmark(workdir: str | Path, *, messages: int = 2000,
                         "delivered_ratio": round(run["delivered_per_s"]
                                                  / bare["delivered_per_s"], 3)})
     return {"benchmark": "send", "messages": messages, "cpus": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2), "runs": runs,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "load_average_1min_before": load_before, "runs": runs,
             "ratios": ratios, "summary": _summary(ratios)}
 
 
