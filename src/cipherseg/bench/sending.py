@@ -494,9 +494,20 @@ def plot_send_benchmark(result: dict[str, Any], path: str | Path) -> None:
     ax.bar([x + 0.2 for x in xs], delivered, width=0.4, label="delivered (report applied)")
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_ylabel("messages / second")
+    summary = {(x["database"], x["concurrency"]): x for x in result.get("summary", [])}
+    for x, (mode, db, c) in enumerate(keys):
+        share = summary.get((db, c)) if mode == "engine" else None
+        if share is not None:
+            ax.annotate(f"median ratio to bare:\n{share['accepted_ratio_median']:.0%} "
+                        f"accepted, {share['delivered_ratio_median']:.0%} delivered", (x, max(
+                            send[x], delivered[x])), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=7)
     repeats = max(len(v) for v in groups.values())
+    loads = [r["load_1min"] for r in result["runs"] if "load_1min" in r]
+    load = f"; load {min(loads):.0f}–{max(loads):.0f} on {result['cpus']} CPUs" if loads else ""
     ax.set_title(f"Sending {result['messages']} messages through Kannel (no rate limit; "
-                 f"median of {repeats})", fontsize=10)
+                 f"median of {repeats}{load})", fontsize=10)
+    ax.margins(y=0.18)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
