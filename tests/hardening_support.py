@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def released_segmentation(platform: Any, names: tuple[str, ...] = ("Loyal", "Reg
         ids = list(s.scalars(select(Customer.id).where(Customer.owner_id == owner_id)
                              .order_by(Customer.external_id)))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
-                  owner_id=owner_id, created_by=owner_id, params={"k": len(names)},
+                  owner_id=owner_id, created_by=owner_id,
+                  params={"k": len(names), "features": ["recency"], "scheme": "ckks"},
                   result={"n_customers": len(ids)},
                   number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
@@ -137,3 +139,147 @@ def http_login(client: Any, username: str, password: str = PASSWORD) -> str:
                                     "csrf_token": token})
     assert r.status_code == 303, r.text[:500]
     return str(client.get("/api/v1/me").json()["csrf_token"])
+
+
+def temp_bytes_held(pid: int) -> int:
+    """Bytes in the regular files process ``pid`` holds open outside its data directory's
+    database (temporary files, deleted or not)."""
+    total = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+            if not target.startswith("/") or target.endswith((".db", ".db-journal",
+                                                              ".db-wal", ".db-shm")):
+                continue
+            st = os.stat(fd)
+        except OSError:
+            continue
+        import stat as stat_mod
+
+        if stat_mod.S_ISREG(st.st_mode) and ("/tmp" in target or "(deleted)" in target):
+            total += st.st_size
+    return total
+
+
+@dataclass
+class BodyOutcome:
+    status: int
+    seconds: float
+    sent: int
+    max_temp: int
+
+
+def send_big_body(base: str, pid: int, path: str, total: int, *, chunked: bool = False,
+                  headers: dict[str, str] | None = None, content_type: str | None = None,
+                  chunk: int = 256 * 1024) -> BodyOutcome:
+    """POST ``total`` bytes to ``path`` over a raw socket, as fast as the server takes them,
+    sampling the server's temporary files; stops when the server answers or closes."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    sock = socket.create_connection((url.hostname, url.port), timeout=30)
+    boundary = "xXhardeningXx"
+    ctype = content_type or f"multipart/form-data; boundary={boundary}"
+    lines = [f"POST {path} HTTP/1.1", f"Host: {url.hostname}:{url.port}",
+             f"Content-Type: {ctype}"]
+    lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode()
+    state = {"sent": 0, "done": False, "max_temp": 0}
+    start = time.monotonic()
+
+    def pump() -> None:
+        payload = b"customer_id,phone,consent\n" + b"C1,13800138000,yes\n" * (chunk // 19)
+        first = True
+        try:
+            while state["sent"] < total and not state["done"]:
+                data = (head + payload)[:chunk] if first else payload[:chunk]
+                first = False
+                data = data[:total - state["sent"]]
+                sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked
+                             else data)
+                state["sent"] += len(data)
+            if chunked and not state["done"]:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    def sample() -> None:
+        while not state["done"]:
+            state["max_temp"] = max(state["max_temp"], temp_bytes_held(pid))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=pump, daemon=True),
+               threading.Thread(target=sample, daemon=True)]
+    for t in threads:
+        t.start()
+    response = b""
+    try:
+        while b"\r\n" not in response:
+            got = sock.recv(4096)
+            if not got:
+                break
+            response += got
+    finally:
+        seconds = time.monotonic() - start
+        state["done"] = True
+        sock.close()
+        for t in threads:
+            t.join(timeout=30)
+    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
+    return BodyOutcome(status, seconds, int(state["sent"]), int(state["max_temp"]))
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid`` now (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc status")
+
+
+class RssSampler:
+    """Samples a process's resident memory every 20 ms in a thread; ``peak`` is the most
+    seen since the sampler started."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.baseline = rss(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, rss(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> int:
+        """Stop; returns the growth over the baseline in bytes."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak - self.baseline
+
+
+def wait_upload(client: Any, url: str, seconds: float = 300) -> str:
+    """Poll an upload's page until it has finished; returns the page."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        page = client.get(url).text
+        if re.search(r'id="upload-status">(imported|rejected|failed)<', page):
+            return page
+        assert time.monotonic() < deadline, "the upload did not finish"
+        time.sleep(0.5)

@@ -90,7 +90,11 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
     assert splatform.run_jobs() == []
     assert owners["mall2"].post(url + "/accept").status_code == 303
     assert splatform.run_jobs() == [] and _job(splatform, job_id).status == "awaiting"
-    assert 'id="job-status">awaiting' in owners["mall3"].get(url).text
+    page = owners["mall3"].get(url).text
+    assert 'id="job-status">awaiting' in page
+    # the page refreshes itself while the job waits or runs (issue 17: "queued" until
+    # reloaded)
+    assert f'hx-get="{url}" hx-trigger="every 2s"' in page
     assert owners["mall3"].post(url + "/accept").status_code == 303
     assert _job(splatform, job_id).status == "queued"
     assert owners["mall3"].post(url + "/accept").status_code == 409  # no longer awaiting
@@ -98,6 +102,7 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
     job = _job(splatform, job_id)
     assert job.status == "done", job.error
     assert "separate processes" in job.result["where"]
+    assert 'hx-trigger="every 2s"' not in owners["mall"].get(url).text
 
     # the stored model against scikit-learn on the pooled data from the same start
     window = job.result["window"]

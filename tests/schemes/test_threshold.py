@@ -385,7 +385,8 @@ def test_the_aggregation_interface_adds_and_opens_jointly_only() -> None:
     fingerprint = scheme.set_joint_key([k.public_share_bytes() for k in keys])
     assert scheme.key_fingerprint == fingerprint
     x, y = np.array([15, -2_250, 10**6]), np.array([1, 0, -(10**6)])
-    total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(v)) for v in (x, y)]))
+    total = scheme.aggregate([scheme.load(scheme.encrypt(v)) for v in (x, y)])
+    assert scheme.length(total) == 3
     partials = [scheme.partial_from_bytes(k.partial_decrypt(total).to_bytes()) for k in keys]
     np.testing.assert_array_equal(scheme.fuse(total, partials), x + y)
     with pytest.raises(ProtocolError, match="missing partial decryption from party"):
@@ -397,8 +398,9 @@ def test_the_aggregation_interface_adds_and_opens_jointly_only() -> None:
 def test_the_plain_aggregation_is_the_same_interface_without_keys() -> None:
     scheme = PlainAggregation()
     assert isinstance(scheme, AggregationScheme) and scheme.key_party_ids == ()
-    total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(np.array(v)))
-                                          for v in ([1, 2], [3, -4])]))
+    blobs = [scheme.encrypt(np.array(v)) for v in ([1, 2], [3, -4])]
+    total = scheme.aggregate([scheme.load(b) for b in blobs])
+    assert scheme.length(total) == 2 and scheme.digest(blobs[0]) != scheme.digest(blobs[1])
     np.testing.assert_array_equal(scheme.fuse(total, []), [4, -2])
     with pytest.raises(KeyCustodyError):
         scheme.set_joint_key([b""])

@@ -33,6 +33,7 @@ from cipherseg import __version__
 from cipherseg.errors import CipherSegError, ParameterError
 from cipherseg.pii.masking import PhoneRedactingFilter, redact_record
 from cipherseg.pii.vault import PiiVault
+from cipherseg.platform.bodylimit import BodyLimit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.db import make_engine, make_sessionmaker
 from cipherseg.platform.deps import (
@@ -135,6 +136,7 @@ def make_context(settings: Settings) -> PlatformContext:
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
+    "cipherseg.platform.nodes",
 )
 
 
@@ -163,6 +165,21 @@ def make_worker(ctx: PlatformContext, threads: int | None = None) -> Worker:
     return Worker(ctx.sessions, job_runners(ctx),
                   threads=s.worker_threads if threads is None else threads,
                   poll_seconds=s.worker_poll_seconds)
+
+
+def _has_session(ctx: PlatformContext, scope: Any) -> bool:
+    """Whether the request's cookie opens a live session of an active user."""
+    from starlette.requests import cookie_parser
+
+    from cipherseg.platform.security import SESSION_COOKIE, load_session
+
+    raw = b"; ".join(v for k, v in scope.get("headers") or [] if k == b"cookie")
+    value = cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE) if raw else None
+    token = ctx.signer.unsign(value) if value else None
+    if not token:
+        return False
+    with ctx.sessions() as db:
+        return load_session(db, token) is not None
 
 
 def _wants_html(request: Request) -> bool:
@@ -197,6 +214,10 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.platform = ctx
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, routes=lambda: app.routes,
+                       upload_limit=ctx.settings.max_upload_mb << 20,
+                       default_limit=ctx.settings.max_body_kb << 10,
+                       has_session=lambda scope: _has_session(ctx, scope))
     # outermost: every layer inside sees the client address the trusted proxy reported
     app.add_middleware(TrustedProxyHeaders,
                        trusted=parse_trusted(ctx.settings.trusted_proxies))

@@ -356,7 +356,9 @@ def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User,
     names = _names(db, sorted({i for j in jobs for i in participants(j)}))
     return render(request, ctx, "owner_joint.html", status_code=status_code, error=error,
                   jobs=jobs, others=others, names=names, me=owner.id, job=None,
-                  max_k=ctx.settings.max_k, form=form or {})
+                  max_k=ctx.settings.max_k, form=form or {},
+                  window_labels={j.id: TimeWindow.from_dict(j.params.get("window")).label()
+                                 for j in jobs})
 
 
 @router.get("/owner/joint", response_class=HTMLResponse)
@@ -407,6 +409,7 @@ def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
                   names=_names(db, participants(job)), accepted_ids=accepted(job),
                   segments=owner_view(segments) if job.status == "done" else [],
                   own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k,
+                  window_asked=TimeWindow.from_dict(job.params.get("window")).label(),
                   grants=grants.grant_rows(db, job.id), merchants=grants.merchant_accounts(db),
                   granted=set(grants.grantees(db, job.id)))
 
@@ -481,9 +484,11 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
     from cipherseg.platform.routes.views import merchant_releases
 
     min_size = ctx.settings.min_segment_size
-    releases = merchant_releases(db, merchant, min_size=min_size, kinds=("joint",))
+    releases = merchant_releases(db, merchant, min_size=min_size,
+                                kinds=("joint", "joint_node"))
     for row in releases:
-        row["owner"] = ", ".join(_names(db, participants(row["job"])).values())
+        row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
+            ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)
     audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
                  object_id=",".join(str(r["job"].id) for r in releases)[:64] or None,
                  ip=client_ip(request))

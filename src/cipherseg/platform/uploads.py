@@ -6,9 +6,10 @@ Two kinds of file, as CSV (UTF-8, ``,`` or ``;``) or XLSX (first sheet):
 * **transactions**: ``transaction_id, customer_id, date, amount`` and optionally ``category``
   (customers must have been uploaded first).
 
-Validation streams the file once and reports *every* bad row (row numbers as a spreadsheet
-shows them: the header is row 1). If any row is bad nothing is imported. Otherwise a second
-streaming pass imports everything in one database transaction. Re-importing the same rows
+Validation streams the file once and counts every problem, keeping the first
+:data:`KEEP_PER_COLUMN` of each column for the report (row numbers as a spreadsheet shows them:
+the header is row 1). If any row is bad nothing is imported. Otherwise the validated rows
+(spilled to a private file) are imported in one database transaction. Re-importing the same rows
 changes nothing (a keyed digest of each row is stored); a customer row with new values updates
 that customer; a transaction id that comes back with different values is an error.
 Phone numbers are validated with ``phonenumbers`` (national numbers read in the configured
@@ -108,15 +109,44 @@ class RowError:
     message: str
 
 
+#: Problems kept per column for the report (the rest are counted): a file of 400,000 bad
+#: rows keeps memory and the stored report bounded.
+KEEP_PER_COLUMN = 100
+
+
 @dataclass
 class ValidationSummary:
+    """What validation found: every problem counted, the first :data:`KEEP_PER_COLUMN` of
+    each column kept (``errors``, with their rows in ``bad_rows``)."""
+
     rows: int = 0
     errors: list[RowError] = field(default_factory=list)
     bad_rows: set[int] = field(default_factory=set)
+    #: Problems per column (``""``: the row as a whole).
+    counts: dict[str, int] = field(default_factory=dict)
+    n_problems: int = 0
+    n_bad_rows: int = 0
+    keep_per_column: int = KEEP_PER_COLUMN
+    _batch_rows: set[int] = field(default_factory=set)
 
     def add(self, err: RowError) -> None:
-        self.errors.append(err)
-        self.bad_rows.add(err.row)
+        self.n_problems += 1
+        seen = self.counts.get(err.column, 0)
+        self.counts[err.column] = seen + 1
+        if seen < self.keep_per_column:
+            self.errors.append(err)
+            self.bad_rows.add(err.row)
+        self._batch_rows.add(err.row)
+
+    def end_batch(self) -> None:
+        """Count the bad rows of the batch just checked (a row's problems all come within
+        its batch)."""
+        self.n_bad_rows += len(self._batch_rows)
+        self._batch_rows.clear()
+
+    @property
+    def has_errors(self) -> bool:
+        return self.n_problems > 0
 
 
 @dataclass
@@ -180,6 +210,68 @@ def template_xlsx(kind: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class SpreadsheetLimits:
+    """Bounds checked on an .xlsx file's zip directory before anything is decompressed
+    (Python's zipfile stops at each member's declared size and fails its CRC beyond it, so
+    the declared sizes bound what parsing can produce)."""
+
+    #: All members together, uncompressed.
+    max_uncompressed: int = 1024 << 20
+    #: A member larger than 1 MB may expand at most this many times its compressed size.
+    max_ratio: float = 200.0
+    #: The shared-strings part, uncompressed: openpyxl keeps every shared string in memory.
+    max_shared_strings: int = 64 << 20
+    max_members: int = 1000
+
+
+_RATIO_FLOOR = 1 << 20
+
+
+def check_xlsx(path: Path, limits: SpreadsheetLimits) -> None:
+    """Refuse a workbook whose zip directory exceeds ``limits`` (UploadFileError).
+
+    >>> import tempfile
+    >>> bomb = Path(tempfile.mkdtemp()) / "bomb.xlsx"
+    >>> with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+    ...     z.writestr("xl/sharedStrings.xml", b"<sst>" + b"<si><t>A</t></si>" * 200_000)
+    >>> check_xlsx(bomb, SpreadsheetLimits())
+    Traceback (most recent call last):
+    ...
+    cipherseg.platform.uploads.UploadFileError: the workbook part xl/sharedStrings.xml expands ...
+    """
+    def mb(n: int) -> str:
+        return f"{n / (1 << 20):.0f} MB"
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadFileError("the file is not a readable .xlsx workbook; save it again "
+                              "from Excel or upload CSV") from exc
+    if len(members) > limits.max_members:
+        raise UploadFileError(f"the workbook has {len(members)} parts (at most "
+                              f"{limits.max_members}); save it again from Excel or upload CSV")
+    total = 0
+    for info in members:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > _RATIO_FLOOR and ratio > limits.max_ratio:
+            raise UploadFileError(
+                f"the workbook part {info.filename[:80]} expands {ratio:.0f} times "
+                f"(to {mb(info.file_size)}; at most {limits.max_ratio:.0f} times is accepted): "
+                "refused as a possible zip bomb; upload the data as CSV")
+        if info.filename.lower().endswith("sharedstrings.xml") and \
+                info.file_size > limits.max_shared_strings:
+            raise UploadFileError(
+                f"the workbook's shared strings take {mb(info.file_size)} (at most "
+                f"{mb(limits.max_shared_strings)}); upload the data as CSV instead")
+    if total > limits.max_uncompressed:
+        raise UploadFileError(f"the workbook expands to {mb(total)} (at most "
+                              f"{mb(limits.max_uncompressed)}); upload the data as CSV "
+                              "instead")
+
+
 def detect_format(path: Path) -> str:
     """``"xlsx"`` for a zip container, else ``"csv"``."""
     with path.open("rb") as fh:
@@ -224,13 +316,16 @@ def _read_header(cells: list[str], kind: str) -> list[str]:
     return header
 
 
-def iter_rows(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
+def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
+              ) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     """Yield ``(row number, {column: text})`` for each non-blank data row.
 
     A row with more cells than the header yields a :class:`RowError` instead.
-    Whole-file problems raise :class:`UploadFileError`.
+    Whole-file problems raise :class:`UploadFileError`; a workbook is checked against
+    ``limits`` before it is opened.
     """
     if detect_format(path) == "xlsx":
+        check_xlsx(path, limits or SpreadsheetLimits())
         yield from _iter_xlsx(path, kind)
     else:
         yield from _iter_csv(path, kind)
@@ -296,10 +391,26 @@ def _iter_xlsx(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | Ro
         wb.close()
 
 
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension ref="[A-Z]+\d+(?::[A-Z]+(\d+))?"')
+
+
 def count_rows(path: Path, kind: str) -> int:
-    """Number of data rows (for progress), without validating them."""
+    """Number of data rows (for progress), without validating them. A workbook is not
+    parsed for this (the import reads it once): its first sheet's declared dimension is
+    used, 0 if it has none."""
     if detect_format(path) == "xlsx":
-        return sum(1 for _ in _iter_xlsx(path, kind))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                sheets = sorted(n for n in zf.namelist()
+                                if n.startswith("xl/worksheets/sheet") and n.endswith(".xml"))
+                if not sheets:
+                    return 0
+                with zf.open(sheets[0]) as fh:
+                    head = fh.read(64 * 1024)
+        except (zipfile.BadZipFile, OSError, KeyError):
+            return 0
+        m = _DIMENSION.search(head)
+        return max(0, int(m.group(1)) - 1) if m and m.group(1) else 0
     with path.open("rb") as fh:
         return max(0, sum(1 for _ in fh) - 1)
 
@@ -470,12 +581,14 @@ class Importer:
     """
 
     def __init__(self, session: Session, vault: PiiVault, owner_id: int, kind: str,
-                 path: Path, *, region: str, today: date | None = None) -> None:
+                 path: Path, *, region: str, today: date | None = None,
+                 limits: SpreadsheetLimits | None = None) -> None:
         if kind not in KINDS:
             raise ValidationError(f"unknown upload kind {kind!r}; use customers or "
                                   "transactions")
         self.session, self.vault, self.owner_id, self.kind = session, vault, owner_id, kind
         self.path, self.region = path, region
+        self.limits = limits or SpreadsheetLimits()
         self.today = today or (datetime.now(UTC) + timedelta(days=1)).date()
         self._spill: Path | None = None
 
@@ -509,13 +622,13 @@ class Importer:
             self._validate_into(spill, summary, seen, known, progress)
         if summary.rows == 0:
             raise UploadFileError("the file has a header but no data rows")
-        if summary.errors:
+        if summary.has_errors:
             self.close()
         return summary
 
     def _validate_into(self, spill: BinaryIO, summary: ValidationSummary, seen: set[str],
                        known: set[str], progress: RowProgress | None) -> None:
-        for batch in _chunks(iter_rows(self.path, self.kind), BATCH):
+        for batch in _chunks(iter_rows(self.path, self.kind, self.limits), BATCH):
             clean_rows: list[CleanCustomer | CleanTransaction] = []
             clean_batch: list[tuple[int, CleanTransaction]] = []
             for rownum, cells in batch:
@@ -544,11 +657,12 @@ class Importer:
                     seen.add(key)
                 for e in errs:
                     summary.add(e)
-                if clean is not None and not errs and not summary.errors:
+                if clean is not None and not errs and not summary.has_errors:
                     clean_rows.append(clean)
             if clean_batch:
                 self._check_existing_transactions(clean_batch, summary)
-            if not summary.errors:
+            summary.end_batch()
+            if not summary.has_errors:
                 pickle.dump(clean_rows, spill, protocol=pickle.HIGHEST_PROTOCOL)
             if progress:
                 progress(summary.rows)
@@ -663,8 +777,19 @@ class Importer:
 
 
 # ---------------------------------------------------------------------------- reports
-def error_report_csv(errors: Iterable[RowError]) -> bytes:
-    """The downloadable error report: one line per problem (cells neutralised)."""
-    return csv_export.csv_text([["row", "column", "value", "problem"],
-                                *([e.row, e.column, e.value, e.message]
-                                  for e in errors)]).encode("utf-8")
+def error_report_rows(errors: Iterable[RowError], counts: dict[str, int] | None = None,
+                      keep_per_column: int = KEEP_PER_COLUMN) -> Iterator[list[Any]]:
+    """The error report's lines: a header, one line per kept problem, then per column the
+    number of problems not listed."""
+    yield ["row", "column", "value", "problem"]
+    for e in errors:
+        yield [e.row, e.column, e.value, e.message]
+    for column, n in sorted((counts or {}).items()):
+        if n > keep_per_column:
+            yield ["", column, "", f"... and {n - keep_per_column} more problems in this "
+                                   f"column (the report lists the first {keep_per_column})"]
+
+
+def error_report_csv(errors: Iterable[RowError], counts: dict[str, int] | None = None) -> bytes:
+    """The downloadable error report (cells neutralised)."""
+    return csv_export.csv_text(error_report_rows(errors, counts)).encode("utf-8")

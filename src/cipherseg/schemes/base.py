@@ -15,7 +15,7 @@ module the centre does not import (import-linter contract).
 >>> from cipherseg.schemes.plain import PlainAggregation
 >>> scheme = PlainAggregation()
 >>> parts = [scheme.load(scheme.encrypt(np.array(v))) for v in ([1, 2], [10, -20])]
->>> scheme.fuse(scheme.load(scheme.aggregate(parts)), [])
+>>> scheme.fuse(scheme.aggregate(parts), [])
 array([ 11, -18])
 """
 
@@ -75,8 +75,18 @@ class AggregationScheme(Protocol):
         """Load a contribution or an aggregate; refuse malformed or foreign bytes."""
         ...
 
-    def aggregate(self, contributions: Sequence[Any]) -> bytes:
-        """The sum of loaded contributions, as bytes."""
+    def digest(self, data: bytes) -> bytes:
+        """A collision-resistant identity of serialised ciphertext bytes (which :meth:`load`
+        checks them against)."""
+        ...
+
+    def length(self, ciphertext: Any) -> int:
+        """How many values a loaded ciphertext holds."""
+        ...
+
+    def aggregate(self, contributions: Sequence[Any]) -> Any:
+        """The sum of loaded contributions (loaded; identical for every party that adds the
+        same contributions in the same order)."""
         ...
 
     def partial_from_bytes(self, data: bytes) -> Any:

@@ -6,13 +6,14 @@ protocol code as :class:`~cipherseg.schemes.threshold.ThresholdAggregation`, so 
 comparing the two measures the cryptography alone.
 
 >>> s = PlainAggregation()
->>> s.fuse(s.load(s.aggregate([s.load(s.encrypt(np.array([1, 2]))),
-...                            s.load(s.encrypt(np.array([3, -4])))])), [])
+>>> s.fuse(s.aggregate([s.load(s.encrypt(np.array([1, 2]))),
+...                     s.load(s.encrypt(np.array([3, -4])))]), [])
 array([ 4, -2])
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -59,11 +60,18 @@ class PlainAggregation:
             raise CiphertextError("plain ciphertext: its size does not match its values")
         return np.frombuffer(env.blobs[0], dtype="<i8").astype(np.int64)
 
-    def aggregate(self, contributions: Sequence[Any]) -> bytes:
+    def digest(self, data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()[:16]
+
+    def length(self, ciphertext: Any) -> int:
+        return int(np.size(ciphertext))
+
+    def aggregate(self, contributions: Sequence[Any]) -> npt.NDArray[np.int64]:
         sizes = {np.shape(c) for c in contributions}
         if len(sizes) != 1:
             raise CiphertextError("plain contributions of different lengths cannot be added")
-        return self.encrypt(np.sum(contributions, axis=0, dtype=np.int64))
+        total: npt.NDArray[np.int64] = np.sum(contributions, axis=0, dtype=np.int64)
+        return total
 
     def partial_from_bytes(self, data: bytes) -> Any:
         raise KeyCustodyError("the plain scheme has no partial decryptions")

@@ -942,8 +942,8 @@ class ThresholdAggregation:
     >>> scheme = ThresholdAggregation(ThresholdParams(), b"0123456789abcdef", (0, 1))
     >>> keys = [KeyShare.for_scheme(scheme, i) for i in (0, 1)]
     >>> _ = scheme.set_joint_key([k.public_share_bytes() for k in keys])
-    >>> total = scheme.load(scheme.aggregate([scheme.load(scheme.encrypt(np.array(v)))
-    ...                                       for v in ([1, 2], [3, -4])]))
+    >>> total = scheme.aggregate([scheme.load(scheme.encrypt(np.array(v)))
+    ...                           for v in ([1, 2], [3, -4])])
     >>> scheme.fuse(total, [scheme.partial_from_bytes(k.partial_decrypt(total).to_bytes())
     ...                     for k in keys])
     array([ 4, -2])
@@ -1003,10 +1003,16 @@ class ThresholdAggregation:
     def load(self, data: bytes) -> Ciphertext:
         return Ciphertext.from_bytes(data, self._key())
 
-    def aggregate(self, contributions: Sequence[Any]) -> bytes:
+    def digest(self, data: bytes) -> bytes:
+        return envelope_checksum(data)
+
+    def length(self, ciphertext: Any) -> int:
+        return _as_ct(ciphertext).length
+
+    def aggregate(self, contributions: Sequence[Any]) -> Ciphertext:
         parts = [_as_ct(c) for c in contributions]
         total: Ciphertext = sum(parts[1:], parts[0])
-        return total.to_bytes()
+        return total
 
     def partial_from_bytes(self, data: bytes) -> PartialDecryption:
         return PartialDecryption.from_bytes(data, self._key())

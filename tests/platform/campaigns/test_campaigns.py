@@ -757,3 +757,101 @@ def test_lift_merchant_aggregates_owner_detail(splatform) -> None:  # type: igno
     assert shop.get(f"/owner/campaigns/{cid}/lift.csv").status_code == 403
     assert owner.get("/owner/campaigns").status_code == 200 and "Spring" in \
         owner.get("/owner/campaigns").text
+
+
+def test_a_joint_segment_is_targeted_through_each_owners_records(splatform) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: a joint segmentation's segments are released, targeted and sent like a
+    single owner's; each owner's customers go through that owner's consent record, opt-outs
+    and the frequency cap apply per number; each owner measures only its own customers; the
+    operator's audiences and the centre's schedule list the joint job."""
+    from cipherseg.platform.campaigns import lift
+    from cipherseg.platform.models import Role
+
+    from ..conftest import _HASH
+
+    configure(splatform.ctx, CampaignSettings(quiet_hours="off", sms_rate=1000.0,
+                                              campaign_holdout=0.2))
+    with splatform.ctx.sessions() as s:
+        s.add(User(username="mall2", password_hash=_HASH[0], role=Role.OWNER.value,
+                   active=True))
+        s.commit()
+    rows2, _ = demo_rows(n_customers=60, seed=23)
+    rows2 = [[c, p, "no" if c == "C00004" else "yes", n, tz] for c, p, _c, n, tz in rows2]
+    for name, rows in (("mall", CUSTOMERS[:70]), ("mall2", rows2)):
+        assert splatform.client(name).upload("customers", "c.csv", _csv(rows)).status_code \
+            == 303
+        splatform.run_jobs()
+    with splatform.ctx.sessions() as s:
+        owners = dict(s.execute(select(User.username, User.id)).all())
+        by_owner = {n: list(s.scalars(select(Customer.id).where(
+            Customer.owner_id == owners[n]).order_by(Customer.external_id)))
+            for n in ("mall", "mall2")}
+        job = Job(kind="joint", status="done", progress=1.0, stage="done",
+                  owner_id=owners["mall"], created_by=owners["mall"],
+                  params={"k": 2, "participants": [owners["mall"], owners["mall2"]],
+                          "accepted": [owners["mall"], owners["mall2"]]},
+                  result={"n_customers": 130, "n_iter": 4},
+                  number=next_number(s, job_scope("joint", owners["mall"])))
+        s.add(job)
+        s.flush()
+        _grant(s, job, owners["mall"])
+        groups = {0: by_owner["mall"][:60] + by_owner["mall2"][:55],
+                  1: by_owner["mall"][60:] + by_owner["mall2"][55:]}
+        for pos, members in groups.items():
+            s.add(Segment(job_id=job.id, position=pos, name=("loyal customers", "lost")[pos],
+                          size=len(members), centroid=CENTROID))
+            s.add_all(SegmentMember(job_id=job.id, customer_id=c, pseudonym=f"p{c}",
+                                    segment_index=pos) for c in members)
+        s.commit()
+        job_id = job.id
+    # one of mall2's customers opted out by SMS
+    opted = rows2[10][1]
+    assert _mo(splatform, "+86" + opted, "STOP").status_code == 200
+    shop = splatform.client("shop")
+    page = shop.get("/merchant/campaigns/new").text
+    assert "mall, mall2 (joint)" in page and "loyal customers" in page
+    url, cid = _cid(_create(shop, job_id, {0: TEMPLATE_EN}))
+    page = shop.get(url).text
+    no_consent = sum(1 for c, *_ in CUSTOMERS[:60] if c in NO_CONSENT)
+    reachable = 115 - no_consent - 1 - 1     # mall's no-consent, mall2's C00004, the STOP
+    assert f'data-testid="audience-1"><strong>{reachable}</strong> of 115' in page
+    assert shop.post(url + "/send", {"confirm": "yes"}).status_code == 303
+    splatform.run_jobs()
+    store = store_for(splatform.ctx)
+    counts = store.state_counts(cid)
+    assert counts["delivered"] + counts["holdout"] == reachable
+    with splatform.ctx.engine.connect() as conn:
+        m = MESSAGING.messages
+        sent_to = dict(conn.execute(select(Customer.external_id, Customer.owner_id).join(
+            m, m.c.customer_id == Customer.id).where(
+            m.c.campaign_id == cid, m.c.state.in_(["delivered", "holdout"]))).all())
+        states = dict(conn.execute(select(Customer.external_id, m.c.state).join(
+            m, m.c.customer_id == Customer.id).where(
+            m.c.campaign_id == cid, Customer.owner_id == owners["mall2"])).all())
+    assert set(sent_to.values()) == {owners["mall"], owners["mall2"]}
+    assert states["C00004"] == "skipped"
+    assert states[rows2[10][0]] == "skipped"
+    # both owners see the campaign; each measures (and exports) only its own customers
+    for name in ("mall", "mall2"):
+        assert f"/owner/campaigns/{cid}" in splatform.client(name).get("/owner/campaigns").text
+    camp = store.campaign(cid)
+    with splatform.ctx.engine.begin() as conn:
+        conn.execute(MESSAGING.campaigns.update().where(MESSAGING.campaigns.c.id == cid)
+                     .values(started_at=datetime(2026, 3, 1, 4, 0, tzinfo=ZoneInfo("UTC"))))
+    camp = store.campaign(cid)
+    start, end = lift.window(splatform.ctx, camp) or (None, None)
+    assert start is not None and end is not None
+    for name in ("mall", "mall2"):
+        spend = lift.spend_by_customer(splatform.ctx, camp, start, end,
+                                       owner_id=owners[name])
+        seen = {c for v in spend.values() for c in v}
+        assert seen and seen <= set(by_owner[name])
+    lift_csv = splatform.client("mall2").get(f"/owner/campaigns/{cid}/lift.csv").text
+    with splatform.ctx.sessions() as s:
+        pseudonyms = set(s.scalars(select(Customer.pseudonym).where(
+            Customer.owner_id == owners["mall2"])))
+    lines = lift_csv.strip().splitlines()[1:]
+    assert lines and all(line.split(",")[0] in pseudonyms for line in lines)
+    # the operator's audiences and the centre's schedule list the joint segmentation
+    assert "mall, mall2 (joint)" in splatform.client("sms").get("/operator/audiences").text
+    assert "joint (2 owners)" in splatform.client("centre").get("/centre/jobs").text

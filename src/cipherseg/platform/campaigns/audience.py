@@ -64,15 +64,18 @@ def releases_for(db: Session, user: User) -> list[Job]:
 def released_job(db: Session, user: User, job_id: int) -> Job:
     """A segmentation released to ``user`` (else :class:`ValidationError`)."""
     job = db.get(Job, job_id)
-    if job is None or job.kind != "segmentation" or not grants.is_granted(db, job_id, user):
+    if job is None or job.kind not in grants.RELEASABLE_KINDS or \
+            not grants.is_granted(db, job_id, user):
         raise ValidationError("that segmentation is not released to you")
     return job
 
 
 def segment_owner_ids(job: Job) -> list[int]:
-    """The data owners whose customers a released segmentation holds (one today; a joint
-    segmentation will have several)."""
-    return [job.owner_id]
+    """The data owners whose customers a released segmentation holds: its owner, or every
+    participant of a joint segmentation. Each customer is sent to under its own owner's
+    record (consent), and opt-outs and the frequency cap apply per phone number across the
+    platform, so a joint segment's customers keep every owner's protections."""
+    return grants.data_owner_ids(job)
 
 
 def visible_segments(ctx: PlatformContext, db: Session, user: User,

@@ -91,9 +91,12 @@ def _today(ctx: PlatformContext, now: datetime) -> date:
     return now.astimezone(ZoneInfo(ctx.settings.default_timezone)).date()
 
 
-def spend_by_customer(ctx: PlatformContext, camp: Campaign, start: date, end: date
+def spend_by_customer(ctx: PlatformContext, camp: Campaign, start: date, end: date, *,
+                      owner_id: int | None = None
                       ) -> dict[tuple[str, str], dict[int, tuple[int, float]]]:
-    """``{(segment key, arm): {customer id: (purchases, spend)}}`` in the window."""
+    """``{(segment key, arm): {customer id: (purchases, spend)}}`` in the window; with
+    ``owner_id``, only that owner's customers (a joint campaign reaches several owners'
+    customers, and each owner measures only its own)."""
     m, t = MESSAGING.messages, Transaction.__table__
     q = (select(m.c.segment_key, m.c.arm, m.c.customer_id, func.count(t.c.id),
                 func.coalesce(func.sum(t.c.amount), 0))
@@ -104,12 +107,15 @@ def spend_by_customer(ctx: PlatformContext, camp: Campaign, start: date, end: da
          .group_by(m.c.segment_key, m.c.arm, m.c.customer_id))
     out: dict[tuple[str, str], dict[int, tuple[int, float]]] = defaultdict(dict)
     with ctx.engine.connect() as conn:
+        if owner_id is not None:
+            q = q.where(m.c.customer_id.in_(select(Customer.id)
+                                            .where(Customer.owner_id == owner_id)))
         for key, arm, customer, purchases, spend in conn.execute(q):
             out[(key, arm)][int(customer)] = (int(purchases), float(spend))
     return out
 
 
-def _arms(ctx: PlatformContext, camp: Campaign, now: datetime
+def _arms(ctx: PlatformContext, camp: Campaign, now: datetime, owner_id: int | None = None
           ) -> tuple[LiftReport, dict[tuple[str, str], np.ndarray]]:
     bounds = window(ctx, camp)
     if bounds is None:
@@ -120,7 +126,8 @@ def _arms(ctx: PlatformContext, camp: Campaign, now: datetime
     if _today(ctx, now) < end:
         return LiftReport("measuring", start, end), {}
     spend = {k: np.array([s for _p, s in v.values()], dtype=float)
-             for k, v in spend_by_customer(ctx, camp, start, end).items()}
+             for k, v in spend_by_customer(ctx, camp, start, end,
+                                           owner_id=owner_id).items()}
     return LiftReport("ready", start, end), spend
 
 
@@ -134,10 +141,11 @@ def _compare(key: str, name: str, treated: ArmOutcome, holdout: ArmOutcome,
                        estimate_lift(treated, holdout, noise=noise, epsilon=epsilon))
 
 
-def owner_report(ctx: PlatformContext, camp: Campaign, *,
-                 now: datetime | None = None) -> LiftReport:
-    """Exact aggregates for the data owner, computed now."""
-    head, spend = _arms(ctx, camp, now or utcnow())
+def owner_report(ctx: PlatformContext, camp: Campaign, *, now: datetime | None = None,
+                 owner_id: int | None = None) -> LiftReport:
+    """Exact aggregates for the data owner (``owner_id``: of its own customers only),
+    computed now."""
+    head, spend = _arms(ctx, camp, now or utcnow(), owner_id)
     if head.state != "ready":
         return head
     empty = np.zeros(0)
@@ -204,7 +212,8 @@ def _release(ctx: PlatformContext, camp: Campaign,
             "computed_at": utcnow().isoformat(timespec="seconds")}
 
 
-def owner_detail(ctx: PlatformContext, camp: Campaign) -> list[list[Any]]:
+def owner_detail(ctx: PlatformContext, camp: Campaign, *,
+                 owner_id: int | None = None) -> list[list[Any]]:
     """The owner's own detail: one row per customer of the comparison (pseudonym,
     segment, group, purchases, spend in the window)."""
     bounds = window(ctx, camp)
@@ -212,7 +221,7 @@ def owner_detail(ctx: PlatformContext, camp: Campaign) -> list[list[Any]]:
         return []
     names = {s.key: s.name for s in camp.segments}
     rows: list[list[Any]] = []
-    by_customer = spend_by_customer(ctx, camp, *bounds)
+    by_customer = spend_by_customer(ctx, camp, *bounds, owner_id=owner_id)
     ids = sorted({c for v in by_customer.values() for c in v})
     pseudonyms: dict[int, str] = {}
     with ctx.sessions() as s:

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cipherseg.clock import utcnow
@@ -46,6 +45,7 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.models import User
 from cipherseg.platform.routes.common import NOTICES, redirect, render
+from cipherseg.platform.services import grants
 
 router = APIRouter(include_in_schema=False)
 
@@ -91,7 +91,8 @@ def _status(ctx: PlatformContext, camp: Campaign, report: Any = None) -> StatusV
     return describe(camp, report, waiting, now, ctx.settings.default_timezone)
 
 
-def _report_context(ctx: PlatformContext, camp: Campaign, view: str) -> dict[str, Any]:
+def _report_context(ctx: PlatformContext, camp: Campaign, view: str,
+                    viewer: User | None = None) -> dict[str, Any]:
     store = store_for(ctx)
     report = store.report(camp.id)
     names = {s.key: s.name for s in camp.segments}
@@ -104,8 +105,8 @@ def _report_context(ctx: PlatformContext, camp: Campaign, view: str) -> dict[str
         "live": camp.status in ("approved", "starting", "sending", "scheduled"),
         "base_path": _base(view), "camp": camp, "role": view}
     if view in ("merchant", "owner"):
-        measured = (lift.owner_report if view == "owner" else lift.merchant_report)(
-            ctx, camp)
+        measured = (lift.owner_report(ctx, camp, owner_id=viewer.id if viewer else None)
+                    if view == "owner" else lift.merchant_report(ctx, camp))
         rows = [(s.name, s.result.conversion_treated, s.result.conversion_holdout,
                  s.result.conversion_lift.estimate, s.result.conversion_lift.low,
                  s.result.conversion_lift.high)
@@ -115,7 +116,8 @@ def _report_context(ctx: PlatformContext, camp: Campaign, view: str) -> dict[str
 
 
 def _detail(request: Request, ctx: PlatformContext, db: Session, view: str, camp: Campaign,
-            *, error: str | None = None, status_code: int = 200) -> Response:
+            *, error: str | None = None, status_code: int = 200,
+            viewer: User | None = None) -> Response:
     audiences = service.campaign_audiences(ctx, camp) \
         if camp.status in ("draft", "pending_approval") else None
     eligible = sum(a.eligible for a in audiences.values()) if audiences else None
@@ -130,7 +132,8 @@ def _detail(request: Request, ctx: PlatformContext, db: Session, view: str, camp
                   if audiences else None,
                   approval=campaign_settings(ctx).campaign_approval,
                   timezone=ctx.settings.default_timezone,
-                  job=service.active_job(db, camp.id), **_report_context(ctx, camp, view))
+                  job=service.active_job(db, camp.id),
+                  **_report_context(ctx, camp, view, viewer))
 
 
 def _list(request: Request, ctx: PlatformContext, user: User, view: str,
@@ -159,8 +162,7 @@ def _compose_context(ctx: PlatformContext, db: Session, user: User,
     if chosen is not None:
         segments = release_audiences(ctx, db, user, chosen.id,
                                      cs.policy(ctx.settings.default_timezone))
-    owners = {int(i): str(name) for i, name in db.execute(
-        select(User.id, User.username).where(User.id.in_({j.owner_id for j in releases})))}
+    owners = {j.id: grants.owners_label(db, j) for j in releases}
     return {"releases": releases, "release": chosen, "segments": segments, "owners": owners,
             "opt_out_lines": cs.opt_out_lines(), "sample_phone": service.SAMPLE_MASKED_PHONE,
             "default_template": service.default_template(ctx),
@@ -279,7 +281,8 @@ def merchant_send(request: Request, ctx: ContextDep, db: SessionDep, merchant: C
 def _report(request: Request, ctx: PlatformContext, user: User, view: str,
             campaign_id: int) -> Response:
     camp = _campaign(ctx, user, campaign_id, view)
-    return render(request, ctx, "campaigns/_report.html", **_report_context(ctx, camp, view))
+    return render(request, ctx, "campaigns/_report.html",
+                  **_report_context(ctx, camp, view, user))
 
 
 def _report_csv(request: Request, ctx: PlatformContext, db: Session, user: User, view: str,
@@ -480,7 +483,8 @@ def owner_list(request: Request, ctx: ContextDep, owner: SegmentReleaser) -> Res
 def owner_detail(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentReleaser,
                  campaign_id: IdPath) -> Response:
     """A campaign sent to this owner's customers: counts and the exact lift."""
-    return _detail(request, ctx, db, "owner", _campaign(ctx, owner, campaign_id, "owner"))
+    return _detail(request, ctx, db, "owner", _campaign(ctx, owner, campaign_id, "owner"),
+                   viewer=owner)
 
 
 @router.get("/owner/campaigns/{campaign_id}/report", response_class=HTMLResponse)
@@ -504,7 +508,7 @@ def owner_lift_csv(request: Request, ctx: ContextDep, db: SessionDep, owner: Cus
     the measurement window (audited)."""
     camp = _campaign(ctx, owner, campaign_id, "owner")
     rows: list[list[Any]] = [["pseudonym", "segment", "group", "purchases", "spend"]]
-    rows += lift.owner_detail(ctx, camp)
+    rows += lift.owner_detail(ctx, camp, owner_id=owner.id)
     audit.record(db, audit.AuditAction.EXPORT, actor=owner, object_type="campaign_lift",
                  object_id=camp.id,
                  ip=client_ip(request), detail={"rows": len(rows) - 1})

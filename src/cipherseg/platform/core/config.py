@@ -78,7 +78,16 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     #: A temporary password from an administrator's reset works once, within this time.
     temp_password_hours: float = Field(default=24.0, gt=0)
+    #: The largest uploaded file; the upload routes' body limit (checked before reading).
     max_upload_mb: int = Field(default=200, ge=1)
+    #: The body limit of every other route (forms, JSON), checked before reading.
+    max_body_kb: int = Field(default=1024, ge=16)
+    #: An .xlsx upload's parts together, uncompressed (checked before it is opened).
+    xlsx_max_uncompressed_mb: int = Field(default=1024, ge=1)
+    #: How many times a part over 1 MB may expand (zip bombs expand ~1000 times).
+    xlsx_max_ratio: float = Field(default=200.0, ge=10)
+    #: The workbook's shared strings, uncompressed (all held in memory while importing).
+    xlsx_max_shared_strings_mb: int = Field(default=64, ge=1)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).
     worker_threads: int = Field(default=1, ge=0)
@@ -96,6 +105,18 @@ class Settings(BaseSettings):
     #: Parallel processes for encrypted work (``n_jobs`` of the estimator).
     n_jobs: int = 1
     max_k: int = Field(default=12, ge=2)
+    #: This platform as a node of joint segmentations across organisations (docs/deployment.md):
+    #: its name at the manager and centre services, their URLs, its token files there.
+    node_name: str | None = None
+    node_manager_url: str | None = None
+    node_manager_token_file: Path | None = None
+    node_centre_url: str | None = None
+    node_centre_token_file: Path | None = None
+    node_ca_file: Path | None = None
+    #: End a cross-node job when a service has been unreachable this long.
+    node_contact_seconds: float = Field(default=60.0, gt=0)
+    #: How long an invitation stays valid (the other nodes must accept within this).
+    node_invitation_minutes: float = Field(default=15.0, gt=0)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -36,22 +36,20 @@ router = APIRouter(include_in_schema=False)
 def release_rows(db: Session, jobs: Sequence[Job], *, min_size: int,
                  with_profiles: bool) -> list[dict[str, Any]]:
     """Released segmentations as merchants (or, without profiles, the operator) see them."""
-    owners = {u.id: u.username for u in db.scalars(
-        select(User).where(User.id.in_({j.owner_id for j in jobs})))}
     out = []
     for job in jobs:
         segs = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
         views: list[SegmentView] = release_view(segs, min_size=min_size,
                                                 with_profiles=with_profiles)
         out.append({"job": job, "job_id": job.number, "kind": job.kind,
-                    "owner": owners.get(job.owner_id, "?"),
+                    "owner": grants.owners_label(db, job),
                     "released": job.finished_at.strftime("%Y-%m-%d") if job.finished_at
                     else "", "segments": views})
     return out
 
 
 def merchant_releases(db: Session, merchant: User, *, min_size: int,
-                      kinds: Sequence[str] = ("segmentation",)) -> list[dict[str, Any]]:
+                      kinds: Sequence[str] = grants.RELEASABLE_KINDS) -> list[dict[str, Any]]:
     """The segmentations granted to ``merchant`` (newest grant first), with profiles; the
     date shown is the grant's."""
     jobs = grants.granted_jobs(db, merchant, kinds=kinds)
@@ -75,7 +73,7 @@ def merchant_segments(request: Request, ctx: ContextDep, db: SessionDep,
                       merchant: ReleaseViewer) -> Response:
     """Segments released to this merchant, with profiles (sizes ≥ the minimum)."""
     min_size = ctx.settings.min_segment_size
-    data = merchant_releases(db, merchant, min_size=min_size)
+    data = merchant_releases(db, merchant, min_size=min_size, kinds=("segmentation",))
     audit.record(db, "result_view", actor=merchant, object_type="releases",
                  object_id=",".join(str(r["job"].id) for r in data)[:64] or None,
                  ip=client_ip(request))
@@ -99,7 +97,8 @@ def operator_audiences(request: Request, ctx: ContextDep, db: SessionDep,
 @router.get("/centre/jobs", response_class=HTMLResponse)
 def centre_jobs(request: Request, ctx: ContextDep, db: SessionDep,
                 _centre: CentreScheduleViewer) -> Response:
-    """The public schedule of segmentation jobs: sizes and status only."""
-    jobs = list(db.scalars(select(Job).where(Job.kind == "segmentation")
+    """The public schedule of segmentation jobs, single-owner and joint: sizes and status
+    only."""
+    jobs = list(db.scalars(select(Job).where(Job.kind.in_(grants.RELEASABLE_KINDS))
                            .order_by(Job.id.desc()).limit(100)))
     return render(request, ctx, "centre_jobs.html", jobs=jobs)

@@ -42,7 +42,7 @@ from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
-RELEASABLE_KINDS = ("segmentation", "joint")
+RELEASABLE_KINDS = ("segmentation", "joint", "joint_node")
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def is_granted(db: Session, job_id: int, merchant: User) -> bool:
         ReleaseGrant.revoked_at.is_(None), Job.status == "done")) is not None
 
 
-def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = ("segmentation",),
+def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = RELEASABLE_KINDS,
                  limit: int = 50) -> list[Job]:
     """Finished jobs granted to ``merchant`` and not revoked, newest grant first."""
     return list(db.scalars(
@@ -161,7 +161,7 @@ def granted_dates(db: Session, merchant: User, job_ids: Sequence[int]) -> dict[i
             ReleaseGrant.merchant_id == merchant.id, ReleaseGrant.job_id.in_(list(job_ids))))}
 
 
-def released_jobs(db: Session, *, kinds: Sequence[str] = ("segmentation",),
+def released_jobs(db: Session, *, kinds: Sequence[str] = RELEASABLE_KINDS,
                   limit: int = 50) -> list[Job]:
     """Finished jobs granted to at least one merchant (the operator's audiences)."""
     active = select(ReleaseGrant.job_id).where(ReleaseGrant.revoked_at.is_(None))
@@ -186,3 +186,19 @@ def grant_rows(db: Session, job_id: int) -> list[GrantRow]:
     return [GrantRow(name, g.granted_at.strftime("%Y-%m-%d %H:%M"),
                      g.revoked_at.strftime("%Y-%m-%d %H:%M") if g.revoked_at else None,
                      g.request_id) for g, name in rows]
+
+
+def data_owner_ids(job: Job) -> list[int]:
+    """The data owners whose customers a segmentation holds: its owner, or every
+    participant of a joint segmentation."""
+    if job.kind == "joint":
+        return [int(i) for i in job.params.get("participants", [job.owner_id])]
+    return [job.owner_id]
+
+
+def owners_label(db: Session, job: Job) -> str:
+    """Who the customers of ``job`` belong to, in words ("mall" or "mall, mall2 (joint)")."""
+    ids = data_owner_ids(job)
+    names = dict(db.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+    label = ", ".join(names.get(i, "?") for i in ids)
+    return f"{label} (joint)" if job.kind == "joint" else label

@@ -1,4 +1,6 @@
-"""The compute centre of protocol 4.2: relays key shares and adds the owners' ciphertexts.
+"""The compute centre of protocol 4.2: relays key commitments, key shares and the owners'
+ciphertexts (every key party adds the contributions itself and checks them against the
+digests their owners reported to the manager, so the centre cannot substitute a ciphertext).
 
 It holds public material only — the session's aggregation scheme (parameters, CRS, joint
 public key), public key shares, ciphertexts — and imports the public side of the schemes but
@@ -6,6 +8,17 @@ never :mod:`cipherseg.schemes.threshold_keys` (import-linter contract). It sees 
 every contribution is encrypted under a joint key no party holds alone, and the aggregate is
 decrypted by the key parties, not by the centre. See :mod:`cipherseg.protocols.joint`
 for the whole sequence and the leakage table.
+
+What the centre C does, message by message::
+
+    Setup (M)              opens the session (one per centre object)
+    KeyCommitment (all)    one per key party → KeyCommitments (key parties)
+    PublicKeyShare (all)   only after every commitment; opens its commitment → KeyShares
+    EncryptedVector (O_i)  one per owner, round and purpose, of the round's length; when all
+                           are in → Aggregate(ct_1…ct_n) (the manager and key-holding owners)
+    Close (M)              done
+
+It learns the public schedule: number of owners, k, d, iterations, sizes and timing.
 
 >>> JointCentre().handle("manager", jm.Close(protocol_version=1, session_id="s", round=0))
 Traceback (most recent call last):
@@ -21,7 +34,12 @@ from typing import Any
 
 from cipherseg.errors import ProtocolError
 from cipherseg.protocols.joint import messages as jm
-from cipherseg.protocols.joint.session import Session, open_session
+from cipherseg.protocols.joint.session import (
+    Session,
+    expected_length,
+    key_commitment,
+    open_session,
+)
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady, Outgoing
 
@@ -35,6 +53,7 @@ class JointCentre:
         self.session_id = ""
         self.owner_ids: tuple[int, ...] = ()
         self.session: Session | None = None
+        self._commitments: dict[int, bytes] = {}
         self._shares: dict[int, bytes] = {}
         self._pending: dict[tuple[int, str], dict[int, Any]] = defaultdict(dict)
         self.timings: dict[str, float] = defaultdict(float)
@@ -62,6 +81,8 @@ class JointCentre:
                 f"message for session {message.session_id!r}, the centre is in "
                 f"{self.session_id!r}"
             )
+        if isinstance(message, jm.KeyCommitment):
+            return self._key_commitment(sender, message)
         if isinstance(message, jm.PublicKeyShare):
             return self._key_share(sender, message)
         if isinstance(message, jm.EncryptedVector):
@@ -81,15 +102,39 @@ class JointCentre:
         self.owner_ids = tuple(m.owner_ids)
         return []
 
-    def _key_share(self, sender: str, m: jm.PublicKeyShare) -> Outgoing:
+    def _check_key_party(self, sender: str, party_id: int, what: str) -> None:
         scheme = self._require_session().scheme
         if not scheme.key_party_ids:
-            raise ProtocolError("a key share arrived in a session without keys")
-        expected = jm.MANAGER if m.party_id == jm.MANAGER_ID else jm.owner_name(m.party_id)
-        if m.party_id not in scheme.key_party_ids or sender != expected:
-            raise ProtocolError(f"{sender} may not send the key share of party {m.party_id}")
+            raise ProtocolError(f"a {what} arrived in a session without keys")
+        expected = jm.MANAGER if party_id == jm.MANAGER_ID else jm.owner_name(party_id)
+        if party_id not in scheme.key_party_ids or sender != expected:
+            raise ProtocolError(f"{sender} may not send the {what} of party {party_id}")
+
+    def _key_commitment(self, sender: str, m: jm.KeyCommitment) -> Outgoing:
+        """Collect every key party's commitment; only then are shares revealed."""
+        self._check_key_party(sender, m.party_id, "key share commitment")
+        if m.party_id in self._commitments:
+            raise ProtocolError(f"duplicated key share commitment from party {m.party_id}")
+        if len(m.commitment) != 32:
+            raise ProtocolError(f"a key share commitment is 32 bytes, got {len(m.commitment)}")
+        self._commitments[m.party_id] = m.commitment
+        ids = self._require_session().scheme.key_party_ids
+        if len(self._commitments) < len(ids):
+            return []
+        out = jm.KeyCommitments(protocol_version=jm.VERSION, session_id=self.session_id,
+                                round=0, commitments=tuple(self._commitments[i] for i in ids))
+        return [(name, out) for name in self._recipients()]
+
+    def _key_share(self, sender: str, m: jm.PublicKeyShare) -> Outgoing:
+        self._check_key_party(sender, m.party_id, "key share")
+        scheme = self._require_session().scheme
+        if len(self._commitments) < len(scheme.key_party_ids):
+            raise ProtocolError(f"{sender} revealed a key share before every party committed")
         if m.party_id in self._shares:
             raise ProtocolError(f"duplicated key share from party {m.party_id}")
+        if key_commitment(self.session_id, m.party_id, m.share) != \
+                self._commitments[m.party_id]:
+            raise ProtocolError(f"party {m.party_id}'s key share does not open its commitment")
         scheme.public_share_from_bytes(m.share, m.party_id)
         self._shares[m.party_id] = m.share
         if len(self._shares) < len(scheme.key_party_ids):
@@ -113,14 +158,15 @@ class JointCentre:
         if scheme.key_fingerprint is None:
             raise ProtocolError("a contribution arrived before the joint key was set up")
         start = time.perf_counter()
-        pending[owner] = scheme.load(m.ciphertext)
+        length = scheme.length(scheme.load(m.ciphertext))
         self.timings["centre: load contributions"] += time.perf_counter() - start
+        if length != expected_length(self._require_session(), m.purpose):
+            raise ProtocolError(f"{sender}'s {m.purpose!r} contribution holds {length} values")
+        pending[owner] = m.ciphertext
         if len(pending) < len(self.owner_ids):
             return []
-        start = time.perf_counter()
         del self._pending[(m.round, m.purpose)]
-        blob = scheme.aggregate([pending[i] for i in self.owner_ids])
-        self.timings["centre: aggregate"] += time.perf_counter() - start
         out = jm.Aggregate(protocol_version=jm.VERSION, session_id=self.session_id,
-                           round=m.round, purpose=m.purpose, ciphertext=blob)
+                           round=m.round, purpose=m.purpose,
+                           contributions=tuple(pending[i] for i in self.owner_ids))
         return [(name, out) for name in self._recipients()]

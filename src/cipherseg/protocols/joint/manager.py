@@ -1,5 +1,25 @@
 """Protocol 4.2 (joint k-means): the manager's side — opens the session, holds a key share,
-fuses partial decryptions, releases centroids. Leakage: :mod:`cipherseg.protocols.joint`.
+relays the owners' contribution digests, fuses partial decryptions, releases centroids (the
+whole sequence and the leakage table: :mod:`cipherseg.protocols.joint`).
+
+What the manager M does, message by message::
+
+    start                  Setup (C, every O_i); its key share s_0 → KeyCommitment (C)
+    KeyCommitments (C)     its own unchanged, one per key party → PublicKeyShare (C)
+    KeyShares (C)          every p_j opens its commitment, its own unchanged → pk
+    KeyReady (O_i)         every owner built the same pk → first D2Request or Centroids
+    ContributionDigest     one per owner and round → ContributionDigests (key-holding owners)
+      (O_i)
+    Aggregate (C)          ct_1…ct_n checked against the digests and the round's length,
+                           added; its own partial decryption
+    Partial (O_i)          with every key party's partial: fuse (noise-checked) →
+                           k-means++: sample an owner ∝ D²_i → PickRequest; Lloyd: new
+                           centroids → Centroids, or Final (O_i) and Close (C)
+    PickedRecord (O_i)     the next initial centre → D2Request, or the first Centroids
+
+What it learns: per iteration the pooled per-cluster sums and counts (the centroids and
+cluster sizes it releases); during k-means++ every owner's D² total, which owner each initial
+centre comes from and the k initial records (:class:`ManagerLog` keeps all of it).
 """
 
 from __future__ import annotations
@@ -23,15 +43,18 @@ from cipherseg.protocols.joint.session import (
     INITS,
     Session,
     build_joint_key,
+    check_commitments,
     choice_source,
     decode_total,
     generator_from,
+    key_commitment,
     new_message,
     new_scheme,
+    open_contributions,
     open_session,
 )
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Outgoing
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.base import DecryptionShare
 from cipherseg.schemes.threshold import ThresholdParams
 from cipherseg.schemes.threshold_keys import KeyShare
@@ -110,6 +133,8 @@ class JointManager:
         self._crs_seed = secrets.token_bytes(32)  # public, fresh per session
         self._session: Session | None = None
         self._key: DecryptionShare | None = None
+        self._commitments: tuple[bytes, ...] | None = None
+        self._digests: dict[int, bytes] = {}  # this round's contribution digests, by owner
         self._ready: dict[int, bytes] = {}
         self._round = 0
         self._purpose = ""
@@ -154,9 +179,10 @@ class JointManager:
         if jm.MANAGER_ID in scheme.key_party_ids:
             start = time.perf_counter()
             self._key = KeyShare.for_scheme(scheme, jm.MANAGER_ID)
-            out.append((jm.CENTRE, new_message(jm.PublicKeyShare, self.session_id, 0,
-                                               party_id=jm.MANAGER_ID,
-                                               share=self._key.public_share_bytes())))
+            commitment = key_commitment(self.session_id, jm.MANAGER_ID,
+                                        self._key.public_share_bytes())
+            out.append((jm.CENTRE, new_message(jm.KeyCommitment, self.session_id, 0,
+                                               party_id=jm.MANAGER_ID, commitment=commitment)))
             self.timings["manager: key generation"] += time.perf_counter() - start
         return out
 
@@ -167,16 +193,29 @@ class JointManager:
             raise ProtocolError("the manager has not started a session")
         if message.session_id != self.session_id:
             raise ProtocolError("manager: message for another session")
-        if isinstance(message, jm.KeyShares):
+        if isinstance(message, (jm.KeyCommitments, jm.KeyShares)):
+            if sender != jm.CENTRE:
+                raise ProtocolError(f"manager: {type(message).__name__} comes from the centre")
             if self._key is None:
-                raise ProtocolError("manager: key shares in a session without keys")
+                raise ProtocolError("manager: key material in a session without keys")
+            share = self._key.public_share_bytes()
+            if isinstance(message, jm.KeyCommitments):
+                if self._commitments is not None:
+                    raise ProtocolError("manager: key commitments relayed twice")
+                self._commitments = check_commitments(session, message.commitments, share,
+                                                      jm.MANAGER_ID)
+                return [(jm.CENTRE, new_message(jm.PublicKeyShare, self.session_id, 0,
+                                                party_id=jm.MANAGER_ID, share=share))]
+            if self._commitments is None or session.scheme.key_fingerprint is not None:
+                raise ProtocolError("manager: key shares before the commitments, or twice")
             start = time.perf_counter()
-            build_joint_key(session, message.shares, self._key.public_share_bytes(),
-                            jm.MANAGER_ID)
+            build_joint_key(session, message.shares, share, jm.MANAGER_ID, self._commitments)
             self.timings["manager: key generation"] += time.perf_counter() - start
             return self._maybe_begin()
         if isinstance(message, jm.KeyReady):
             return self._key_ready(sender, message)
+        if isinstance(message, jm.ContributionDigest):
+            return self._on_digest(sender, message)
         if isinstance(message, jm.Aggregate):
             return self._on_aggregate(sender, message)
         if isinstance(message, jm.Partial):
@@ -220,6 +259,7 @@ class JointManager:
     def _next_round(self) -> int:
         self._round += 1
         self._partials = {}
+        self._digests = {}
         self._aggregate = None
         return self._round
 
@@ -253,18 +293,40 @@ class JointManager:
                 f"{self._round} ({self._purpose}) is open"
             )
 
+    def _on_digest(self, sender: str, m: jm.ContributionDigest) -> Outgoing:
+        """Collect the owners' contribution digests; once all are in, relay them to the
+        key-holding owners, who decrypt only the sum of exactly these contributions."""
+        if sender != jm.owner_name(m.party_id) or m.party_id not in self.owner_ids:
+            raise ProtocolError(f"{sender} may not report party {m.party_id}'s contribution")
+        self._check_round(m, m.purpose)
+        if m.party_id in self._digests:
+            raise ProtocolError(f"{sender} reported two contributions for round {m.round}")
+        self._digests[m.party_id] = m.digest
+        if len(self._digests) < len(self.owner_ids):
+            return []
+        keyed = self._require_session().scheme.key_party_ids
+        relay = new_message(jm.ContributionDigests, self.session_id, m.round, purpose=m.purpose,
+                            digests=tuple(self._digests[i] for i in self.owner_ids))
+        return [(jm.owner_name(i), relay) for i in self.owner_ids if i in keyed]
+
     def _on_aggregate(self, sender: str, m: jm.Aggregate) -> Outgoing:
         if sender != jm.CENTRE:
             raise ProtocolError("only the centre sends aggregates")
         self._check_round(m, m.purpose)
         if self._aggregate is not None:
             raise ProtocolError("manager: two aggregates for one round")
-        scheme = self._require_session().scheme
+        session = self._require_session()
+        scheme = session.scheme
         if scheme.key_fingerprint is None:
             raise ProtocolError("manager: an aggregate before the joint key")
+        if len(self._digests) < len(self.owner_ids):
+            raise NotReady  # an owner's digest of this round has not arrived yet
         start = time.perf_counter()
-        self._aggregate = scheme.load(m.ciphertext)
+        self._aggregate = open_contributions(session, m.purpose, m.contributions,
+                                             [self._digests[i] for i in self.owner_ids])
+        self.timings["manager: check and add contributions"] += time.perf_counter() - start
         if self._key is not None:
+            start = time.perf_counter()
             self._partials[jm.MANAGER_ID] = self._key.partial_decrypt(self._aggregate)
             self.timings["manager: partial decrypt"] += time.perf_counter() - start
         return self._maybe_fuse()

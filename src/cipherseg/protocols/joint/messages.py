@@ -4,7 +4,7 @@
 This module holds no key material, so the compute centre
 (:mod:`cipherseg.protocols.joint.centre`) can import it.
 
->>> m = EncryptedVector(protocol_version=1, session_id="s", round=3, purpose="stats",
+>>> m = EncryptedVector(protocol_version=VERSION, session_id="s", round=3, purpose="stats",
 ...                     ciphertext=b"ct")
 >>> Message.from_bytes(m.to_bytes()) == m
 True
@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from cipherseg.protocols.messages import Message, define_protocol, register_message
 
 PROTOCOL = "kmeans-joint"
-VERSION = 1
+# 2: key shares committed before they are revealed (KeyCommitment, KeyCommitments); owners
+# report their contributions' digests to the manager, which relays them (ContributionDigest,
+# ContributionDigests); the centre relays every contribution instead of their sum (Aggregate).
+VERSION = 2
 SPEC = define_protocol(PROTOCOL, VERSION)
 
 MANAGER = "manager"
@@ -56,8 +59,28 @@ class Setup(Message):
 
 @register_message
 @dataclass(frozen=True, slots=True)
+class KeyCommitment(Message):
+    """Key party → centre: SHA-256 of (session, party id, public key share), sent before any
+    share is revealed (:func:`cipherseg.protocols.joint.session.key_commitment`)."""
+
+    PROTOCOL = PROTOCOL
+    party_id: int = 0
+    commitment: bytes = b""
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
+class KeyCommitments(Message):
+    """Centre → key parties: every key party's commitment (manager first, then owners)."""
+
+    PROTOCOL = PROTOCOL
+    commitments: tuple[bytes, ...] = ()
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
 class PublicKeyShare(Message):
-    """Key party → centre: its public key share."""
+    """Key party → centre: its public key share, once it holds every commitment."""
 
     PROTOCOL = PROTOCOL
     party_id: int = 0
@@ -105,12 +128,34 @@ class EncryptedVector(Message):
 
 @register_message
 @dataclass(frozen=True, slots=True)
-class Aggregate(Message):
-    """Centre → key parties: the sum of all owners' contributions, to decrypt jointly."""
+class ContributionDigest(Message):
+    """Owner → manager: the digest of the contribution it sent the centre this round."""
 
     PROTOCOL = PROTOCOL
     purpose: str = "stats"
-    ciphertext: bytes = b""
+    party_id: int = 0
+    digest: bytes = b""
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
+class ContributionDigests(Message):
+    """Manager → key-holding owners: every owner's contribution digest for the round."""
+
+    PROTOCOL = PROTOCOL
+    purpose: str = "stats"
+    digests: tuple[bytes, ...] = ()
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
+class Aggregate(Message):
+    """Centre → key parties: every owner's contribution of the round (in owner order); each
+    key party checks them against the digests and decrypts their sum."""
+
+    PROTOCOL = PROTOCOL
+    purpose: str = "stats"
+    contributions: tuple[bytes, ...] = ()
 
 
 @register_message
@@ -173,6 +218,7 @@ class Close(Message):
 
 __all__ = [
     "CENTRE", "MANAGER", "MANAGER_ID", "MODES", "PROTOCOL", "PURPOSES", "VERSION", "Aggregate",
-    "Centroids", "Close", "D2Request", "EncryptedVector", "Final", "KeyReady", "KeyShares",
+    "Centroids", "Close", "ContributionDigest", "ContributionDigests", "D2Request",
+    "EncryptedVector", "Final", "KeyCommitment", "KeyCommitments", "KeyReady", "KeyShares",
     "Message", "Partial", "PickRequest", "PickedRecord", "PublicKeyShare", "Setup", "owner_name",
 ]

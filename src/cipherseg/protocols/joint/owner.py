@@ -1,8 +1,27 @@
-"""Protocol 4.2 (joint k-means): the data owner's side.
+"""Protocol 4.2 (joint k-means): the data owner's side (the whole sequence and the leakage
+table: :mod:`cipherseg.protocols.joint`).
 
-The owner's customers never leave this module's :class:`JointOwner` in plaintext: it sends
-encrypted aggregates (and, when k-means++ picks one of its records, that record). Leakage:
-:mod:`cipherseg.protocols.joint`.
+What an owner O_i does, message by message::
+
+    Setup (M)              encode its data; generate its key share s_i, p_i → KeyCommitment (C)
+    KeyCommitments (C)     its own commitment unchanged, one per key party → PublicKeyShare (C)
+    KeyShares (C)          every p_j opens its commitment, its own p_i unchanged → pk = Σ p_j,
+                           KeyReady(fingerprint) (M)
+    D2Request, Centroids   its D² total, or its per-cluster sums and counts (fixed point, DP
+      (M)                  noise first if the session has a budget) → EncryptedVector (C) and
+                           ContributionDigest (M); once per round and purpose
+    ContributionDigests    every owner's digest of the round, its own unchanged (kept)
+      (M)
+    Aggregate (C)          ct_1…ct_n: each matches its digest and the round's length → adds
+                           them, partially decrypts the sum once → Partial (M)
+    PickRequest (M)        a record sampled ∝ D² among its own → PickedRecord (M)
+    Final (M)              labels its own customers with the released centroids
+
+What it learns: the released centroids of every iteration (with its own contribution, the
+other owners' pooled per-cluster sums), the k initial records, its own labels. Its customers
+never leave :class:`JointOwner` in plaintext except a record k-means++ picks; it releases a
+partial decryption only of a sum of every owner's genuine contribution of a round it took
+part in (:func:`~cipherseg.protocols.joint.session.open_contributions`).
 """
 
 from __future__ import annotations
@@ -21,10 +40,13 @@ from cipherseg.protocols.joint.session import (
     D2_SLOTS,
     Session,
     build_joint_key,
+    check_commitments,
     choice_source,
     encode_total,
     generator_from,
+    key_commitment,
     new_message,
+    open_contributions,
     open_session,
 )
 from cipherseg.protocols.messages import Message
@@ -99,6 +121,10 @@ class JointOwner:
         self._rng = generator_from(self._source)
         self._session: Session | None = None
         self._key: DecryptionShare | None = None
+        self._commitments: tuple[bytes, ...] | None = None
+        self._contributed: dict[tuple[int, str], bytes] = {}  # (round, purpose) → own digest
+        self._digests: dict[tuple[int, str], tuple[bytes, ...]] = {}  # relayed by the manager
+        self._decrypted: set[tuple[int, str]] = set()
         self._x_int: npt.NDArray[np.int64] | None = None
         self._points: npt.NDArray[np.float64] | None = None  # feature-major (d, n)
         self._x_int_cols: npt.NDArray[np.float64] | None = None
@@ -120,11 +146,14 @@ class JointOwner:
             raise NotReady
         if message.session_id != session.setup.session_id:
             raise ProtocolError(f"{self.name}: message for another session")
-        if isinstance(message, jm.KeyShares):
-            return self._key_shares(message)
-        if isinstance(message, jm.Aggregate):
+        if isinstance(message, (jm.KeyCommitments, jm.KeyShares, jm.Aggregate)):
             if sender != jm.CENTRE:
-                raise ProtocolError(f"{self.name}: aggregates come from the centre only")
+                raise ProtocolError(f"{self.name}: {type(message).__name__} comes from the "
+                                    "centre only")
+            if isinstance(message, jm.KeyCommitments):
+                return self._key_commitments(message)
+            if isinstance(message, jm.KeyShares):
+                return self._key_shares(message)
             return self._partial(message)
         if sender != jm.MANAGER:
             raise ProtocolError(f"{self.name}: {type(message).__name__} must come from the manager")
@@ -134,6 +163,8 @@ class JointOwner:
             return self._pick(message)
         if isinstance(message, jm.Centroids):
             return self._stats(message)
+        if isinstance(message, jm.ContributionDigests):
+            return self._contribution_digests(message)
         if isinstance(message, jm.Final):
             start = time.perf_counter()
             self.labels_ = assign_columns(self._require_points(),
@@ -170,10 +201,10 @@ class JointOwner:
                                              key_fingerprint=b""))]
         start = time.perf_counter()
         self._key = KeyShare.for_scheme(session.scheme, self.party_id)
-        share = self._key.public_share_bytes()
+        commitment = key_commitment(m.session_id, self.party_id, self._key.public_share_bytes())
         self.timings["owner: key generation"] += time.perf_counter() - start
-        return [(jm.CENTRE, new_message(jm.PublicKeyShare, m.session_id, 0, party_id=self.party_id,
-                                 share=share))]
+        return [(jm.CENTRE, new_message(jm.KeyCommitment, m.session_id, 0,
+                                        party_id=self.party_id, commitment=commitment))]
 
     def _check_range(self, session: Session) -> None:
         """Every aggregate this owner contributes to must fit the plaintext range."""
@@ -190,13 +221,27 @@ class JointOwner:
                 f"(limit {limit} for {n_owners} owners); lower `decimals` or rescale features"
             )
 
-    def _key_shares(self, m: jm.KeyShares) -> Outgoing:
+    def _key_commitments(self, m: jm.KeyCommitments) -> Outgoing:
+        """Reveal this owner's public share only once every key party is committed to its."""
         session = self._require_session()
         if self._key is None:
-            raise ProtocolError(f"{self.name}: key shares without a key share of its own")
+            raise ProtocolError(f"{self.name}: key commitments without a key share of its own")
+        if self._commitments is not None:
+            raise ProtocolError(f"{self.name}: key commitments relayed twice")
+        share = self._key.public_share_bytes()
+        self._commitments = check_commitments(session, m.commitments, share, self.party_id)
+        return [(jm.CENTRE, new_message(jm.PublicKeyShare, m.session_id, 0,
+                                        party_id=self.party_id, share=share))]
+
+    def _key_shares(self, m: jm.KeyShares) -> Outgoing:
+        session = self._require_session()
+        if self._key is None or self._commitments is None:
+            raise ProtocolError(f"{self.name}: key shares before the key commitments")
+        if session.scheme.key_fingerprint is not None:
+            raise ProtocolError(f"{self.name}: key shares relayed twice")
         start = time.perf_counter()
         fingerprint = build_joint_key(session, m.shares, self._key.public_share_bytes(),
-                                      self.party_id)
+                                      self.party_id, self._commitments)
         self.timings["owner: key generation"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.KeyReady, m.session_id, 0, party_id=self.party_id,
                                          key_fingerprint=fingerprint))]
@@ -220,8 +265,7 @@ class JointOwner:
         slot = session.setup.owner_ids.index(self.party_id) * D2_SLOTS
         vector[slot:slot + D2_SLOTS] = encode_total(total)
         self.timings["owner: local compute"] += time.perf_counter() - start
-        return [(jm.CENTRE, new_message(jm.EncryptedVector, m.session_id, m.round, purpose="d2",
-                                 ciphertext=self._encrypt(vector)))]
+        return self._contribute(m, "d2", vector)
 
     def _pick(self, m: jm.PickRequest) -> Outgoing:
         if self._d2 is None:
@@ -258,22 +302,59 @@ class JointOwner:
             counts_int = counts.astype(np.int64)
         vector = np.concatenate([sums_int.ravel(), counts_int])
         self.timings["owner: local compute"] += time.perf_counter() - start
-        return [(jm.CENTRE, new_message(jm.EncryptedVector, m.session_id, m.round, purpose="stats",
-                                 ciphertext=self._encrypt(vector)))]
+        return self._contribute(m, "stats", vector)
 
     # ------------------------------------------------------------------ crypto
-    def _encrypt(self, vector: npt.NDArray[np.int64]) -> bytes:
+    def _contribute(self, m: Message, purpose: str, vector: npt.NDArray[np.int64]) -> Outgoing:
+        """Encrypt this round's contribution for the centre; report its digest to the manager,
+        which relays every owner's digest to the key parties (they decrypt nothing else)."""
+        scheme = self._require_session().scheme
+        key = (m.round, purpose)
+        if key in self._contributed:
+            raise ProtocolError(f"{self.name}: a second {purpose!r} request for round {m.round}")
         start = time.perf_counter()
-        blob = self._require_session().scheme.encrypt(vector)
+        blob = scheme.encrypt(vector)
         self.timings["owner: encrypt"] += time.perf_counter() - start
-        return blob
+        self._contributed[key] = digest = scheme.digest(blob)
+        return [(jm.CENTRE, new_message(jm.EncryptedVector, m.session_id, m.round,
+                                        purpose=purpose, ciphertext=blob)),
+                (jm.MANAGER, new_message(jm.ContributionDigest, m.session_id, m.round,
+                                         purpose=purpose, party_id=self.party_id,
+                                         digest=digest))]
+
+    def _contribution_digests(self, m: jm.ContributionDigests) -> Outgoing:
+        session = self._require_session()
+        key = (m.round, m.purpose)
+        own = self._contributed.get(key)
+        if own is None or key in self._decrypted or key in self._digests:
+            raise ProtocolError(f"{self.name}: contribution digests for a round it did not "
+                                "contribute to, or twice")
+        owners = session.setup.owner_ids
+        if len(m.digests) != len(owners) or m.digests[owners.index(self.party_id)] != own:
+            raise ProtocolError(f"{self.name}: the relayed contribution digests do not contain "
+                                "its own unchanged, one per owner")
+        self._digests[key] = tuple(m.digests)
+        return []
 
     def _partial(self, m: jm.Aggregate) -> Outgoing:
         session = self._require_session()
         if self._key is None or session.scheme.key_fingerprint is None:
             raise ProtocolError(f"{self.name}: an aggregate to decrypt without a joint key")
+        key = (m.round, m.purpose)
+        if key in self._decrypted or key not in self._contributed:
+            raise ProtocolError(
+                f"{self.name}: refusing to decrypt a {m.purpose!r} aggregate of round {m.round}: "
+                "it decrypts one aggregate per round and purpose, of a round it contributed to"
+            )
+        digests = self._digests.get(key)
+        if digests is None:
+            raise NotReady  # the manager's digests of this round have not arrived yet
         start = time.perf_counter()
-        aggregate = session.scheme.load(m.ciphertext)
+        aggregate = open_contributions(session, m.purpose, m.contributions, digests)
+        self._decrypted.add(key)
+        del self._digests[key]
+        self.timings["owner: check and add contributions"] += time.perf_counter() - start
+        start = time.perf_counter()
         partial = self._key.partial_decrypt(aggregate).to_bytes()
         self.timings["owner: partial decrypt"] += time.perf_counter() - start
         return [(jm.MANAGER, new_message(jm.Partial, m.session_id, m.round, purpose=m.purpose,

@@ -1,9 +1,11 @@
 """Protocol 4.5 (vertical k-means): running every party in this process.
 
-Parties are sans-IO (``handle(sender, message) -> [(recipient, message)]``); this runner
-carries their messages as bytes (``to_bytes``/``from_bytes`` every time, so the counts are
-what a network carries) and counts bytes and handler seconds per party and stage. Another
-transport (process pipes, HTTP between nodes) adapts the same parties.
+Parties follow the common contract (:mod:`cipherseg.protocols.party`); the in-process router
+(:func:`cipherseg.protocols.delivery.deliver`) carries their messages as bytes
+(``to_bytes``/``from_bytes`` every time, so the counts are what a network carries) and counts
+bytes and handler seconds per party and stage. Another transport (process pipes, HTTP between
+nodes) adapts the same parties; a message that overtakes a holder's or the centre's Setup (a PSI
+list or tags, over a network) is deferred by that party (``NotReady``) until the Setup arrives.
 
 A party that refuses a message ends the run: the others receive ``Abort`` (and drop what they
 hold) and the refusal is raised; a run in which a party stops answering ends with
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,80 +28,19 @@ import numpy.typing as npt
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CipherSegError, ProtocolError, ValidationError
 from cipherseg.progress import Progress
+from cipherseg.protocols.delivery import Traffic, deliver
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Outgoing, Party
+from cipherseg.protocols.party import Party
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.centre import VerticalCentre
 from cipherseg.protocols.vertical.holder import VerticalHolder
 from cipherseg.protocols.vertical.manager import ManagerLog, VerticalManager
 
 
-def _table() -> defaultdict[str, defaultdict[str, float]]:
-    return defaultdict(lambda: defaultdict(float))
-
-
-@dataclass
-class Traffic:
-    """Bytes sent and received, and handler seconds, per party and stage."""
-
-    sent: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
-    received: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
-    seconds: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
-    #: CPU seconds of the handlers in this process (pool workers' CPU is not included).
-    cpu: defaultdict[str, defaultdict[str, float]] = field(default_factory=_table)
-    messages: int = 0
-
-    def record(self, src: str, dst: str, message: Message, size: int) -> None:
-        stage = vm.stage_of(message)
-        self.sent[src][stage] += size
-        self.received[dst][stage] += size
-        self.messages += 1
-
-    def total_bytes(self) -> int:
-        return int(sum(v for stages in self.sent.values() for v in stages.values()))
-
-    def as_dict(self) -> dict[str, Any]:
-        def plain(t: defaultdict[str, defaultdict[str, float]]) -> dict[str, dict[str, float]]:
-            return {p: dict(s) for p, s in sorted(t.items())}
-        return {"bytes_sent": plain(self.sent), "bytes_received": plain(self.received),
-                "seconds": plain(self.seconds), "cpu_seconds": plain(self.cpu),
-                "messages": self.messages,
-                "total_bytes": self.total_bytes()}
-
-
-def deliver(parties: dict[str, Party], initial: Iterable[tuple[str, str, Message]],
-            traffic: Traffic, *, on_message: Callable[[Message], None] | None = None) -> None:
-    """Carry messages between in-process parties until none is left."""
-    queue: deque[tuple[str, str, bytes]] = deque()
-
-    def post(src: str, out: Outgoing) -> None:
-        for dst, msg in out:
-            if dst not in parties:
-                raise ProtocolError(f"{src} sent {type(msg).__name__} to unknown party {dst!r}")
-            data = msg.to_bytes()
-            traffic.record(src, dst, msg, len(data))
-            queue.append((src, dst, data))
-
-    for src, dst, msg in initial:
-        post(src, [(dst, msg)])
-    while queue:
-        src, dst, data = queue.popleft()
-        message = Message.from_bytes(data)
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            out = parties[dst].handle(src, message)
-        except CipherSegError as exc:
-            _abort_all(parties, dst, message.session_id, str(exc))
-            raise
-        traffic.seconds[dst][vm.stage_of(message)] += time.perf_counter() - start
-        traffic.cpu[dst][vm.stage_of(message)] += time.process_time() - cpu
-        post(dst, out)
-        if on_message is not None:
-            on_message(message)
-
-
-def _abort_all(parties: dict[str, Party], culprit: str, session_id: str, reason: str) -> None:
-    abort = vm.new_message(vm.Abort, session_id, 0, reason=f"{culprit}: {reason}")
+def _abort_all(parties: dict[str, Party], culprit: str, refused: Message,
+               error: CipherSegError) -> None:
+    """A party refused a message: the others drop what they hold."""
+    abort = vm.new_message(vm.Abort, refused.session_id, 0, reason=f"{culprit}: {error}")
     for name, party in parties.items():
         if name != culprit:
             # A party that had not joined yet has nothing to drop.
@@ -179,7 +120,7 @@ def run_vertical(columns: Sequence[npt.ArrayLike], n_clusters: int, *,
         parties.update({h.name: h for h in holders})
         if wrap is not None:
             parties = {name: wrap(name, p) for name, p in parties.items()}
-        traffic = Traffic()
+        traffic = Traffic(stage_of=vm.stage_of)
         last: list[tuple[str, int, int]] = []
 
         def report(message: Message) -> None:
@@ -202,7 +143,7 @@ def run_vertical(columns: Sequence[npt.ArrayLike], n_clusters: int, *,
         first = manager.start()
         traffic.seconds[manager.name]["setup"] += time.perf_counter() - start
         deliver(parties, [(manager.name, dst, m) for dst, m in first], traffic,
-                on_message=report)
+                on_message=report, on_refusal=partial(_abort_all, parties))
         wall = time.perf_counter() - start
     finally:
         for ex in (executor, manager_executor, centre_executor):

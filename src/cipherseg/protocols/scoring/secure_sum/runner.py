@@ -2,22 +2,21 @@
 FedAvg (:func:`cipherseg.analytics.federated.fedavg_logistic`) calls.
 
 One party object per participant — the manager, the centre and each owner — each holding only
-its own key share; messages cross between them as bytes (``to_bytes``/``from_bytes``), so the
-byte counts are what a network carries.
+its own key share; the in-process router (:func:`cipherseg.protocols.delivery.deliver`)
+carries their messages as bytes, so the byte counts are what a network carries.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
-from cipherseg.protocols.messages import Message
+from cipherseg.protocols.delivery import Traffic, deliver
 from cipherseg.protocols.party import Outgoing, Party
 from cipherseg.protocols.scoring.secure_sum import messages as sm
 from cipherseg.protocols.scoring.secure_sum.centre import SecureSumCentre
@@ -55,9 +54,7 @@ class ThresholdSecureSum:
         self._parties: dict[str, Party] = {self.manager.name: self.manager,
                                            self.centre.name: self.centre}
         self._parties.update({o.name: o for o in self.owners})
-        self.bytes_to_centre = 0
-        self.bytes_partial_decryptions = 0
-        self.bytes_total = 0
+        self.traffic = Traffic()
         self.calls = 0
         self.seconds = 0.0
         self._deliver((self.manager.name, self.manager.start()))
@@ -75,6 +72,8 @@ class ThresholdSecureSum:
         arrays = [np.asarray(v, dtype=np.float64).ravel() for v in vectors]
         if len({a.size for a in arrays}) != 1:
             raise ValidationError("every owner must send a vector of the same length")
+        for a in arrays:  # refuse before any owner contributes: a round is all or nothing
+            sm.encode(a, self.decimals)
         started = time.perf_counter()
         # Each owner encrypts its own vector (at its node); then the messages flow.
         self._deliver(*[(o.name, o.contribute(a)) for o, a in zip(self.owners, arrays,
@@ -91,29 +90,18 @@ class ThresholdSecureSum:
         return result.copy()
 
     def _deliver(self, *initial: tuple[str, Outgoing]) -> None:
-        queue: deque[tuple[str, str, bytes]] = deque()
+        deliver(self._parties, [(src, dst, m) for src, out in initial for dst, m in out],
+                self.traffic)
 
-        def post(src: str, out: Iterable[tuple[str, Message]]) -> None:
-            for dst, msg in out:
-                if dst not in self._parties:
-                    raise ProtocolError(f"{src} sent {type(msg).__name__} to unknown party "
-                                        f"{dst!r}")
-                data = msg.to_bytes()
-                self._count(dst, msg, len(data))
-                queue.append((src, dst, data))
+    @property
+    def bytes_to_centre(self) -> int:
+        """Bytes of the owners' contributions so far."""
+        return int(self.traffic.received[sm.CENTRE]["Contribution"])
 
-        for src, out in initial:
-            post(src, out)
-        while queue:
-            src, dst, data = queue.popleft()
-            post(dst, self._parties[dst].handle(src, Message.from_bytes(data)))
-
-    def _count(self, dst: str, msg: Message, size: int) -> None:
-        self.bytes_total += size
-        if isinstance(msg, sm.Contribution):
-            self.bytes_to_centre += size
-        elif isinstance(msg, sm.Partial):
-            self.bytes_partial_decryptions += size
+    @property
+    def bytes_partial_decryptions(self) -> int:
+        """Bytes of the owners' partial decryptions so far (the manager's stays with it)."""
+        return int(self.traffic.received[sm.MANAGER]["Partial"])
 
     def report(self) -> dict[str, Any]:
         return {"aggregation": "threshold secure aggregation (multiparty RLWE, N=8192, "
