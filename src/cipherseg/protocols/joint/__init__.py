@@ -45,7 +45,7 @@ Message sequence, version 2 (:mod:`~.messages`; every message is a versioned
                  M learns Σ sums, Σ counts → new centroids
     M → O_i      Final(n_iter, c)   when the centroids stop moving (or max_iter); M → C Close
 
-Leakage per party (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+Leakage per party (docs/architecture.md §1 terms; the table in ``docs/security.md``):
 
 * **Compute centre**: the public schedule — number of owners, k, d, iterations, message sizes
   and timing. Every value it handles is encrypted under a key it has no share of; it never
