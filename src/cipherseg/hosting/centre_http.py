@@ -110,22 +110,24 @@ class CentreLink(Protocol):
     def restart(self) -> None: ...
 
 
-async def _read_body(request: Request, limit: int, stall_seconds: float) -> bytearray | None:
-    """The request body as it arrives (memory grows with the bytes received, whatever the
-    declared length), or None once it exceeds ``limit``; :class:`_Stalled` if no chunk
-    arrives for ``stall_seconds``."""
-    body = bytearray()
+async def _read_body(request: Request, limit: int, stall_seconds: float) -> bytes | None:
+    """The request body as it arrives (memory holds the chunks received, whatever the
+    declared length; one join at the end), or None once it exceeds ``limit``;
+    :class:`_Stalled` if no chunk arrives for ``stall_seconds``."""
+    received: list[bytes] = []
+    size = 0
     chunks = request.stream().__aiter__()
     while True:
         try:
             chunk = await asyncio.wait_for(chunks.__anext__(), timeout=stall_seconds)
         except StopAsyncIteration:
-            return body
+            return b"".join(received)
         except TimeoutError:
             raise _Stalled from None
-        if len(body) + len(chunk) > limit:
+        size += len(chunk)
+        if size > limit:
             return None
-        body += chunk
+        received.append(chunk)
 
 
 def _error(status: int, name: str, detail: str) -> JSONResponse:
@@ -179,7 +181,7 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
         async with lock:
             return await run_on_centre(fn, *args)
 
-    async def relay(body: bytearray, caller: _Caller) -> Any:
+    async def relay(body: bytes, caller: _Caller) -> Any:
         """One message to the centre if it opens a session or its session is the caller's;
         records who opened a session. Check, relay and record under one hold of the lock."""
         try:
