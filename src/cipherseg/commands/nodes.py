@@ -10,6 +10,7 @@ several organisations; ``manager add-node``/``remove-node``/``nodes``: one token
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,13 @@ import typer
 from cipherseg.commands.progress import console
 from cipherseg.errors import ParameterError
 from cipherseg.transport.base import is_loopback_host
-from cipherseg.transport.tokens import OwnersFile, read_token_file
+from cipherseg.transport.tokens import (
+    OwnersFile,
+    add_owner,
+    read_token_file,
+    remove_owner,
+    write_new_private_file,
+)
 
 manager_app = typer.Typer(help="Run protocol 4.2's manager as a service for the nodes of "
                           "several organisations.", no_args_is_help=True)
@@ -122,17 +129,34 @@ def add_node(
                                             "0600), to hand to that node's operator.")],
 ) -> None:
     """Give a node (or, in the centre's file, the manager) its own token."""
-    from cipherseg.commands.centre import add_owner_command
-
-    add_owner_command(name, nodes_file, token_out)
+    if token_out.exists():
+        raise typer.BadParameter(f"{token_out} exists; choose a new file for the token")
+    try:
+        token = add_owner(nodes_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {nodes_file}: {exc.strerror}") from exc
+    try:
+        write_new_private_file(token_out, token + "\n")
+    except OSError as exc:
+        with contextlib.suppress(ParameterError, OSError):
+            remove_owner(nodes_file, name)  # a token nobody holds would be a dead entry
+        raise typer.BadParameter(f"cannot write {token_out}: {exc.strerror}; node {name} "
+                                 "was not added") from exc
+    console.print(f"node {name} added to {nodes_file}; give its operator {token_out}")
 
 
 @manager_app.command("remove-node")
 def remove_node(name: Annotated[str, typer.Argument()], nodes_file: NodesFileOption) -> None:
     """Revoke a node's token (refused from the service's next request on)."""
-    from cipherseg.commands.centre import remove_owner_command
-
-    remove_owner_command(name, nodes_file)
+    try:
+        remove_owner(nodes_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {nodes_file}: {exc.strerror}") from exc
+    console.print(f"node {name} removed from {nodes_file}")
 
 
 def bench_joint_network(*, nodes: int, customers: int, k: int, repeats: int, seed: int,
