@@ -38,7 +38,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Job, Segment, User
+from cipherseg.platform.models import Job, JobStatus, Segment, User
 from cipherseg.platform.nodes.jobs import (
     KIND,
     accept_invitation,
@@ -184,7 +184,7 @@ def api_jobs(db: SessionDep, owner: JointRunner) -> list[NodeJobOut]:
 def api_job(request: Request, db: SessionDep, owner: JointRunner, number: IdPath
             ) -> NodeJobOut:
     job = _own_job(db, owner, number)
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
         db.commit()

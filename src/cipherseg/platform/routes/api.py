@@ -36,7 +36,7 @@ from cipherseg.platform.deps import (
     UserManager,
     client_ip,
 )
-from cipherseg.platform.models import Customer, Job, Role, Segment, Upload, User
+from cipherseg.platform.models import Customer, Job, JobKind, JobStatus, Role, Segment, Upload, User
 from cipherseg.platform.permissions import PERMISSIONS, Permission
 from cipherseg.platform.routes.auth import set_session_cookie
 from cipherseg.platform.routes.views import merchant_releases, operator_releases
@@ -487,7 +487,7 @@ def customers_erase(request: Request, ctx: ContextDep, customer_id: IdPath, db: 
 def jobs_list(db: SessionDep, owner: SegmentRunner) -> list[JobOut]:
     """The owner's segmentations, newest first."""
     return [_job_out(db, j) for j in db.scalars(
-        select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation")
+        select(Job).where(Job.owner_id == owner.id, Job.kind == JobKind.SEGMENTATION.value)
         .order_by(Job.id.desc()).limit(100))]
 
 
@@ -507,7 +507,8 @@ def jobs_create(request: Request, ctx: ContextDep, body: JobCreate, db: SessionD
 
 
 def _own_job(db: SessionDep, owner: User, number: int) -> Job:
-    job = db.scalar(select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation",
+    job = db.scalar(select(Job).where(Job.owner_id == owner.id,
+                                      Job.kind == JobKind.SEGMENTATION.value,
                                       Job.number == number))
     if job is None:
         raise HTTPException(404, "no such segmentation")
@@ -518,7 +519,7 @@ def _own_job(db: SessionDep, owner: User, number: int) -> Job:
 def jobs_get(request: Request, job_id: IdPath, db: SessionDep, owner: SegmentRunner) -> JobOut:
     """A segmentation's status and (owner view) segments, by the owner's number."""
     job = _own_job(db, owner, job_id)
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
         db.commit()
@@ -531,7 +532,7 @@ def jobs_publish(request: Request, job_id: IdPath, body: PublishIn, db: SessionD
     """Release a finished segmentation to the named merchants (grants; audited). Granting
     again to a merchant that has it changes nothing."""
     job = _own_job(db, owner, job_id)
-    if job.status != "done":
+    if job.status != JobStatus.DONE:
         raise HTTPException(409, "only a finished segmentation can be released")
     try:
         grants.grant(db, owner, job, body.merchants, ip=client_ip(request))
@@ -678,7 +679,7 @@ def request_counts(db: SessionDep, _operator: AudienceViewer) -> RequestCountsOu
 def centre_jobs(db: SessionDep, _centre: CentreScheduleViewer) -> list[CentreJobOut]:
     """The public schedule of segmentation jobs (sizes and status)."""
     out = []
-    for j in db.scalars(select(Job).where(Job.kind == "segmentation")
+    for j in db.scalars(select(Job).where(Job.kind == JobKind.SEGMENTATION.value)
                         .order_by(Job.id.desc()).limit(100)):
         r = j.result or {}
         out.append(CentreJobOut(id=j.id, status=j.status, k=j.params.get("k"),
