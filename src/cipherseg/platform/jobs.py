@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,10 +43,25 @@ from cipherseg.platform.numbering import job_scope, next_number
 
 log = logging.getLogger("cipherseg.platform.jobs")
 
-#: Job kinds the queue accepts; extensions add theirs (``JOB_KINDS.add("campaign")``).
-JOB_KINDS: set[str] = {JobKind.IMPORT, JobKind.SEGMENTATION}
+#: The job kinds the queue accepts: its own two, and those ``create_app`` (and
+#: ``make_worker``) register for the platform's extensions with :func:`register_kinds`.
+_ACCEPTED: set[JobKind] = {JobKind.IMPORT, JobKind.SEGMENTATION}
 #: A job kind's runner: (job id, progress sink) -> None; raises to fail the job.
 Runner = Callable[[int, "ProgressSink"], None]
+
+
+class UnknownJobKind(CipherSegError):
+    """A job of a kind nobody registered (or that does not exist) was queued."""
+
+
+def register_kinds(kinds: Iterable[JobKind | str]) -> None:
+    """Accept jobs of these kinds (:func:`cipherseg.platform.app.register_job_kinds`)."""
+    _ACCEPTED.update(JobKind(k) for k in kinds)
+
+
+def registered_kinds() -> frozenset[JobKind]:
+    """The job kinds the queue accepts now."""
+    return frozenset(_ACCEPTED)
 
 
 def enqueue(session: Session, kind: JobKind, *, owner: User, params: dict[str, Any],
@@ -54,9 +69,15 @@ def enqueue(session: Session, kind: JobKind, *, owner: User, params: dict[str, A
             stage: str = "queued") -> Job:
     """Queue a job (flushes; the caller commits together with its audit event); with
     ``not_before`` no worker takes it before that time."""
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r}")
-    job = Job(kind=kind, number=next_number(session, job_scope(kind, owner.id)),
+    if kind not in {k.value for k in JobKind}:
+        raise UnknownJobKind(f"unknown job kind {kind!r}; the kinds are "
+                             f"{', '.join(k.value for k in JobKind)}")
+    kind = JobKind(kind)
+    if kind not in _ACCEPTED:
+        raise UnknownJobKind(
+            f"job kind {kind.value!r} is not registered: the platform registers its "
+            "extensions' job kinds in create_app (cipherseg.platform.app.register_job_kinds)")
+    job = Job(kind=kind.value, number=next_number(session, job_scope(kind, owner.id)),
               status=JobStatus.QUEUED.value, progress=0.0, stage=stage[:128], owner_id=owner.id,
               created_by=(created_by or owner).id, params=params, not_before=not_before)
     session.add(job)

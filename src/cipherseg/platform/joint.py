@@ -61,7 +61,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
+from cipherseg.platform.jobs import ProgressSink, enqueue
 from cipherseg.platform.models import (
     Customer,
     Job,
@@ -75,15 +75,16 @@ from cipherseg.platform.models import (
 from cipherseg.platform.permissions import Permission
 from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segments import owner_view
-from cipherseg.platform.services import grants
+from cipherseg.platform.services import grants, releases
 
-JOB_KINDS.add("joint")
+#: The background job kinds this extension adds (``create_app`` registers them).
+job_kinds = (JobKind.JOINT,)
 
 JOINT_FEATURES = ("recency", "frequency", "monetary")
 DECIMALS = 2
 MAX_ITER = 100
 MAX_OWNERS = 7
-AWAITING = "awaiting"
+AWAITING = JobStatus.AWAITING
 
 
 def to_business_units(centroids: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -175,7 +176,7 @@ def create_joint_job(session: Session, creator: User, *, others: list[int], k: i
     job = enqueue(session, JobKind.JOINT, owner=creator, params={
         "k": k, "participants": [creator.id, *other_ids], "accepted": [creator.id],
         "features": list(JOINT_FEATURES), "window": window.to_dict(), "decimals": DECIMALS})
-    job.status, job.stage = AWAITING, "waiting for every owner to accept"
+    job.status, job.stage = AWAITING.value, "waiting for every owner to accept"
     audit.record(session, "joint_create", actor=creator, object_type="job", object_id=job.id,
                  ip=ip, detail={"k": k, "participants": [creator.id, *other_ids],
                                 "window": window.label()})
@@ -196,7 +197,7 @@ def accept_joint_job(session: Session, owner: User, job: Job, *,
     ready = set(now_accepted) == set(participants(job))
     if ready:
         values.update(status=JobStatus.QUEUED.value, stage="queued")
-    res = session.execute(update(Job).where(Job.id == job.id, Job.status == AWAITING)
+    res = session.execute(update(Job).where(Job.id == job.id, Job.status == AWAITING.value)
                           .values(**values))
     if res.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
@@ -432,14 +433,13 @@ def joint_publish(request: Request, db: SessionDep, owner: JointRunner, number: 
     """Release the joint model's segments to the merchants ticked (the creating owner only;
     grants, like a single owner's release)."""
     job = _participant_job(db, owner.id, number)
-    if job.owner_id != owner.id:
-        raise HTTPException(403, "only the owner who created the joint job can release it")
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
+    except releases.NotJobOwner:
+        raise HTTPException(403, "only the owner who created the joint job can release it"
+                            ) from None
     except ValidationError as exc:
-        db.rollback()
         raise HTTPException(400, f"Not released: {exc}.") from None
-    db.commit()
     return redirect(f"/owner/joint/{job.number}?done=granted")
 
 

@@ -79,6 +79,8 @@ class JobKind(enum.StrEnum):
 class JobStatus(enum.StrEnum):
     """Where a :class:`Job` is: waiting, being run by a worker, finished or failed."""
 
+    #: A joint job waiting for every participant's consent (no worker claims it).
+    AWAITING = "awaiting"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

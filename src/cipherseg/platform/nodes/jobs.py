@@ -43,7 +43,7 @@ from cipherseg.nodes.terms import MAX_NODES, JointTerms
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
+from cipherseg.platform.jobs import ProgressSink, enqueue
 from cipherseg.platform.models import (
     JOB_PENDING,
     Customer,
@@ -57,7 +57,6 @@ from cipherseg.platform.models import (
 from cipherseg.transport.tokens import OWNER_NAME, read_token_file
 
 KIND = JobKind.JOINT_NODE
-JOB_KINDS.add(KIND)
 FEATURES = ("recency", "frequency", "monetary")
 DECIMALS = 2
 MAX_ITER = 100

@@ -45,13 +45,14 @@ from cipherseg.platform.models import (
     UploadError,
     User,
 )
-from cipherseg.platform.routes.common import parse_window, redirect, render
+from cipherseg.platform.routes.common import own_job_or_404, parse_window, redirect, render
 from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import (
     erase_customer,
     error_report,
     grants,
+    releases,
     save_upload,
     upload_job_id,
 )
@@ -279,12 +280,7 @@ def _whole(value: str, what: str) -> int:
 
 def own_segmentation(db: SessionDep, owner: User, number: int) -> Job:
     """The owner's segmentation number ``number`` (404 otherwise)."""
-    job = db.scalar(select(Job).where(Job.owner_id == owner.id,
-                                      Job.kind == JobKind.SEGMENTATION.value,
-                                      Job.number == number))
-    if job is None:
-        raise HTTPException(404, "no such segmentation")
-    return job
+    return own_job_or_404(db, owner, JobKind.SEGMENTATION, number)
 
 
 def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, Any]:
@@ -325,12 +321,10 @@ def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: Segmen
     """Release a finished segmentation to the merchants ticked (grants, audited)."""
     job = own_segmentation(db, owner, number)
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         return render(request, ctx, "owner_job.html", status_code=400,
                       error=f"Not released: {exc}.", **_job_context(ctx, db, job))
-    db.commit()
     return redirect(f"/owner/jobs/{job.number}?done=granted")
 
 
