@@ -26,10 +26,10 @@ import pytest
 
 import cipherseg.protocols.joint.messages as jm
 from cipherseg.errors import ProtocolError
+from cipherseg.protocols.delivery import deliver
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.runner import deliver
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import Outgoing
 from cipherseg.schemes.threshold import (
@@ -247,6 +247,9 @@ def test_a_rogue_key_share_chosen_after_the_others_is_refused() -> None:
             commitments, commitments=commitments.commitments[:2]))
     with pytest.raises(ProtocolError, match="key shares before the key commitments"):
         fresh.handle(jm.CENTRE, keyshares)
+    # Nor does a second Setup start it over (a new key share, commitments, rounds).
+    with pytest.raises(ProtocolError, match="already in session"):
+        fresh.handle(jm.MANAGER, dataclasses.replace(setup, session_id="again"))
 
 
 def test_digests_a_dishonest_manager_relays_stop_the_session() -> None:

@@ -232,6 +232,37 @@ def _queue(db: Session, owner: User, terms: JointTerms, *, role: str, inviter: s
     return job
 
 
+def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
+    """This node leaves ``job``'s session: the services end it for every node (a running
+    job here then fails with the reason; a queued one fails at once). Commits."""
+    from cipherseg.nodes.client import ServiceClient
+
+    if job.status not in ("queued", "running"):
+        raise ValidationError(f"this joint job is {job.status}; only a queued or running one "
+                              "can be left")
+    cfg = node_config(ctx.settings)
+    session = str(job.params["terms"]["session"])
+    reason = f"the owner of node {cfg.name} left the joint job"
+    verify = str(cfg.ca_file) if cfg.ca_file else True
+    for url, token_file, what in ((cfg.manager_url, cfg.manager_token_file, "manager"),
+                                  (cfg.centre_url, cfg.centre_token_file, "centre")):
+        try:
+            client = ServiceClient(url, token=read_token_file(token_file), what=what,
+                                   verify=verify)
+        except ParameterError as exc:
+            raise ValidationError(str(exc)) from exc
+        try:
+            client.abort(session, reason)  # best effort: a session not opened there is fine
+        finally:
+            client.close()
+    db.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
+        status="failed", stage="failed", error=f"{reason}; nothing is released",
+        finished_at=utcnow()))
+    audit.record(db, "job_failed", actor=owner, object_type="job", object_id=job.id,
+                 detail={"error": "left"})
+    db.commit()
+
+
 # ------------------------------------------------------------------------------ runner
 def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint_node`` jobs."""

@@ -12,6 +12,7 @@ API (session cookie; ``X-CSRF-Token`` on POST), all for owners with ``joint.run`
 ``GET  /api/v1/nodes/jobs``                this owner's cross-node jobs
 ``GET  /api/v1/nodes/jobs/{number}``       status, the reason of a failure, model, sizes
 ``POST /api/v1/nodes/jobs/{number}/publish`` ``{merchants}``: this node's grants
+``POST /api/v1/nodes/jobs/{number}/leave`` end the session for every node (nothing released)
 ========================================== ==================================================
 """
 
@@ -43,6 +44,7 @@ from cipherseg.platform.nodes.jobs import (
     accept_invitation,
     create_invitation,
     key_fingerprint,
+    leave_job,
     node_config,
     review_invitation,
 )
@@ -202,6 +204,20 @@ def api_publish(request: Request, db: SessionDep, owner: SegmentReleaser, number
     return _job_out(db, job)
 
 
+@router.post(API + "/jobs/{number}/leave")
+def api_leave(ctx: ContextDep, db: SessionDep, owner: JointRunner, number: IdPath
+              ) -> NodeJobOut:
+    """Leave a queued or running job: the session ends on every node, nothing released."""
+    job = _own_job(db, owner, number)
+    try:
+        leave_job(ctx, db, owner, job)
+    except ValidationError as exc:
+        db.rollback()
+        raise HTTPException(409, str(exc)) from None
+    db.refresh(job)
+    return _job_out(db, job)
+
+
 # ------------------------------------------------------------------------------ pages
 def _list(request: Request, ctx: PlatformContext, db: Session, owner: User, *,
           status_code: int = 200, error: str | None = None, invitation: str | None = None,
@@ -277,6 +293,19 @@ def node_job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: Join
     return render(request, ctx, "owner_nodes.html", config=_config(ctx), jobs=[],
                   job=_job_out(db, job), merchants=grants.merchant_accounts(db),
                   invitation=None, review=None, max_k=ctx.settings.max_k)
+
+
+@router.post("/owner/nodes/{number}/leave", response_class=HTMLResponse)
+def node_job_leave(ctx: ContextDep, db: SessionDep, owner: JointRunner, number: IdPath
+                   ) -> Response:
+    """Leave the job: the session ends on every node and nothing is released."""
+    job = _own_job(db, owner, number)
+    try:
+        leave_job(ctx, db, owner, job)
+    except ValidationError as exc:
+        db.rollback()
+        raise HTTPException(409, str(exc)) from None
+    return redirect(f"/owner/nodes/{job.number}")
 
 
 @router.post("/owner/nodes/{number}/publish", response_class=HTMLResponse)
