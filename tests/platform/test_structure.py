@@ -56,8 +56,13 @@ def bare_literals(source: str) -> list[tuple[int, str]]:
                 for b in sides:
                     if a is not b:
                         pairs.append((_field_of(_name(a)), b))
+        elif isinstance(node, ast.keyword) and node.arg == "kinds":
+            pairs.append((KIND_VALUES, node.value))
         elif isinstance(node, ast.keyword) and node.arg is not None:
             pairs.append((_field_of(node.arg), node.value))
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id.endswith("KINDS") for t in node.targets):
+            pairs.append((KIND_VALUES, node.value))
         elif isinstance(node, ast.Call) and _name(node.func) in KIND_ARGUMENT \
                 and len(node.args) > KIND_ARGUMENT[str(_name(node.func))]:
             pairs.append((KIND_VALUES, node.args[KIND_ARGUMENT[str(_name(node.func))]]))
@@ -78,9 +83,10 @@ def bare_literals(source: str) -> list[tuple[int, str]]:
 def test_the_detector_finds_bare_literals() -> None:
     src = ('job.status == "done"\nJob.kind.in_(["joint", "x"])\nfinish(f, 1, status="failed")\n'
            'enqueue(s, "segmentation", owner=o)\nok = job.status == JobStatus.DONE\n'
-           'r = {"status": "imported"}\n')
+           'r = {"status": "imported"}\nRELEASABLE_KINDS = ("joint",)\nf(kinds=("campaign",))\n')
     assert bare_literals(src) == [(1, "done"), (2, "joint"), (3, "failed"),
-                                  (4, "segmentation"), (6, "imported")]
+                                  (4, "segmentation"), (6, "imported"), (7, "joint"),
+                                  (8, "campaign")]
 
 
 @pytest.mark.parametrize("path", sorted(p for p in PLATFORM.rglob("*.py")

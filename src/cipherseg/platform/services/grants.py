@@ -43,7 +43,7 @@ from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, JobKind, JobStatus, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
-RELEASABLE_KINDS = ("segmentation", "joint", "joint_node")
+RELEASABLE_KINDS = (JobKind.SEGMENTATION, JobKind.JOINT, JobKind.JOINT_NODE)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = RELEASAB
     return list(db.scalars(
         select(Job).join(ReleaseGrant, ReleaseGrant.job_id == Job.id).where(
             ReleaseGrant.merchant_id == merchant.id, ReleaseGrant.revoked_at.is_(None),
-            Job.status == JobStatus.DONE.value, Job.kind.in_(list(kinds)))
+            Job.status == JobStatus.DONE.value, Job.kind.in_([JobKind(k).value for k in kinds]))
         .order_by(ReleaseGrant.granted_at.desc(), Job.id.desc()).limit(limit)))
 
 
@@ -167,7 +167,7 @@ def released_jobs(db: Session, *, kinds: Sequence[str] = RELEASABLE_KINDS,
     """Finished jobs granted to at least one merchant (the operator's audiences)."""
     active = select(ReleaseGrant.job_id).where(ReleaseGrant.revoked_at.is_(None))
     return list(db.scalars(select(Job).where(Job.id.in_(active), Job.status == JobStatus.DONE.value,
-                                             Job.kind.in_(list(kinds)))
+                                             Job.kind.in_([JobKind(k).value for k in kinds]))
                            .order_by(Job.id.desc()).limit(limit)))
 
 
