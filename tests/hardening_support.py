@@ -48,7 +48,8 @@ def released_segmentation(platform: Any, names: tuple[str, ...] = ("Loyal", "Reg
         ids = list(s.scalars(select(Customer.id).where(Customer.owner_id == owner_id)
                              .order_by(Customer.external_id)))
         job = Job(kind="segmentation", status="done", progress=1.0, stage="done",
-                  owner_id=owner_id, created_by=owner_id, params={"k": len(names)},
+                  owner_id=owner_id, created_by=owner_id,
+                  params={"k": len(names), "features": ["recency"], "scheme": "ckks"},
                   result={"n_customers": len(ids)},
                   number=next_number(s, job_scope("segmentation", owner_id)))
         s.add(job)
@@ -233,3 +234,52 @@ def send_big_body(base: str, pid: int, path: str, total: int, *, chunked: bool =
             t.join(timeout=30)
     status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
     return BodyOutcome(status, seconds, int(state["sent"]), int(state["max_temp"]))
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid`` now (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc status")
+
+
+class RssSampler:
+    """Samples a process's resident memory every 20 ms in a thread; ``peak`` is the most
+    seen since the sampler started."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.baseline = rss(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, rss(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> int:
+        """Stop; returns the growth over the baseline in bytes."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak - self.baseline
+
+
+def wait_upload(client: Any, url: str, seconds: float = 300) -> str:
+    """Poll an upload's page until it has finished; returns the page."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        page = client.get(url).text
+        if re.search(r'id="upload-status">(imported|rejected|failed)<', page):
+            return page
+        assert time.monotonic() < deadline, "the upload did not finish"
+        time.sleep(0.5)

@@ -157,8 +157,8 @@ def test_bad_ciphertext_bytes_fail_the_upload_with_ciphertext_error(
     good = owner.encrypt_to_bytes(np.zeros(10))
     bad = good[:-50] + bytes(50)
     upload = p.Upload(protocol_version=1, session_id="s", round=1,
-                      public_context=owner.public_bytes(), n_samples=20, n_features=1,
-                      n_clusters=2, block_sizes=(10, 10), features=(good, bad))
+                      public_context=owner.public_bytes(), n_samples=4106, n_features=1,
+                      n_clusters=2, block_sizes=(4096, 10), features=(good, bad))
     with pytest.raises(CiphertextError, match="checksum"):
         ComputeCentre(executor=dask_ex).handle("owner", upload)
 

@@ -3,6 +3,7 @@ to the owner whose token opened them (the front refuses another owner's messages
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -144,11 +145,20 @@ def test_an_owner_cannot_act_in_another_owners_session(centre: CentreProcess,
         assert refused.json() == {"error": "ProtocolError", "detail": str(p.unknown_session("n1"))}
         status = client.get("/v1/status", headers=as_north).json()
         assert status["sessions"] == 1 and status["owner"] == "north"  # still open
-        # Taking over the open id with a new upload is refused by the centre itself.
+        # The status is the owner's own: no other owner's sessions, no pid, no workers.
+        assert set(status) == {"owner", "sessions", "holds_secret_key", "modules"}
+        assert client.get("/v1/status", headers=as_south).json()["sessions"] == 0
+        # An upload under north's id opens south's own session: ids are per owner, so another
+        # owner's id is to south exactly an unknown one (it used to answer "already open").
         taken = client.post(MESSAGES_PATH, content=_upload("n1"), headers=as_south)
-        assert taken.status_code == 400 and "already open" in taken.json()["detail"]
+        assert taken.status_code == 200
+        assert client.get("/v1/status", headers=as_south).json()["sessions"] == 1
         closed = client.post(MESSAGES_PATH, content=_close("n1"), headers=as_north)
         assert closed.status_code == 200
+        assert client.get("/v1/status", headers=as_north).json()["sessions"] == 0
+        assert client.get("/v1/status", headers=as_south).json()["sessions"] == 1
+        assert client.post(MESSAGES_PATH, content=_close("n1"), headers=as_south
+                           ).status_code == 200
         assert client.get("/v1/status", headers=as_south).json()["sessions"] == 0
         # Revoked: refused from the next request on, without a restart.
         remove_owner(path, "south")
@@ -173,7 +183,6 @@ def test_the_front_relays_nothing_it_cannot_attribute(centre: CentreProcess,
             refused = client.post(MESSAGES_PATH, content=body, headers=headers)
             assert refused.status_code == 400 and refused.json()["error"] == "ProtocolError"
         # Revoked and re-added under the same name: a new token, not the old sessions.
-        open_before = client.get("/v1/status", headers=headers).json()["sessions"]
         assert client.post(MESSAGES_PATH, content=_upload("r1"), headers=headers).status_code \
             == 200
         remove_owner(path, "north")
@@ -181,7 +190,7 @@ def test_the_front_relays_nothing_it_cannot_attribute(centre: CentreProcess,
         as_new = {"Authorization": f"Bearer {again}", "Content-Type": CONTENT_TYPE}
         assert client.post(MESSAGES_PATH, content=_close("r1"), headers=as_new).status_code \
             == 400
-        assert client.get("/v1/status", headers=as_new).json()["sessions"] == open_before + 1
+        assert client.get("/v1/status", headers=as_new).json()["sessions"] == 0
 
 
 def test_an_unreadable_owners_file_refuses_every_request(centre: CentreProcess,
@@ -245,3 +254,50 @@ def test_a_fit_through_a_service_with_an_owners_file(tmp_path: Path) -> None:
     assert adjusted_rand_score(ref.labels_, km.labels_) == 1.0
     log = Path(str(north) + ".log").read_text()
     assert "owner north opened session" in log and north.read_text().strip() not in log
+
+
+def test_a_foreign_session_id_is_indistinguishable_from_an_unknown_one(
+        centre: CentreProcess, tmp_path: Path) -> None:
+    path = tmp_path / "owners"
+    north, south = add_owner(path, "north"), add_owner(path, "south")
+    as_north = {"Authorization": f"Bearer {north}", "Content-Type": CONTENT_TYPE}
+    as_south = {"Authorization": f"Bearer {south}", "Content-Type": CONTENT_TYPE}
+    with TestClient(create_centre_app(centre, owners=OwnersFile(path))) as client:
+        assert client.post(MESSAGES_PATH, content=_upload("x1"),
+                           headers=as_north).status_code == 200
+        start = p.InitStart(protocol_version=p.VERSION, session_id="x1", round=2)
+        foreign = client.post(MESSAGES_PATH, content=start.to_bytes(), headers=as_south)
+        unknown = client.post(MESSAGES_PATH, content=dataclasses.replace(
+            start, session_id="x2").to_bytes(), headers=as_south)
+        assert foreign.status_code == unknown.status_code == 400
+        assert foreign.json()["detail"] == unknown.json()["detail"].replace("'x2'", "'x1'")
+        # The centre itself scopes ids by sender too, behind the front.
+        with pytest.raises(ProtocolError, match="unknown session 'x1'"):
+            centre.request_bytes(start.to_bytes(), sender="someone-else")
+        assert client.post(MESSAGES_PATH, content=_close("x1"),
+                           headers=as_north).status_code == 200
+
+
+def test_upload_shapes_are_refused_with_a_protocol_error_never_a_500(
+        centre: CentreProcess, tmp_path: Path) -> None:
+    owner = CkksSecretContext.generate(CkksParams.for_depth(1))
+    blob = owner.encrypt_to_bytes(np.zeros(1))
+    path = tmp_path / "owners"
+    headers = {"Authorization": f"Bearer {add_owner(path, 'north')}",
+               "Content-Type": CONTENT_TYPE}
+    shapes = {"one block of 10^9": (10**9,), "a block beyond the slots": (4097,),
+              "a short block before the last": (10, 4096), "an empty block": (0,)}
+    with TestClient(create_centre_app(centre, owners=OwnersFile(path))) as client:
+        for what, sizes in shapes.items():
+            upload = p.Upload(protocol_version=p.VERSION, session_id=f"s-{len(sizes)}-{what}",
+                              round=1, public_context=owner.public_bytes(),
+                              n_samples=sum(sizes), n_features=1, n_clusters=1,
+                              block_sizes=sizes, features=(blob,) * len(sizes))
+            answer = client.post(MESSAGES_PATH, content=upload.to_bytes(), headers=headers)
+            assert answer.status_code == 400, what
+            assert answer.json()["error"] == "ProtocolError", what
+            assert "block sizes must be 4096 customers each" in answer.json()["detail"], what
+            start = p.InitStart(protocol_version=p.VERSION, session_id=upload.session_id,
+                                round=2)
+            after = client.post(MESSAGES_PATH, content=start.to_bytes(), headers=headers)
+            assert after.status_code == 400 and "unknown session" in after.json()["detail"]

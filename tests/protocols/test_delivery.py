@@ -97,3 +97,11 @@ def test_stages_by_the_given_function():
             traffic)
     assert set(traffic.sent["x"]) == {"setup", "work"}
     assert set(traffic.seconds["x"]) == {"setup", "work"}
+
+
+def test_traffic_pickles_for_runners_across_processes():
+    import pickle
+
+    traffic = deliver({"x": Recorder("x")}, [("x", "x", note("hi", b"ab"))])
+    again = pickle.loads(pickle.dumps(traffic))
+    assert again.as_dict() == traffic.as_dict()

@@ -9,23 +9,29 @@ process, and the child starts with no ``CIPHERSEG_*`` environment).
 
 =================== ===========================================================================
 ``POST /v1/messages`` body: one protocol 4.1 message (bytes); reply: the centre's message
-``GET /v1/status``    diagnostics from the centre process: pid, whether any held context can
-                      decrypt, open sessions, the cipherseg modules it has loaded (a
-                      self-report, for the centre's operator: it proves nothing to an owner)
+``GET /v1/status``    whether any held context can decrypt, the caller's open sessions and
+                      the cipherseg modules the centre process has loaded (a self-report: it
+                      proves nothing to an owner); with one shared token or none, also the
+                      operator's diagnostics (pid, workers, all sessions)
 =================== ===========================================================================
 
 Both need ``Authorization: Bearer <token>`` when the service has a token: one shared token
 (``--token-file``), or one per data owner (``--owners-file``,
-:mod:`cipherseg.transport.tokens`). A session belongs to the owner whose token opened it:
-any other token's message for it — or a message for a session the front did not see opened,
-or one whose envelope it cannot read — is refused as for an unknown session without reaching
-the centre (with one shared token, all owners are one owner). A refused message
-(tampered or truncated ciphertext, out-of-order or foreign-session message, a context carrying
-a secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
-message larger than ``max_message_bytes`` answers 413 as soon as it is known to be. Messages
-are read and handled one at a time (the centre's block work is parallel inside each message),
-so at most two messages' bytes are in memory (one handled, one arriving; a body that takes
-longer than ``body_timeout`` to arrive is refused with 408). Every ``sweep_seconds`` the
+:mod:`cipherseg.transport.tokens`). Session ids are per owner (the token that opened them):
+another owner's session id is, to an owner, exactly an unknown one — a message for it, for a
+session the front did not see opened, or one whose envelope it cannot read is refused as for
+an unknown session without reaching the centre, and an upload under it opens the owner's own
+session (with one shared token, all owners are one owner). A refused message (tampered or
+truncated ciphertext, out-of-order message, malformed upload shapes, a context carrying a
+secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
+message larger than ``max_message_bytes`` answers 413 as soon as it is known to be.
+
+Bodies are read as they arrive, into memory that grows with what arrived (never sized from
+``Content-Length``); each owner may have ``bodies_per_owner`` bodies arriving at once (more
+answer 429 at once), a body that makes no progress for ``stall_seconds`` is dropped (408),
+and one that takes longer than ``body_timeout`` in all too. An owner that stalls its bodies
+therefore holds neither memory nor the other owners' turn. Messages are handled one at a time
+(the centre's block work is parallel inside each message). Every ``sweep_seconds`` the
 service has the centre drop sessions idle for longer than its limit. If the centre process
 dies, the failed request answers 503 and a new centre process is started (sessions lost).
 
@@ -88,6 +94,10 @@ class _OpenSession:
     last_seen: float
 
 
+class _Stalled(Exception):
+    """A body made no progress for the stall limit."""
+
+
 class CentreLink(Protocol):
     """What the service needs of the centre: a :class:`CentreProcess` provides it."""
 
@@ -100,23 +110,22 @@ class CentreLink(Protocol):
     def restart(self) -> None: ...
 
 
-async def _read_body(request: Request, declared: int | None, limit: int) -> bytearray | None:
-    """The request body in one buffer (sized up front when the length is declared: no
-    re-allocation of a message of tens of MB), or None once it exceeds ``limit``."""
-    body = bytearray(declared) if declared is not None else bytearray()
-    filled = 0
-    async for chunk in request.stream():
-        end = filled + len(chunk)
-        if end > limit:
+async def _read_body(request: Request, limit: int, stall_seconds: float) -> bytearray | None:
+    """The request body as it arrives (memory grows with the bytes received, whatever the
+    declared length), or None once it exceeds ``limit``; :class:`_Stalled` if no chunk
+    arrives for ``stall_seconds``."""
+    body = bytearray()
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=stall_seconds)
+        except StopAsyncIteration:
+            return body
+        except TimeoutError:
+            raise _Stalled from None
+        if len(body) + len(chunk) > limit:
             return None
-        if declared is not None:
-            body[filled:end] = chunk
-        else:
-            body += chunk
-        filled = end
-    if declared is not None and filled != declared:
-        del body[filled:]
-    return body
+        body += chunk
 
 
 def _error(status: int, name: str, detail: str) -> JSONResponse:
@@ -127,7 +136,8 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
                       owners: Authenticator | None = None,
                       max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                       sweep_seconds: float = 60.0, body_timeout: float = 600.0,
-                      session_idle_seconds: float | None = None) -> FastAPI:
+                      session_idle_seconds: float | None = None, stall_seconds: float = 30.0,
+                      bodies_per_owner: int = 2) -> FastAPI:
     """The service's ASGI app in front of ``centre``. ``token``: one token for all owners;
     ``owners``: one per owner (an :class:`~cipherseg.transport.tokens.OwnersFile`); neither:
     no authentication (the CLI allows it on loopback only). ``session_idle_seconds`` is the
@@ -137,12 +147,13 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
     auth: Authenticator | None = owners if owners is not None else (
         SharedToken(token) if token else None)
     lock = asyncio.Lock()  # one message (or status) at a time: the link is one pipe
-    # At most two bodies in memory (one being handled, one arriving); a client that stalls
-    # mid-body holds a reading slot, never the centre, and only for body_timeout seconds.
-    reading = asyncio.Semaphore(2)
-    # Session id -> who opened it; read and written under the lock only. The front and the
-    # centre process start and restart together, so an id missing here is unknown there too.
-    sessions: dict[str, _OpenSession] = {}
+    # Bodies arriving per owner (token digest): an owner that stalls its bodies holds its own
+    # slots only, never another owner's, and a stalled body is dropped after stall_seconds.
+    arriving: dict[str, int] = {}
+    # (owner's token digest, session id) -> the open session; read and written under the
+    # lock only. The front and the centre process start and restart together, so an id
+    # missing here is unknown there too.
+    sessions: dict[tuple[str, str], _OpenSession] = {}
 
     async def run_on_centre(fn: Callable[..., Any], *args: Any, owner: str = "") -> Any:
         """``fn(*args)`` on the centre (the caller holds the lock); failures as JSON."""
@@ -176,11 +187,8 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
         except ProtocolError as exc:
             return _error(400, type(exc).__name__, str(exc))
         async with lock:
-            bound = sessions.get(sid)
-            if kind != "Upload" and (bound is None or bound.caller.key != caller.key):
-                if bound is not None:
-                    log.warning("owner %s: refused a message for another owner's session",
-                                caller.name or "-")
+            bound = sessions.get((caller.key, sid))
+            if kind != "Upload" and bound is None:
                 refusal = unknown_session(sid)
                 return _error(400, type(refusal).__name__, str(refusal))
             reply = await run_on_centre(functools.partial(centre.request_bytes,
@@ -189,10 +197,10 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
             if isinstance(reply, Response):
                 return reply
             if kind == "Upload":
-                sessions[sid] = _OpenSession(caller, time.monotonic())
+                sessions[caller.key, sid] = _OpenSession(caller, time.monotonic())
                 log.info("owner %s opened session %s…", caller.name or "-", sid[:8])
             elif kind == "Close":
-                sessions.pop(sid, None)
+                sessions.pop((caller.key, sid), None)
             elif bound is not None:
                 bound.last_seen = time.monotonic()
             return reply
@@ -248,17 +256,26 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_message_bytes:
             return too_large(int(declared))
-        async with reading:
-            try:
-                body = await asyncio.wait_for(
-                    _read_body(request, int(declared) if declared.isdigit() else None,
-                               max_message_bytes), timeout=body_timeout)
-            except TimeoutError:
-                return _error(408, "TransportError", f"the message did not arrive within "
-                              f"{body_timeout:.0f} s")
-            if body is None:
-                return too_large(max_message_bytes + 1)
-            reply = await relay(body, caller)
+        if arriving.get(caller.key, 0) >= bodies_per_owner:
+            return _error(429, "TransportError", f"{bodies_per_owner} messages of this owner "
+                          "are already arriving; send the next one when they have")
+        arriving[caller.key] = arriving.get(caller.key, 0) + 1
+        try:
+            body = await asyncio.wait_for(_read_body(request, max_message_bytes,
+                                                     stall_seconds), timeout=body_timeout)
+        except _Stalled:
+            return _error(408, "TransportError", f"the message stopped arriving (nothing for "
+                          f"{stall_seconds:.0f} s)")
+        except TimeoutError:
+            return _error(408, "TransportError", f"the message did not arrive within "
+                          f"{body_timeout:.0f} s")
+        finally:
+            arriving[caller.key] -= 1
+            if not arriving[caller.key]:
+                del arriving[caller.key]
+        if body is None:
+            return too_large(max_message_bytes + 1)
+        reply = await relay(body, caller)
         if isinstance(reply, Response):
             return reply
         return Response(reply, media_type=CONTENT_TYPE)
@@ -269,8 +286,14 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
         if isinstance(caller, Response):
             return caller
         body = await call(centre.hello)
-        return body if isinstance(body, Response) else JSONResponse(
-            {**body, "owner": caller.name or None})
+        if isinstance(body, Response):
+            return body
+        if owners is None:  # one shared token or none: the caller is the operator
+            return JSONResponse({**body, "owner": caller.name or None})
+        mine = sum(1 for key, _ in sessions if key == caller.key)
+        return JSONResponse({"owner": caller.name, "sessions": mine,
+                             "holds_secret_key": body.get("holds_secret_key"),
+                             "modules": body.get("modules", [])})
 
     return app
 

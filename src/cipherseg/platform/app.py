@@ -136,6 +136,7 @@ def make_context(settings: Settings) -> PlatformContext:
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
+    "cipherseg.platform.nodes",
 )
 
 

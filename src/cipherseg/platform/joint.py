@@ -486,9 +486,11 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
     from cipherseg.platform.routes.views import merchant_releases
 
     min_size = ctx.settings.min_segment_size
-    releases = merchant_releases(db, merchant, min_size=min_size, kinds=("joint",))
+    releases = merchant_releases(db, merchant, min_size=min_size,
+                                kinds=("joint", "joint_node"))
     for row in releases:
-        row["owner"] = ", ".join(_names(db, participants(row["job"])).values())
+        row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
+            ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)
     audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
                  object_id=",".join(str(r["job"].id) for r in releases)[:64] or None,
                  ip=client_ip(request))

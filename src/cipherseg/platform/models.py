@@ -224,10 +224,30 @@ class Upload(Base):
     n_inserted: Mapped[int] = mapped_column(Integer, default=0)
     n_updated: Mapped[int] = mapped_column(Integer, default=0)
     n_unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    #: The whole error report of uploads made before 0005 (newer ones: UploadError rows).
     error_report: Mapped[bytes | None] = mapped_column(BigBlob, nullable=True)
+    #: Problems per column of a rejected upload (``""``: the row as a whole), all counted;
+    #: the first ones of each column are UploadError rows.
+    error_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UploadError(Base):
+    """One problem of a rejected upload, as the report shows it (value masked or
+    shortened). Only the first problems of each column are kept (:data:`cipherseg.platform.
+    uploads.KEEP_PER_COLUMN`); ``Upload.error_counts`` counts them all."""
+
+    __tablename__ = "upload_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"),
+                                           index=True)
+    row: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(80))
+    message: Mapped[str] = mapped_column(String(300))
 
 
 class Job(Base):

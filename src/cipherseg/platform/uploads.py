@@ -6,9 +6,10 @@ Two kinds of file, as CSV (UTF-8, ``,`` or ``;``) or XLSX (first sheet):
 * **transactions**: ``transaction_id, customer_id, date, amount`` and optionally ``category``
   (customers must have been uploaded first).
 
-Validation streams the file once and reports *every* bad row (row numbers as a spreadsheet
-shows them: the header is row 1). If any row is bad nothing is imported. Otherwise a second
-streaming pass imports everything in one database transaction. Re-importing the same rows
+Validation streams the file once and counts every problem, keeping the first
+:data:`KEEP_PER_COLUMN` of each column for the report (row numbers as a spreadsheet shows them:
+the header is row 1). If any row is bad nothing is imported. Otherwise the validated rows
+(spilled to a private file) are imported in one database transaction. Re-importing the same rows
 changes nothing (a keyed digest of each row is stored); a customer row with new values updates
 that customer; a transaction id that comes back with different values is an error.
 Phone numbers are validated with ``phonenumbers`` (national numbers read in the configured
@@ -108,15 +109,44 @@ class RowError:
     message: str
 
 
+#: Problems kept per column for the report (the rest are counted): a file of 400,000 bad
+#: rows keeps memory and the stored report bounded.
+KEEP_PER_COLUMN = 100
+
+
 @dataclass
 class ValidationSummary:
+    """What validation found: every problem counted, the first :data:`KEEP_PER_COLUMN` of
+    each column kept (``errors``, with their rows in ``bad_rows``)."""
+
     rows: int = 0
     errors: list[RowError] = field(default_factory=list)
     bad_rows: set[int] = field(default_factory=set)
+    #: Problems per column (``""``: the row as a whole).
+    counts: dict[str, int] = field(default_factory=dict)
+    n_problems: int = 0
+    n_bad_rows: int = 0
+    keep_per_column: int = KEEP_PER_COLUMN
+    _batch_rows: set[int] = field(default_factory=set)
 
     def add(self, err: RowError) -> None:
-        self.errors.append(err)
-        self.bad_rows.add(err.row)
+        self.n_problems += 1
+        seen = self.counts.get(err.column, 0)
+        self.counts[err.column] = seen + 1
+        if seen < self.keep_per_column:
+            self.errors.append(err)
+            self.bad_rows.add(err.row)
+        self._batch_rows.add(err.row)
+
+    def end_batch(self) -> None:
+        """Count the bad rows of the batch just checked (a row's problems all come within
+        its batch)."""
+        self.n_bad_rows += len(self._batch_rows)
+        self._batch_rows.clear()
+
+    @property
+    def has_errors(self) -> bool:
+        return self.n_problems > 0
 
 
 @dataclass
@@ -509,7 +539,7 @@ class Importer:
             self._validate_into(spill, summary, seen, known, progress)
         if summary.rows == 0:
             raise UploadFileError("the file has a header but no data rows")
-        if summary.errors:
+        if summary.has_errors:
             self.close()
         return summary
 
@@ -544,11 +574,12 @@ class Importer:
                     seen.add(key)
                 for e in errs:
                     summary.add(e)
-                if clean is not None and not errs and not summary.errors:
+                if clean is not None and not errs and not summary.has_errors:
                     clean_rows.append(clean)
             if clean_batch:
                 self._check_existing_transactions(clean_batch, summary)
-            if not summary.errors:
+            summary.end_batch()
+            if not summary.has_errors:
                 pickle.dump(clean_rows, spill, protocol=pickle.HIGHEST_PROTOCOL)
             if progress:
                 progress(summary.rows)
@@ -665,8 +696,19 @@ class Importer:
 
 
 # ---------------------------------------------------------------------------- reports
-def error_report_csv(errors: Iterable[RowError]) -> bytes:
-    """The downloadable error report: one line per problem (cells neutralised)."""
-    return csv_export.csv_text([["row", "column", "value", "problem"],
-                                *([e.row, e.column, e.value, e.message]
-                                  for e in errors)]).encode("utf-8")
+def error_report_rows(errors: Iterable[RowError], counts: dict[str, int] | None = None,
+                      keep_per_column: int = KEEP_PER_COLUMN) -> Iterator[list[Any]]:
+    """The error report's lines: a header, one line per kept problem, then per column the
+    number of problems not listed."""
+    yield ["row", "column", "value", "problem"]
+    for e in errors:
+        yield [e.row, e.column, e.value, e.message]
+    for column, n in sorted((counts or {}).items()):
+        if n > keep_per_column:
+            yield ["", column, "", f"... and {n - keep_per_column} more problems in this "
+                                   f"column (the report lists the first {keep_per_column})"]
+
+
+def error_report_csv(errors: Iterable[RowError], counts: dict[str, int] | None = None) -> bytes:
+    """The downloadable error report (cells neutralised)."""
+    return csv_export.csv_text(error_report_rows(errors, counts)).encode("utf-8")

@@ -55,8 +55,12 @@ def message_type(message: Message) -> str:
     return type(message).__name__
 
 
+def _row() -> defaultdict[str, float]:
+    return defaultdict(float)
+
+
 def _table() -> defaultdict[str, defaultdict[str, float]]:
-    return defaultdict(lambda: defaultdict(float))
+    return defaultdict(_row)  # module-level factories: a Traffic pickles (process runners)
 
 
 @dataclass

@@ -45,7 +45,7 @@ class TamperingCentre(ComputeCentre):
         ((to, reply),) = super().handle(sender, message)
         if isinstance(reply, self.reply_type):
             self.tampered += 1
-            return [(to, self.tamper(self._sessions[reply.session_id].ctx, reply))]
+            return [(to, self.tamper(self._sessions[sender, reply.session_id].ctx, reply))]
         return [(to, reply)]
 
 

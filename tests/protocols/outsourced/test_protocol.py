@@ -78,7 +78,7 @@ def test_idle_sessions_expire_and_active_ones_stay(owner: CkksSecretContext) -> 
     centre = ComputeCentre(random_state=0, session_idle_seconds=10.0, clock=lambda: now[0])
     centre.handle(OWNER, _upload(owner, X, 2, sid="idle"))
     centre.handle(OWNER, _upload(owner, X, 2, sid="busy"))
-    idle_blocks = centre._sessions["idle"].key
+    idle_blocks = centre._sessions[OWNER, "idle"].key
     assert has_state(idle_blocks)
     now[0] = 6.0
     centre.handle(OWNER, p.InitStart(protocol_version=1, session_id="busy", round=2))

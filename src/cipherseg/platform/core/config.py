@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     #: Parallel processes for encrypted work (``n_jobs`` of the estimator).
     n_jobs: int = 1
     max_k: int = Field(default=12, ge=2)
+    #: This platform as a node of joint segmentations across organisations (docs/deployment.md):
+    #: its name at the manager and centre services, their URLs, its token files there.
+    node_name: str | None = None
+    node_manager_url: str | None = None
+    node_manager_token_file: Path | None = None
+    node_centre_url: str | None = None
+    node_centre_token_file: Path | None = None
+    node_ca_file: Path | None = None
+    #: End a cross-node job when a service has been unreachable this long.
+    node_contact_seconds: float = Field(default=60.0, gt=0)
+    #: How long an invitation stays valid (the other nodes must accept within this).
+    node_invitation_minutes: float = Field(default=15.0, gt=0)
 
     @field_validator("trusted_proxies")
     @classmethod

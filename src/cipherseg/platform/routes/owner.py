@@ -4,8 +4,6 @@ label export. Uploads and segmentations appear by the owner's own numbers."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -41,14 +39,27 @@ from cipherseg.platform.models import (
     SegmentMember,
     Transaction,
     Upload,
+    UploadError,
     User,
 )
 from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
-from cipherseg.platform.services import erase_customer, grants, save_upload, upload_job_id
+from cipherseg.platform.services import (
+    erase_customer,
+    error_report,
+    grants,
+    save_upload,
+    upload_job_id,
+)
 from cipherseg.platform.services.requests import pending_count
-from cipherseg.platform.uploads import FORMATS, KINDS, template_csv, template_xlsx
+from cipherseg.platform.uploads import (
+    FORMATS,
+    KEEP_PER_COLUMN,
+    KINDS,
+    template_csv,
+    template_xlsx,
+)
 
 router = APIRouter(prefix="/owner", include_in_schema=False)
 _XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -121,27 +132,35 @@ def _own_upload(db: SessionDep, owner_id: int, number: int) -> Upload:
     return up
 
 
-def _upload_context(db: SessionDep, up: Upload) -> dict[str, Any]:
+def _upload_context(db: SessionDep, up: Upload, errors_offset: int = 0) -> dict[str, Any]:
     job_id = upload_job_id(db, up.id)
     job = db.get(Job, job_id) if job_id else None
     finished = up.status in ("imported", "rejected", "failed")
     percent = 100.0 if finished else (job.progress * 100 if job else 0.0)
-    preview: list[dict[str, str]] = []
-    n_more = 0
-    if up.error_report:
-        rows = list(csv.DictReader(io.StringIO(up.error_report.decode("utf-8"))))
-        preview = rows[:_PREVIEW]
-        n_more = max(0, len(rows) - _PREVIEW)
+    preview: list[UploadError] = []
+    listed = 0
+    if up.error_counts is not None:
+        preview = list(db.scalars(select(UploadError).where(UploadError.upload_id == up.id)
+                                  .order_by(UploadError.id).limit(_PREVIEW)
+                                  .offset(errors_offset)))
+        listed = db.scalar(select(func.count()).select_from(UploadError)
+                           .where(UploadError.upload_id == up.id)) or 0
+    counts = up.error_counts or {}
     return {"upload": up, "job": job, "finished": finished, "percent": percent,
-            "errors_preview": preview, "n_more": n_more}
+            "has_report": bool(up.error_counts or up.error_report),
+            "errors_preview": preview, "errors_offset": errors_offset,
+            "errors_listed": listed, "page_size": _PREVIEW,
+            "error_counts": sorted(counts.items()), "keep_per_column": KEEP_PER_COLUMN,
+            "n_problems": sum(counts.values())}
 
 
 @router.get("/uploads/{number}", response_class=HTMLResponse)
 def upload_page(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader,
-                number: IdPath) -> Response:
-    """An upload's status, live progress and error report."""
+                number: IdPath, errors_offset: OffsetQuery = 0) -> Response:
+    """An upload's status, live progress and error report (paged)."""
     up = _own_upload(db, owner.id, number)
-    return render(request, ctx, "upload_detail.html", **_upload_context(db, up))
+    return render(request, ctx, "upload_detail.html",
+                  **_upload_context(db, up, errors_offset))
 
 
 @router.get("/uploads/{number}/progress", response_class=HTMLResponse)
@@ -157,13 +176,12 @@ def upload_errors(request: Request, db: SessionDep, owner: DataUploader,
                   number: IdPath) -> Response:
     """Download the report of every bad row (values masked or shortened)."""
     up = _own_upload(db, owner.id, number)
-    if not up.error_report:
+    if not (up.error_counts or up.error_report):
         raise HTTPException(404, "this upload has no error report")
     audit.record(db, "export", actor=owner, object_type="upload_errors", object_id=up.id,
                  ip=client_ip(request))
     db.commit()
-    return _attachment(up.error_report, f"upload-{up.number}-errors.csv",
-                       "text/csv; charset=utf-8")
+    return csv_response(list(error_report(db, up)), f"upload-{up.number}-errors.csv")
 
 
 # ------------------------------------------------------------------------------ customers

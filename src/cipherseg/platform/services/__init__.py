@@ -10,14 +10,17 @@ phone numbers in clear.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from cipherseg.clock import utcnow
@@ -25,14 +28,15 @@ from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.jobs import ProgressSink, enqueue, finish
-from cipherseg.platform.models import Base, Customer, Job, Upload, User
+from cipherseg.platform.models import Base, Customer, Job, Upload, UploadError, User
 from cipherseg.platform.numbering import next_number, upload_scope
 from cipherseg.platform.uploads import (
     KINDS,
     Importer,
+    RowError,
     UploadFileError,
     count_rows,
-    error_report_csv,
+    error_report_rows,
 )
 
 log = logging.getLogger("cipherseg.platform.services")
@@ -90,6 +94,30 @@ def upload_job_id(session: Session, upload_id: int) -> int | None:
     return None
 
 
+def store_errors(factory: Any, upload_id: int, errors: list[RowError],
+                 counts: dict[str, int]) -> None:
+    """Keep a rejected upload's listed problems (rows) and its counts per column."""
+    with factory() as s:
+        s.execute(delete(UploadError).where(UploadError.upload_id == upload_id))
+        if errors:
+            s.execute(insert(UploadError), [
+                {"upload_id": upload_id, "row": e.row, "column": e.column[:64],
+                 "value": e.value[:80], "message": e.message[:300]} for e in errors])
+        s.execute(update(Upload).where(Upload.id == upload_id).values(
+            error_counts=dict(counts)))
+        s.commit()
+
+
+def error_report(session: Session, up: Upload) -> Iterator[list[Any]]:
+    """The error report of ``up`` as CSV rows (the stored blob of uploads before 0005)."""
+    if up.error_counts is None and up.error_report:
+        yield from csv.reader(io.StringIO(up.error_report.decode("utf-8")))
+        return
+    listed = (RowError(e.row, e.column, e.value, e.message) for e in session.scalars(
+        select(UploadError).where(UploadError.upload_id == up.id).order_by(UploadError.id)))
+    yield from error_report_rows(listed, up.error_counts)
+
+
 def make_import_runner(ctx: PlatformContext) -> Any:
     """The worker's runner for ``import`` jobs."""
 
@@ -128,22 +156,22 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                                           region=ctx.settings.default_region) as importer:
                 summary = importer.validate(
                     lambda n: sink.update(0.6 * n / max(total, 1), "validating"))
-                if summary.errors:
-                    report = error_report_csv(summary.errors)
+                if summary.has_errors:
+                    store_errors(factory, upload_id, summary.errors, summary.counts)
                     set_upload(status="rejected", rows_total=summary.rows,
-                               rows_done=summary.rows, n_errors=len(summary.bad_rows),
-                               error_report=report, finished_at=utcnow(),
-                               message=f"{len(summary.bad_rows)} of {summary.rows} rows have "
+                               rows_done=summary.rows, n_errors=summary.n_bad_rows,
+                               finished_at=utcnow(),
+                               message=f"{summary.n_bad_rows} of {summary.rows} rows have "
                                        "problems; nothing was imported")
                     with factory() as s2:
                         audit.record(s2, "upload_rejected", actor=owner, object_type="upload",
                                      object_id=upload_id,
-                                     detail={"bad_rows": len(summary.bad_rows),
+                                     detail={"bad_rows": summary.n_bad_rows,
                                              "rows": summary.rows})
                         s2.commit()
                     finish(factory, job_id, status="done", stage="rejected",
                            result={"upload_id": upload_id, "status": "rejected",
-                                   "bad_rows": len(summary.bad_rows)})
+                                   "bad_rows": summary.n_bad_rows})
                     return
                 s.rollback()  # end the read snapshot before writing (SQLite)
                 sink.update(0.6, f"importing {summary.rows} rows", force=True)
@@ -169,8 +197,8 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                            "inserted": counts.inserted, "updated": counts.updated,
                            "unchanged": counts.unchanged})
         except UploadFileError as exc:
-            set_upload(status="rejected", n_errors=1, finished_at=utcnow(), message=str(exc),
-                       error_report=error_report_csv([]) + f"1,,,{exc}\n".encode())
+            store_errors(factory, upload_id, [RowError(1, "", "", str(exc)[:300])], {"": 1})
+            set_upload(status="rejected", n_errors=1, finished_at=utcnow(), message=str(exc))
             with factory() as s2:
                 audit.record(s2, "upload_rejected", actor=owner, object_type="upload",
                              object_id=upload_id, detail={"file_error": str(exc)[:200]})

@@ -5,8 +5,10 @@ It is constructed without keys; the data owner's ``Upload`` brings a *public* co
 key. This module cannot import the key holder's code (import-linter contract in CI).
 
 It is a sans-IO party (:mod:`cipherseg.protocols.party`): ``handle(sender, message)`` answers
-each message with one message to its sender. A session belongs to the sender that uploaded
-it; a message of any other sender for it is refused exactly as one for an unknown session.
+each message with one message to its sender. Session ids are the sender's own: every sender
+has its own namespace of sessions, so another sender's session id is, to a sender, exactly an
+unknown one (a message for it is refused as for an unknown session; an upload under it opens
+the sender's own session).
 Hosting it as a process or a service: :mod:`cipherseg.hosting`. The message sequence and
 what the centre learns: :mod:`cipherseg.protocols.outsourced`.
 
@@ -39,7 +41,8 @@ from cipherseg.schemes.ckks import CkksPublicContext
 @dataclass
 class _Session:
     key: str
-    sender: str  # who uploaded: only its messages reach the session
+    sender: str
+    session_id: str
     ctx: CkksPublicContext
     n_features: int
     sizes: list[int]
@@ -83,7 +86,7 @@ class ComputeCentre:
         self._executor = executor if executor is not None else LocalExecutor()
         seed = random_state if random_state is not None else secrets.randbits(128)
         self._rng = np.random.default_rng(seed)
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[tuple[str, str], _Session] = {}  # (sender, session id)
 
     def holds_secret_key(self) -> bool:
         """False by construction; checked by tests on every context the centre holds."""
@@ -103,8 +106,8 @@ class ComputeCentre:
         self.drop_idle_sessions()
         if isinstance(msg, p.Upload):
             return self._upload(sender, msg)
-        session = self._sessions.get(msg.session_id)
-        if session is None or session.sender != sender:
+        session = self._sessions.get((sender, msg.session_id))
+        if session is None:
             raise p.unknown_session(msg.session_id)
         if not isinstance(msg, session.expect):
             wanted = ", ".join(t.__name__ for t in session.expect)
@@ -126,19 +129,16 @@ class ComputeCentre:
         if self._idle_limit is None:
             return
         cutoff = self._clock() - self._idle_limit
-        for sid in [sid for sid, s in self._sessions.items() if s.last_active < cutoff]:
-            self._executor.drop_state(self._sessions.pop(sid).key)
+        for name in [name for name, s in self._sessions.items() if s.last_active < cutoff]:
+            self._executor.drop_state(self._sessions.pop(name).key)
 
     # --- handlers ------------------------------------------------------------------------
     def _reply(self, cls: type[Message], session: _Session, **fields: Any) -> Message:
-        return cls(protocol_version=p.VERSION, session_id=self._session_id(session),
+        return cls(protocol_version=p.VERSION, session_id=session.session_id,
                    round=session.round, **fields)
 
-    def _session_id(self, session: _Session) -> str:
-        return next(k for k, v in self._sessions.items() if v is session)
-
     def _upload(self, sender: str, msg: p.Upload) -> Message:
-        if msg.session_id in self._sessions:
+        if (sender, msg.session_id) in self._sessions:
             raise ProtocolError(f"session {msg.session_id!r} is already open; a new upload "
                                 "needs a new session id")
         ctx = CkksPublicContext.from_bytes(msg.public_context)
@@ -148,7 +148,16 @@ class ComputeCentre:
                 f"upload has {len(msg.features)} ciphertexts for {len(msg.block_sizes)} blocks × "
                 f"{d} features"
             )
-        if sum(msg.block_sizes) != msg.n_samples:
+        slots = ctx.params.slot_count
+        sizes = msg.block_sizes
+        if not sizes or any(not 1 <= b <= slots for b in sizes) \
+                or any(b != slots for b in sizes[:-1]):
+            raise ProtocolError(
+                f"upload block sizes must be {slots} customers each but the last "
+                f"(1 to {slots}); got {len(sizes)} blocks of {min(sizes, default=0)} to "
+                f"{max(sizes, default=0)}"
+            )
+        if sum(sizes) != msg.n_samples:
             raise ProtocolError("block sizes do not add up to the number of customers")
         if not 1 <= msg.n_clusters <= msg.n_samples:
             raise ProtocolError(
@@ -160,7 +169,8 @@ class ComputeCentre:
         # executor keeps each block on one worker for the whole session.
         self._executor.put_blocks(key, centre_ops.build_centre_data, msg.public_context,
                                   [msg.features[b * d:(b + 1) * d] for b in range(n_blocks)])
-        self._sessions[msg.session_id] = _Session(key, sender, ctx, d, list(msg.block_sizes),
+        self._sessions[sender, msg.session_id] = _Session(key, sender, msg.session_id, ctx, d,
+                                                          list(msg.block_sizes),
                                                   n_clusters=msg.n_clusters,
                                                   last_active=self._clock())
         return p.UploadAck(protocol_version=p.VERSION, session_id=msg.session_id, round=0,
@@ -275,8 +285,7 @@ class ComputeCentre:
         return self._reply(p.Sums, s, sums=out[:(k - 1) * d], counts=out[(k - 1) * d:])
 
     def _close(self, s: _Session, msg: p.Close) -> Message:
-        sid = self._session_id(s)
         self._executor.drop_state(s.key)
         reply = self._reply(p.CloseAck, s)
-        del self._sessions[sid]
+        del self._sessions[s.sender, s.session_id]
         return reply

@@ -24,9 +24,13 @@ protocol ``secure-sum`` version 1)::
     for each sum r = 1, 2, …:
       O_i → C    Contribution(r, length, Enc(limbs of x_i))     x_i fixed point, 10^decimals,
                                                                 two signed 36-bit limbs
-      C → M, O_i Aggregate(r, length, Σ_i Enc(x_i))
-      O_i → M    Partial(r, s_i·c1 + smudging noise)   once per round, the round it contributed to
-      M → O_i    Total(r, Σ_i x_i)                     M fuses its own partial with every owner's
+      O_i → M    ContributionDigest(r, digest of that ciphertext)
+      C → O_i    Aggregate(r, length, A = Σ_i Enc(x_i))
+      C → M      Aggregate(r, length, A, the n contributions)
+      M → O_i    Approved(r, digest of A)   M checked: each contribution is the one its owner
+                                            committed to, and A is their sum
+      O_i → M    Partial(r, s_i·c1(A) + smudging noise)   only for the approved A, once a round
+      M → O_i    Total(r, Σ_i x_i)                        M fuses its own partial with the owners'
 
 Leakage (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
 
@@ -35,16 +39,20 @@ Leakage (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
 * **Manager and owners** — each round's total (in FedAvg: the pooled moments, the total count
   and ``Σ n_k w_k``, i.e. the new global model, which FedAvg releases anyway); never one
   owner's vector, since decrypting needs every party's partial decryption (smudged with
-  2^B uniform noise so that partials reveal nothing beyond the sum).
+  2^B uniform noise so that partials reveal nothing beyond the sum). The manager also holds
+  each owner's ciphertext (to check the sum): under the joint key, it cannot open one alone.
 
-Threat model: semi-honest parties, as protocol 4.2; all parties must take part (n-out-of-n).
-What the parties check: the set-up (owner ids, parameters, party count), who sends what, the
-session, round numbers, lengths and limb counts, each party's own share unchanged in the
-relayed keys, equal joint-key fingerprints before anything is encrypted, one partial
-decryption per party and round, and partials bound to the aggregate's digest. Not stopped: a
-centre that substitutes one owner's ciphertext for the round's aggregate makes the key parties
-decrypt that owner's vector (the owners cannot tell a sum from a single ciphertext without the
-others' ciphertexts); it can do so for one ciphertext per round at most.
+Threat model: semi-honest parties as in protocol 4.2 (all must take part: n-out-of-n), plus a
+centre that may lie. What the parties check: the set-up (owner ids, parameters, party count),
+who sends what, the session, round numbers, lengths and limb counts, each party's own share
+unchanged in the relayed keys, equal joint-key fingerprints before anything is encrypted, and
+— against a centre passing one owner's ciphertext (or a sum with contributions left out or
+replaced by its own encryptions) off as the round's sum — that the aggregate is the sum of
+exactly the ciphertexts the owners committed to (digests sent by the owners to the manager,
+checked by the manager; each owner decrypts only the ciphertext the manager approved, once a
+round; partials are bound to its digest). Not stopped: a centre and a manager that collude
+(the manager could approve a substituted sum), which would need authenticated owner-to-owner
+channels.
 
 >>> import numpy as np
 >>> agg = ThresholdSecureSum(2, seed=b"0123456789abcdef")

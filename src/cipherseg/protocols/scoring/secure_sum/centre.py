@@ -30,7 +30,7 @@ class SecureSumCentre:
         self.public_key: JointPublicKey | None = None
         self._shares: dict[int, bytes] = {}
         self._round = 0  # rounds aggregated
-        self._pending: dict[int, Ciphertext] = {}
+        self._pending: dict[int, tuple[Ciphertext, bytes]] = {}
         self._length = 0
         self.timings: dict[str, float] = defaultdict(float)
 
@@ -53,9 +53,6 @@ class SecureSumCentre:
             return self._contribution(session, sender, message)
         raise ProtocolError(f"the centre does not accept {type(message).__name__}")
 
-    def _recipients(self, session: Session) -> list[str]:
-        return [sm.MANAGER, *(sm.owner_name(i) for i in session.setup.owner_ids)]
-
     def _key_share(self, session: Session, sender: str, m: sm.PublicKeyShare) -> Outgoing:
         expected = sm.MANAGER if m.party_id == sm.MANAGER_ID else sm.owner_name(m.party_id)
         if m.party_id not in session.key_party_ids or sender != expected:
@@ -75,7 +72,7 @@ class SecureSumCentre:
             expected_party_ids=ids)
         out = sm.new_message(sm.KeyShares, session.setup.session_id, 0,
                              shares=tuple(self._shares[i] for i in ids))
-        return [(name, out) for name in self._recipients(session)]
+        return [(sm.MANAGER, out), *((sm.owner_name(i), out) for i in session.setup.owner_ids)]
 
     def _contribution(self, session: Session, sender: str, m: sm.Contribution) -> Outgoing:
         owner = {sm.owner_name(i): i for i in session.setup.owner_ids}.get(sender)
@@ -96,17 +93,22 @@ class SecureSumCentre:
         if ct.length != sm.LIMBS * m.length:
             raise ProtocolError(f"{sender}'s ciphertext holds {ct.length} limbs, not "
                                 f"{sm.LIMBS * m.length}")
-        self._pending[owner], self._length = ct, m.length
+        self._pending[owner], self._length = (ct, bytes(m.ciphertext)), m.length
         self.timings["centre: load contributions"] += time.perf_counter() - start
         if len(self._pending) < len(session.setup.owner_ids):
             return []
         start = time.perf_counter()
-        parts = [self._pending[i] for i in session.setup.owner_ids]
+        ids = session.setup.owner_ids
+        parts = [self._pending[i][0] for i in ids]
         total: Ciphertext = sum(parts[1:], parts[0])
         blob = total.to_bytes()
         self.timings["centre: aggregate"] += time.perf_counter() - start
         self._round += 1
-        self._pending = {}
         out = sm.new_message(sm.Aggregate, session.setup.session_id, self._round,
                              length=self._length, ciphertext=blob)
-        return [(name, out) for name in self._recipients(session)]
+        # The manager checks the sum against the contributions the owners committed to.
+        checked = sm.new_message(sm.Aggregate, session.setup.session_id, self._round,
+                                 length=self._length, ciphertext=blob,
+                                 parts=tuple(self._pending[i][1] for i in ids))
+        self._pending = {}
+        return [(sm.MANAGER, checked), *((sm.owner_name(i), out) for i in ids)]

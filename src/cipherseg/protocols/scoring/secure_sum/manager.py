@@ -1,6 +1,7 @@
 """The manager of the threshold secure sum (party id 0, as in protocol 4.2): opens the session,
-confirms that every party built the same joint key, fuses the partial decryptions of each
-round's aggregate and announces the total.
+confirms that every party built the same joint key, checks each round's aggregate against the
+contributions the owners committed to before anyone decrypts it, fuses the partial decryptions
+and announces the total.
 
 It holds exactly one key share — its own — and learns each round's total (FedAvg: the
 pooled moments, then per round ``Σ n_k w_k`` and ``Σ n_k``), never one owner's vector: fusing
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import ParameterError, ProtocolError
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Outgoing
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.protocols.scoring.secure_sum import messages as sm
 from cipherseg.protocols.scoring.secure_sum.session import (
     Session,
@@ -78,6 +79,7 @@ class SecureSumManager:
         self._aggregate: Ciphertext | None = None
         self._length = 0
         self._partials: dict[int, PartialDecryption] = {}
+        self._committed: dict[int, bytes] = {}  # owner → digest of its contribution
         self.totals: dict[int, npt.NDArray[np.float64]] = {}
         self.timings: dict[str, float] = defaultdict(float)
 
@@ -116,6 +118,8 @@ class SecureSumManager:
             return self._key_shares(session, message)
         if isinstance(message, sm.KeyReady):
             return self._key_ready(sender, message)
+        if isinstance(message, sm.ContributionDigest):
+            return self._on_digest(sender, message)
         if isinstance(message, sm.Aggregate):
             check_sender(self.name, sender, sm.CENTRE, message)
             return self._on_aggregate(message)
@@ -152,12 +156,25 @@ class SecureSumManager:
         return [(sm.owner_name(i), ready) for i in self.owner_ids]
 
     # ------------------------------------------------------------------ sums
+    def _on_digest(self, sender: str, m: sm.ContributionDigest) -> Outgoing:
+        if m.party_id not in self.owner_ids or sender != sm.owner_name(m.party_id):
+            raise ProtocolError(f"{sender} may not commit party {m.party_id}'s contribution")
+        if m.round != self._round + 1:
+            raise ProtocolError(f"manager: a contribution digest for round {m.round}; expected "
+                                f"round {self._round + 1}")
+        if m.party_id in self._committed:
+            raise ProtocolError(f"duplicated contribution digest from party {m.party_id}")
+        self._committed[m.party_id] = bytes(m.digest)
+        return []
+
     def _on_aggregate(self, m: sm.Aggregate) -> Outgoing:
         if not self.ready or self._pk is None or self._key is None:
             raise ProtocolError("manager: an aggregate before every party confirmed the key")
         if m.round != self._round + 1 or self._aggregate is not None:
             raise ProtocolError(f"manager: an aggregate for round {m.round}; expected round "
                                 f"{self._round + 1}, once")
+        if len(self._committed) < len(self.owner_ids):
+            raise NotReady("manager: not every owner has committed to its contribution yet")
         if m.length < 1:
             raise ProtocolError("manager: an aggregate of no values")
         start = time.perf_counter()
@@ -165,14 +182,33 @@ class SecureSumManager:
         if ct.length != sm.LIMBS * m.length:
             raise ProtocolError(f"manager: the aggregate holds {ct.length} limbs, not "
                                 f"{sm.LIMBS * m.length}")
-        own = self._key.partial_decrypt(ct)
-        self.timings["manager: partial decrypt"] += time.perf_counter() - start
+        self._check_sum(ct, m.parts)
+        self.timings["manager: check the sum"] += time.perf_counter() - start
         stray = sorted(i for i, p in self._partials.items() if p.ciphertext_digest != ct.digest)
         if stray:  # partials that came before the aggregate must be of this aggregate
             raise ProtocolError(f"partial decryptions of another ciphertext from parties {stray}")
-        self._partials[sm.MANAGER_ID] = own
+        start = time.perf_counter()
+        self._partials[sm.MANAGER_ID] = self._key.partial_decrypt(ct)
+        self.timings["manager: partial decrypt"] += time.perf_counter() - start
         self._aggregate, self._length = ct, m.length
-        return self._maybe_fuse()
+        approved = sm.new_message(sm.Approved, self.session_id, m.round, digest=ct.digest)
+        return [(sm.owner_name(i), approved) for i in self.owner_ids] + self._maybe_fuse()
+
+    def _check_sum(self, aggregate: Ciphertext, parts: Sequence[bytes]) -> None:
+        """The aggregate must be the sum of exactly the ciphertexts the owners committed to:
+        otherwise a centre could pass one owner's vector off as the round's sum."""
+        assert self._pk is not None
+        if len(parts) != len(self.owner_ids):
+            raise ProtocolError(f"manager: the aggregate comes with {len(parts)} contributions, "
+                                f"not {len(self.owner_ids)}")
+        cts = [Ciphertext.from_bytes(b, self._pk) for b in parts]
+        for i, ct in zip(self.owner_ids, cts, strict=True):
+            if ct.digest != self._committed[i]:
+                raise ProtocolError(f"manager: the contribution of party {i} is not the one it "
+                                    "committed to; nothing is decrypted this round")
+        if sum(cts[1:], cts[0]).digest != aggregate.digest:
+            raise ProtocolError("manager: the aggregate is not the sum of the committed "
+                                "contributions; nothing is decrypted this round")
 
     def _on_partial(self, sender: str, m: sm.Partial) -> Outgoing:
         if self._pk is None:
@@ -204,7 +240,7 @@ class SecureSumManager:
         self.timings["manager: fuse"] += time.perf_counter() - start
         self._round += 1
         self.totals[self._round] = values
-        self._aggregate, self._partials = None, {}
+        self._aggregate, self._partials, self._committed = None, {}, {}
         total = sm.new_message(sm.Total, self.session_id, self._round,
                                values=tuple(float(v) for v in values))
         return [(sm.owner_name(i), total) for i in self.owner_ids]

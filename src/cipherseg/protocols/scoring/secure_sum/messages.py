@@ -111,12 +111,35 @@ class Contribution(Message):
 
 @register_message
 @dataclass(frozen=True, slots=True)
+class ContributionDigest(Message):
+    """Owner → manager: the digest of the ciphertext it sent the centre for ``round``."""
+
+    PROTOCOL: ClassVar[str] = PROTOCOL
+    party_id: int = 0
+    digest: bytes = b""
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
 class Aggregate(Message):
-    """Centre → key parties: the sum of every owner's contribution to ``round``."""
+    """Centre → key parties: the sum of every owner's contribution to ``round``; the
+    manager's copy also carries the contributions themselves (``parts``, in owner-id order),
+    so that it can check the sum before anyone decrypts it."""
 
     PROTOCOL: ClassVar[str] = PROTOCOL
     length: int = 0
     ciphertext: bytes = b""
+    parts: tuple[bytes, ...] = ()
+
+
+@register_message
+@dataclass(frozen=True, slots=True)
+class Approved(Message):
+    """Manager → owners: the aggregate of ``round`` with this digest is the sum of the
+    committed contributions; decrypt that one (and no other)."""
+
+    PROTOCOL: ClassVar[str] = PROTOCOL
+    digest: bytes = b""
 
 
 @register_message

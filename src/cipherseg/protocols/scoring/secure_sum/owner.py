@@ -3,7 +3,9 @@ round's aggregate with its own key share, and learns the round's total.
 
 It holds exactly one :class:`~cipherseg.schemes.threshold_keys.KeyShare` — its own, generated
 here from the OS CSPRNG — and decrypts (partially) only the aggregate of a round it
-contributed to, once. See :mod:`cipherseg.protocols.scoring.secure_sum` for the sequence.
+contributed to, once, and only if the manager approved that very ciphertext (the sum of the
+contributions every owner committed to). See :mod:`cipherseg.protocols.scoring.secure_sum`
+for the sequence.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class SecureSumOwner:
         self._round = 0  # the last round this owner contributed to
         self._length = 0
         self._decrypted = 0  # the last round whose aggregate it partially decrypted
+        self._aggregate: Ciphertext | None = None  # this round's, from the centre
+        self._approved = b""  # this round's aggregate digest, as the manager checked it
         self.totals: dict[int, npt.NDArray[np.float64]] = {}
         self.timings: dict[str, float] = defaultdict(float)
 
@@ -67,13 +71,17 @@ class SecureSumOwner:
             raise ValidationError(f"{self.name}: nothing to aggregate (empty vector)")
         start = time.perf_counter()
         limbs = sm.encode(v, session.setup.decimals)
-        ciphertext = encrypt(self._pk, limbs).to_bytes()
+        ct = encrypt(self._pk, limbs)
+        ciphertext = ct.to_bytes()
         self.timings["owner: encrypt"] += time.perf_counter() - start
         self._round += 1
         self._length = int(v.size)
-        return [(sm.CENTRE, sm.new_message(sm.Contribution, session.setup.session_id,
-                                           self._round, length=self._length,
-                                           ciphertext=ciphertext))]
+        self._aggregate, self._approved = None, b""
+        sid = session.setup.session_id
+        return [(sm.CENTRE, sm.new_message(sm.Contribution, sid, self._round,
+                                           length=self._length, ciphertext=ciphertext)),
+                (sm.MANAGER, sm.new_message(sm.ContributionDigest, sid, self._round,
+                                            party_id=self.party_id, digest=ct.digest))]
 
     # ------------------------------------------------------------------ messages
     def handle(self, sender: str, message: Message) -> Outgoing:
@@ -93,7 +101,10 @@ class SecureSumOwner:
             return []
         if isinstance(message, sm.Aggregate):
             check_sender(self.name, sender, sm.CENTRE, message)
-            return self._partial(message)
+            return self._on_aggregate(message)
+        if isinstance(message, sm.Approved):
+            check_sender(self.name, sender, sm.MANAGER, message)
+            return self._on_approved(message)
         if isinstance(message, sm.Total):
             check_sender(self.name, sender, sm.MANAGER, message)
             return self._total(message)
@@ -124,27 +135,52 @@ class SecureSumOwner:
                                             party_id=self.party_id,
                                             key_fingerprint=self._pk.fingerprint))]
 
-    def _partial(self, m: sm.Aggregate) -> Outgoing:
-        key, pk = self._require_key(), self._pk
+    def _on_aggregate(self, m: sm.Aggregate) -> Outgoing:
+        pk = self._pk
         if pk is None:
             raise ProtocolError(f"{self.name}: an aggregate before the joint key")
-        if m.round != self._round or self._round == 0:
-            raise ProtocolError(f"{self.name}: an aggregate for round {m.round}; it contributed "
-                                f"to round {self._round} last")
-        if self._decrypted == m.round:
-            raise ProtocolError(f"{self.name}: it already decrypted round {m.round}'s aggregate")
+        self._check_round(m)
+        if self._aggregate is not None:
+            raise ProtocolError(f"{self.name}: a second aggregate for round {m.round}")
         if m.length != self._length:
             raise ProtocolError(f"{self.name}: an aggregate of {m.length} values; it "
                                 f"contributed {self._length}")
-        start = time.perf_counter()
         ct = Ciphertext.from_bytes(m.ciphertext, pk)
         if ct.length != sm.LIMBS * self._length:
             raise ProtocolError(f"{self.name}: the aggregate holds {ct.length} limbs, not "
                                 f"{sm.LIMBS * self._length}")
-        partial = key.partial_decrypt(ct).to_bytes()
+        self._aggregate = ct
+        return self._maybe_partial(m.session_id)
+
+    def _on_approved(self, m: sm.Approved) -> Outgoing:
+        self._check_round(m)
+        if self._approved:
+            raise ProtocolError(f"{self.name}: a second approval for round {m.round}")
+        self._approved = bytes(m.digest)
+        return self._maybe_partial(m.session_id)
+
+    def _check_round(self, m: Message) -> None:
+        if m.round != self._round or self._round == 0:
+            raise ProtocolError(f"{self.name}: {type(m).__name__} for round {m.round}; it "
+                                f"contributed to round {self._round} last")
+        if self._decrypted == m.round:
+            raise ProtocolError(f"{self.name}: it already decrypted round {m.round}'s aggregate")
+
+    def _maybe_partial(self, session_id: str) -> Outgoing:
+        """Decrypt (partially) the centre's aggregate once the manager approved that very
+        ciphertext: the sum of the contributions every owner committed to."""
+        ct, approved = self._aggregate, self._approved
+        if ct is None or not approved:
+            return []
+        if ct.digest != approved:
+            raise ProtocolError(f"{self.name}: the centre's aggregate for round {self._round} is "
+                                "not the one the manager checked; refusing to decrypt it")
+        start = time.perf_counter()
+        partial = self._require_key().partial_decrypt(ct).to_bytes()
         self.timings["owner: partial decrypt"] += time.perf_counter() - start
-        self._decrypted = m.round
-        return [(sm.MANAGER, sm.new_message(sm.Partial, m.session_id, m.round,
+        self._decrypted = self._round
+        self._aggregate, self._approved = None, b""
+        return [(sm.MANAGER, sm.new_message(sm.Partial, session_id, self._round,
                                             party_id=self.party_id, partial=partial))]
 
     def _total(self, m: sm.Total) -> Outgoing:

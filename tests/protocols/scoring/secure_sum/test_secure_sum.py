@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import NotReady
 from cipherseg.protocols.scoring.secure_sum import (
     SecureSumCentre,
     SecureSumManager,
@@ -93,7 +94,10 @@ def test_codec_round_trip(values, decimals):
     sm.new_message(sm.KeyReady, "s", 0, party_id=1, key_fingerprint=b"f"),
     sm.new_message(sm.Ready, "s", 0),
     sm.new_message(sm.Contribution, "s", 4, length=3, ciphertext=b"ct"),
+    sm.new_message(sm.ContributionDigest, "s", 4, party_id=3, digest=b"d" * 16),
     sm.new_message(sm.Aggregate, "s", 4, length=3, ciphertext=b"ct"),
+    sm.new_message(sm.Aggregate, "s", 4, length=3, ciphertext=b"ct", parts=(b"a", b"b")),
+    sm.new_message(sm.Approved, "s", 4, digest=b"d" * 16),
     sm.new_message(sm.Partial, "s", 4, party_id=2, partial=b"h"),
     sm.new_message(sm.Total, "s", 4, values=(1.5, -2.0, 1e12)),
 ])
@@ -135,10 +139,19 @@ def test_parties_follow_the_sequence():
     assert [o.totals[1].tolist() for o in net.owners] == [[4.0, -2.0]] * 2
 
 
+def _contribution(out):
+    """The Contribution among an owner's outgoing messages (the other is its digest)."""
+    [(_, contribution)] = [(d, m) for d, m in out if isinstance(m, sm.Contribution)]
+    return contribution
+
+
 def test_owner_refuses_out_of_turn_and_foreign_messages():
     net = Net(2)
     o1, o2 = net.owners
-    (_, contribution), = o1.contribute([1.0])
+    out = o1.contribute([1.0])
+    assert [(d, type(m).__name__) for d, m in out] == [("centre", "Contribution"),
+                                                      ("manager", "ContributionDigest")]
+    contribution = _contribution(out)
     with pytest.raises(ProtocolError, match="one sum at a time"):
         o1.contribute([1.0])  # its round 1 has no total yet
     aggregate = sm.new_message(sm.Aggregate, net.manager.session_id, 1, length=1,
@@ -151,16 +164,32 @@ def test_owner_refuses_out_of_turn_and_foreign_messages():
         o1.handle("centre", dataclasses.replace(aggregate, length=2))
     with pytest.raises(ProtocolError, match="another session"):
         o1.handle("centre", dataclasses.replace(aggregate, session_id="other"))
-    o1.handle("centre", aggregate)  # the (lying) centre's one decryption of round 1 …
-    with pytest.raises(ProtocolError, match="already decrypted"):
-        o1.handle("centre", aggregate)  # … and no second one
     with pytest.raises(ProtocolError, match="contributed to round 0"):
         o2.handle("centre", aggregate)  # o2 has not contributed to round 1
+    with pytest.raises(ProtocolError, match="does not accept"):
+        o1.handle("centre", sm.new_message(sm.Contribution, net.manager.session_id, 1))
     fresh = SecureSumOwner(1)
     with pytest.raises(ProtocolError, match="Setup comes first"):
         fresh.contribute([1.0])
-    with pytest.raises(ProtocolError, match="does not accept"):
-        o1.handle("centre", sm.new_message(sm.Contribution, net.manager.session_id, 1))
+
+
+def test_owner_decrypts_only_the_aggregate_the_manager_approved():
+    """A lying centre passes owner 1's own ciphertext off as the round's sum: without the
+    manager's approval of that very ciphertext, owner 1 sends no partial decryption."""
+    net = Net(2)
+    o1 = net.owners[0]
+    contribution = _contribution(o1.contribute([7.0]))
+    fake = sm.new_message(sm.Aggregate, net.manager.session_id, 1, length=1,
+                          ciphertext=contribution.ciphertext)
+    assert o1.handle("centre", fake) == []  # waits for the manager
+    with pytest.raises(ProtocolError, match="a second aggregate"):
+        o1.handle("centre", fake)
+    approval = sm.new_message(sm.Approved, net.manager.session_id, 1, digest=b"\x01" * 16)
+    with pytest.raises(ProtocolError, match="comes from the manager"):
+        o1.handle("centre", approval)
+    with pytest.raises(ProtocolError, match="not the one the manager checked"):
+        o1.handle("manager", approval)
+    assert o1._decrypted == 0
 
 
 def test_owner_refuses_to_contribute_before_the_key_is_confirmed():
@@ -208,8 +237,8 @@ def test_manager_stops_on_different_joint_keys():
 def test_centre_refuses_wrong_senders_rounds_and_lengths():
     net = Net(3)
     o1, o2, _o3 = net.owners
-    (_, c1), = o1.contribute([1.0, 2.0])
-    (_, c2), = o2.contribute([1.0])
+    c1 = _contribution(o1.contribute([1.0, 2.0]))
+    c2 = _contribution(o2.contribute([1.0]))
     with pytest.raises(ProtocolError, match="not a data owner"):
         net.centre.handle("manager", c1)
     with pytest.raises(ProtocolError, match="may not send the key share"):
@@ -233,8 +262,9 @@ def test_manager_refuses_foreign_and_duplicate_partials():
 
     net = Net(2)
     o1, o2 = net.owners
-    (_, c1), = o1.contribute([5.0])
-    net.run(o1.name, [("centre", c1)])
+    out1 = o1.contribute([5.0])
+    c1 = _contribution(out1)
+    net.run(o1.name, out1)
     held = net.run(o2.name, o2.contribute([6.0]),
                    until=lambda s, d, m: isinstance(m, sm.Partial))
     assert held is not None
@@ -255,3 +285,59 @@ def test_manager_refuses_foreign_and_duplicate_partials():
     net.manager.handle(src, partial)
     with pytest.raises(ProtocolError, match="duplicated"):
         net.manager.handle(src, partial)
+
+
+def _round_to_manager(n: int = 3):
+    """A session whose round 1 is contributed and committed; the centre's (honest) aggregate
+    for the manager is held back and returned with the owners' contributions."""
+    net = Net(n)
+    outs = [o.contribute([float(o.party_id), -1.0]) for o in net.owners]
+    contributions = [_contribution(out) for out in outs]
+    for o, out in zip(net.owners, outs, strict=True):  # digests to the manager
+        net.run(o.name, [(d, m) for d, m in out if d == "manager"])
+    for o, c in zip(net.owners[:-1], contributions[:-1], strict=True):
+        assert net.centre.handle(o.name, c) == []
+    out = net.centre.handle(net.owners[-1].name, contributions[-1])
+    [checked] = [m for d, m in out if d == "manager"]
+    assert len(checked.parts) == n and all(not m.parts for d, m in out if d != "manager")
+    return net, checked, contributions
+
+
+def test_manager_checks_the_sum_before_anyone_decrypts():
+    net, checked, contributions = _round_to_manager(3)
+    one = contributions[0].ciphertext
+    # one owner's vector passed off as the sum (its part list honest or not) …
+    with pytest.raises(ProtocolError, match="not the sum"):
+        net.manager.handle("centre", dataclasses.replace(checked, ciphertext=one))
+    with pytest.raises(ProtocolError, match="not the one it committed to"):
+        net.manager.handle("centre", dataclasses.replace(
+            checked, ciphertext=one, parts=(one, one, one)))
+    # … a contribution left out, or replaced by an encryption the centre made itself
+    with pytest.raises(ProtocolError, match="with 2 contributions"):
+        net.manager.handle("centre", dataclasses.replace(checked, parts=checked.parts[:2]))
+    from cipherseg.schemes.threshold import encrypt
+
+    zero = encrypt(net.manager.public_key, sm.encode([0.0, 0.0], 6)).to_bytes()
+    with pytest.raises(ProtocolError, match="party 2 is not the one"):
+        net.manager.handle("centre", dataclasses.replace(
+            checked, parts=(checked.parts[0], zero, checked.parts[2])))
+    assert net.manager._aggregate is None and not net.manager._partials
+    out = net.manager.handle("centre", checked)  # the honest aggregate is approved
+    assert {d for d, m in out if isinstance(m, sm.Approved)} == {"owner-1", "owner-2",
+                                                                 "owner-3"}
+
+
+def test_manager_waits_for_every_commitment():
+    net = Net(2)
+    o1, o2 = net.owners
+    out1, out2 = o1.contribute([1.0]), o2.contribute([2.0])
+    net.centre.handle("owner-1", _contribution(out1))
+    [checked] = [m for d, m in net.centre.handle("owner-2", _contribution(out2))
+                 if d == "manager"]
+    net.run("owner-1", [(d, m) for d, m in out1 if d == "manager"])
+    with pytest.raises(NotReady):
+        net.manager.handle("centre", checked)
+    with pytest.raises(ProtocolError, match="may not commit"):
+        net.manager.handle("owner-1", next(m for d, m in out2 if d == "manager"))
+    net.run("owner-2", [(d, m) for d, m in out2 if d == "manager"])
+    assert net.manager.handle("centre", checked)  # now approved
