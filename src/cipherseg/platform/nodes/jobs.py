@@ -40,6 +40,7 @@ from cipherseg.nodes.invitation import (
     sign_invitation,
 )
 from cipherseg.nodes.terms import MAX_NODES, JointTerms
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.deps import PlatformContext
@@ -91,15 +92,15 @@ def key_fingerprint(cfg: NodeConfig) -> str:
 
 
 # ------------------------------------------------------------------------------ features
-def node_features(session: Session, owner_id: int, snapshot: date, window_days: int
-                  ) -> tuple[list[str], npt.NDArray[np.float64]]:
+def node_features(vault: PiiVault, session: Session, owner_id: int, snapshot: date,
+                  window_days: int) -> tuple[list[str], npt.NDArray[np.float64]]:
     """This node's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features
     over the agreed window: transactions in [snapshot - window_days, snapshot)."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm
     from cipherseg.encoding import FixedPointEncoder
     from cipherseg.platform.segmentation import load_transactions
 
-    tx = load_transactions(session, owner_id)
+    tx = load_transactions(vault, session, owner_id)
     start = pd.Timestamp(snapshot - timedelta(days=window_days))
     tx = tx[(tx["date"] >= start) & (tx["date"] < pd.Timestamp(snapshot))]
     if tx.empty:
@@ -232,7 +233,7 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
         owner_id = owner.id
     sink.update(0.02, "computing this node's customers' features", force=True)
     with ctx.sessions() as s:
-        pseudonyms, X = node_features(s, owner_id, snapshot, window)
+        pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
     if not pseudonyms:
         raise ValidationError("this node has no customers with transactions in the agreed "
                               "time window")
