@@ -85,4 +85,4 @@ def owner_transactions(vault: PiiVault, session: Session, owner_id: int) -> pd.D
             .join(Customer, Customer.id == Transaction.customer_id)
             .where(Transaction.owner_id == owner_id)
             .execution_options(yield_per=20_000))
-    return frame(vault, session.execute(stmt).tuples())
+    return frame(vault, session.execute(stmt))

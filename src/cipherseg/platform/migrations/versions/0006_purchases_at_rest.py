@@ -62,9 +62,9 @@ def upgrade() -> None:
     from cipherseg.platform.purchases import seal
 
     conn = op.get_bind()
+    vault = _vault(conn)  # before any DDL: MySQL/MariaDB commit DDL at once
     with op.batch_alter_table("transactions") as batch:
         batch.add_column(sa.Column("payload_ct", sa.LargeBinary(length=512), nullable=True))
-    vault = _vault(conn)
     if vault is not None:
         for rows in _batches(conn, _TX.c.owner_id, _TX.c.external_id, _TX.c.date,
                              _TX.c.amount, _TX.c.category):
@@ -84,11 +84,11 @@ def downgrade() -> None:
     from cipherseg.platform.purchases import unseal
 
     conn = op.get_bind()
+    vault = _vault(conn)  # before any DDL: MySQL/MariaDB commit DDL at once
     with op.batch_alter_table("transactions") as batch:
         batch.add_column(sa.Column("date", sa.Date(), nullable=True))
         batch.add_column(sa.Column("amount", sa.Numeric(precision=14, scale=2), nullable=True))
         batch.add_column(sa.Column("category", sa.String(length=64), nullable=True))
-    vault = _vault(conn)
     if vault is not None:
         for rows in _batches(conn, _TX.c.owner_id, _TX.c.external_id, _TX.c.payload_ct):
             values = []
