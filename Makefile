@@ -28,7 +28,7 @@ system-deps:
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/lint-imports
-	$(BIN)/mypy src/cipherseg/schemes src/cipherseg/protocols
+	$(BIN)/mypy src
 
 test: $(DEVSTAMP) system-deps lint
 	$(BIN)/pytest

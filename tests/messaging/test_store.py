@@ -225,3 +225,20 @@ def test_concurrent_claims_take_each_message_once(db_store: SqlMessageStore) -> 
     ids = [i for b in batches for i in b]
     assert all(0 < len(b) <= 30 for b in batches)
     assert len(ids) == len(set(ids)) == 400
+
+
+def test_in_doubt_waits_for_the_grace_not_for_the_lease(db_store: SqlMessageStore) -> None:
+    """An attempt recorded in doubt is requeued once the grace for a report has passed,
+    even though its batch's lease (60 s here) has not; a reported one never is."""
+    cid = _campaign(db_store)
+    _queue(db_store, cid, 2)
+    (m1, a1), (m2, a2) = _begin(db_store, 2)
+    t1 = T0 + timedelta(seconds=1)
+    db_store.record_outcomes([Outcome(m1, a1, SendStatus.IN_DOUBT, "ReadError"),
+                              Outcome(m2, a2, SendStatus.IN_DOUBT, "ReadError")],
+                             retry=RETRY, now=t1)
+    db_store.record_delivery_report(m2, a2, 8, retry=RETRY, now=t1)   # m2 did go out
+    grace = timedelta(seconds=5)
+    assert db_store.reconcile(now=T0 + timedelta(seconds=4), grace=grace) == 0
+    assert db_store.reconcile(now=T0 + timedelta(seconds=6), grace=grace) == 1
+    assert db_store.state_counts(cid) == {"queued": 1, "sent": 1}

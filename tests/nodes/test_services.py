@@ -173,3 +173,16 @@ def test_tokens_stay_out_of_the_logs(services: JointServices) -> None:
     text = "".join(Path(p).read_text() for p in services.logs.values())
     for token in [*services.centre_tokens.values(), *services.manager_tokens.values()]:
         assert token not in text
+
+
+def test_a_node_takes_part_in_at_most_four_open_sessions(services: JointServices) -> None:
+    east, _ = clients(services, "east")
+    opened = [terms(nodes=("east", "north")) for _ in range(5)]
+    for t in opened[:4]:
+        east.open({"terms": t.to_json()})
+    with pytest.raises(TransportError, match="already takes part in 4 open sessions"):
+        east.open({"terms": opened[4].to_json()})
+    for t in opened[:4]:
+        east.abort(t.session, "test over")
+    east.open({"terms": opened[4].to_json()})  # aborted sessions do not count
+    east.abort(opened[4].session, "test over")

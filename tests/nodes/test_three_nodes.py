@@ -7,7 +7,7 @@ initial centres (the protocol is exact on the 10^-2 grid; centroids within 1e-5 
 6-decimal rounding of storage); (b) no node's database, log or data directory holds another
 node's customer ids, phone numbers or marker amounts, while each holds its own (so the scan
 can find what it looks for); (c) a node killed mid-run leaves the others with a failed job
-naming it, no segments and no release."""
+naming it, no segments and no release; an owner who leaves ends the job on every node."""
 
 from __future__ import annotations
 
@@ -204,6 +204,25 @@ def test_three_nodes_joint_job_privacy_and_a_node_dying(tmp_path: Path) -> None:
             assert job["segments"] == [] and job["result"] is None
             assert job["released_to"] == []
         assert watcher.session_status(session)["state"] == "aborted"
+
+        # ---- an owner who leaves ends the job for every node
+        r = clients["north"].post("/api/v1/nodes/invitations",
+                                  {"k": 3, "nodes": ["south"], "window_days": 3650})
+        third = {"north": r.json()["job"]["number"]}
+        session = r.json()["job"]["session"]
+        third["south"] = clients["south"].post(
+            "/api/v1/nodes/invitations/accept",
+            {"invitation": r.json()["invitation"]}).json()["number"]
+        while _state(watcher, session) == "unknown":  # north's job has joined
+            time.sleep(0.02)
+        left = clients["north"].post(f"/api/v1/nodes/jobs/{third['north']}/leave", {})
+        assert left.status_code == 200, left.text
+        for n in ("north", "south"):
+            job = wait_job(clients[n], third[n], until=("done", "failed"), seconds=120)
+            assert job["status"] == "failed" and "owner of node north left" in job["error"]
+            assert job["segments"] == [] and job["result"] is None
+        assert clients["north"].post(f"/api/v1/nodes/jobs/{third['north']}/leave",
+                                     {}).status_code == 409
 
 
 def _state(watcher: ServiceClient, session: str) -> str:

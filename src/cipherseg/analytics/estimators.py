@@ -234,11 +234,15 @@ class EncryptedKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         from cipherseg.protocols.outsourced.centre import ComputeCentre
         from cipherseg.protocols.outsourced.owner import LEAKAGE_4_1, DataOwner
 
-        owner_exec = getattr(executor, "owner", executor) or LocalExecutor(self.n_jobs)
+        given_owner, given_centre = ((executor.owner, executor.centre)
+                                     if isinstance(executor, PartyExecutors)
+                                     else (executor, executor))
+        owner_exec = given_owner if given_owner is not None else LocalExecutor(self.n_jobs)
         centre_exec = None
         try:
             if remote is None:
-                centre_exec = getattr(executor, "centre", executor) or LocalExecutor(self.n_jobs)
+                centre_exec = (given_centre if given_centre is not None
+                               else LocalExecutor(self.n_jobs))
                 centre = ComputeCentre(executor=centre_exec, random_state=centre_seed)
                 link: Link = PartyLink(centre, sender="owner")
             else:

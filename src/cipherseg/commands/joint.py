@@ -123,8 +123,19 @@ def bench_joint(
     seed: Annotated[int, typer.Option()] = 0,
     data: Annotated[str, typer.Option(help="rfm or blobs.")] = "rfm",
     json_path: Annotated[Path, typer.Option("--json")] = Path("bench/results/joint.json"),
+    network: Annotated[bool, typer.Option(
+        "--network", help="Instead: one node per organisation over loopback HTTP (the "
+        "manager and centre services as processes) vs the same session in one process, same "
+        "run (--owners nodes × --customers-per-owner; JSON: joint_network.json).")] = False,
 ) -> None:
     """Joint k-means with threshold-encrypted vs plaintext aggregation, same run: JSON + PNG."""
+    if network:
+        from cipherseg.commands.nodes import bench_joint_network
+
+        bench_joint_network(nodes=owners, customers=customers_per_owner, k=k, repeats=repeats,
+                            seed=seed, data=data,
+                            json_path=json_path.with_name("joint_network.json"))
+        return
     from cipherseg.bench.joint import plot_joint_bench, run_joint_bench
     from cipherseg.commands.progress import StageProgress, console
 

@@ -79,6 +79,8 @@ def bench_send(
                       f"{s['accepted_ratio_median']:.0%} of bare Kannel accepted, "
                       f"{s['delivered_ratio_median']:.0%} delivered (median of "
                       f"{s['repeats']}; lowest {s['accepted_ratio_min']:.0%})")
+    console.print(f"load average (1 min) {result['load_average_1min_before']} before, "
+                  f"{result['load_average_1min']} after, on {result['cpus']} CPUs")
     console.print(f"wrote {json_path} and {plot}")
 
 

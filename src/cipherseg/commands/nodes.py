@@ -10,6 +10,7 @@ several organisations; ``manager add-node``/``remove-node``/``nodes``: one token
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,13 @@ import typer
 from cipherseg.commands.progress import console
 from cipherseg.errors import ParameterError
 from cipherseg.transport.base import is_loopback_host
-from cipherseg.transport.tokens import OwnersFile, read_token_file
+from cipherseg.transport.tokens import (
+    OwnersFile,
+    add_owner,
+    read_token_file,
+    remove_owner,
+    write_new_private_file,
+)
 
 manager_app = typer.Typer(help="Run protocol 4.2's manager as a service for the nodes of "
                           "several organisations.", no_args_is_help=True)
@@ -122,17 +129,59 @@ def add_node(
                                             "0600), to hand to that node's operator.")],
 ) -> None:
     """Give a node (or, in the centre's file, the manager) its own token."""
-    from cipherseg.commands.centre import add_owner_command
-
-    add_owner_command(name, nodes_file, token_out)
+    if token_out.exists():
+        raise typer.BadParameter(f"{token_out} exists; choose a new file for the token")
+    try:
+        token = add_owner(nodes_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {nodes_file}: {exc.strerror}") from exc
+    try:
+        write_new_private_file(token_out, token + "\n")
+    except OSError as exc:
+        with contextlib.suppress(ParameterError, OSError):
+            remove_owner(nodes_file, name)  # a token nobody holds would be a dead entry
+        raise typer.BadParameter(f"cannot write {token_out}: {exc.strerror}; node {name} "
+                                 "was not added") from exc
+    console.print(f"node {name} added to {nodes_file}; give its operator {token_out}")
 
 
 @manager_app.command("remove-node")
 def remove_node(name: Annotated[str, typer.Argument()], nodes_file: NodesFileOption) -> None:
     """Revoke a node's token (refused from the service's next request on)."""
-    from cipherseg.commands.centre import remove_owner_command
+    try:
+        remove_owner(nodes_file, name)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {nodes_file}: {exc.strerror}") from exc
+    console.print(f"node {name} removed from {nodes_file}")
 
-    remove_owner_command(name, nodes_file)
+
+def bench_joint_network(*, nodes: int, customers: int, k: int, repeats: int, seed: int,
+                        data: str, json_path: Path) -> None:
+    """``cipherseg bench joint --network``: see :mod:`cipherseg.bench.joint_network`."""
+    import json
+
+    from rich.progress import Progress
+
+    from cipherseg.bench.joint_network import run_network_bench
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("sessions (in process and over HTTP, alternating)",
+                            total=2 * repeats)
+        result = run_network_bench(nodes=nodes, customers=customers, k=k, repeats=repeats,
+                                   seed=seed, data=data, on_run=lambda: bar.advance(task))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2))
+    med = result["median_seconds"]
+    console.print(f"{nodes} nodes × {customers:,} customers, k={k}, {result['n_iter']} "
+                  f"iterations: in one process {med['in_process']:.2f} s, nodes over HTTP "
+                  f"{med['network']:.2f} s → ratio {result['ratio_network_vs_in_process']:.2f}× "
+                  f"(target ≤ 1.3×; pairs {result['pair_ratios']}, load "
+                  f"{result['loadavg_before_after']}); same model: {result['identical_models']}")
+    console.print(f"wrote {json_path}")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -1,7 +1,8 @@
 """The compute centre as an HTTP service (``cipherseg centre serve``).
 
-Server side of :mod:`cipherseg.transport.http` for protocol 4.1. The HTTP front holds no
-ciphertext work itself: it relays each message to a
+Protocol 4.1 on the generic HTTP front of :mod:`cipherseg.transport.http_server` (which
+states the routes, the per-owner sessions and the limits). The front holds no ciphertext
+work itself: it relays each message to a
 :class:`~cipherseg.hosting.centre_process.CentreProcess`
 — a single-threaded child process that runs the :class:`~cipherseg.protocols.outsourced.centre.
 ComputeCentre` with its executor (so its process pool never forks from a multithreaded
@@ -15,25 +16,14 @@ process, and the child starts with no ``CIPHERSEG_*`` environment).
                       operator's diagnostics (pid, workers, all sessions)
 =================== ===========================================================================
 
-Both need ``Authorization: Bearer <token>`` when the service has a token: one shared token
-(``--token-file``), or one per data owner (``--owners-file``,
-:mod:`cipherseg.transport.tokens`). Session ids are per owner (the token that opened them):
-another owner's session id is, to an owner, exactly an unknown one — a message for it, for a
-session the front did not see opened, or one whose envelope it cannot read is refused as for
-an unknown session without reaching the centre, and an upload under it opens the owner's own
-session (with one shared token, all owners are one owner). A refused message (tampered or
-truncated ciphertext, out-of-order message, malformed upload shapes, a context carrying a
-secret key) answers HTTP 400 with ``{"error": <cipherseg error class>, "detail": …}``; a
-message larger than ``max_message_bytes`` answers 413 as soon as it is known to be.
-
-Bodies are read as they arrive, into memory that grows with what arrived (never sized from
-``Content-Length``); each owner may have ``bodies_per_owner`` bodies arriving at once (more
-answer 429 at once), a body that makes no progress for ``stall_seconds`` is dropped (408),
-and one that takes longer than ``body_timeout`` in all too. An owner that stalls its bodies
-therefore holds neither memory nor the other owners' turn. Messages are handled one at a time
-(the centre's block work is parallel inside each message). Every ``sweep_seconds`` the
-service has the centre drop sessions idle for longer than its limit. If the centre process
-dies, the failed request answers 503 and a new centre process is started (sessions lost).
+With one token per owner (``--owners-file``) session ids are per owner — another owner's
+session id is to an owner exactly an unknown one, an ``Upload`` under it opens the owner's own
+session — and an owner's status shows its own sessions only. A refused message (tampered or
+truncated ciphertext, out-of-order message, upload block sizes that do not fit the customers
+and the slots, a context carrying a secret key) answers HTTP 400 with the error's class.
+Bodies are read as they arrive, two per owner at most, a stalled one dropped after 30 s;
+idle sessions are dropped after ``session_idle_seconds``; a dead centre process is restarted
+(its sessions lost). The details: :mod:`cipherseg.transport.http_server`.
 
 What the service sees is what the centre sees in protocol 4.1 (``docs/security.md``): public
 contexts and ciphertexts; neither this module nor the centre process can import key-holding
@@ -54,82 +44,24 @@ MAC): use TLS.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import FastAPI
 
-from cipherseg.errors import CipherSegError, ParameterError, ProtocolError
-from cipherseg.protocols.messages import peek_envelope
 from cipherseg.protocols.outsourced.messages import unknown_session
-from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH, REFUSAL_PREFIX, STATUS_PATH
-from cipherseg.transport.tokens import Authenticator, SharedToken, token_digest
+from cipherseg.transport.http_server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    CentreLink,
+    SessionRules,
+    create_party_app,
+    log,
+)
+from cipherseg.transport.tokens import Authenticator
 
-DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # the upload of ~25 M customers × 3 features
-log = logging.getLogger("cipherseg.centre")
-
-
-@dataclass(frozen=True, slots=True)
-class _Caller:
-    name: str  # the owner's name, for the log ("" without authentication)
-    key: str  # the digest of the token it presented; sessions are bound to it
-
-    @property
-    def sender(self) -> str:
-        """Its party name at the centre, which binds sessions to it too."""
-        return f"owner-{self.key}" if self.key else "owner"
-
-
-@dataclass(slots=True)
-class _OpenSession:
-    caller: _Caller
-    last_seen: float
-
-
-class _Stalled(Exception):
-    """A body made no progress for the stall limit."""
-
-
-class CentreLink(Protocol):
-    """What the service needs of the centre: a :class:`CentreProcess` provides it."""
-
-    def request_bytes(self, data: bytes | bytearray, *, sender: str) -> bytes: ...
-
-    def hello(self) -> dict[str, Any]: ...
-
-    def alive(self) -> bool: ...
-
-    def restart(self) -> None: ...
-
-
-async def _read_body(request: Request, limit: int, stall_seconds: float) -> bytearray | None:
-    """The request body as it arrives (memory grows with the bytes received, whatever the
-    declared length), or None once it exceeds ``limit``; :class:`_Stalled` if no chunk
-    arrives for ``stall_seconds``."""
-    body = bytearray()
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=stall_seconds)
-        except StopAsyncIteration:
-            return body
-        except TimeoutError:
-            raise _Stalled from None
-        if len(body) + len(chunk) > limit:
-            return None
-        body += chunk
-
-
-def _error(status: int, name: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": name, "detail": detail}, status_code=status)
+#: Protocol 4.1's sessions: an ``Upload`` opens one, ``Close`` ends it; any owner may see
+#: whether a held context can decrypt and which modules the centre process has loaded.
+RULES = SessionRules(opens=frozenset({"Upload"}), closes=frozenset({"Close"}),
+                     unknown=unknown_session, public_status=("holds_secret_key", "modules"))
 
 
 def create_centre_app(centre: CentreLink, *, token: str | None = None,
@@ -138,164 +70,13 @@ def create_centre_app(centre: CentreLink, *, token: str | None = None,
                       sweep_seconds: float = 60.0, body_timeout: float = 600.0,
                       session_idle_seconds: float | None = None, stall_seconds: float = 30.0,
                       bodies_per_owner: int = 2) -> FastAPI:
-    """The service's ASGI app in front of ``centre``. ``token``: one token for all owners;
-    ``owners``: one per owner (an :class:`~cipherseg.transport.tokens.OwnersFile`); neither:
-    no authentication (the CLI allows it on loopback only). ``session_idle_seconds`` is the
-    centre's limit, after which the front forgets whose a session was."""
-    if token is not None and owners is not None:
-        raise ParameterError("give the service one shared token or an owners file, not both")
-    auth: Authenticator | None = owners if owners is not None else (
-        SharedToken(token) if token else None)
-    lock = asyncio.Lock()  # one message (or status) at a time: the link is one pipe
-    # Bodies arriving per owner (token digest): an owner that stalls its bodies holds its own
-    # slots only, never another owner's, and a stalled body is dropped after stall_seconds.
-    arriving: dict[str, int] = {}
-    # (owner's token digest, session id) -> the open session; read and written under the
-    # lock only. The front and the centre process start and restart together, so an id
-    # missing here is unknown there too.
-    sessions: dict[tuple[str, str], _OpenSession] = {}
-
-    async def run_on_centre(fn: Callable[..., Any], *args: Any, owner: str = "") -> Any:
-        """``fn(*args)`` on the centre (the caller holds the lock); failures as JSON."""
-        try:
-            return await run_in_threadpool(fn, *args)
-        except CipherSegError as exc:
-            log.info("owner %s: refused a message: %s: %s", owner or "-", type(exc).__name__,
-                     exc)
-            return _error(400, type(exc).__name__, str(exc).removeprefix(REFUSAL_PREFIX))
-        except Exception:  # the owner gets a clear answer; the details stay in the log
-            log.exception("the centre failed")
-            if not centre.alive():
-                await run_in_threadpool(centre.restart)
-                sessions.clear()
-                log.warning("the centre process had stopped; started a new one")
-                return _error(503, "TransportError", "the compute centre process stopped "
-                              "and was restarted; its open sessions are lost: run the fit "
-                              "again")
-            return _error(500, "InternalError", "the compute centre failed on this message;"
-                          " its operator has the details in the service log")
-
-    async def call(fn: Callable[..., Any], *args: Any) -> Any:
-        async with lock:
-            return await run_on_centre(fn, *args)
-
-    async def relay(body: bytearray, caller: _Caller) -> Any:
-        """One message to the centre if it opens a session or its session is the caller's;
-        records who opened a session. Check, relay and record under one hold of the lock."""
-        try:
-            kind, sid = peek_envelope(body)
-        except ProtocolError as exc:
-            return _error(400, type(exc).__name__, str(exc))
-        async with lock:
-            bound = sessions.get((caller.key, sid))
-            if kind != "Upload" and bound is None:
-                refusal = unknown_session(sid)
-                return _error(400, type(refusal).__name__, str(refusal))
-            reply = await run_on_centre(functools.partial(centre.request_bytes,
-                                                          sender=caller.sender), body,
-                                        owner=caller.name)
-            if isinstance(reply, Response):
-                return reply
-            if kind == "Upload":
-                sessions[caller.key, sid] = _OpenSession(caller, time.monotonic())
-                log.info("owner %s opened session %s…", caller.name or "-", sid[:8])
-            elif kind == "Close":
-                sessions.pop((caller.key, sid), None)
-            elif bound is not None:
-                bound.last_seen = time.monotonic()
-            return reply
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(sweep_seconds)
-            async with lock:
-                status = await run_on_centre(centre.hello)  # hello drops idle sessions
-                if isinstance(status, dict) and status.get("sessions") == 0:
-                    sessions.clear()
-                elif session_idle_seconds is not None:
-                    cutoff = time.monotonic() - session_idle_seconds
-                    for sid in [s for s, o in sessions.items() if o.last_seen < cutoff]:
-                        del sessions[sid]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(sweep())
-        try:
-            yield
-        finally:
-            task.cancel()
-
-    app = FastAPI(title="cipherseg compute centre", docs_url=None, redoc_url=None,
-                  openapi_url=None, lifespan=lifespan)
-
-    def caller_of(request: Request) -> _Caller | Response:
-        """Who sends ``request`` (an anonymous caller without authentication), or the
-        refusal."""
-        if auth is None:
-            return _Caller("", "")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        try:
-            owner = auth.owner_of(given) if scheme == "Bearer" and given else None
-        except ParameterError:
-            log.exception("cannot read the owners")
-            return _error(503, "TransportError", "the compute centre cannot read its list of "
-                          "owners; its operator has the details in the service log")
-        if owner is None:
-            return _error(401, "TransportError", "missing or wrong access token")
-        return _Caller(owner, token_digest(given))
-
-    def too_large(size: int) -> JSONResponse:
-        return _error(413, "TransportError", f"message of {size:,}+ bytes exceeds this centre's "
-                      f"limit of {max_message_bytes:,} (--max-message-mb)")
-
-    @app.post(MESSAGES_PATH)
-    async def message(request: Request) -> Response:
-        caller = caller_of(request)
-        if isinstance(caller, Response):
-            return caller
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_message_bytes:
-            return too_large(int(declared))
-        if arriving.get(caller.key, 0) >= bodies_per_owner:
-            return _error(429, "TransportError", f"{bodies_per_owner} messages of this owner "
-                          "are already arriving; send the next one when they have")
-        arriving[caller.key] = arriving.get(caller.key, 0) + 1
-        try:
-            body = await asyncio.wait_for(_read_body(request, max_message_bytes,
-                                                     stall_seconds), timeout=body_timeout)
-        except _Stalled:
-            return _error(408, "TransportError", f"the message stopped arriving (nothing for "
-                          f"{stall_seconds:.0f} s)")
-        except TimeoutError:
-            return _error(408, "TransportError", f"the message did not arrive within "
-                          f"{body_timeout:.0f} s")
-        finally:
-            arriving[caller.key] -= 1
-            if not arriving[caller.key]:
-                del arriving[caller.key]
-        if body is None:
-            return too_large(max_message_bytes + 1)
-        reply = await relay(body, caller)
-        if isinstance(reply, Response):
-            return reply
-        return Response(reply, media_type=CONTENT_TYPE)
-
-    @app.get(STATUS_PATH)
-    async def status(request: Request) -> Response:
-        caller = caller_of(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await call(centre.hello)
-        if isinstance(body, Response):
-            return body
-        if owners is None:  # one shared token or none: the caller is the operator
-            return JSONResponse({**body, "owner": caller.name or None})
-        mine = sum(1 for key, _ in sessions if key == caller.key)
-        return JSONResponse({"owner": caller.name, "sessions": mine,
-                             "holds_secret_key": body.get("holds_secret_key"),
-                             "modules": body.get("modules", [])})
-
-    return app
+    """``cipherseg centre serve``'s ASGI app in front of the centre process ``centre``
+    (:func:`~cipherseg.transport.http_server.create_party_app` with protocol 4.1's rules)."""
+    return create_party_app(centre, RULES, title="cipherseg compute centre", token=token,
+                            owners=owners, max_message_bytes=max_message_bytes,
+                            sweep_seconds=sweep_seconds, body_timeout=body_timeout,
+                            session_idle_seconds=session_idle_seconds,
+                            stall_seconds=stall_seconds, bodies_per_owner=bodies_per_owner)
 
 
 def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine: str = "local",
@@ -319,3 +100,6 @@ def serve_centre(*, host: str, port: int, token: str | None, n_jobs: int, engine
                                 session_idle_seconds=session_idle_seconds)
         uvicorn.run(app, host=host, port=port, ssl_certfile=ssl_certfile,
                     ssl_keyfile=ssl_keyfile, log_level="info", timeout_keep_alive=30)
+
+
+__all__ = ["RULES", "create_centre_app", "serve_centre"]

@@ -696,8 +696,9 @@ class SqlMessageStore:
                         now: datetime, down_until: datetime | None = None) -> None:
         """Write what the gateway said about a batch of attempts (one transaction).
 
-        ``IN_DOUBT`` outcomes stay ``sending``: :meth:`reconcile` decides after the lease
-        and the grace period whether a delivery report proved them sent. Accepted and
+        ``IN_DOUBT`` outcomes stay ``sending`` with their lease ended (this worker is done
+        with them): :meth:`reconcile` decides after the grace period whether a delivery
+        report proved them sent. Accepted and
         delivered messages are written with one statement per attempt number.
         """
         if not outcomes:
@@ -762,7 +763,8 @@ class SqlMessageStore:
                     **released), by["down"])
             if by["doubt"]:
                 conn.execute(update(m).where(inflight).values(
-                    reason=bindparam("b_reason"), updated_at=now), by["doubt"])
+                    reason=bindparam("b_reason"), lease_until=now, updated_at=now),
+                    by["doubt"])
 
         self._write_retrying(work)
 

@@ -61,11 +61,13 @@ class JointManagerHost:
 
     def __init__(self, centre: ServiceClient, *, contact_timeout: float = 60.0,
                  join_timeout: float = 900.0, max_sessions: int = 32,
-                 retain_seconds: float = 600.0, poll_wait: float = 10.0) -> None:
+                 max_sessions_per_node: int = 4, retain_seconds: float = 600.0,
+                 poll_wait: float = 10.0) -> None:
         self.centre = centre
         self.contact_timeout = contact_timeout
         self.join_timeout = join_timeout
         self.max_sessions = max_sessions
+        self.max_sessions_per_node = max_sessions_per_node
         self.retain_seconds = retain_seconds
         self.poll_wait = poll_wait
         self._lock = threading.Lock()
@@ -80,6 +82,12 @@ class JointManagerHost:
         start = False
         with self._lock:
             joint = self._joints.get(terms.session)
+            if joint is None or caller not in joint.joined:
+                mine = sum(1 for j in self._joints.values() if caller in j.joined
+                           and j.session.state in ("waiting", "running"))
+                if mine >= self.max_sessions_per_node:
+                    raise ParameterError(f"node {caller} already takes part in {mine} open "
+                                         "sessions here; finish or abort one first")
             if joint is None:
                 if len(self._joints) >= self.max_sessions:
                     raise ParameterError(f"the manager has {self.max_sessions} sessions; try "

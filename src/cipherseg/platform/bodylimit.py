@@ -20,6 +20,7 @@ Starlette keeps in memory) per request, and only on the few public routes.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Callable
@@ -170,6 +171,13 @@ class BodyLimit:
                 raise
 
 
+_PAGE = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+         '<title>Not accepted</title><link rel="stylesheet" href="/static/app.css"></head>'
+         '<body><main class="container"><h1>Not accepted ({status})</h1>'
+         '<p class="error">{message}.</p><p>Nothing was stored. Go back with your '
+         'browser, or to <a href="/">your start page</a>.</p></main></body></html>')
+
+
 def _wants_json(scope: Scope) -> bool:
     return str(scope.get("path", "")).startswith("/api/")
 
@@ -179,12 +187,15 @@ async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
         body = json.dumps({"detail": message}).encode()
         ctype = b"application/json"
     else:
-        body = message.encode()
-        ctype = b"text/plain; charset=utf-8"
+        body = _PAGE.format(status=status,
+                            message=html.escape(message[:1].upper() + message[1:])).encode()
+        ctype = b"text/html; charset=utf-8"
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", ctype), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff")]})
+        (b"x-content-type-options", b"nosniff"),
+        (b"content-security-policy", b"default-src 'none'; style-src 'self'"),
+        (b"x-frame-options", b"DENY")]})
     await send({"type": "http.response.body", "body": body})
 
 

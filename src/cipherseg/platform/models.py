@@ -52,7 +52,7 @@ class AppendOnlyError(CipherSegError):
 
 
 class Role(enum.StrEnum):
-    """The platform's roles (ARCHITECTURE section 1)."""
+    """The platform's roles (docs/architecture.md §1)."""
 
     ADMIN = "admin"
     OWNER = "owner"

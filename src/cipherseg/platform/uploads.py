@@ -210,6 +210,68 @@ def template_xlsx(kind: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class SpreadsheetLimits:
+    """Bounds checked on an .xlsx file's zip directory before anything is decompressed
+    (Python's zipfile stops at each member's declared size and fails its CRC beyond it, so
+    the declared sizes bound what parsing can produce)."""
+
+    #: All members together, uncompressed.
+    max_uncompressed: int = 1024 << 20
+    #: A member larger than 1 MB may expand at most this many times its compressed size.
+    max_ratio: float = 200.0
+    #: The shared-strings part, uncompressed: openpyxl keeps every shared string in memory.
+    max_shared_strings: int = 64 << 20
+    max_members: int = 1000
+
+
+_RATIO_FLOOR = 1 << 20
+
+
+def check_xlsx(path: Path, limits: SpreadsheetLimits) -> None:
+    """Refuse a workbook whose zip directory exceeds ``limits`` (UploadFileError).
+
+    >>> import tempfile
+    >>> bomb = Path(tempfile.mkdtemp()) / "bomb.xlsx"
+    >>> with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+    ...     z.writestr("xl/sharedStrings.xml", b"<sst>" + b"<si><t>A</t></si>" * 200_000)
+    >>> check_xlsx(bomb, SpreadsheetLimits())
+    Traceback (most recent call last):
+    ...
+    cipherseg.platform.uploads.UploadFileError: the workbook part xl/sharedStrings.xml expands ...
+    """
+    def mb(n: int) -> str:
+        return f"{n / (1 << 20):.0f} MB"
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadFileError("the file is not a readable .xlsx workbook; save it again "
+                              "from Excel or upload CSV") from exc
+    if len(members) > limits.max_members:
+        raise UploadFileError(f"the workbook has {len(members)} parts (at most "
+                              f"{limits.max_members}); save it again from Excel or upload CSV")
+    total = 0
+    for info in members:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > _RATIO_FLOOR and ratio > limits.max_ratio:
+            raise UploadFileError(
+                f"the workbook part {info.filename[:80]} expands {ratio:.0f} times "
+                f"(to {mb(info.file_size)}; at most {limits.max_ratio:.0f} times is accepted): "
+                "refused as a possible zip bomb; upload the data as CSV")
+        if info.filename.lower().endswith("sharedstrings.xml") and \
+                info.file_size > limits.max_shared_strings:
+            raise UploadFileError(
+                f"the workbook's shared strings take {mb(info.file_size)} (at most "
+                f"{mb(limits.max_shared_strings)}); upload the data as CSV instead")
+    if total > limits.max_uncompressed:
+        raise UploadFileError(f"the workbook expands to {mb(total)} (at most "
+                              f"{mb(limits.max_uncompressed)}); upload the data as CSV "
+                              "instead")
+
+
 def detect_format(path: Path) -> str:
     """``"xlsx"`` for a zip container, else ``"csv"``."""
     with path.open("rb") as fh:
@@ -254,13 +316,16 @@ def _read_header(cells: list[str], kind: str) -> list[str]:
     return header
 
 
-def iter_rows(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
+def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
+              ) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     """Yield ``(row number, {column: text})`` for each non-blank data row.
 
     A row with more cells than the header yields a :class:`RowError` instead.
-    Whole-file problems raise :class:`UploadFileError`.
+    Whole-file problems raise :class:`UploadFileError`; a workbook is checked against
+    ``limits`` before it is opened.
     """
     if detect_format(path) == "xlsx":
+        check_xlsx(path, limits or SpreadsheetLimits())
         yield from _iter_xlsx(path, kind)
     else:
         yield from _iter_csv(path, kind)
@@ -326,10 +391,26 @@ def _iter_xlsx(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | Ro
         wb.close()
 
 
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension ref="[A-Z]+\d+(?::[A-Z]+(\d+))?"')
+
+
 def count_rows(path: Path, kind: str) -> int:
-    """Number of data rows (for progress), without validating them."""
+    """Number of data rows (for progress), without validating them. A workbook is not
+    parsed for this (the import reads it once): its first sheet's declared dimension is
+    used, 0 if it has none."""
     if detect_format(path) == "xlsx":
-        return sum(1 for _ in _iter_xlsx(path, kind))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                sheets = sorted(n for n in zf.namelist()
+                                if n.startswith("xl/worksheets/sheet") and n.endswith(".xml"))
+                if not sheets:
+                    return 0
+                with zf.open(sheets[0]) as fh:
+                    head = fh.read(64 * 1024)
+        except (zipfile.BadZipFile, OSError, KeyError):
+            return 0
+        m = _DIMENSION.search(head)
+        return max(0, int(m.group(1)) - 1) if m and m.group(1) else 0
     with path.open("rb") as fh:
         return max(0, sum(1 for _ in fh) - 1)
 
@@ -500,12 +581,14 @@ class Importer:
     """
 
     def __init__(self, session: Session, vault: PiiVault, owner_id: int, kind: str,
-                 path: Path, *, region: str, today: date | None = None) -> None:
+                 path: Path, *, region: str, today: date | None = None,
+                 limits: SpreadsheetLimits | None = None) -> None:
         if kind not in KINDS:
             raise ValidationError(f"unknown upload kind {kind!r}; use customers or "
                                   "transactions")
         self.session, self.vault, self.owner_id, self.kind = session, vault, owner_id, kind
         self.path, self.region = path, region
+        self.limits = limits or SpreadsheetLimits()
         self.today = today or (datetime.now(UTC) + timedelta(days=1)).date()
         self._spill: Path | None = None
 
@@ -545,7 +628,7 @@ class Importer:
 
     def _validate_into(self, spill: BinaryIO, summary: ValidationSummary, seen: set[str],
                        known: set[str], progress: RowProgress | None) -> None:
-        for batch in _chunks(iter_rows(self.path, self.kind), BATCH):
+        for batch in _chunks(iter_rows(self.path, self.kind, self.limits), BATCH):
             clean_rows: list[CleanCustomer | CleanTransaction] = []
             clean_batch: list[tuple[int, CleanTransaction]] = []
             for rownum, cells in batch:

@@ -5,7 +5,7 @@ has it is the same client to the service. An **owners file** (``--owners-file``)
 owner and holds the SHA-256 of its token, never the token itself; ``cipherseg centre
 add-owner`` writes the owner's token to a file of its own to hand over, ``remove-owner``
 revokes it, and the service sees either change at its next request. With an owners file, a
-session belongs to the owner that opened it (:mod:`cipherseg.hosting.centre_http`).
+session belongs to the owner that opened it (:mod:`cipherseg.transport.http_server`).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "centre.token"

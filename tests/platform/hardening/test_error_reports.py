@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from cipherseg.platform.models import Role, Upload, UploadError
+from cipherseg.platform.models import Customer, Role, Upload, UploadError
 from cipherseg.platform.uploads import KEEP_PER_COLUMN
 from hardening_support import (
     RssSampler,
@@ -48,6 +48,10 @@ def test_reports_keep_the_first_problems_of_each_column_and_count_all(splatform)
     second = owner.get(url + "?errors_offset=20").text
     assert "problems 21–40 of 300 listed" in second
     assert owner.get(url + "?errors_offset=-1").status_code == 422
+    # a refused upload leaves nothing: no row imported, no stored file, no spill
+    with splatform.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Customer)) == 0
+    assert list(splatform.ctx.settings.uploads_dir.iterdir()) == []
     report = owner.get(url + "/errors.csv").text.splitlines()
     assert len(report) == 1 + 3 * KEEP_PER_COLUMN + 3
     assert report[-1].startswith(",phone,,... and 1700 more problems")

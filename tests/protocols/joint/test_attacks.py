@@ -26,10 +26,10 @@ import pytest
 
 import cipherseg.protocols.joint.messages as jm
 from cipherseg.errors import ProtocolError
+from cipherseg.protocols.delivery import deliver
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.runner import deliver
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import Outgoing
 from cipherseg.schemes.threshold import (

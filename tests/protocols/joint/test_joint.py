@@ -18,12 +18,13 @@ from sklearn.metrics import adjusted_rand_score
 import cipherseg.protocols.joint.messages as jm
 from cipherseg.encoding import FixedPointEncoder
 from cipherseg.errors import EncodingError, ParameterError, ProtocolError, ValidationError
+from cipherseg.protocols.delivery import deliver
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.joint import JointKMeans
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.runner import deliver, run_joint_kmeans, run_joint_kmeans_processes
+from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady
 from cipherseg.schemes.threshold import ThresholdAggregation

@@ -345,3 +345,33 @@ def test_blinding_factors_lie_in_the_stated_range_and_keep_the_sign() -> None:
     assert ratio.min() >= np.log2(2**low - 2**12) and ratio.max() <= np.log2(2**high + 2**12)
     # The factors use the whole range (log-uniform): both ends are reached.
     assert ratio.min() < low + 0.5 and ratio.max() > high - 0.5
+
+
+def test_a_psi_list_overtaking_the_set_up_waits_for_it() -> None:
+    """Over a network, holder 1's PSI list can reach holder 2 (and tags the centre) before the
+    manager's Setup: the parties defer it (NotReady) and the run ends as in order."""
+    from cipherseg.protocols.delivery import deliver
+    from cipherseg.protocols.party import NotReady
+    from cipherseg.protocols.vertical.centre import VerticalCentre
+    from cipherseg.protocols.vertical.holder import VerticalHolder
+
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.normal(c, 0.3, (40, 3)) for c in (-1, 1)])
+    init = X[[0, 79]]
+    holders = [VerticalHolder(1, range(80), X[:, :2]), VerticalHolder(2, range(80), X[:, 2:])]
+    manager = VerticalManager([2, 1], 2, init="given", init_centres=init, max_iter=5,
+                              random_state=0)
+    centre = VerticalCentre(random_state=1)
+    setups = {dst: m for dst, m in manager.start()}
+    blinded = holders[0].handle("manager", setups["holder-1"])
+    assert [(dst, type(m).__name__) for dst, m in blinded] == [("holder-2", "PsiBlinded")]
+    with pytest.raises(NotReady):
+        holders[1].handle("holder-1", blinded[0][1])
+    with pytest.raises(ProtocolError, match="not joined"):  # an abort before: nothing to drop
+        holders[1].handle("manager", vm.new_message(vm.Abort, manager.session_id, 0))
+    parties: dict[str, Party] = {p.name: p for p in (manager, centre, *holders)}
+    deliver(parties, [("holder-1", "holder-2", blinded[0][1]),
+                      ("manager", "holder-2", setups["holder-2"]),
+                      ("manager", "centre", setups["centre"])])
+    assert manager.done and centre.closed and all(h.done for h in holders)
+    assert adjusted_rand_score(_sklearn(X, init, 5).labels_, holders[0].labels_) >= 0.999

@@ -1,4 +1,4 @@
-"""Campaigns: the platform extension of :mod:`cipherseg.messaging` (ARCHITECTURE section 6).
+"""Campaigns: the platform extension of :mod:`cipherseg.messaging` (docs/architecture.md §6).
 
 Registered in :data:`cipherseg.platform.app.PLATFORM_EXTENSIONS`: adds the campaign pages
 (merchant: compose with live preview, audience, send now or later, reports with failure

@@ -1,7 +1,7 @@
 """Campaigns on the platform: composing, sending (now, later, or after approval), the
 operator's actions, test messages, opt-outs by staff, and the gateway callbacks.
 
-Who sees what (ARCHITECTURE section 1): the merchant composes campaigns for the segments
+Who sees what (docs/architecture.md §1): the merchant composes campaigns for the segments
 released to it and sees audience sizes, delivery counts and failure reasons — never a
 customer or a number; previews use a made-up sample customer. The operator sees campaigns,
 counts, statuses and reasons, approves, retries failures and runs the gateway. The data

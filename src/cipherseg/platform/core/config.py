@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=200, ge=1)
     #: The body limit of every other route (forms, JSON), checked before reading.
     max_body_kb: int = Field(default=1024, ge=16)
+    #: An .xlsx upload's parts together, uncompressed (checked before it is opened).
+    xlsx_max_uncompressed_mb: int = Field(default=1024, ge=1)
+    #: How many times a part over 1 MB may expand (zip bombs expand ~1000 times).
+    xlsx_max_ratio: float = Field(default=200.0, ge=10)
+    #: The workbook's shared strings, uncompressed (all held in memory while importing).
+    xlsx_max_shared_strings_mb: int = Field(default=64, ge=1)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).
     worker_threads: int = Field(default=1, ge=0)

@@ -118,11 +118,27 @@ def _has_customers(db: Session, owner: User) -> bool:
         is not None
 
 
+def _latest_purchase(db: Session, owner: User) -> date | None:
+    from sqlalchemy import func
+
+    from cipherseg.platform.models import Transaction
+
+    day = db.scalar(select(func.max(Transaction.date)).where(Transaction.owner_id == owner.id))
+    if day is None:
+        return None
+    latest: date = pd.Timestamp(day).date()
+    return latest
+
+
 def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others: list[str],
-                      k: int, window_days: int = 365, ip: str | None = None
-                      ) -> tuple[Job, str]:
+                      k: int, window_days: int = 365, window_end: date | None = None,
+                      ip: str | None = None) -> tuple[Job, str]:
     """A signed invitation naming this node and ``others``, and this node's queued job
-    (commits). The job joins the session at once and waits for the others there."""
+    (commits). The job joins the session at once and waits for the others there.
+
+    The time window is ``window_days`` days before ``window_end`` (exclusive; default: the
+    day after this node's latest purchase, which the invitation therefore discloses); recency
+    counts from ``window_end`` on every node, never from the day the job runs."""
     cfg = node_config(ctx.settings)
     nodes = [cfg.name, *dict.fromkeys(o.strip() for o in others if o.strip())]
     if len(nodes) < 2 or cfg.name in nodes[1:]:
@@ -135,7 +151,15 @@ def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others:
         raise ValidationError(f"the time window is 1 to {MAX_WINDOW_DAYS} days")
     if not _has_customers(db, owner):
         raise ValidationError("upload customers and their transactions first")
-    snapshot = utcnow().date() + timedelta(days=1)
+    if window_end is None:
+        latest = _latest_purchase(db, owner)
+        if latest is None:
+            raise ValidationError("upload transactions first (the window ends after the "
+                                  "latest purchase by default)")
+        window_end = latest + timedelta(days=1)
+    if window_end > utcnow().date() + timedelta(days=1):
+        raise ValidationError("the time window cannot end in the future")
+    snapshot = window_end
     terms = JointTerms(
         session=uuid.uuid4().hex, nodes=tuple(nodes), n_clusters=k, features=FEATURES,
         decimals=DECIMALS, max_iter=MAX_ITER,
@@ -207,6 +231,37 @@ def _queue(db: Session, owner: User, terms: JointTerms, *, role: str, inviter: s
                          "session": terms.session[:8]})
     db.commit()
     return job
+
+
+def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
+    """This node leaves ``job``'s session: the services end it for every node (a running
+    job here then fails with the reason; a queued one fails at once). Commits."""
+    from cipherseg.nodes.client import ServiceClient
+
+    if job.status not in ("queued", "running"):
+        raise ValidationError(f"this joint job is {job.status}; only a queued or running one "
+                              "can be left")
+    cfg = node_config(ctx.settings)
+    session = str(job.params["terms"]["session"])
+    reason = f"the owner of node {cfg.name} left the joint job"
+    verify = str(cfg.ca_file) if cfg.ca_file else True
+    for url, token_file, what in ((cfg.manager_url, cfg.manager_token_file, "manager"),
+                                  (cfg.centre_url, cfg.centre_token_file, "centre")):
+        try:
+            client = ServiceClient(url, token=read_token_file(token_file), what=what,
+                                   verify=verify)
+        except ParameterError as exc:
+            raise ValidationError(str(exc)) from exc
+        try:
+            client.abort(session, reason)  # best effort: a session not opened there is fine
+        finally:
+            client.close()
+    db.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
+        status="failed", stage="failed", error=f"{reason}; nothing is released",
+        finished_at=utcnow()))
+    audit.record(db, "job_failed", actor=owner, object_type="job", object_id=job.id,
+                 detail={"error": "left"})
+    db.commit()
 
 
 # ------------------------------------------------------------------------------ runner

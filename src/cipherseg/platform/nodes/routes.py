@@ -12,12 +12,13 @@ API (session cookie; ``X-CSRF-Token`` on POST), all for owners with ``joint.run`
 ``GET  /api/v1/nodes/jobs``                this owner's cross-node jobs
 ``GET  /api/v1/nodes/jobs/{number}``       status, the reason of a failure, model, sizes
 ``POST /api/v1/nodes/jobs/{number}/publish`` ``{merchants}``: this node's grants
+``POST /api/v1/nodes/jobs/{number}/leave`` end the session for every node (nothing released)
 ========================================== ==================================================
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -43,6 +44,7 @@ from cipherseg.platform.nodes.jobs import (
     accept_invitation,
     create_invitation,
     key_fingerprint,
+    leave_job,
     node_config,
     review_invitation,
 )
@@ -61,6 +63,9 @@ class InviteIn(BaseModel):
     nodes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         min_length=1, max_length=6, description="the other nodes' names")
     window_days: int = Field(default=365, ge=1, le=3650)
+    window_end: date | None = Field(default=None, description=(
+        "exclusive end of the time window (default: the day after this node's latest "
+        "purchase); recency counts from it"))
 
 
 class InvitationIn(BaseModel):
@@ -82,6 +87,8 @@ class NodeJobOut(BaseModel):
     nodes: list[str]
     k: int
     session: str
+    window_end: str
+    window_days: int
     created_at: datetime
     finished_at: datetime | None
     result: dict[str, Any] | None
@@ -95,7 +102,10 @@ def _job_out(db: Session, job: Job) -> NodeJobOut:
     return NodeJobOut(number=job.number, status=job.status, stage=job.stage,
                       progress=job.progress, error=job.error, role=job.params.get("role", ""),
                       nodes=list(terms.get("nodes", [])), k=int(terms.get("n_clusters", 0)),
-                      session=str(terms.get("session", "")), created_at=job.created_at,
+                      session=str(terms.get("session", "")),
+                      window_end=str(terms.get("context", {}).get("snapshot", "")),
+                      window_days=int(terms.get("context", {}).get("window_days", 0)),
+                      created_at=job.created_at,
                       finished_at=job.finished_at, result=job.result,
                       segments=views_as_dicts(owner_view(segs)),
                       released_to=grants.grantees(db, job.id))
@@ -133,7 +143,8 @@ def api_invite(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
                body: InviteIn) -> dict[str, Any]:
     try:
         job, token = create_invitation(ctx, db, owner, others=body.nodes, k=body.k,
-                                       window_days=body.window_days, ip=client_ip(request))
+                                       window_days=body.window_days,
+                                       window_end=body.window_end, ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
         raise _bad(exc) from None
@@ -193,6 +204,20 @@ def api_publish(request: Request, db: SessionDep, owner: SegmentReleaser, number
     return _job_out(db, job)
 
 
+@router.post(API + "/jobs/{number}/leave")
+def api_leave(ctx: ContextDep, db: SessionDep, owner: JointRunner, number: IdPath
+              ) -> NodeJobOut:
+    """Leave a queued or running job: the session ends on every node, nothing released."""
+    job = _own_job(db, owner, number)
+    try:
+        leave_job(ctx, db, owner, job)
+    except ValidationError as exc:
+        db.rollback()
+        raise HTTPException(409, str(exc)) from None
+    db.refresh(job)
+    return _job_out(db, job)
+
+
 # ------------------------------------------------------------------------------ pages
 def _list(request: Request, ctx: PlatformContext, db: Session, owner: User, *,
           status_code: int = 200, error: str | None = None, invitation: str | None = None,
@@ -216,11 +241,18 @@ def nodes_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
 def nodes_invite(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
                  k: Annotated[int, Form()] = 4,
                  nodes: Annotated[str, Form(max_length=500)] = "",
-                 window_days: Annotated[int, Form()] = 365) -> Response:
+                 window_days: Annotated[int, Form()] = 365,
+                 window_end: Annotated[str, Form(max_length=10)] = "") -> Response:
     """Create an invitation (shown once, to copy to the other nodes' owners)."""
     try:
+        end = date.fromisoformat(window_end) if window_end.strip() else None
+    except ValueError:
+        return _list(request, ctx, db, owner, status_code=400,
+                     error="the window's end must be a date (YYYY-MM-DD)")
+    try:
         _, token = create_invitation(ctx, db, owner, others=nodes.replace(",", " ").split(),
-                                     k=k, window_days=window_days, ip=client_ip(request))
+                                     k=k, window_days=window_days, window_end=end,
+                                     ip=client_ip(request))
     except ValidationError as exc:
         db.rollback()
         return _list(request, ctx, db, owner, status_code=400, error=str(exc))
@@ -261,6 +293,19 @@ def node_job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: Join
     return render(request, ctx, "owner_nodes.html", config=_config(ctx), jobs=[],
                   job=_job_out(db, job), merchants=grants.merchant_accounts(db),
                   invitation=None, review=None, max_k=ctx.settings.max_k)
+
+
+@router.post("/owner/nodes/{number}/leave", response_class=HTMLResponse)
+def node_job_leave(ctx: ContextDep, db: SessionDep, owner: JointRunner, number: IdPath
+                   ) -> Response:
+    """Leave the job: the session ends on every node and nothing is released."""
+    job = _own_job(db, owner, number)
+    try:
+        leave_job(ctx, db, owner, job)
+    except ValidationError as exc:
+        db.rollback()
+        raise HTTPException(409, str(exc)) from None
+    return redirect(f"/owner/nodes/{job.number}")
 
 
 @router.post("/owner/nodes/{number}/publish", response_class=HTMLResponse)

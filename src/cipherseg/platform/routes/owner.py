@@ -75,7 +75,8 @@ def _attachment(body: bytes, filename: str, media_type: str) -> Response:
 @router.get("/data", response_class=HTMLResponse)
 def data_page(request: Request, ctx: ContextDep, db: SessionDep, owner: DataUploader) -> Response:
     """Templates, upload form and the list of uploads."""
-    return render(request, ctx, "owner_data.html", **_data_context(db, owner.id))
+    return render(request, ctx, "owner_data.html", max_upload_mb=ctx.settings.max_upload_mb,
+                  **_data_context(db, owner.id))
 
 
 @router.get("/templates/{kind}.{fmt}")
@@ -110,7 +111,7 @@ def upload_create(request: Request, ctx: ContextDep, db: SessionDep, owner: Data
     except ValidationError as exc:
         db.rollback()
         return render(request, ctx, "owner_data.html", status_code=400, error=str(exc),
-                      **_data_context(db, owner.id))
+                      max_upload_mb=ctx.settings.max_upload_mb, **_data_context(db, owner.id))
     return redirect(f"/owner/uploads/{up.number}")
 
 

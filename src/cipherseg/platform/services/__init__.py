@@ -34,6 +34,7 @@ from cipherseg.platform.uploads import (
     KINDS,
     Importer,
     RowError,
+    SpreadsheetLimits,
     UploadFileError,
     count_rows,
     error_report_rows,
@@ -83,6 +84,14 @@ def save_upload(ctx: PlatformContext, session: Session, owner: User, kind: str,
                  region=ctx.settings.default_region)
     session.commit()
     return up
+
+
+def spreadsheet_limits(ctx: PlatformContext) -> SpreadsheetLimits:
+    """The .xlsx bounds of this platform's settings."""
+    s = ctx.settings
+    return SpreadsheetLimits(max_uncompressed=s.xlsx_max_uncompressed_mb << 20,
+                             max_ratio=s.xlsx_max_ratio,
+                             max_shared_strings=s.xlsx_max_shared_strings_mb << 20)
 
 
 def upload_job_id(session: Session, upload_id: int) -> int | None:
@@ -153,9 +162,10 @@ def make_import_runner(ctx: PlatformContext) -> Any:
             sink._extra = upload_progress
             sink.update(0.0, "validating", force=True)
             with factory() as s, Importer(s, ctx.vault, owner_id, kind, path,
-                                          region=ctx.settings.default_region) as importer:
+                                          region=ctx.settings.default_region,
+                                          limits=spreadsheet_limits(ctx)) as importer:
                 summary = importer.validate(
-                    lambda n: sink.update(0.6 * n / max(total, 1), "validating"))
+                    lambda n: sink.update(0.6 * min(1.0, n / max(total, 1)), "validating"))
                 if summary.has_errors:
                     store_errors(factory, upload_id, summary.errors, summary.counts)
                     set_upload(status="rejected", rows_total=summary.rows,
@@ -178,7 +188,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                 set_upload(status="importing", rows_done=0)
                 with sink.pause_if_sqlite():
                     counts = importer.apply(
-                        lambda n: sink.update(0.6 + 0.4 * n / max(total, 1),
+                        lambda n: sink.update(0.6 + 0.4 * min(1.0, n / max(total, 1)),
                                               f"importing {summary.rows} rows"))
                     s.execute(update(Upload).where(Upload.id == upload_id).values(
                         status="imported", rows_total=summary.rows, rows_done=summary.rows,

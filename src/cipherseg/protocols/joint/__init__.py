@@ -45,7 +45,7 @@ Message sequence, version 2 (:mod:`~.messages`; every message is a versioned
                  M learns Σ sums, Σ counts → new centroids
     M → O_i      Final(n_iter, c)   when the centroids stop moving (or max_iter); M → C Close
 
-Leakage per party (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+Leakage per party (docs/architecture.md §1 terms; the table in ``docs/security.md``):
 
 * **Compute centre**: the public schedule — number of owners, k, d, iterations, message sizes
   and timing. Every value it handles is encrypted under a key it has no share of; it never
@@ -72,9 +72,11 @@ fails and the session stops). Only the centre sends contributions to decrypt. No
 nor the centre, can pick its key share after seeing the others' (commitments), so the joint
 secret is the sum of every party's independently chosen secret. Not covered: a centre and
 manager that collude (they can impersonate the other owners to one owner: owners have no
-channel to each other), a party that lies about its own data, a party that withholds or
-corrupts its partial decryption (the fusion noise check detects a random corruption, not an
-added multiple of Δ), and denial of service (any party can stop the session).
+channel to each other), a manager that picks the centroids it sends to shape the sums it
+learns (centroids isolating one customer; only DP bounds this), a party that lies about its
+own data, a party that withholds or corrupts its partial decryption (the fusion noise check
+detects a random corruption, not an added multiple of Δ), and denial of service (any party
+can stop the session).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

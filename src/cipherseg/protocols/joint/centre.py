@@ -9,6 +9,17 @@ every contribution is encrypted under a joint key no party holds alone, and the 
 decrypted by the key parties, not by the centre. See :mod:`cipherseg.protocols.joint`
 for the whole sequence and the leakage table.
 
+What the centre C does, message by message::
+
+    Setup (M)              opens the session (one per centre object)
+    KeyCommitment (all)    one per key party → KeyCommitments (key parties)
+    PublicKeyShare (all)   only after every commitment; opens its commitment → KeyShares
+    EncryptedVector (O_i)  one per owner, round and purpose, of the round's length; when all
+                           are in → Aggregate(ct_1…ct_n) (the manager and key-holding owners)
+    Close (M)              done
+
+It learns the public schedule: number of owners, k, d, iterations, sizes and timing.
+
 >>> JointCentre().handle("manager", jm.Close(protocol_version=1, session_id="s", round=0))
 Traceback (most recent call last):
 ...

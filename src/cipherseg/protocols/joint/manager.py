@@ -1,5 +1,25 @@
 """Protocol 4.2 (joint k-means): the manager's side — opens the session, holds a key share,
-fuses partial decryptions, releases centroids. Leakage: :mod:`cipherseg.protocols.joint`.
+relays the owners' contribution digests, fuses partial decryptions, releases centroids (the
+whole sequence and the leakage table: :mod:`cipherseg.protocols.joint`).
+
+What the manager M does, message by message::
+
+    start                  Setup (C, every O_i); its key share s_0 → KeyCommitment (C)
+    KeyCommitments (C)     its own unchanged, one per key party → PublicKeyShare (C)
+    KeyShares (C)          every p_j opens its commitment, its own unchanged → pk
+    KeyReady (O_i)         every owner built the same pk → first D2Request or Centroids
+    ContributionDigest     one per owner and round → ContributionDigests (key-holding owners)
+      (O_i)
+    Aggregate (C)          ct_1…ct_n checked against the digests and the round's length,
+                           added; its own partial decryption
+    Partial (O_i)          with every key party's partial: fuse (noise-checked) →
+                           k-means++: sample an owner ∝ D²_i → PickRequest; Lloyd: new
+                           centroids → Centroids, or Final (O_i) and Close (C)
+    PickedRecord (O_i)     the next initial centre → D2Request, or the first Centroids
+
+What it learns: per iteration the pooled per-cluster sums and counts (the centroids and
+cluster sizes it releases); during k-means++ every owner's D² total, which owner each initial
+centre comes from and the k initial records (:class:`ManagerLog` keeps all of it).
 """
 
 from __future__ import annotations

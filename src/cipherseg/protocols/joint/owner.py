@@ -1,8 +1,27 @@
-"""Protocol 4.2 (joint k-means): the data owner's side.
+"""Protocol 4.2 (joint k-means): the data owner's side (the whole sequence and the leakage
+table: :mod:`cipherseg.protocols.joint`).
 
-The owner's customers never leave this module's :class:`JointOwner` in plaintext: it sends
-encrypted aggregates (and, when k-means++ picks one of its records, that record). Leakage:
-:mod:`cipherseg.protocols.joint`.
+What an owner O_i does, message by message::
+
+    Setup (M)              encode its data; generate its key share s_i, p_i → KeyCommitment (C)
+    KeyCommitments (C)     its own commitment unchanged, one per key party → PublicKeyShare (C)
+    KeyShares (C)          every p_j opens its commitment, its own p_i unchanged → pk = Σ p_j,
+                           KeyReady(fingerprint) (M)
+    D2Request, Centroids   its D² total, or its per-cluster sums and counts (fixed point, DP
+      (M)                  noise first if the session has a budget) → EncryptedVector (C) and
+                           ContributionDigest (M); once per round and purpose
+    ContributionDigests    every owner's digest of the round, its own unchanged (kept)
+      (M)
+    Aggregate (C)          ct_1…ct_n: each matches its digest and the round's length → adds
+                           them, partially decrypts the sum once → Partial (M)
+    PickRequest (M)        a record sampled ∝ D² among its own → PickedRecord (M)
+    Final (M)              labels its own customers with the released centroids
+
+What it learns: the released centroids of every iteration (with its own contribution, the
+other owners' pooled per-cluster sums), the k initial records, its own labels. Its customers
+never leave :class:`JointOwner` in plaintext except a record k-means++ picks; it releases a
+partial decryption only of a sum of every owner's genuine contribution of a round it took
+part in (:func:`~cipherseg.protocols.joint.session.open_contributions`).
 """
 
 from __future__ import annotations

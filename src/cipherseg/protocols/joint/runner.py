@@ -1,6 +1,8 @@
 """Protocol 4.2 (joint k-means): running the parties — in this process
-(:func:`run_joint_kmeans`, messages still cross as bytes) or each in its own process
-(:func:`run_joint_kmeans_processes`) — with per-party traffic and timing statistics.
+(:func:`run_joint_kmeans`, through the one in-process router of the party contract,
+:func:`cipherseg.protocols.delivery.deliver`; messages still cross as bytes) or each in its
+own process (:func:`run_joint_kmeans_processes`) — with per-party traffic and timing
+statistics per protocol stage (:class:`~cipherseg.protocols.delivery.Traffic`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ import multiprocessing
 import queue
 import time
 import traceback
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,13 @@ from threadpoolctl import threadpool_limits
 
 from cipherseg.errors import ProtocolError, ValidationError
 from cipherseg.progress import Progress
+from cipherseg.protocols.delivery import Traffic, deliver
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager, ManagerLog
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.session import STAGES, JointParty, stage_of
+from cipherseg.protocols.joint.session import STAGES, stage_of
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.schemes.threshold import ThresholdParams
@@ -42,95 +44,19 @@ def one_blas_thread() -> threadpool_limits:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _int_table() -> defaultdict[str, int]:
-    return defaultdict(int)
+def joint_traffic() -> Traffic:
+    """Traffic counted per protocol stage (keygen, init, iterations, final)."""
+    return Traffic(stage_of=stage_of)
 
 
-def _float_table() -> defaultdict[str, float]:
-    return defaultdict(float)
-
-
-def _nested_int() -> defaultdict[str, defaultdict[str, int]]:
-    return defaultdict(_int_table)
-
-
-def _nested_float() -> defaultdict[str, defaultdict[str, float]]:
-    return defaultdict(_float_table)
-
-
-@dataclass
-class TrafficStats:
-    """Bytes and handler seconds, per party and per protocol stage (picklable)."""
-
-    sent: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested_int)
-    received: defaultdict[str, defaultdict[str, int]] = field(default_factory=_nested_int)
-    seconds: defaultdict[str, defaultdict[str, float]] = field(default_factory=_nested_float)
-    messages: int = 0
-
-    def record(self, src: str, dst: str, message: Message, size: int) -> None:
-        stage = stage_of(message)
-        self.sent[src][stage] += size
-        self.received[dst][stage] += size
-        self.messages += 1
-
-    def merge(self, other: TrafficStats) -> None:
-        for mine, theirs in ((self.sent, other.sent), (self.received, other.received)):
-            for party, stages in theirs.items():
-                for stage, n in stages.items():
-                    mine[party][stage] += n
-        for party, stages_s in other.seconds.items():
-            for stage, s in stages_s.items():
-                self.seconds[party][stage] += s
-        self.messages += other.messages
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "bytes_sent": {p: dict(s) for p, s in self.sent.items()},
-            "bytes_received": {p: dict(s) for p, s in self.received.items()},
-            "handler_seconds": {p: dict(s) for p, s in self.seconds.items()},
-            "messages": self.messages,
-        }
-
-
-def deliver(parties: dict[str, JointParty], initial: Iterable[tuple[str, str, Message]],
-            stats: TrafficStats | None = None, *, max_messages: int = 1_000_000) -> TrafficStats:
-    """Run a protocol in this process: every message crosses as bytes; messages that arrive
-    before their dependencies wait (:class:`NotReady`) and are retried."""
-    stats = stats or TrafficStats()
-    queue_: deque[tuple[str, str, bytes]] = deque()
-    waiting: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-
-    def send(src: str, out: Outgoing) -> None:
-        for dst, msg in out:
-            if dst not in parties:
-                raise ProtocolError(f"{src} sent {type(msg).__name__} to unknown party {dst!r}")
-            data = msg.to_bytes()
-            stats.record(src, dst, msg, len(data))
-            queue_.append((src, dst, data))
-
-    for src, dst, msg in initial:
-        send(src, [(dst, msg)])
-    handled = 0
-    while queue_:
-        src, dst, data = queue_.popleft()
-        message = Message.from_bytes(data)
-        start = time.perf_counter()
-        try:
-            out = parties[dst].handle(src, message)
-        except NotReady:
-            waiting[dst].append((src, data))
-            continue
-        stats.seconds[dst][stage_of(message)] += time.perf_counter() - start
-        send(dst, out)
-        if waiting[dst]:  # its state changed: retry what it could not take before
-            queue_.extendleft(reversed([(s, dst, d) for s, d in waiting.pop(dst)]))
-        handled += 1
-        if handled > max_messages:
-            raise ProtocolError("protocol did not terminate")
-    stuck = {p: len(w) for p, w in waiting.items() if w}
-    if stuck:
-        raise ProtocolError(f"messages never became deliverable: {stuck}")
-    return stats
+def _merge(into: Traffic, other: Traffic) -> None:
+    """Add one party process's traffic to the run's."""
+    for mine, theirs in ((into.sent, other.sent), (into.received, other.received),
+                         (into.seconds, other.seconds), (into.cpu, other.cpu)):
+        for party, stages in theirs.items():
+            for stage, n in stages.items():
+                mine[party][stage] += n
+    into.messages += other.messages
 
 
 # ====================================================================== results and runs
@@ -142,7 +68,7 @@ class JointResult:
     init_centres: npt.NDArray[np.float64]
     labels: list[npt.NDArray[np.int64]]
     n_iter: int
-    traffic: TrafficStats
+    traffic: Traffic
     stage_seconds: dict[str, float]
     party_timings: dict[str, dict[str, float]]
     log: ManagerLog
@@ -200,9 +126,10 @@ def run_joint_kmeans(
     owners = [JointOwner(i, X, random_state=seeds[i]) for i, X in zip(owner_ids, arrays,
                                                                       strict=True)]
     centre = JointCentre()
-    parties: dict[str, JointParty] = {manager.name: manager, centre.name: centre}
+    parties: dict[str, JointOwner | JointManager | JointCentre] = {
+        manager.name: manager, centre.name: centre}
     parties.update({o.name: o for o in owners})
-    stats = TrafficStats()
+    stats = joint_traffic()
     with one_blas_thread():
         start = time.perf_counter()
         first = manager.start()
@@ -248,7 +175,7 @@ def _party_process(name: str, build: Callable[[], Any], inboxes: dict[str, Any],
             token = inboxes[name].get(timeout=timeout)
             if token != ("parent", b"start"):
                 raise ProtocolError("the manager expected the start signal first")
-        stats = TrafficStats()
+        stats = joint_traffic()
 
         def send(out: Outgoing) -> None:
             for dst, msg in out:
@@ -277,13 +204,14 @@ def _party_process(name: str, build: Callable[[], Any], inboxes: dict[str, Any],
             while batch:
                 s, d = batch.pop(0)
                 message = Message.from_bytes(d)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 try:
                     out = party.handle(s, message)
                 except NotReady:
                     waiting.append((s, d))
                     continue
-                stats.seconds[name][stage_of(message)] += time.perf_counter() - start
+                stats.handled(name, message, time.perf_counter() - start,
+                              time.process_time() - cpu)
                 send(out)
                 report()
                 batch = waiting + batch
@@ -297,7 +225,7 @@ def _finished(party: Any) -> bool:
     return bool(getattr(party, "done", False) or getattr(party, "closed", False))
 
 
-def _summary(party: Any, stats: TrafficStats) -> dict[str, Any]:
+def _summary(party: Any, stats: Traffic) -> dict[str, Any]:
     out: dict[str, Any] = {"timings": dict(party.timings), "traffic": stats}
     if isinstance(party, JointOwner):
         out["labels"] = party.labels_
@@ -392,9 +320,9 @@ def run_joint_kmeans_processes(
             if p.is_alive():
                 p.terminate()
     wall = time.perf_counter() - start  # from the start signal to the last party's report
-    traffic = TrafficStats()
+    traffic = joint_traffic()
     for s in summaries.values():
-        traffic.merge(s["traffic"])
+        _merge(traffic, s["traffic"])
     m = summaries[jm.MANAGER]
     stage_seconds = dict(m["stage_seconds"])
     stage_seconds["wall_total"] = wall

@@ -1,5 +1,7 @@
-"""Protocol 4.2 (joint k-means): what every party shares — the session opened by Setup,
-the joint key built from the relayed shares, message helpers, the D² total encoding.
+"""Protocol 4.2 (joint k-means): what every party shares — the session opened by Setup and
+its aggregation scheme, the key-share commitments and the joint key built from the relayed
+shares, the checks before any partial decryption (:func:`open_contributions`), message
+helpers, the D² total encoding.
 
 It holds no key material: the compute centre imports it.
 
@@ -12,7 +14,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +23,6 @@ from cipherseg.errors import ProtocolError, ValidationError
 from cipherseg.protocols.dp import DPConfig
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Party
 from cipherseg.schemes.base import AggregationScheme
 from cipherseg.schemes.plain import PlainAggregation
 from cipherseg.schemes.rlwe_sampling import RandomSource, SeededRandomSource, SystemRandomSource
@@ -31,12 +32,6 @@ INITS = ("k-means++", "random", "given")
 STAGES = ("keygen", "init", "iterations", "final")
 D2_SLOTS = 3  # per owner: mantissa high, mantissa low, exponent of its float64 D² total
 _MANTISSA_SPLIT = 27
-
-
-class JointParty(Party, Protocol):
-    """A party of this protocol: the sans-IO contract, with CPU seconds per step."""
-
-    timings: dict[str, float]
 
 
 def stage_of(message: Message) -> str:

@@ -31,7 +31,7 @@ Message sequence (owner = client, centre = server; every message is a versioned
     Assignments(enc one-hots for clusters 1..k-1 per block)     → Sums(per-slot sums, counts)
     Close                                                       → CloseAck
 
-Leakage (ARCHITECTURE §1 terms):
+Leakage (docs/architecture.md §1 terms):
 
 * **Compute centre** learns the number of customers and features, the block size, the number
   of clusters and iterations (the public schedule), and the index of every record picked as an

@@ -17,7 +17,7 @@ Message sequence (``protocol = "scoring"``, version 1; ``round`` is 0 for the se
     the owner decrypts the scores of its own customers; it releases a segment (customer ids),
     and the merchant learns only the segment's size.
 
-Leakage (ARCHITECTURE §1 terms):
+Leakage (docs/architecture.md §1 terms):
 
 * **Compute centre** — the sizes (customers, features, blocks), the sigmoid polynomial's
   coefficients, and, in the default *plaintext-model* mode, the model itself (weights and

@@ -9,7 +9,7 @@ process, for the estimator, the CLI and the experiments).
 The data owner encrypts its customers' fixed-point integer features with Zhou–Wornell VHE
 (:mod:`cipherseg.schemes.vhe`); the compute centre clusters them using only additions and
 linear transformations, holding the **centroids in plaintext**. For reproduction and
-comparison only (ARCHITECTURE §4.4): use protocol 4.1 (``scheme="ckks"``) for real data.
+comparison only (docs/architecture.md §4.4): use protocol 4.1 (``scheme="ckks"``) for real data.
 
 Message sequence (owner = client, centre = server; versioned
 :class:`~cipherseg.protocols.messages.Message` objects, ``PROTOCOL = "kmeans-seed"``)::
@@ -35,7 +35,7 @@ initial centres except for points within ~2^-21 plaintext units of a boundary. T
 split keeps the combination weights below ``2^b ≈ n/d``, so the VHE parameters are those the
 cluster sums need anyway (64-bit arithmetic for 100 000 customers of 12-bit features).
 
-Leakage (ARCHITECTURE §1 terms) — **more than the table allows, by design of the original**:
+Leakage (docs/architecture.md §1 terms) — **more than the table allows, by design of the original**:
 
 * **Compute centre** learns every centroid of every iteration in plaintext (it holds them),
   the cluster of every customer (it needs the labels to add the right ciphertexts), hence

@@ -63,7 +63,7 @@ symmetric and seeded. Lloyd one-hots use the complex slots for two clusters (cro
 imaginary CKKS noise, about 10^-8 per customer); comparisons do not: there, the noise of one
 pair would be multiplied by r_a/r_b (up to 2^10.6) in the other.
 
-Leakage (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+Leakage (docs/architecture.md §1 terms; the table in ``docs/security.md``):
 
 * **Compute centre**: sizes only — each holder's set size and the intersection size (m ≥ 3:
   the counts of every combination of sets), d_i, k, iterations, message sizes and timing —

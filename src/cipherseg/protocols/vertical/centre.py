@@ -34,7 +34,7 @@ from cipherseg.engine.base import Executor, chunk_indices
 from cipherseg.engine.local import LocalExecutor
 from cipherseg.errors import CiphertextError, ProtocolError
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Outgoing
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.protocols.vertical import centre_ops as ops
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical.psi import POINT_BYTES, unpack_points
@@ -108,6 +108,9 @@ class VerticalCentre:
     def handle(self, sender: str, message: Message) -> Outgoing:
         if isinstance(message, vm.Setup):
             return self._on_setup(sender, message)
+        if self._setup is None and not isinstance(message, (vm.Abort, vm.Close)):
+            # Over a network a holder's PSI tags can overtake the manager's set-up.
+            raise NotReady(f"centre: {type(message).__name__} before its Setup")
         if self._setup is None or message.session_id != self.session_id:
             raise ProtocolError(f"centre: {type(message).__name__} for session "
                                 f"{message.session_id!r}, which it has not opened")

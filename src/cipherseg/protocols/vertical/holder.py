@@ -23,7 +23,7 @@ import numpy.typing as npt
 from cipherseg.engine.base import Executor
 from cipherseg.errors import ParameterError, ProtocolError, ValidationError
 from cipherseg.protocols.messages import Message
-from cipherseg.protocols.party import Outgoing
+from cipherseg.protocols.party import NotReady, Outgoing
 from cipherseg.protocols.vertical import messages as vm
 from cipherseg.protocols.vertical import psi
 from cipherseg.schemes.ckks import CkksPublicContext
@@ -110,6 +110,9 @@ class VerticalHolder:
     def handle(self, sender: str, message: Message) -> Outgoing:
         if isinstance(message, vm.Setup):
             return self._on_setup(sender, message)
+        if self._setup is None and not isinstance(message, vm.Abort):
+            # Over a network another holder's PSI list can overtake the manager's set-up.
+            raise NotReady(f"{self.name}: {type(message).__name__} before its Setup")
         if self._setup is None or message.session_id != self.session_id:
             raise ProtocolError(f"{self.name}: {type(message).__name__} for a session it has "
                                 "not joined")

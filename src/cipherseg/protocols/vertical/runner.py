@@ -4,7 +4,8 @@ Parties follow the common contract (:mod:`cipherseg.protocols.party`); the in-pr
 (:func:`cipherseg.protocols.delivery.deliver`) carries their messages as bytes
 (``to_bytes``/``from_bytes`` every time, so the counts are what a network carries) and counts
 bytes and handler seconds per party and stage. Another transport (process pipes, HTTP between
-nodes) adapts the same parties.
+nodes) adapts the same parties; a message that overtakes a holder's or the centre's Setup (a PSI
+list or tags, over a network) is deferred by that party (``NotReady``) until the Setup arrives.
 
 A party that refuses a message ends the run: the others receive ``Abort`` (and drop what they
 hold) and the refusal is raised; a run in which a party stops answering ends with

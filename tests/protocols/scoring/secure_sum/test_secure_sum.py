@@ -68,6 +68,9 @@ def test_refusals_of_the_aggregator(agg):
         agg([np.array([np.nan, 0, 0])] * 3)
     with pytest.raises(EncodingError, match="range"):
         agg([np.array([1e20, 0, 0])] * 3)
+    with pytest.raises(EncodingError):  # one bad vector: no owner contributes this round
+        agg([np.zeros(3), np.array([0, np.inf, 0]), np.zeros(3)])
+    assert agg([np.ones(3)] * 3).tolist() == [3.0, 3.0, 3.0]
     with pytest.raises(ParameterError, match="parties"):
         ThresholdSecureSum(7)
     with pytest.raises(ParameterError):

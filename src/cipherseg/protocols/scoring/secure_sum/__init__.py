@@ -32,7 +32,7 @@ protocol ``secure-sum`` version 1)::
       O_i → M    Partial(r, s_i·c1(A) + smudging noise)   only for the approved A, once a round
       M → O_i    Total(r, Σ_i x_i)                        M fuses its own partial with the owners'
 
-Leakage (ARCHITECTURE §1 terms; the table in ``docs/security.md``):
+Leakage (docs/architecture.md §1 terms; the table in ``docs/security.md``):
 
 * **Compute centre** — the number of owners, the vector lengths, message sizes and timing.
   Every value it handles is encrypted under the joint key (RLWE, N = 8192, 128-bit).

@@ -72,6 +72,8 @@ class ThresholdSecureSum:
         arrays = [np.asarray(v, dtype=np.float64).ravel() for v in vectors]
         if len({a.size for a in arrays}) != 1:
             raise ValidationError("every owner must send a vector of the same length")
+        for a in arrays:  # refuse before any owner contributes: a round is all or nothing
+            sm.encode(a, self.decimals)
         started = time.perf_counter()
         # Each owner encrypts its own vector (at its node); then the messages flow.
         self._deliver(*[(o.name, o.contribute(a)) for o, a in zip(self.owners, arrays,
