@@ -118,16 +118,12 @@ def _has_customers(db: Session, owner: User) -> bool:
         is not None
 
 
-def _latest_purchase(db: Session, owner: User) -> date | None:
-    from sqlalchemy import func
+def _latest_purchase(vault: PiiVault, db: Session, owner: User) -> date | None:
+    """This node's latest purchase day (purchases are encrypted at rest: decrypted here)."""
+    from cipherseg.platform.segmentation import latest_day, load_transactions
 
-    from cipherseg.platform.models import Transaction
-
-    day = db.scalar(select(func.max(Transaction.date)).where(Transaction.owner_id == owner.id))
-    if day is None:
-        return None
-    latest: date = pd.Timestamp(day).date()
-    return latest
+    tx = load_transactions(vault, db, owner.id)
+    return None if tx.empty else latest_day(tx)
 
 
 def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others: list[str],
@@ -152,7 +148,7 @@ def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others:
     if not _has_customers(db, owner):
         raise ValidationError("upload customers and their transactions first")
     if window_end is None:
-        latest = _latest_purchase(db, owner)
+        latest = _latest_purchase(ctx.vault, db, owner)
         if latest is None:
             raise ValidationError("upload transactions first (the window ends after the "
                                   "latest purchase by default)")
