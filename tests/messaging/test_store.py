@@ -242,3 +242,17 @@ def test_in_doubt_waits_for_the_grace_not_for_the_lease(db_store: SqlMessageStor
     assert db_store.reconcile(now=T0 + timedelta(seconds=4), grace=grace) == 0
     assert db_store.reconcile(now=T0 + timedelta(seconds=6), grace=grace) == 1
     assert db_store.state_counts(cid) == {"queued": 1, "sent": 1}
+
+
+def test_queueing_refreshes_postgresql_statistics(db_store: SqlMessageStore) -> None:
+    """On PostgreSQL, queueing analyses the messages table: without statistics the planner
+    read every message of the campaign for each 500 numbers checked (50 000 customers took
+    136 s to queue instead of 13 s)."""
+    if db_store.engine.dialect.name != "postgresql":
+        pytest.skip("statistics are refreshed on PostgreSQL only")
+    cid = _campaign(db_store)
+    _queue(db_store, cid, 1234)
+    with db_store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = "
+                                    f"'{db_store.t.messages.name}'").scalar_one()
+    assert rows == 1234

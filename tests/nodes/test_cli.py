@@ -34,6 +34,11 @@ def test_services_refuse_to_start_without_what_they_need(tmp_path: Path) -> None
     assert r.exit_code != 0 and "no entry 'manager'" in r.output
     r = CliRunner().invoke(app, ["centre", "serve", "--protocol", "joint"])
     assert r.exit_code != 0 and "tokens file" in r.output
+    r = CliRunner().invoke(app, ["centre", "serve", "--protocol", "joint", "--owners-file",
+                                 str(nodes), "--token-file", str(tmp_path / "shared")])
+    assert r.exit_code != 0 and "not --token-file" in r.output
+    r = CliRunner().invoke(app, ["centre", "serve", "--protocol", "4.2"])
+    assert r.exit_code != 0 and "'outsourced' (4.1) or 'joint' (4.2)" in r.output
     token = tmp_path / "m.token"
     token.write_text("x" * 40)
     r = CliRunner().invoke(app, ["manager", "serve", "--nodes-file", str(nodes), "--centre",

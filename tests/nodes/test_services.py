@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -186,3 +187,20 @@ def test_a_node_takes_part_in_at_most_four_open_sessions(services: JointServices
         east.abort(t.session, "test over")
     east.open({"terms": opened[4].to_json()})  # aborted sessions do not count
     east.abort(opened[4].session, "test over")
+
+
+def test_a_node_cannot_speak_as_the_manager(services: JointServices) -> None:
+    """The sender is the token's node: a Setup a node posts to the centre is the node's, the
+    centre refuses it and the session ends for every node with the reason."""
+    t = terms(nodes=("north", "south"))
+    (north, north_centre), (south, _) = clients(services, "north"), clients(services, "south")
+    north.open({"terms": t.to_json()})
+    south.open({"terms": t.to_json()})  # the last join starts the session on both services
+    item = north.poll(t.session, after=0, wait=10)
+    assert item is not None and isinstance(item[2], jm.Setup)
+    with pytest.raises(TransportError, match="only the manager may open a session"):
+        north_centre.post(t.session, item[2])
+    deadline = time.monotonic() + 30  # the manager learns it from the centre
+    with pytest.raises(JointAborted, match="refused Setup from node north"):
+        while time.monotonic() < deadline:
+            south.poll(t.session, after=10**6, wait=1)

@@ -102,6 +102,11 @@ def serve(
     if protocol == "joint":
         from cipherseg.commands.nodes import serve_joint_centre_command
 
+        if token_file is not None or engine != "local" or scheduler is not None:
+            raise typer.BadParameter("--protocol joint takes --owners-file (one token per "
+                                     "node and one for the manager), not --token-file, "
+                                     "--engine or --scheduler")
+
         serve_joint_centre_command(host=host, port=port, nodes_file=owners_file,
                                    contact_seconds=contact_seconds,
                                    max_message_mb=max_message_mb, ssl_certfile=ssl_certfile,

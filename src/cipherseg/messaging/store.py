@@ -33,6 +33,7 @@ finished before ``lease_until`` is claimable again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
@@ -88,6 +89,8 @@ DLR_DELIVERED, DLR_UNDELIVERED, DLR_BUFFERED, DLR_SUBMITTED, DLR_REJECTED = 1, 2
 
 _CHUNK = 500
 _T = TypeVar("_T")
+
+log = logging.getLogger("cipherseg.messaging")
 
 
 def idempotency_key(campaign_id: int, customer_ref: str) -> str:
@@ -353,6 +356,7 @@ class SqlMessageStore:
         #: ``UPDATE … RETURNING`` (PostgreSQL, SQLite; not MariaDB): a claim, or a batch
         #: marked ``sending``, is one statement that says which rows it took.
         self._returning = bool(engine.dialect.update_returning)
+        self._may_analyse = True
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -557,13 +561,40 @@ class SqlMessageStore:
                             "process; queue it again (nothing is sent twice)") from exc
             batch.clear()
 
+        analysed_at = _CHUNK
         for x in messages:
             batch.append(x)
             if len(batch) >= _CHUNK:
                 flush()
+                if counts.total() - counts["present"] >= 2 * analysed_at:
+                    analysed_at = counts.total() - counts["present"]
+                    self.refresh_statistics()
         flush()
+        if counts.total() > counts["present"]:
+            self.refresh_statistics()
         return EnqueueResult(counts["queued"], counts["skipped"], counts["present"],
                              counts["holdout"])
+
+    def refresh_statistics(self) -> None:
+        """On PostgreSQL, ``ANALYZE`` the messages table (rows were just queued).
+
+        Without statistics on rows this young (autovacuum looks once a minute) the planner
+        expects one row per campaign and reads every message of the campaign to check 500
+        numbers for duplicates — queueing 10 000 customers took 6.3 s, 50 000 took 136 s —
+        and scans the state index for every batch marked ``sending``. Done while queueing
+        each time the rows added double, and at the end. A database role that may not
+        analyse the table only loses the speed.
+        """
+        if self.engine.dialect.name != "postgresql" or not self._may_analyse:
+            return
+        try:
+            with self.engine.begin() as conn:
+                table = conn.dialect.identifier_preparer.format_table(self.t.messages)
+                conn.exec_driver_sql(f"ANALYZE {table}")
+        except DBAPIError as exc:
+            self._may_analyse = False
+            log.info("cannot ANALYZE %s (%s); queueing large campaigns will be slower",
+                     self.t.messages.name, type(exc.orig).__name__)
 
     # ------------------------------------------------------------------ sending
     def claim(self, owner: str, *, now: datetime, limit: int, lease: timedelta,

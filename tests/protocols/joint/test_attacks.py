@@ -247,6 +247,9 @@ def test_a_rogue_key_share_chosen_after_the_others_is_refused() -> None:
             commitments, commitments=commitments.commitments[:2]))
     with pytest.raises(ProtocolError, match="key shares before the key commitments"):
         fresh.handle(jm.CENTRE, keyshares)
+    # Nor does a second Setup start it over (a new key share, commitments, rounds).
+    with pytest.raises(ProtocolError, match="already in session"):
+        fresh.handle(jm.MANAGER, dataclasses.replace(setup, session_id="again"))
 
 
 def test_digests_a_dishonest_manager_relays_stop_the_session() -> None:

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     #: How many times a part over 1 MB may expand (zip bombs expand ~1000 times).
     xlsx_max_ratio: float = Field(default=200.0, ge=10)
     #: The workbook's shared strings, uncompressed (all held in memory while importing).
-    xlsx_max_shared_strings_mb: int = Field(default=64, ge=1)
+    xlsx_max_shared_strings_mb: int = Field(default=16, ge=1)
     #: Background worker threads started inside ``cipherseg serve`` (0: run ``cipherseg
     #: worker`` separately).
     worker_threads: int = Field(default=1, ge=0)

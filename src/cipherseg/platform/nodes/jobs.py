@@ -261,6 +261,21 @@ def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
 
 
 # ------------------------------------------------------------------------------ runner
+def _withdraw(manager: Any, centre: Any, terms: JointTerms, exc: Exception) -> None:
+    """Join and at once abort ``terms``' session (best effort), so the other nodes fail now
+    with this node's reason instead of waiting for it until the join deadline."""
+    from cipherseg.errors import CipherSegError
+
+    reason = str(exc) if isinstance(exc, CipherSegError) else \
+        f"a node failed before taking part ({type(exc).__name__})"
+    try:
+        manager.open({"terms": terms.to_json()})
+    except CipherSegError:
+        return  # the session has ended already, or the manager cannot be reached
+    manager.abort(terms.session, reason)
+    centre.abort(terms.session, reason)
+
+
 def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint_node`` jobs."""
     from cipherseg.analytics.rfm import segment_names
@@ -282,12 +297,6 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
                      detail={"nodes": list(terms.nodes), "session": terms.session[:8]})
         s.commit()
         owner_id = owner.id
-    sink.update(0.02, "computing this node's customers' features", force=True)
-    with ctx.sessions() as s:
-        pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
-    if not pseudonyms:
-        raise ValidationError("this node has no customers with transactions in the agreed "
-                              "time window")
     try:
         manager = ServiceClient(cfg.manager_url, token=read_token_file(cfg.manager_token_file),
                                 what="manager", verify=str(cfg.ca_file) if cfg.ca_file else True)
@@ -295,6 +304,18 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
                                what="centre", verify=str(cfg.ca_file) if cfg.ca_file else True)
     except ParameterError as exc:
         raise ValidationError(str(exc)) from exc
+    sink.update(0.02, "computing this node's customers' features", force=True)
+    try:
+        with ctx.sessions() as s:
+            pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
+        if not pseudonyms:
+            raise ValidationError(f"node {cfg.name} has no customers with transactions in "
+                                  "the agreed time window")
+    except Exception as exc:  # the others must not wait for a node that cannot take part
+        _withdraw(manager, centre, terms, exc)
+        manager.close()
+        centre.close()
+        raise
     sink.update(0.05, f"joined; waiting for {', '.join(terms.nodes)}", force=True)
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -178,6 +178,9 @@ class JointOwner:
     def _setup(self, sender: str, m: jm.Setup) -> Outgoing:
         if sender != jm.MANAGER:
             raise ProtocolError(f"{self.name}: only the manager may open a session")
+        if self._session is not None:
+            raise ProtocolError(f"{self.name} is already in session "
+                                f"{self._session.setup.session_id!r}")
         if self.party_id not in m.owner_ids:
             raise ProtocolError(f"{self.name} is not an owner of session {m.session_id}")
         if m.n_features != self._X.shape[1]:
