@@ -11,6 +11,7 @@ material only and cannot import key-holding code (import-linter custody contract
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -106,4 +107,13 @@ class JointCentreHost:
         with self._lock:
             states = [s.state for s in self._sessions.values()]
         return {"service": "centre", "protocol": self.protocol,
-                "sessions": {st: states.count(st) for st in sorted(set(states))}}
+                "sessions": {st: states.count(st) for st in sorted(set(states))},
+                "key_code_loaded": key_code_loaded()}
+
+
+def key_code_loaded() -> list[str]:
+    """Key holders' modules loaded in this process (a self-report for the operator: the
+    import-linter contract is the guarantee; a test checks this is empty after a session)."""
+    return sorted(m for m in list(sys.modules) if m.startswith("cipherseg.") and (
+        m.endswith(("_keys", ".owner", ".manager", ".owner_ops"))
+        or m.startswith("cipherseg.pii")))

@@ -90,5 +90,9 @@ class Hosts:
             for state, count in st.get("sessions", {}).items():
                 sessions[state] = sessions.get(state, 0) + count
         service = next((st.get("service") for st in per.values()), "service")
-        return {"service": service, "protocol": self.protocol, "protocols": list(per),
-                "sessions": sessions}
+        out: dict[str, Any] = {"service": service, "protocol": self.protocol,
+                               "protocols": list(per), "sessions": sessions}
+        reports = [st["key_code_loaded"] for st in per.values() if "key_code_loaded" in st]
+        if reports:  # the process's self-report (the centre's), not per protocol
+            out["key_code_loaded"] = sorted({m for r in reports for m in r})
+        return out

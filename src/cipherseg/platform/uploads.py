@@ -332,16 +332,32 @@ def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
         yield from _iter_csv(path, kind)
 
 
+#: The longest line of a CSV upload, in characters: a file without line breaks is refused
+#: when this much has been read instead of being read whole into memory.
+MAX_LINE_CHARS = 1 << 20
+
+
+def _bounded_lines(text: io.TextIOWrapper, first_row: int) -> Iterator[str]:
+    row = first_row
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise UploadFileError(f"line {row} of the file is longer than "
+                                  f"{MAX_LINE_CHARS // 1024} kB (are the line breaks "
+                                  "missing?); save the file again as CSV")
+        row += 1
+        yield line
+
+
 def _iter_csv(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     with path.open("rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
-            first = text.readline()
+            first = next(_bounded_lines(text, 1), "")
             if not first.strip():
                 raise UploadFileError("the file is empty; download the template and fill it")
             delim = ";" if first.count(";") > first.count(",") else ","
             header = _read_header(next(csv.reader([first], delimiter=delim)), kind)
-            reader = csv.reader(text, delimiter=delim)
+            reader = csv.reader(_bounded_lines(text, 2), delimiter=delim)
             rownum = 1
             for cells in reader:
                 rownum += 1
