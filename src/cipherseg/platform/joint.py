@@ -487,7 +487,7 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
 
     min_size = ctx.settings.min_segment_size
     releases = merchant_releases(db, merchant, min_size=min_size,
-                                kinds=("joint", "joint_node"))
+                                kinds=("joint", "joint_node", "vertical_node"))
     for row in releases:
         row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
             ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)
