@@ -103,7 +103,8 @@ def test_job_statuses_and_kinds_are_enum_members(path: Path) -> None:
 def test_stored_values_are_unchanged() -> None:
     """The database and the templates hold these strings: renaming one is a migration."""
     assert [k.value for k in JobKind] == ["import", "segmentation", "joint", "joint_node",
-                                          "campaign"]
-    assert [s.value for s in JobStatus] == ["awaiting", "queued", "running", "done", "failed"]
+                                          "vertical_node", "campaign"]
+    assert [s.value for s in JobStatus] == ["awaiting", "requested", "declined", "queued",
+                                               "running", "done", "failed"]
     assert [s.value for s in UploadStatus] == ["queued", "validating", "importing",
                                                "imported", "rejected", "failed"]

@@ -66,6 +66,9 @@ def join(
                                            "customers (written only when the run completes).")],
     id_column: Annotated[str, typer.Option(help="The identifier both sides share (phone "
                                                 "numbers in E.164, say).")] = "phone",
+    phone_region: Annotated[str | None, typer.Option(
+        help="Read the ids as phone numbers of this region and match them in E.164 (as the "
+        "platform stores them: '13812345678' with CN is '+8613812345678').")] = None,
     contact_seconds: Annotated[float, typer.Option(min=1.0)] = 60.0,
     ca_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     insecure_http: Annotated[bool, typer.Option(
@@ -96,6 +99,16 @@ def join(
     except (CipherSegError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     ids, rows = read_columns(data, id_column, columns)
+    matched = ids
+    if phone_region is not None:
+        from cipherseg.pii.masking import normalise_phone
+
+        try:
+            matched = [normalise_phone(i, region=phone_region) for i in ids]
+        except CipherSegError as exc:
+            raise typer.BadParameter(f"{data}: {exc}") from None
+        if len(set(matched)) != len(matched):
+            raise typer.BadParameter(f"{data}: two rows have the same phone number")
     console.print(f"node {node}: {len(ids):,} customers, columns {', '.join(columns)}; "
                   f"session {terms.session[:8]}… with {', '.join(terms.nodes)}")
     stages: list[str] = []
@@ -106,7 +119,7 @@ def join(
             console.print(f"  {stage}")
 
     try:
-        outcome = run_holder(terms, node, ids, np.array(rows), manager=manager_client,
+        outcome = run_holder(terms, node, matched, np.array(rows), manager=manager_client,
                              centre=centre_client, contact_timeout=contact_seconds,
                              progress=progress)
     except CipherSegError as exc:

@@ -141,6 +141,7 @@ PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
     "cipherseg.platform.nodes",
+    "cipherseg.platform.vertical",
 )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -37,7 +36,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -73,6 +71,7 @@ class JobKind(enum.StrEnum):
     SEGMENTATION = "segmentation"
     JOINT = "joint"
     JOINT_NODE = "joint_node"
+    VERTICAL_NODE = "vertical_node"
     CAMPAIGN = "campaign"
 
 
@@ -81,6 +80,10 @@ class JobStatus(enum.StrEnum):
 
     #: A joint job waiting for every participant's consent (no worker claims it).
     AWAITING = "awaiting"
+    #: A vertical job a merchant's node asked for, waiting for the owner's decision
+    #: (no worker claims it); ``declined`` when the owner says no.
+    REQUESTED = "requested"
+    DECLINED = "declined"
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -244,9 +247,8 @@ class Transaction(Base):
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     external_id: Mapped[str] = mapped_column(String(64))
-    date: Mapped[date] = mapped_column(Date)
-    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-    category: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Date, amount and category, encrypted together (:mod:`cipherseg.platform.purchases`).
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary(512))
     row_digest: Mapped[str] = mapped_column(String(32))
 
 

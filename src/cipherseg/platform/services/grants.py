@@ -43,7 +43,8 @@ from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, JobKind, JobStatus, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
-RELEASABLE_KINDS = (JobKind.SEGMENTATION, JobKind.JOINT, JobKind.JOINT_NODE)
+RELEASABLE_KINDS = (JobKind.SEGMENTATION, JobKind.JOINT, JobKind.JOINT_NODE,
+                    JobKind.VERTICAL_NODE)
 
 
 @dataclass(frozen=True)
