@@ -33,6 +33,8 @@ from sqlalchemy.orm import Session
 
 from cipherseg.errors import TransportError
 from cipherseg.nodes.client import ServiceClient
+from cipherseg.pii.keys import load_or_create_keyring
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.platform.models import Customer, Job, JobKind, SegmentMember
 from cipherseg.platform.nodes.jobs import node_features
@@ -99,7 +101,9 @@ def mall_view(node: NodeHandle, number: int, terms: dict  # type: ignore[type-ar
     engine = create_engine(f"sqlite:///{node.data_dir / 'cipherseg.db'}")
     try:
         with Session(engine) as s:
-            names, X = node_features(s, 1, date.fromisoformat(terms["context"]["snapshot"]),
+            vault = PiiVault(load_or_create_keyring(node.data_dir / "keys" / "pii.keyring"))
+            names, X = node_features(vault, s, 1,
+                                     date.fromisoformat(terms["context"]["snapshot"]),
                                      int(terms["context"]["window_days"]))
             external = dict(s.execute(select(Customer.pseudonym, Customer.external_id)).all())
             job_id = s.scalars(select(Job.id).where(Job.kind == JobKind.VERTICAL_NODE.value,
