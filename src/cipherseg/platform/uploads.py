@@ -46,7 +46,7 @@ from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.pii.masking import mask_phone, mask_raw, normalise_phone
 from cipherseg.pii.vault import PiiVault
-from cipherseg.platform import csv_export
+from cipherseg.platform import csv_export, purchases
 from cipherseg.platform.models import Customer, Transaction
 
 KINDS = ("customers", "transactions")
@@ -786,8 +786,10 @@ class Importer:
                 raise ValidationError(f"customer {t.customer_external_id} was erased during "
                                       "import; upload again")
             inserts.append({"owner_id": self.owner_id, "customer_id": cust,
-                            "external_id": t.external_id, "date": t.date, "amount": t.amount,
-                            "category": t.category, "row_digest": digest})
+                            "external_id": t.external_id, "row_digest": digest,
+                            "payload_ct": purchases.seal(self.vault, self.owner_id,
+                                                         t.external_id, t.date, t.amount,
+                                                         t.category)})
             counts.inserted += 1
         if inserts:
             self.session.execute(insert(Transaction), inserts)

@@ -40,6 +40,7 @@ from cipherseg.nodes.invitation import (
     sign_invitation,
 )
 from cipherseg.nodes.terms import MAX_NODES, JointTerms
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.deps import PlatformContext
@@ -91,15 +92,15 @@ def key_fingerprint(cfg: NodeConfig) -> str:
 
 
 # ------------------------------------------------------------------------------ features
-def node_features(session: Session, owner_id: int, snapshot: date, window_days: int
-                  ) -> tuple[list[str], npt.NDArray[np.float64]]:
+def node_features(vault: PiiVault, session: Session, owner_id: int, snapshot: date,
+                  window_days: int) -> tuple[list[str], npt.NDArray[np.float64]]:
     """This node's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features
     over the agreed window: transactions in [snapshot - window_days, snapshot)."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm
     from cipherseg.encoding import FixedPointEncoder
     from cipherseg.platform.segmentation import load_transactions
 
-    tx = load_transactions(session, owner_id)
+    tx = load_transactions(vault, session, owner_id)
     start = pd.Timestamp(snapshot - timedelta(days=window_days))
     tx = tx[(tx["date"] >= start) & (tx["date"] < pd.Timestamp(snapshot))]
     if tx.empty:
@@ -117,16 +118,12 @@ def _has_customers(db: Session, owner: User) -> bool:
         is not None
 
 
-def _latest_purchase(db: Session, owner: User) -> date | None:
-    from sqlalchemy import func
+def _latest_purchase(vault: PiiVault, db: Session, owner: User) -> date | None:
+    """This node's latest purchase day (purchases are encrypted at rest: decrypted here)."""
+    from cipherseg.platform.segmentation import latest_day, load_transactions
 
-    from cipherseg.platform.models import Transaction
-
-    day = db.scalar(select(func.max(Transaction.date)).where(Transaction.owner_id == owner.id))
-    if day is None:
-        return None
-    latest: date = pd.Timestamp(day).date()
-    return latest
+    tx = load_transactions(vault, db, owner.id)
+    return None if tx.empty else latest_day(tx)
 
 
 def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others: list[str],
@@ -151,7 +148,7 @@ def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others:
     if not _has_customers(db, owner):
         raise ValidationError("upload customers and their transactions first")
     if window_end is None:
-        latest = _latest_purchase(db, owner)
+        latest = _latest_purchase(ctx.vault, db, owner)
         if latest is None:
             raise ValidationError("upload transactions first (the window ends after the "
                                   "latest purchase by default)")
@@ -310,7 +307,7 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     sink.update(0.02, "computing this node's customers' features", force=True)
     try:
         with ctx.sessions() as s:
-            pseudonyms, X = node_features(s, owner_id, snapshot, window)
+            pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
         if not pseudonyms:
             raise ValidationError(f"node {cfg.name} has no customers with transactions in "
                                   "the agreed time window")
