@@ -102,7 +102,7 @@ def approve_request(ctx: PlatformContext, db: Session, owner: User, job: Job, *,
     if not 1 <= window_days <= MAX_WINDOW_DAYS:
         raise ValidationError(f"the time window is 1 to {MAX_WINDOW_DAYS} days")
     cfg = node_config(ctx.settings)
-    latest = _latest_purchase(db, owner)
+    latest = _latest_purchase(ctx.vault, db, owner)
     if latest is None:
         raise ValidationError("upload customers and their transactions first")
     snapshot = latest + timedelta(days=1)
@@ -190,7 +190,7 @@ def run_vertical_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> N
     try:
         sink.update(0.02, "computing this platform's customers' features", force=True)
         with ctx.sessions() as s:
-            pseudonyms, X = node_features(s, owner_id, snapshot, window)
+            pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
             if not pseudonyms:
                 raise ValidationError("no customers with transactions in the agreed window")
             phones = _phones(ctx, s, owner_id, pseudonyms)
