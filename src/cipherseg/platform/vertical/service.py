@@ -122,6 +122,7 @@ def approve_request(ctx: PlatformContext, db: Session, owner: User, job: Job, *,
         context={"snapshot": snapshot.isoformat(), "window_days": str(window_days),
                  "manager": cfg.manager_url, "centre": cfg.centre_url,
                  "merchant": str(p["merchant"]), "id": "phone number (E.164)",
+                 "phone_region": ctx.settings.default_region,
                  "mall transform": "log1p RFM, 2 decimals"})
     db.execute(update(Job).where(Job.id == job.id, Job.status == REQUESTED).values(
         status=JobStatus.QUEUED.value, stage="queued: joining the session",
