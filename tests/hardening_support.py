@@ -150,7 +150,7 @@ def temp_bytes_held(pid: int) -> int:
         try:
             target = os.readlink(fd)
             if not target.startswith("/") or target.endswith((".db", ".db-journal",
-                                                              ".db-wal", ".db-shm")):
+                                                              ".db-wal", ".db-shm", ".log")):
                 continue
             st = os.stat(fd)
         except OSError:

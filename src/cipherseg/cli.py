@@ -32,6 +32,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "cipherseg.commands.messaging",
     "cipherseg.commands.vertical",
     "cipherseg.commands.nodes",
+    "cipherseg.commands.vertical_node",
 )
 
 for _name in _COMMAND_MODULES:

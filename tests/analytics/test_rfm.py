@@ -409,3 +409,14 @@ def test_segment_names_bad_input() -> None:
         names_for([(1, 2, -3)])
     with pytest.raises(ValidationError, match="DataFrame"):
         segment_names([[1, 2, 3]])  # type: ignore[arg-type]
+
+
+def test_segments_sharing_a_name_are_named_by_the_category_they_buy_most() -> None:
+    rfm = pd.DataFrame([(60, 1.5, 110), (62, 1.6, 112), (5, 20, 300)],
+                       columns=["recency", "frequency", "monetary"])
+    shares = pd.DataFrame({"share:beauty": [0.72, 0.03, 0.2], "share:sports": [0.03, 0.69, 0.2]})
+    assert segment_names(rfm, shares) == ["lost (mostly beauty)", "lost (mostly sports)",
+                                          "champions"]
+    # without a dominant category, recency/frequency/spend tell them apart
+    even = pd.DataFrame({"share:beauty": [0.3, 0.3, 0.3], "share:sports": [0.3, 0.3, 0.3]})
+    assert segment_names(rfm, even)[:2] == ["lost (less frequent)", "lost (more frequent)"]

@@ -141,6 +141,7 @@ def _plant_purchases(stack: Stack, campaign_id: int) -> None:
 
     from sqlalchemy import select
 
+    from cipherseg.platform import purchases
     from cipherseg.platform.app import make_context
     from cipherseg.platform.core.config import Settings
     from cipherseg.platform.models import MESSAGING, Transaction, User
@@ -159,9 +160,10 @@ def _plant_purchases(stack: Stack, campaign_id: int) -> None:
         for i, (customer, arm) in enumerate(arms):
             if draw.random() < (0.5 if arm == "treated" else 0.2):
                 s.add(Transaction(owner_id=owner_id, customer_id=customer,
-                                  external_id=f"LIFT{i}", date=date.fromordinal(
-                                      day.toordinal()), amount=88, category="food",
-                                  row_digest="planted"))
+                                  external_id=f"LIFT{i}", row_digest="planted",
+                                  payload_ct=purchases.seal(
+                                      ctx.vault, owner_id, f"LIFT{i}",
+                                      date.fromordinal(day.toordinal()), 88, "food")))
         s.commit()
     ctx.engine.dispose()
 

@@ -147,8 +147,10 @@ def test_a_joint_segment_used_in_a_campaign(platform, sessions) -> None:  # type
     shop.submit("[data-testid=send]")
     shop.page.wait_for_selector("[data-testid=status-label]:text('completed')",
                                 timeout=120_000)
+    campaign_url = shop.page.url.split("?")[0]
+    shop.page.goto(campaign_url)
     shop.shot("18-merchant-joint-campaign")
-    campaign = shop.page.url.split("?")[0].rsplit("/", 1)[1]
+    campaign = campaign_url.rsplit("/", 1)[1]
 
     for owner in (mall, mall2):
         owner.go("/owner/campaigns")

@@ -90,6 +90,8 @@ def test_joint_kmeans_over_http_matches_scikit_learn(services: JointServices) ->
     assert adjusted_rand_score(ref.labels_, labels) >= 0.999
     np.testing.assert_allclose(ok[0].centroids, ref.cluster_centers_, atol=1e-2)
     assert all(o.bytes_sent > 0 and o.bytes_received > 0 for o in ok)
+    centre_status = clients(services, "north")[1].status()
+    assert centre_status["service"] == "centre" and centre_status["key_code_loaded"] == []
 
 
 def test_a_node_that_goes_silent_ends_the_session_for_everyone(

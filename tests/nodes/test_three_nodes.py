@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 
 from cipherseg.errors import TransportError
 from cipherseg.nodes.client import ServiceClient
+from cipherseg.pii.keys import load_or_create_keyring
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.demo_data import demo_rows
 from cipherseg.platform.models import SegmentMember
 from cipherseg.platform.nodes.jobs import node_features
@@ -67,7 +69,9 @@ def own_labels(node: NodeHandle, job_number: int, terms: dict) -> tuple[  # type
     engine = create_engine(f"sqlite:///{node.data_dir / 'cipherseg.db'}")
     try:
         with Session(engine) as s:
-            names, X = node_features(s, 1, date.fromisoformat(terms["context"]["snapshot"]),
+            vault = PiiVault(load_or_create_keyring(node.data_dir / "keys" / "pii.keyring"))
+            names, X = node_features(vault, s, 1,
+                                     date.fromisoformat(terms["context"]["snapshot"]),
                                      int(terms["context"]["window_days"]))
             from cipherseg.platform.models import Job
             job_id = s.scalars(select(Job.id).where(Job.kind == "joint_node",
@@ -166,7 +170,8 @@ def test_three_nodes_joint_job_privacy_and_a_node_dying(tmp_path: Path) -> None:
             blobs = [p.read_bytes() for p in files_of(nodes[n])]
             own = b"".join(blobs)
             assert any(x in own for x in marks[n]["customer ids"]), f"{n}: scan finds nothing"
-            assert any(x in own for x in marks[n]["amount"]), f"{n}: scan misses amounts"
+            # a node's own amounts are encrypted at rest (transactions.payload_ct), so the
+            # scan's sanity check is the customer ids of its own upload
             for other in NODES:
                 if other == n:
                     continue

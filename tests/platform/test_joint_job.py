@@ -111,7 +111,7 @@ def test_joint_job_needs_every_consent_and_matches_pooled_kmeans(splatform) -> N
     parts, names = [], []
     with splatform.ctx.sessions() as s:
         for name in ("mall", "mall2", "mall3"):
-            p, X = owner_features(s, ids[name], resolved)
+            p, X = owner_features(splatform.ctx.vault, s, ids[name], resolved)
             names.append(p)
             parts.append(X)
         segs = sorted(s.scalars(select(Segment).where(Segment.job_id == job_id)),

@@ -647,7 +647,8 @@ def _name(r: int, f: int, m: int) -> str:
     return "regular customers"
 
 
-def segment_names(centroids_business_units: pd.DataFrame) -> list[str]:
+def segment_names(centroids_business_units: pd.DataFrame,
+                  categories: pd.DataFrame | None = None) -> list[str]:
     """Plain-language, unique names for segments from their R/F/M in business units.
 
     Each feature of each centroid gets a level relative to the other centroids: with
@@ -678,7 +679,9 @@ def segment_names(centroids_business_units: pd.DataFrame) -> list[str]:
     they differ most (largest spread of ``log1p`` values among them): "occasional customers
     (lower spend)" and "occasional customers (higher spend)"; with three or more, "lowest",
     "middle" and "highest" (a number is appended only if two middles remain), so names are
-    unique and say how the segments differ.
+    unique and say how the segments differ. With ``categories`` (each segment's share of
+    spend per category), segments sharing a name that spend mostly (≥ 40 %) on different
+    categories are named by them first: "lost (mostly beauty)".
 
     >>> segment_names(pd.DataFrame({"recency": [60.0, 60.0, 5.0, 8.0],
     ...                             "frequency": [1.0, 1.0, 20.0, 25.0],
@@ -721,9 +724,34 @@ def segment_names(centroids_business_units: pd.DataFrame) -> list[str]:
         else:
             r, f, m = (int(v) for v in next(it))
             base.append(_name(r, f, m))
+    if categories is not None and len(categories) == len(base):
+        base = _by_category(base, categories)
     return _distinguish(base, np.where(empty[:, None], np.nan,
                                        np.log1p(np.where(np.isnan(values), 0.0,
                                                          np.abs(values)))))
+
+
+#: A segment is "mostly" a category when at least this share of its spend goes there.
+_MOSTLY = 0.4
+
+
+def _by_category(base: list[str], categories: pd.DataFrame) -> list[str]:
+    """Segments sharing a name whose spend goes mostly to different categories are told
+    apart by them ("lost (mostly beauty)"), before falling back to recency, frequency or
+    spend. ``categories``: one row per segment, one share column per category."""
+    names = list(base)
+    shares = categories.to_numpy(dtype=np.float64, na_value=0.0)
+    labels = [str(c).removeprefix("share:") for c in categories.columns]
+    for name in dict.fromkeys(base):
+        rows = [i for i, b in enumerate(base) if b == name]
+        if len(rows) < 2 or name == "empty segment" or not labels:
+            continue
+        top = [int(np.argmax(shares[i])) for i in rows]
+        mostly = [shares[i, t] >= _MOSTLY for i, t in zip(rows, top, strict=True)]
+        if all(mostly) and len(set(top)) == len(top):
+            for i, t in zip(rows, top, strict=True):
+                names[i] = f"{name} (mostly {labels[t]})"
+    return names
 
 
 #: Words for a segment's rank on a feature among segments that share a name: for two

@@ -134,7 +134,9 @@ def segment_customers(features: pd.DataFrame, *, n_clusters: int = 4,
                              columns=list(columns))
     centroids.index = pd.Index(range(n_clusters), name="segment")
     typical = typical_profile(raw, model.labels_, n_clusters)
-    names = segment_names(typical.loc[:, list(FEATURES)])
+    shares = [c for c in typical.columns if str(c).startswith("share:")]
+    names = segment_names(typical.loc[:, list(FEATURES)],
+                          typical.loc[:, shares] if shares else None)
     profile = raw.groupby(labels.to_numpy()).mean()
     segments = pd.DataFrame({
         "name": names,

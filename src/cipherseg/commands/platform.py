@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -93,6 +93,16 @@ def worker(
         w.stop()
 
 
+def settings_vault(settings: Any) -> Any:
+    """The platform's PII vault (keyring from the environment or the keyring file)."""
+    from cipherseg.pii.keys import load_or_create_keyring
+    from cipherseg.pii.vault import PiiVault
+
+    if settings.pii_keyring_from_env:
+        return PiiVault(settings.pii_keyring)
+    return PiiVault(load_or_create_keyring(settings.pii_keyring_path))
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Create or update the database schema."""
@@ -102,7 +112,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     before = current_revision(engine)
-    upgrade(engine, revision)
+    upgrade(engine, revision, vault=lambda: settings_vault(settings))
     after = current_revision(engine)
     console.print(f"database {engine.url.render_as_string(hide_password=True)}: "
                   f"{before or 'empty'} -> {after}")

@@ -93,7 +93,7 @@ class HostedSession:
         now = time.monotonic()
         self.started = now
         self.last_contact = dict.fromkeys(self.mailboxes, now)
-        self.waiting: list[tuple[str, Message]] = []
+        self.waiting: list[tuple[str, Message, int]] = []
         self.pending = False  # waiting for its participants to join: no contact checks yet
         self.failure: str | None = None
         self.ended_at: float | None = None
@@ -136,7 +136,7 @@ class HostedSession:
             self.messages_in += 1
             self.bytes_in += size
             try:
-                self._run(sender, message)
+                self._run(sender, message, size)
             except JointAborted:
                 raise
             except CipherSegError as exc:
@@ -165,23 +165,25 @@ class HostedSession:
                 self._fail(f"the {self.party.name} could not start the session: {exc}")
                 raise JointAborted(self.failure or "") from exc
 
-    def _run(self, sender: str, message: Message) -> None:
+    def _run(self, sender: str, message: Message, size: int) -> None:
         try:
             out = self.party.handle(sender, message)
         except NotReady:
-            if len(self.waiting) >= self.max_waiting:
-                raise ProtocolError("too many messages waiting for their predecessors") from None
-            self.waiting.append((sender, message))
+            held = sum(n for _, _, n in self.waiting) + size
+            if len(self.waiting) >= self.max_waiting or held > self.max_mailbox_bytes:
+                raise ProtocolError(f"too many messages ({len(self.waiting) + 1}, {held:,} "
+                                    "bytes) waiting for their predecessors") from None
+            self.waiting.append((sender, message, size))
             return
         self._route(out)
         while self.waiting:  # the party's state changed: retry what it could not take
             pending, self.waiting = self.waiting, []
             progressed = False
-            for s, m in pending:
+            for s, m, n in pending:
                 try:
                     out = self.party.handle(s, m)
                 except NotReady:
-                    self.waiting.append((s, m))
+                    self.waiting.append((s, m, n))
                     continue
                 progressed = True
                 self._route(out)

@@ -11,6 +11,7 @@ material only and cannot import key-holding code (import-linter custody contract
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from cipherseg.nodes.terms import MAX_NODES
 from cipherseg.nodes.wire import SESSION_ID
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.centre import JointCentre
+from cipherseg.protocols.party import Party
 from cipherseg.transport.tokens import OWNER_NAME
 
 MANAGER_NODE = "manager"
@@ -52,8 +54,8 @@ class JointCentreHost:
                 len(set(nodes)) != len(nodes) or self.manager_node in nodes or \
                 not all(isinstance(n, str) and OWNER_NAME.fullmatch(n) for n in nodes):
             raise ValidationError(f"nodes must be 1-{MAX_NODES} distinct node names")
-        parties = {self.manager_node: jm.MANAGER}
-        parties.update({n: jm.owner_name(i) for i, n in enumerate(nodes, start=1)})
+        parties = {self.manager_node: self.manager_party}
+        parties.update(self.party_names(nodes))
         with self._lock:
             if session_id in self._sessions:
                 raise ParameterError(f"session {session_id} is already open")
@@ -61,12 +63,23 @@ class JointCentreHost:
                 raise ParameterError(f"the centre has {self.max_sessions} sessions open; try "
                                      "again when one ends")
             self._sessions[session_id] = HostedSession(
-                session_id, JointCentre(), remotes=list(parties.values()),
+                session_id, self.build(nodes), remotes=list(parties.values()),
                 contact_timeout=self.contact_timeout,
-                labels={p: f"node {n}" if p != jm.MANAGER else "the manager"
+                labels={p: f"node {n}" if p != self.manager_party else "the manager"
                         for n, p in parties.items()})
             self._parties[session_id] = parties
         return {"session": session_id, "state": "running"}
+
+    # the protocol's side (hooks: :mod:`cipherseg.nodes.vertical_centre` overrides them)
+    manager_party = jm.MANAGER
+
+    def party_names(self, nodes: list[str]) -> dict[str, str]:
+        """Each node's party name in a session naming ``nodes`` in party order."""
+        return {n: jm.owner_name(i) for i, n in enumerate(nodes, start=1)}
+
+    def build(self, nodes: list[str]) -> Party:
+        """The hosted centre party of a new session."""
+        return JointCentre()
 
     def session(self, session_id: str) -> HostedSession | None:
         with self._lock:
@@ -94,4 +107,13 @@ class JointCentreHost:
         with self._lock:
             states = [s.state for s in self._sessions.values()]
         return {"service": "centre", "protocol": self.protocol,
-                "sessions": {st: states.count(st) for st in sorted(set(states))}}
+                "sessions": {st: states.count(st) for st in sorted(set(states))},
+                "key_code_loaded": key_code_loaded()}
+
+
+def key_code_loaded() -> list[str]:
+    """Key holders' modules loaded in this process (a self-report for the operator: the
+    import-linter contract is the guarantee; a test checks this is empty after a session)."""
+    return sorted(m for m in list(sys.modules) if m.startswith("cipherseg.") and (
+        m.endswith(("_keys", ".owner", ".manager", ".owner_ops"))
+        or m.startswith("cipherseg.pii")))

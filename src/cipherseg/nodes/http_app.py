@@ -205,8 +205,11 @@ def create_app(host: Host, auth: Authenticator, *,
                 raise ProtocolError(f"a message of session {sid[:64]!r} posted to session "
                                     f"{session.session_id!r}")
             message = Message.from_bytes(body)
-            if host.protocol != message.PROTOCOL:
-                raise ProtocolError(f"a {message.PROTOCOL} message is not one of {host.protocol}")
+            # A service hosting several protocols (:class:`~.hosts.Hosts`) says each session's.
+            protocol_of = getattr(host, "protocol_of", None)
+            expected = protocol_of(session) if protocol_of is not None else host.protocol
+            if expected != message.PROTOCOL:
+                raise ProtocolError(f"a {message.PROTOCOL} message is not one of {expected}")
         except CipherSegError as exc:
             return error(400, type(exc).__name__, str(exc))
         try:

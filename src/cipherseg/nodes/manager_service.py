@@ -38,13 +38,14 @@ from cipherseg.nodes.wire import JointAborted, JointFinished
 from cipherseg.protocols.joint import messages as jm
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.messages import Message
+from cipherseg.protocols.party import Party
 
 log = logging.getLogger("cipherseg.nodes")
 
 
 @dataclass
 class _Joint:
-    terms: JointTerms
+    terms: Any  # JointTerms, VerticalTerms
     digest: str
     session: HostedSession
     deadline: float
@@ -75,7 +76,7 @@ class JointManagerHost:
 
     # ------------------------------------------------------------------ joining
     def open(self, caller: str, document: dict[str, Any]) -> dict[str, Any]:
-        terms = JointTerms.from_json(document.get("terms"))
+        terms = self.terms_from(document.get("terms"))
         if caller not in terms.nodes:
             raise PermissionError(f"node {caller} is not named in the terms it sent")
         digest = terms.digest()
@@ -102,7 +103,7 @@ class JointManagerHost:
                 raise JointAborted(joint.session.failure)
             if caller not in joint.joined:
                 joint.joined.add(caller)
-                joint.session.touch(jm.owner_name(terms.party_id(caller)))
+                joint.session.touch(self.party_name(terms, caller))
                 start = joint.joined == set(terms.nodes) and joint.session.pending
                 log.info("node %s joined session %s… (%d of %d)", caller, terms.session[:8],
                          len(joint.joined), len(terms.nodes))
@@ -112,7 +113,22 @@ class JointManagerHost:
                 "state": joint.session.state,
                 "waiting_for": sorted(set(terms.nodes) - joint.joined)}
 
-    def _new(self, terms: JointTerms, digest: str) -> _Joint:
+    # ------------------------------------------------------------------ the protocol's side
+    # (hooks: :class:`cipherseg.nodes.vertical_manager.VerticalManagerHost` overrides them)
+    def terms_from(self, document: Any) -> Any:
+        """The terms a node joins with."""
+        return JointTerms.from_json(document)
+
+    def party_name(self, terms: Any, node: str) -> str:
+        """``node``'s party name in the session of ``terms``."""
+        return jm.owner_name(terms.party_id(node))
+
+    def centre_document(self, terms: Any) -> dict[str, Any]:
+        """What opens the session on the centre service."""
+        return {"session": terms.session, "nodes": list(terms.nodes)}
+
+    def build(self, terms: Any) -> Party:
+        """The hosted manager party of a new session."""
         d = len(terms.features)
         manager = JointManager(
             list(range(1, len(terms.nodes) + 1)), d, terms.n_clusters, init=terms.init,
@@ -120,7 +136,11 @@ class JointManagerHost:
                           if terms.init == "given" else None),
             max_iter=terms.max_iter, tol=terms.tol, decimals=terms.decimals,
             session_id=terms.session)
-        owners = {jm.owner_name(i): f"node {n}" for i, n in enumerate(terms.nodes, start=1)}
+        return manager
+
+    def _new(self, terms: Any, digest: str) -> _Joint:
+        manager = self.build(terms)
+        owners = {self.party_name(terms, n): f"node {n}" for n in terms.nodes}
         session = HostedSession(terms.session, manager, remotes=list(owners),
                                 forward=self._forwarder(terms.session),
                                 contact_timeout=self.contact_timeout, labels=owners)
@@ -137,12 +157,11 @@ class JointManagerHost:
     def _start(self, joint: _Joint) -> None:
         terms = joint.terms
         try:
-            self.centre.open({"session": terms.session, "nodes": list(terms.nodes)})
+            self.centre.open(self.centre_document(terms))
         except CipherSegError as exc:
             joint.session.abort(f"the compute centre could not open the session: {exc}")
             raise JointAborted(joint.session.failure or "") from exc
-        manager = joint.session.party
-        assert isinstance(manager, JointManager)
+        manager: Any = joint.session.party  # a manager party: start() opens the protocol
         joint.poller = threading.Thread(target=self._poll_centre, args=(joint,),
                                         name=f"centre-poll-{terms.session[:8]}", daemon=True)
         joint.poller.start()
@@ -194,7 +213,7 @@ class JointManagerHost:
             joint = self._joints.get(session.session_id)
         if joint is None or caller not in joint.joined:
             return None
-        return jm.owner_name(joint.terms.party_id(caller))
+        return self.party_name(joint.terms, caller)
 
     def aborted(self, session: HostedSession, caller: str) -> None:
         self._tell_centre(session.session_id)

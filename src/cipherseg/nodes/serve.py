@@ -1,5 +1,5 @@
 """Start the joint services with uvicorn (the CLI's ``centre serve --protocol joint`` and
-``manager serve``)."""
+``manager serve``); each hosts protocol 4.2 and protocol 4.5 (:mod:`~.hosts`)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,12 @@ def serve_joint_centre(*, host: str, port: int, nodes: Authenticator,
                        ssl_certfile: Path | None = None, ssl_keyfile: Path | None = None
                        ) -> None:
     from cipherseg.nodes.centre_service import JointCentreHost
+    from cipherseg.nodes.hosts import Hosts
+    from cipherseg.nodes.vertical_centre import VerticalCentreHost
 
-    app = create_app(JointCentreHost(contact_timeout=contact_timeout), nodes,
-                     max_message_bytes=max_message_bytes)
+    hosts = Hosts([JointCentreHost(contact_timeout=contact_timeout),
+                   VerticalCentreHost(contact_timeout=contact_timeout)])
+    app = create_app(hosts, nodes, max_message_bytes=max_message_bytes)
     _run(app, host, port, ssl_certfile, ssl_keyfile)
 
 
@@ -42,11 +45,15 @@ def serve_manager(*, host: str, port: int, nodes: Authenticator, centre_url: str
                   max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
                   ssl_certfile: Path | None = None, ssl_keyfile: Path | None = None) -> None:
     from cipherseg.nodes.client import ServiceClient
+    from cipherseg.nodes.hosts import Hosts
     from cipherseg.nodes.manager_service import JointManagerHost
+    from cipherseg.nodes.vertical_manager import VerticalManagerHost
 
     centre = ServiceClient(centre_url, token=centre_token, what="centre",
                            verify=centre_ca or True, insecure_http=insecure_http)
-    manager = JointManagerHost(centre, contact_timeout=contact_timeout,
-                               join_timeout=join_timeout)
-    _run(create_app(manager, nodes, max_message_bytes=max_message_bytes), host, port,
+    hosts = Hosts([JointManagerHost(centre, contact_timeout=contact_timeout,
+                                    join_timeout=join_timeout),
+                   VerticalManagerHost(centre, contact_timeout=contact_timeout,
+                                       join_timeout=join_timeout)])
+    _run(create_app(hosts, nodes, max_message_bytes=max_message_bytes), host, port,
          ssl_certfile, ssl_keyfile)

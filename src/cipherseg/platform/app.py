@@ -44,6 +44,8 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.jobs import Runner, Worker
 from cipherseg.platform.migrate import current_revision, head_revision
+from cipherseg.platform.models import Role
+from cipherseg.platform.permissions import Permission
 from cipherseg.platform.proxies import TrustedProxyHeaders, parse_trusted
 from cipherseg.platform.rotation import FileBackedVault
 from cipherseg.platform.routes import account, admin, api, auth, owner, requests, views
@@ -137,6 +139,7 @@ PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
     "cipherseg.platform.campaigns",
     "cipherseg.platform.nodes",
+    "cipherseg.platform.vertical",
 )
 
 
@@ -167,19 +170,24 @@ def make_worker(ctx: PlatformContext, threads: int | None = None) -> Worker:
                   poll_seconds=s.worker_poll_seconds)
 
 
-def _has_session(ctx: PlatformContext, scope: Any) -> bool:
-    """Whether the request's cookie opens a live session of an active user."""
+def _session_of(ctx: PlatformContext, scope: Any) -> tuple[Role, frozenset[Permission]] | None:
+    """The role and permissions of the live session the request's cookie opens, if any."""
     from starlette.requests import cookie_parser
 
+    from cipherseg.platform.deps import role_permissions
     from cipherseg.platform.security import SESSION_COOKIE, load_session
 
     raw = b"; ".join(v for k, v in scope.get("headers") or [] if k == b"cookie")
     value = cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE) if raw else None
     token = ctx.signer.unsign(value) if value else None
     if not token:
-        return False
+        return None
     with ctx.sessions() as db:
-        return load_session(db, token) is not None
+        found = load_session(db, token)
+        if found is None:
+            return None
+        role = found[1].role_enum
+        return role, role_permissions(db, role)
 
 
 def _wants_html(request: Request) -> bool:
@@ -217,7 +225,7 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
     app.add_middleware(BodyLimit, routes=lambda: app.routes,
                        upload_limit=ctx.settings.max_upload_mb << 20,
                        default_limit=ctx.settings.max_body_kb << 10,
-                       has_session=lambda scope: _has_session(ctx, scope))
+                       session_of=lambda scope: _session_of(ctx, scope))
     # outermost: every layer inside sees the client address the trusted proxy reported
     app.add_middleware(TrustedProxyHeaders,
                        trusted=parse_trusted(ctx.settings.trusted_proxies))

@@ -10,7 +10,8 @@ An ASGI middleware in front of the whole app:
   the limit (the app is told the client went away, so the form parser stops and closes its
   temporary file);
 * a request with a body to a route that needs a login, without a live session, is
-  answered (303 to the login page, or 401 on the API) without reading its body;
+  answered (303 to the login page, or 401 on the API) without reading its body, and so is
+  one whose user lacks the route's permission (403);
 * every refusal closes the connection (``Connection: close``), so the server does not
   have to drain what the client still sends.
 
@@ -42,6 +43,8 @@ class RoutePolicy:
     limit: int
     public: bool
     what: str
+    #: The route's Allow (None: public or undeclared).
+    allow: Any = None
 
 
 def _allows(route: APIRoute) -> list[Any]:
@@ -75,16 +78,18 @@ def _too_large(limit: int, what: str) -> str:
 
 
 class BodyLimit:
-    """The middleware (see the module's docstring). ``has_session(scope)`` answers whether
-    the request carries a live login session (a blocking call: run in a thread)."""
+    """The middleware (see the module's docstring). ``session_of(scope)`` returns the role
+    and permissions of the request's live login session, or ``None`` (a blocking call: run
+    in a thread)."""
 
     def __init__(self, app: ASGIApp, *, routes: Callable[[], list[Any]], upload_limit: int,
-                 default_limit: int, has_session: Callable[[Scope], bool]) -> None:
+                 default_limit: int,
+                 session_of: Callable[[Scope], tuple[Any, frozenset[Any]] | None]) -> None:
         self.app = app
         self._routes = routes
         self.upload_limit = upload_limit
         self.default_limit = default_limit
-        self._has_session = has_session
+        self._session_of = session_of
         self._policies: list[tuple[re.Pattern[str], frozenset[str], RoutePolicy]] | None = None
 
     def _table(self) -> list[tuple[re.Pattern[str], frozenset[str], RoutePolicy]]:
@@ -100,7 +105,8 @@ class BodyLimit:
                 regex, _fmt, _conv = compile_path(rc.path or route.path)
                 table.append((regex, frozenset(rc.methods or ()), RoutePolicy(
                     limit=self.upload_limit + FORM_OVERHEAD if upload else self.default_limit,
-                    public=public, what="upload" if upload else "body")))
+                    public=public, what="upload" if upload else "body",
+                    allow=None if public else allows[0])))
             self._policies = table
         return self._policies
 
@@ -133,10 +139,14 @@ class BodyLimit:
             await _refuse(scope, send, 413, _too_large(policy.limit, policy.what))
             return
         has_body = chunked or bool(declared)
-        if has_body and not policy.public and \
-                not await anyio.to_thread.run_sync(self._has_session, scope):
-            await _login_first(scope, send)
-            return
+        if has_body and not policy.public:
+            session = await anyio.to_thread.run_sync(self._session_of, scope)
+            if session is None:
+                await _login_first(scope, send)
+                return
+            if policy.allow is not None and not policy.allow.admits(*session):
+                await _refuse(scope, send, 403, "your role may not do this; nothing was read")
+                return
         await self._counted(scope, receive, send, policy)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send,

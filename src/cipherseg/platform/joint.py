@@ -50,6 +50,8 @@ from sqlalchemy.orm import Session
 from cipherseg.analytics.window import ResolvedWindow, TimeWindow
 from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
+from cipherseg.pii.keys import PiiKeyring
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.deps import (
@@ -90,7 +92,7 @@ def to_business_units(centroids: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 # ------------------------------------------------------------------------------ features
-def owner_features(session: Session, owner_id: int, window: ResolvedWindow
+def owner_features(vault: PiiVault, session: Session, owner_id: int, window: ResolvedWindow
                    ) -> tuple[list[str], npt.NDArray[np.float64]]:
     """One owner's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features.
 
@@ -100,7 +102,7 @@ def owner_features(session: Session, owner_id: int, window: ResolvedWindow
     from cipherseg.encoding import FixedPointEncoder
     from cipherseg.platform.segmentation import load_transactions, window_features
 
-    tx = load_transactions(session, owner_id)
+    tx = load_transactions(vault, session, owner_id)
     if tx.empty or window.select(tx, "date").empty:
         return [], np.zeros((0, len(JOINT_FEATURES)))
     feats = window_features(tx, window).loc[:, list(JOINT_FEATURES)].sort_index()
@@ -108,23 +110,23 @@ def owner_features(session: Session, owner_id: int, window: ResolvedWindow
     return [str(p) for p in feats.index], np.asarray(X, dtype=np.float64)
 
 
-def owners_latest_day(session: Session, owner_ids: list[int]) -> date:
+def owners_latest_day(vault: PiiVault, session: Session, owner_ids: list[int]) -> date:
     """The latest purchase day of all participants (each contributes its own latest day)."""
-    from sqlalchemy import func
+    from cipherseg.platform.segmentation import latest_day, load_transactions
 
-    from cipherseg.platform.models import Transaction
-
-    days = [session.scalar(select(func.max(Transaction.date))
-                           .where(Transaction.owner_id == oid)) for oid in owner_ids]
-    found = [d for d in days if d is not None]
+    found = []
+    for oid in owner_ids:
+        tx = load_transactions(vault, session, oid)
+        if not tx.empty:
+            found.append(latest_day(tx))
     if not found:
         raise ValidationError("no participant has transactions; every participant must "
                               "upload data first")
     return max(found)
 
 
-def _owner_process_data(database_url: str, owner_ids: list[int], window: str,
-                        party_id: int) -> npt.NDArray[np.float64]:
+def _owner_process_data(database_url: str, keyring: PiiKeyring, owner_ids: list[int],
+                        window: str, party_id: int) -> npt.NDArray[np.float64]:
     """Runs inside owner ``party_id``'s process: reads only that owner's rows."""
     import json
 
@@ -136,7 +138,7 @@ def _owner_process_data(database_url: str, owner_ids: list[int], window: str,
     engine = make_engine(database_url)
     try:
         with make_sessionmaker(engine)() as s:
-            _, X = owner_features(s, owner_ids[party_id - 1], resolved)
+            _, X = owner_features(PiiVault(keyring), s, owner_ids[party_id - 1], resolved)
     finally:
         engine.dispose()
     return X
@@ -225,7 +227,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
                                   "owner; start a new joint job")
         centre_name = centre_account(s, ctx.settings.centre_account).username
         window = TimeWindow.from_dict(job.params.get("window")).resolve(
-            owners_latest_day(s, owner_ids))
+            owners_latest_day(ctx.vault, s, owner_ids))
         creator = users[job.owner_id]
         audit.record(s, "joint_start", actor=creator, object_type="job", object_id=job_id,
                      detail={"participants": owner_ids, "k": k, "centre": centre_name})
@@ -237,7 +239,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
         for oid in owner_ids:
             # the customers' order; in process mode each owner's process recomputes its own
             # features (only its labels come back), so the worker uses just the pseudonyms
-            names, X = owner_features(s, oid, window)
+            names, X = owner_features(ctx.vault, s, oid, window)
             pseudonyms.append(names)
             local_parts.append(X)
     for oid, names in zip(owner_ids, pseudonyms, strict=True):
@@ -257,7 +259,7 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
     t = time.perf_counter()
     if ctx.settings.centre_process:
         data = functools.partial(_owner_process_data, ctx.settings.resolved_database_url(),
-                                 owner_ids, json.dumps(window.to_dict()))
+                                 ctx.vault.keyring, owner_ids, json.dumps(window.to_dict()))
         result = run_joint_kmeans_processes(data, len(owner_ids), len(JOINT_FEATURES), k,
                                             max_iter=MAX_ITER, decimals=DECIMALS,
                                             progress=progress)
@@ -485,7 +487,7 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
 
     min_size = ctx.settings.min_segment_size
     releases = merchant_releases(db, merchant, min_size=min_size,
-                                kinds=("joint", "joint_node"))
+                                kinds=("joint", "joint_node", "vertical_node"))
     for row in releases:
         row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
             ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)

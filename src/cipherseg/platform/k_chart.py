@@ -76,9 +76,9 @@ def choose_k_chart(choice: Mapping[str, Any]) -> str:
              'width="100%" role="img" aria-labelledby="k-chart-title" class="chart">',
              '<title id="k-chart-title">Inertia and silhouette for each number of segments; '
              f'recommended: k = {rec}</title>']
-    parts += _panel(0, "Inertia (lower = tighter; look for the elbow)", ks,
+    parts += _panel(0, "Inertia (lower = tighter)", ks,
                     choice["inertia"], rec, "{:.0f}")
-    parts += _panel(_W - _PANEL_W, "Silhouette (higher = better separated)", ks,
+    parts += _panel(_W - _PANEL_W, "Silhouette (higher = better)", ks,
                     choice["silhouette"], rec, "{:.2f}")
     parts.append(f'<text x="{_W / 2:.0f}" y="{_H + 12}" text-anchor="middle" font-size="12" '
                  f'fill="{_MARK}">● recommended: k = {rec}</text></svg>')

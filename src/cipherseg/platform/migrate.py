@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -31,7 +32,7 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def _migrate(engine: Engine, step: Callable[[Config], None]) -> None:
+def _migrate(engine: Engine, step: Callable[[Config], None], vault: Any = None) -> None:
     """Run ``step`` in one transaction.
 
     SQLite alters a table by copying it and dropping the original; with foreign keys on,
@@ -48,6 +49,7 @@ def _migrate(engine: Engine, step: Callable[[Config], None]) -> None:
         try:
             with conn.begin():
                 cfg.attributes["connection"] = conn
+                cfg.attributes["vault"] = vault
                 step(cfg)
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
@@ -61,14 +63,16 @@ def _migrate(engine: Engine, step: Callable[[Config], None]) -> None:
                 conn.commit()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema of ``engine`` up to ``revision``."""
-    _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
+def upgrade(engine: Engine, revision: str = "head", *, vault: Any = None) -> None:
+    """Bring the database schema of ``engine`` up to ``revision``. ``vault`` (the platform's
+    :class:`~cipherseg.pii.vault.PiiVault`, or a function returning it when first needed) is
+    needed by migrations that re-encode existing rows (0006: purchases encrypted at rest)."""
+    _migrate(engine, lambda cfg: command.upgrade(cfg, revision), vault)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
+def downgrade(engine: Engine, revision: str, *, vault: Any = None) -> None:
     """Take the schema back to ``revision`` (``"base"`` drops every table)."""
-    _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
+    _migrate(engine, lambda cfg: command.downgrade(cfg, revision), vault)
 
 
 def head_revision() -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +34,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -201,9 +199,8 @@ class Transaction(Base):
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     external_id: Mapped[str] = mapped_column(String(64))
-    date: Mapped[date] = mapped_column(Date)
-    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-    category: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Date, amount and category, encrypted together (:mod:`cipherseg.platform.purchases`).
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary(512))
     row_digest: Mapped[str] = mapped_column(String(32))
 
 

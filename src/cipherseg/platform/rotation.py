@@ -26,7 +26,7 @@ from cipherseg.pii.keys import PiiKeyring, load_or_create_keyring, write_secret_
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
-from cipherseg.platform.models import Customer, Job
+from cipherseg.platform.models import Customer, Job, Transaction
 
 
 class FileBackedVault(PiiVault):
@@ -66,17 +66,25 @@ class FileBackedVault(PiiVault):
 
 @dataclass(frozen=True)
 class EncryptedColumn:
-    """A column of vault ciphertexts: model, column, vault field, column holding the context."""
+    """A column of vault ciphertexts: model, column, vault field, and the column(s) whose
+    values, joined by "/", are the ciphertext's context."""
 
     model: Any
     column: str
     field: str
-    context_column: str
+    context_column: str | tuple[str, ...]
+
+    @property
+    def context_columns(self) -> tuple[str, ...]:
+        c = self.context_column
+        return (c,) if isinstance(c, str) else c
 
 
 ENCRYPTED_COLUMNS: list[EncryptedColumn] = [
     EncryptedColumn(Customer, "phone_ct", "phone", "pseudonym"),
     EncryptedColumn(Customer, "first_name_ct", "first_name", "pseudonym"),
+    # purchases: date, amount and category (cipherseg.platform.purchases.context)
+    EncryptedColumn(Transaction, "payload_ct", "purchase", ("owner_id", "external_id")),
 ]
 
 
@@ -112,18 +120,20 @@ def rotate_pii_key(settings: Settings, engine: Engine, *, batch: int = 1000,
     for ec in ENCRYPTED_COLUMNS:
         pk = ec.model.id
         col = getattr(ec.model, ec.column)
-        ctx_col = getattr(ec.model, ec.context_column)
+        ctx_cols = [getattr(ec.model, c) for c in ec.context_columns]
         last = None
         while True:
             with factory() as s:
-                stmt = select(pk, col, ctx_col).where(col.is_not(None)).order_by(pk).limit(batch)
+                stmt = select(pk, col, *ctx_cols).where(col.is_not(None)).order_by(pk).limit(
+                    batch)
                 if last is not None:
                     stmt = stmt.where(pk > last)
                 rows = s.execute(stmt).all()
                 if not rows:
                     break
-                updates = [{"id": rid, ec.column: vault.reencrypt(ec.field, blob, context=ctx)}
-                           for rid, blob, ctx in rows]
+                updates = [{"id": row[0], ec.column: vault.reencrypt(
+                    ec.field, row[1], context="/".join(str(v) for v in row[2:]))}
+                    for row in rows]
                 s.execute(update(ec.model), updates)
                 s.commit()
                 last = rows[-1][0]

@@ -44,6 +44,7 @@ from cipherseg.analytics.segmentation import KChoice, SegmentationResult
 from cipherseg.analytics.window import ResolvedWindow, TimeWindow
 from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import WEB_SCHEMES
 from cipherseg.platform.deps import PlatformContext
@@ -54,7 +55,6 @@ from cipherseg.platform.models import (
     Role,
     Segment,
     SegmentMember,
-    Transaction,
     User,
 )
 from cipherseg.platform.security import hash_password
@@ -143,19 +143,12 @@ def centre_account(session: Session, name: str) -> User:
     return user
 
 
-def load_transactions(session: Session, owner_id: int) -> pd.DataFrame:
+def load_transactions(vault: PiiVault, session: Session, owner_id: int) -> pd.DataFrame:
     """The owner's transactions keyed by customer pseudonym (customer, invoice, date, amount,
-    category)."""
-    stmt = (select(Customer.pseudonym, Transaction.external_id, Transaction.date,
-                   Transaction.amount, Transaction.category)
-            .join(Customer, Customer.id == Transaction.customer_id)
-            .where(Transaction.owner_id == owner_id)
-            .execution_options(yield_per=20_000))
-    rows = session.execute(stmt).all()
-    df = pd.DataFrame(rows, columns=["customer", "invoice", "date", "amount", "category"])
-    df["date"] = pd.to_datetime(df["date"])
-    df["amount"] = df["amount"].astype(np.float64)
-    return df
+    category), decrypted (:mod:`cipherseg.platform.purchases`)."""
+    from cipherseg.platform.purchases import owner_transactions
+
+    return owner_transactions(vault, session, owner_id)
 
 
 def latest_day(tx: pd.DataFrame) -> date:
@@ -304,7 +297,7 @@ def make_segmentation_runner(ctx: PlatformContext) -> Any:
         top = int(params.get("top_categories") or 0) if "categories" in feats else 0
         sink.update(0.02, "computing features", force=True)
         with factory() as s:
-            tx = load_transactions(s, job.owner_id)
+            tx = load_transactions(ctx.vault, s, job.owner_id)
         if tx.empty:
             raise ValidationError("there are no transactions to segment; upload them first")
         window = TimeWindow.from_dict(params.get("window")).resolve(latest_day(tx))

@@ -46,7 +46,7 @@ from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.pii.masking import mask_phone, mask_raw, normalise_phone
 from cipherseg.pii.vault import PiiVault
-from cipherseg.platform import csv_export
+from cipherseg.platform import csv_export, purchases
 from cipherseg.platform.models import Customer, Transaction
 
 KINDS = ("customers", "transactions")
@@ -332,16 +332,32 @@ def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
         yield from _iter_csv(path, kind)
 
 
+#: The longest line of a CSV upload, in characters: a file without line breaks is refused
+#: when this much has been read instead of being read whole into memory.
+MAX_LINE_CHARS = 1 << 20
+
+
+def _bounded_lines(text: io.TextIOWrapper, first_row: int) -> Iterator[str]:
+    row = first_row
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise UploadFileError(f"line {row} of the file is longer than "
+                                  f"{MAX_LINE_CHARS // 1024} kB (are the line breaks "
+                                  "missing?); save the file again as CSV")
+        row += 1
+        yield line
+
+
 def _iter_csv(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     with path.open("rb") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
-            first = text.readline()
+            first = next(_bounded_lines(text, 1), "")
             if not first.strip():
                 raise UploadFileError("the file is empty; download the template and fill it")
             delim = ";" if first.count(";") > first.count(",") else ","
             header = _read_header(next(csv.reader([first], delimiter=delim)), kind)
-            reader = csv.reader(text, delimiter=delim)
+            reader = csv.reader(_bounded_lines(text, 2), delimiter=delim)
             rownum = 1
             for cells in reader:
                 rownum += 1
@@ -770,8 +786,10 @@ class Importer:
                 raise ValidationError(f"customer {t.customer_external_id} was erased during "
                                       "import; upload again")
             inserts.append({"owner_id": self.owner_id, "customer_id": cust,
-                            "external_id": t.external_id, "date": t.date, "amount": t.amount,
-                            "category": t.category, "row_digest": digest})
+                            "external_id": t.external_id, "row_digest": digest,
+                            "payload_ct": purchases.seal(self.vault, self.owner_id,
+                                                         t.external_id, t.date, t.amount,
+                                                         t.category)})
             counts.inserted += 1
         if inserts:
             self.session.execute(insert(Transaction), inserts)

@@ -674,6 +674,7 @@ def test_lift_merchant_aggregates_owner_detail(splatform) -> None:  # type: igno
     import random
     from datetime import UTC, date
 
+    from cipherseg.platform import purchases
     from cipherseg.platform.campaigns import lift
     from cipherseg.platform.models import Transaction
 
@@ -720,8 +721,10 @@ def test_lift_merchant_aggregates_owner_detail(splatform) -> None:  # type: igno
         for i, (customer, arm) in enumerate(arms):
             if draw.random() < (0.4 if arm == "treated" else 0.2):
                 s.add(Transaction(owner_id=owner_id, customer_id=customer,
-                                  external_id=f"L{i}", date=date(2026, 3, 5),
-                                  amount=100, category="food", row_digest="x"))
+                                  external_id=f"L{i}", row_digest="x",
+                                  payload_ct=purchases.seal(splatform.ctx.vault, owner_id,
+                                                            f"L{i}", date(2026, 3, 5), 100,
+                                                            "food")))
         s.commit()
     camp = store.campaign(cid)
     report = lift.owner_report(splatform.ctx, camp)

@@ -40,6 +40,18 @@ def test_declared_length_over_the_limit_is_refused_unread(splatform) -> None:  #
     assert page.status_code == 303 and page.headers["location"] == "/login"
 
 
+def test_a_body_for_a_route_the_role_may_not_use_is_refused_unread(splatform) -> None:  # type: ignore[no-untyped-def]
+    from cipherseg.platform.models import Role
+
+    shop = splatform.as_role(Role.MERCHANT)
+    r = shop.tc.post("/owner/uploads", content=b"x" * (3 * MB),
+                     headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 403 and "nothing was read" in r.text
+    owner = splatform.as_role(Role.OWNER)
+    ok = owner.upload("customers", "c.csv", b"customer_id,phone,consent\nC1,13800138000,yes\n")
+    assert ok.status_code == 303
+
+
 def test_chunked_bodies_are_counted(splatform) -> None:  # type: ignore[no-untyped-def]
     anon = splatform.client()
 
@@ -96,6 +108,12 @@ def test_refused_owner_uploads_leave_nothing_behind(tmp_path) -> None:  # type: 
         for out in (declared, streamed):
             assert out.status == 413, out
             assert out.max_temp < 7 * MB, out
+        with httpx.Client(base_url=base, follow_redirects=False) as shop:
+            shop_csrf = http_login(shop, "shop")
+            merchant = send_big_body(base, proc.pid, "/owner/uploads", 5 * MB - 1, headers={
+                "Cookie": "; ".join(f"{k}={v}" for k, v in shop.cookies.items()),
+                "X-CSRF-Token": shop_csrf})
+        assert merchant.status == 403 and merchant.max_temp < 2 * MB, merchant
         assert temp_bytes_held(proc.pid) < MB
         # what fits is accepted
         ok = owner.post("/owner/uploads", data={"kind": "customers", "csrf_token": csrf},

@@ -139,3 +139,25 @@ def test_a_1_mb_bomb_is_refused_from_outside(tmp_path: Path, bomb: Path) -> None
         assert s.scalar(select(func.count()).select_from(Customer)) == 0
     assert list((data / "uploads").iterdir()) == []   # no file, no spill left behind
     ctx.engine.dispose()
+
+
+def test_a_csv_without_line_breaks_is_refused_after_one_line(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from cipherseg.platform.uploads import MAX_LINE_CHARS, iter_rows
+
+    path = tmp_path / "one-line.csv"
+    with path.open("wb") as fh:
+        fh.write(b"customer_id,phone,consent\n")
+        for _ in range(50):
+            fh.write(b"C1;" * (MB // 3))   # 50 MB, no line break
+    tracemalloc.start()
+    with pytest.raises(UploadFileError, match="line 2 of the file is longer than 1024 kB"):
+        list(iter_rows(path, "customers"))
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * MAX_LINE_CHARS      # one line's worth, not the file
+    header_only = tmp_path / "header.csv"
+    header_only.write_bytes(b"customer_id," * (MB // 4))
+    with pytest.raises(UploadFileError, match="line 1 of the file is longer"):
+        list(iter_rows(header_only, "customers"))

@@ -129,6 +129,28 @@ def test_centre_holds_plaintext_centroids_and_no_secret_key() -> None:
     assert len(set(sessions)) == 1
 
 
+def test_the_centres_custody_check_sees_a_key_it_was_slipped() -> None:
+    # The centre recognises public material by an allowlist (it cannot import vhe_keys):
+    # anything else in a session, a secret key above all, makes the check fail.
+    x_int, _ = blobs(200, 10)
+    params = sp.seed_params(200, 3, int(np.abs(x_int).max()))
+    centre = sc.SeedComputeCentre()
+    key = VHESecretKey.generate(params, rng=np.random.default_rng(1))
+    ctx = key.ctx
+    eye = np.eye(3, dtype=np.int64)
+    out_key = VHESecretKey.generate(params, plain_dim=1, rng=np.random.default_rng(2))
+    upload = sm.SeedUpload(protocol_version=1, session_id="s", round=1,
+                           params_json=params.to_json(), n_clusters=2,
+                           ciphertexts=ctx.ciphertexts_to_bytes(key.encrypt(x_int)),
+                           feature_keys=tuple(ctx.key_to_bytes(key.linear_transform_key(
+                               eye[f:f + 1], out_key)) for f in range(3)))
+    centre.handle("owner", upload)
+    assert not centre.holds_secret_key()
+    session = next(iter(centre._sessions.values()))
+    session.centroids = key  # type: ignore[assignment]
+    assert centre.holds_secret_key()
+
+
 # --- messages ------------------------------------------------------------------------------
 MESSAGE_TYPES = [sm.SeedUpload, sm.SeedUploadAck, sm.SeedCentroids, sm.SeedScores,
                  sm.SeedLabels, sm.SeedSums, sm.SeedClose, sm.SeedCloseAck]

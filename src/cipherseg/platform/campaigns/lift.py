@@ -31,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import select
 
 from cipherseg.analytics.lift import (
     ArmOutcome,
@@ -42,6 +42,7 @@ from cipherseg.analytics.lift import (
 )
 from cipherseg.clock import utcnow
 from cipherseg.messaging.store import Campaign
+from cipherseg.platform import purchases
 from cipherseg.platform.campaigns.context import campaign_settings, store_for
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import MESSAGING, Customer, Transaction
@@ -98,20 +99,29 @@ def spend_by_customer(ctx: PlatformContext, camp: Campaign, start: date, end: da
     ``owner_id``, only that owner's customers (a joint campaign reaches several owners'
     customers, and each owner measures only its own)."""
     m, t = MESSAGING.messages, Transaction.__table__
-    q = (select(m.c.segment_key, m.c.arm, m.c.customer_id, func.count(t.c.id),
-                func.coalesce(func.sum(t.c.amount), 0))
-         .select_from(m.outerjoin(t, and_(t.c.customer_id == m.c.customer_id,
-                                          t.c.date >= start, t.c.date < end)))
+    q = (select(m.c.segment_key, m.c.arm, m.c.customer_id)
          .where(m.c.campaign_id == camp.id, m.c.arm.is_not(None),
-                m.c.customer_id.is_not(None))
-         .group_by(m.c.segment_key, m.c.arm, m.c.customer_id))
+                m.c.customer_id.is_not(None)))
+    if owner_id is not None:
+        q = q.where(m.c.customer_id.in_(select(Customer.id)
+                                        .where(Customer.owner_id == owner_id)))
     out: dict[tuple[str, str], dict[int, tuple[int, float]]] = defaultdict(dict)
     with ctx.engine.connect() as conn:
-        if owner_id is not None:
-            q = q.where(m.c.customer_id.in_(select(Customer.id)
-                                            .where(Customer.owner_id == owner_id)))
-        for key, arm, customer, purchases, spend in conn.execute(q):
-            out[(key, arm)][int(customer)] = (int(purchases), float(spend))
+        arms = [(str(key), str(arm), int(customer)) for key, arm, customer in conn.execute(q)]
+        ids = sorted({c for _, _, c in arms})
+        # purchases are encrypted at rest: decrypted here, per customer, into aggregates
+        totals: dict[int, tuple[int, float]] = {}
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(select(t.c.customer_id, t.c.owner_id, t.c.external_id,
+                                       t.c.payload_ct)
+                                .where(t.c.customer_id.in_(ids[i:i + 500])))
+            for customer, owner, external_id, blob in rows:
+                day, amount, _category = purchases.unseal(ctx.vault, owner, external_id, blob)
+                if start <= day < end:
+                    n, total = totals.get(customer, (0, 0.0))
+                    totals[customer] = (n + 1, total + amount)
+    for key, arm, customer in arms:
+        out[(key, arm)][customer] = totals.get(customer, (0, 0.0))
     return out
 
 
@@ -230,7 +240,7 @@ def owner_detail(ctx: PlatformContext, camp: Campaign, *,
                 select(Customer.id, Customer.pseudonym)
                 .where(Customer.id.in_(ids[i:i + 500])))})
     for (key, arm), customers in sorted(by_customer.items()):
-        for cid, (purchases, spend) in sorted(customers.items()):
-            rows.append([pseudonyms.get(cid, ""), names.get(key, key), arm, purchases,
+        for cid, (n_bought, spend) in sorted(customers.items()):
+            rows.append([pseudonyms.get(cid, ""), names.get(key, key), arm, n_bought,
                          f"{spend:.2f}"])
     return rows

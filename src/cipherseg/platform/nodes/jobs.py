@@ -40,6 +40,7 @@ from cipherseg.nodes.invitation import (
     sign_invitation,
 )
 from cipherseg.nodes.terms import MAX_NODES, JointTerms
+from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.deps import PlatformContext
@@ -91,15 +92,15 @@ def key_fingerprint(cfg: NodeConfig) -> str:
 
 
 # ------------------------------------------------------------------------------ features
-def node_features(session: Session, owner_id: int, snapshot: date, window_days: int
-                  ) -> tuple[list[str], npt.NDArray[np.float64]]:
+def node_features(vault: PiiVault, session: Session, owner_id: int, snapshot: date,
+                  window_days: int) -> tuple[list[str], npt.NDArray[np.float64]]:
     """This node's customers (pseudonyms, sorted) and their quantised ``log1p`` RFM features
     over the agreed window: transactions in [snapshot - window_days, snapshot)."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm
     from cipherseg.encoding import FixedPointEncoder
     from cipherseg.platform.segmentation import load_transactions
 
-    tx = load_transactions(session, owner_id)
+    tx = load_transactions(vault, session, owner_id)
     start = pd.Timestamp(snapshot - timedelta(days=window_days))
     tx = tx[(tx["date"] >= start) & (tx["date"] < pd.Timestamp(snapshot))]
     if tx.empty:
@@ -117,16 +118,12 @@ def _has_customers(db: Session, owner: User) -> bool:
         is not None
 
 
-def _latest_purchase(db: Session, owner: User) -> date | None:
-    from sqlalchemy import func
+def _latest_purchase(vault: PiiVault, db: Session, owner: User) -> date | None:
+    """This node's latest purchase day (purchases are encrypted at rest: decrypted here)."""
+    from cipherseg.platform.segmentation import latest_day, load_transactions
 
-    from cipherseg.platform.models import Transaction
-
-    day = db.scalar(select(func.max(Transaction.date)).where(Transaction.owner_id == owner.id))
-    if day is None:
-        return None
-    latest: date = pd.Timestamp(day).date()
-    return latest
+    tx = load_transactions(vault, db, owner.id)
+    return None if tx.empty else latest_day(tx)
 
 
 def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others: list[str],
@@ -151,7 +148,7 @@ def create_invitation(ctx: PlatformContext, db: Session, owner: User, *, others:
     if not _has_customers(db, owner):
         raise ValidationError("upload customers and their transactions first")
     if window_end is None:
-        latest = _latest_purchase(db, owner)
+        latest = _latest_purchase(ctx.vault, db, owner)
         if latest is None:
             raise ValidationError("upload transactions first (the window ends after the "
                                   "latest purchase by default)")
@@ -264,6 +261,21 @@ def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
 
 
 # ------------------------------------------------------------------------------ runner
+def _withdraw(manager: Any, centre: Any, terms: JointTerms, exc: Exception) -> None:
+    """Join and at once abort ``terms``' session (best effort), so the other nodes fail now
+    with this node's reason instead of waiting for it until the join deadline."""
+    from cipherseg.errors import CipherSegError
+
+    reason = str(exc) if isinstance(exc, CipherSegError) else \
+        f"a node failed before taking part ({type(exc).__name__})"
+    try:
+        manager.open({"terms": terms.to_json()})
+    except CipherSegError:
+        return  # the session has ended already, or the manager cannot be reached
+    manager.abort(terms.session, reason)
+    centre.abort(terms.session, reason)
+
+
 def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint_node`` jobs."""
     from cipherseg.analytics.rfm import segment_names
@@ -285,12 +297,6 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
                      detail={"nodes": list(terms.nodes), "session": terms.session[:8]})
         s.commit()
         owner_id = owner.id
-    sink.update(0.02, "computing this node's customers' features", force=True)
-    with ctx.sessions() as s:
-        pseudonyms, X = node_features(s, owner_id, snapshot, window)
-    if not pseudonyms:
-        raise ValidationError("this node has no customers with transactions in the agreed "
-                              "time window")
     try:
         manager = ServiceClient(cfg.manager_url, token=read_token_file(cfg.manager_token_file),
                                 what="manager", verify=str(cfg.ca_file) if cfg.ca_file else True)
@@ -298,6 +304,18 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
                                what="centre", verify=str(cfg.ca_file) if cfg.ca_file else True)
     except ParameterError as exc:
         raise ValidationError(str(exc)) from exc
+    sink.update(0.02, "computing this node's customers' features", force=True)
+    try:
+        with ctx.sessions() as s:
+            pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
+        if not pseudonyms:
+            raise ValidationError(f"node {cfg.name} has no customers with transactions in "
+                                  "the agreed time window")
+    except Exception as exc:  # the others must not wait for a node that cannot take part
+        _withdraw(manager, centre, terms, exc)
+        manager.close()
+        centre.close()
+        raise
     sink.update(0.05, f"joined; waiting for {', '.join(terms.nodes)}", force=True)
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -42,7 +42,7 @@ from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import Job, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
-RELEASABLE_KINDS = ("segmentation", "joint", "joint_node")
+RELEASABLE_KINDS = ("segmentation", "joint", "joint_node", "vertical_node")
 
 
 @dataclass(frozen=True)
