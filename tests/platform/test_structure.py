@@ -108,3 +108,9 @@ def test_stored_values_are_unchanged() -> None:
                                                "running", "done", "failed"]
     assert [s.value for s in UploadStatus] == ["queued", "validating", "importing",
                                                "imported", "rejected", "failed"]
+
+
+def test_every_job_kind_has_a_name_for_messages() -> None:
+    from cipherseg.platform.routes.common import JOB_NOUNS
+
+    assert set(JOB_NOUNS) == set(JobKind)

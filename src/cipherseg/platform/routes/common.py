@@ -36,7 +36,7 @@ ACCOUNT_PAGE = "/account"
 #: What a job of each kind is called in messages.
 JOB_NOUNS = {JobKind.IMPORT: "import", JobKind.SEGMENTATION: "segmentation",
              JobKind.JOINT: "joint segmentation", JobKind.JOINT_NODE: "cross-node joint job",
-             JobKind.CAMPAIGN: "campaign"}
+             JobKind.VERTICAL_NODE: "vertical segmentation", JobKind.CAMPAIGN: "campaign"}
 
 
 def own_job_or_404(db: Any, owner: User, kind: JobKind, number: int) -> Job:
