@@ -36,7 +36,7 @@ def released_segmentation(platform: Any, names: tuple[str, ...] = ("Loyal", "Reg
     import io
 
     from cipherseg.platform.app import make_worker
-    from cipherseg.platform.services import save_upload
+    from cipherseg.platform.services.uploads import save_upload
 
     ctx = getattr(platform, "ctx", platform)
     with ctx.sessions() as s:

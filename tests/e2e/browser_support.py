@@ -142,7 +142,7 @@ def prepare_release(env: dict[str, str], customers: list[list[str]],
         User,
     )
     from cipherseg.platform.numbering import job_scope, next_number
-    from cipherseg.platform.services import save_upload
+    from cipherseg.platform.services.uploads import save_upload
 
     centroid = {"recency_days": 12.0, "frequency": 6.0, "monetary": 180.0}
     ctx = make_context(Settings(data_dir=Path(env["CIPHERSEG_DATA_DIR"])))

@@ -23,7 +23,7 @@ from cipherseg.platform.db import make_engine, make_sessionmaker
 from cipherseg.platform.migrate import upgrade
 from cipherseg.platform.models import Job, Role, User
 from cipherseg.platform.nodes.jobs import FEATURES, accept_invitation
-from cipherseg.platform.services import save_upload
+from cipherseg.platform.services.uploads import save_upload
 from cipherseg.platform.services.users import create_user
 from cipherseg.testing.joint_services import joint_services
 from cipherseg.testing.nodes import csv_bytes

@@ -21,7 +21,7 @@ from cipherseg.platform.models import (
     SegmentMember,
     Transaction,
 )
-from cipherseg.platform.services import customer_tables
+from cipherseg.platform.services.customers import customer_tables
 
 
 def _csv(header: list[str], rows: list[list[str]]) -> bytes:
