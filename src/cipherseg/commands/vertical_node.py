@@ -68,7 +68,8 @@ def join(
                                                 "numbers in E.164, say).")] = "phone",
     phone_region: Annotated[str | None, typer.Option(
         help="Read the ids as phone numbers of this region and match them in E.164 (as the "
-        "platform stores them: '13812345678' with CN is '+8613812345678').")] = None,
+        "platform stores them: '13812345678' with CN is '+8613812345678'); default: the "
+        "terms' phone_region, if they name one.")] = None,
     contact_seconds: Annotated[float, typer.Option(min=1.0)] = 60.0,
     ca_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     insecure_http: Annotated[bool, typer.Option(
@@ -100,6 +101,7 @@ def join(
         raise typer.BadParameter(str(exc)) from exc
     ids, rows = read_columns(data, id_column, columns)
     matched = ids
+    phone_region = phone_region or terms.context.get("phone_region")
     if phone_region is not None:
         from cipherseg.pii.masking import normalise_phone
 

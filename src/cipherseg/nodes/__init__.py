@@ -24,6 +24,13 @@ Modules: :mod:`~.wire` (paths, limits, errors), :mod:`~.terms` (what the nodes a
 services share: tokens, limits, routes), :mod:`~.centre_service`, :mod:`~.manager_service`,
 :mod:`~.client` and :mod:`~.owner` (a node's party driven over HTTP), :mod:`~.serve`.
 
+Protocol 4.5 (vertical k-means, issue 20) runs on the same services: :mod:`~.hosts` puts
+each protocol's host behind the one HTTP front (a session belongs to the protocol it was
+opened with), :mod:`~.vertical_terms`, :mod:`~.vertical_manager`, :mod:`~.vertical_centre`
+(which also relays the holders' PSI lists, since nodes accept no connections) and
+:mod:`~.vertical_holder` (a holder driven over HTTP: the platform's ``vertical_node`` job and
+``cipherseg vertical join``).
+
 Failure: every participant must keep polling (its pollers run beside its computation); a
 node silent for ``contact_timeout`` seconds, a refused message, a node's abort or an
 unreachable centre ends the session on both services, and every other node's next poll gets

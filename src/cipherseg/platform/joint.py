@@ -63,10 +63,12 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
+from cipherseg.platform.jobs import ProgressSink, enqueue
 from cipherseg.platform.models import (
     Customer,
     Job,
+    JobKind,
+    JobStatus,
     Role,
     Segment,
     SegmentMember,
@@ -75,15 +77,16 @@ from cipherseg.platform.models import (
 from cipherseg.platform.permissions import Permission
 from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segments import owner_view
-from cipherseg.platform.services import grants
+from cipherseg.platform.services import grants, releases
 
-JOB_KINDS.add("joint")
+#: The background job kinds this extension adds (``create_app`` registers them).
+job_kinds = (JobKind.JOINT,)
 
 JOINT_FEATURES = ("recency", "frequency", "monetary")
 DECIMALS = 2
 MAX_ITER = 100
 MAX_OWNERS = 7
-AWAITING = "awaiting"
+AWAITING = JobStatus.AWAITING
 
 
 def to_business_units(centroids: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -172,10 +175,10 @@ def create_joint_job(session: Session, creator: User, *, others: list[int], k: i
                       .limit(1)) is None:
         raise ValidationError("upload customers and their transactions first")
     window = window or TimeWindow()
-    job = enqueue(session, "joint", owner=creator, params={
+    job = enqueue(session, JobKind.JOINT, owner=creator, params={
         "k": k, "participants": [creator.id, *other_ids], "accepted": [creator.id],
         "features": list(JOINT_FEATURES), "window": window.to_dict(), "decimals": DECIMALS})
-    job.status, job.stage = AWAITING, "waiting for every owner to accept"
+    job.status, job.stage = AWAITING.value, "waiting for every owner to accept"
     audit.record(session, "joint_create", actor=creator, object_type="job", object_id=job.id,
                  ip=ip, detail={"k": k, "participants": [creator.id, *other_ids],
                                 "window": window.label()})
@@ -195,8 +198,8 @@ def accept_joint_job(session: Session, owner: User, job: Job, *,
     values: dict[str, Any] = {"params": params}
     ready = set(now_accepted) == set(participants(job))
     if ready:
-        values.update(status="queued", stage="queued")
-    res = session.execute(update(Job).where(Job.id == job.id, Job.status == AWAITING)
+        values.update(status=JobStatus.QUEUED.value, stage="queued")
+    res = session.execute(update(Job).where(Job.id == job.id, Job.status == AWAITING.value)
                           .values(**values))
     if res.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
@@ -308,8 +311,8 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
                "features": list(JOINT_FEATURES), "decimals": DECIMALS,
                "window": {**window.to_dict(), "label": window.label()}}
         s.execute(update(Job).where(Job.id == job_id).values(
-            status="done", progress=1.0, stage="done", result=res, finished_at=utcnow(),
-            heartbeat_at=utcnow()))
+            status=JobStatus.DONE.value, progress=1.0, stage="done", result=res,
+            finished_at=utcnow(), heartbeat_at=utcnow()))
         audit.record(s, "joint_finish", actor=creator, object_type="job", object_id=job_id,
                      detail={"customers": int(sizes.sum()), "k": k,
                              "n_iter": int(result.n_iter), "owners": len(owner_ids)})
@@ -331,14 +334,14 @@ nav = (("/owner/joint", "Joint segmentation", Permission.JOINT_RUN),
 
 
 def _visible_jobs(db: Session, owner_id: int) -> list[Job]:
-    jobs = db.scalars(select(Job).where(Job.kind == "joint").order_by(Job.id.desc())
+    jobs = db.scalars(select(Job).where(Job.kind == JobKind.JOINT.value).order_by(Job.id.desc())
                       .limit(500))
     return [j for j in jobs if owner_id in participants(j)][:50]
 
 
 def _participant_job(db: Session, owner_id: int, number: int) -> Job:
     """Joint segmentation ``number`` (numbered per kind: shared by its participants)."""
-    job = db.scalar(select(Job).where(Job.kind == "joint", Job.number == number))
+    job = db.scalar(select(Job).where(Job.kind == JobKind.JOINT.value, Job.number == number))
     if job is None or owner_id not in participants(job):
         raise HTTPException(404, "no such joint segmentation")
     return job
@@ -398,7 +401,7 @@ def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
     job = _participant_job(db, owner.id, number)
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
     own = 0
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         from sqlalchemy import func
 
         own = int(db.scalar(select(func.count()).select_from(SegmentMember).join(
@@ -409,7 +412,7 @@ def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
         db.commit()
     return render(request, ctx, "owner_joint.html", job=job, me=owner.id,
                   names=_names(db, participants(job)), accepted_ids=accepted(job),
-                  segments=owner_view(segments) if job.status == "done" else [],
+                  segments=owner_view(segments) if job.status == JobStatus.DONE else [],
                   own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k,
                   window_asked=TimeWindow.from_dict(job.params.get("window")).label(),
                   grants=grants.grant_rows(db, job.id), merchants=grants.merchant_accounts(db),
@@ -432,14 +435,13 @@ def joint_publish(request: Request, db: SessionDep, owner: JointRunner, number: 
     """Release the joint model's segments to the merchants ticked (the creating owner only;
     grants, like a single owner's release)."""
     job = _participant_job(db, owner.id, number)
-    if job.owner_id != owner.id:
-        raise HTTPException(403, "only the owner who created the joint job can release it")
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
+    except releases.NotJobOwner:
+        raise HTTPException(403, "only the owner who created the joint job can release it"
+                            ) from None
     except ValidationError as exc:
-        db.rollback()
         raise HTTPException(400, f"Not released: {exc}.") from None
-    db.commit()
     return redirect(f"/owner/joint/{job.number}?done=granted")
 
 
@@ -462,7 +464,7 @@ def joint_labels(request: Request, db: SessionDep, owner: JointRunner,
                  number: IdPath) -> Response:
     """This owner's own customers' labels (never another participant's)."""
     job = _participant_job(db, owner.id, number)
-    if job.status != "done":
+    if job.status != JobStatus.DONE:
         raise HTTPException(409, "the segmentation has not finished")
     audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
                  ip=client_ip(request))
@@ -487,7 +489,8 @@ def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
 
     min_size = ctx.settings.min_segment_size
     releases = merchant_releases(db, merchant, min_size=min_size,
-                                kinds=("joint", "joint_node", "vertical_node"))
+                                kinds=(JobKind.JOINT, JobKind.JOINT_NODE,
+                                       JobKind.VERTICAL_NODE))
     for row in releases:
         row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
             ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)
