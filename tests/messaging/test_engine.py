@@ -248,3 +248,33 @@ def test_next_batch_goes_out_before_the_answered_one_is_recorded(
     # Recording batch 1, batch 2 is already marked sending; recording batch 3, nothing is left.
     assert at_record[0] == {"sending": 8, "queued": 4}
     assert at_record[-1] == {"sending": 4, "delivered": 8}
+
+
+def test_each_customer_gets_the_text_of_their_segment_and_name(
+        store: SqlMessageStore, make_people: MakePeople) -> None:
+    """Texts are rendered once per (campaign, segment, first name) and reused; every customer
+    still gets their own segment's template with their own name, in each campaign."""
+    people = make_people(20)   # eight first names, repeated
+    engine = _engine(store, StaticRecipients(people), Clock(NOON_SHANGHAI), batch_size=7)
+    a = store.create_campaign("A", [CampaignSegment("s", "S", "A {{ first_name }} {{ opt_out }}"),
+                                    CampaignSegment("t", "T", "T {{ first_name }} {{ opt_out }}")],
+                              opt_out_text="STOP")
+    b = store.create_campaign("B", [CampaignSegment("s", "S", "B {{ first_name }} {{ opt_out }}")],
+                              opt_out_text="STOP")
+    engine.enqueue(a, {"s": people[:10], "t": people[10:]})
+    for cid in (a, b):
+        if cid == b:
+            engine.enqueue(b, {"s": people})
+        store.transition_campaign(cid, "sending", allowed_from=["draft"])
+        engine.run(cid, max_seconds=20)
+    m = store.t.messages
+    with store.engine.connect() as conn:
+        whose = {row.id: (row.campaign_id, row.segment_key, row.customer_ref)
+                 for row in conn.execute(select(m.c.id, m.c.campaign_id, m.c.segment_key,
+                                                m.c.customer_ref))}
+    names = {p.ref: p.first_name for p in people}
+    bodies = {whose[r["message_id"]]: r["body"] for r in OutboxGateway(store).messages()}
+    expected = {(a, "s" if int(ref[1:]) < 10 else "t", ref):
+                f"{'A' if int(ref[1:]) < 10 else 'T'} {names[ref]} STOP" for ref in names}
+    expected |= {(b, "s", ref): f"B {names[ref]} STOP" for ref in names}
+    assert bodies == expected

@@ -36,7 +36,7 @@ from cipherseg.nodes.client import ServiceClient
 from cipherseg.pii.keys import load_or_create_keyring
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform.demo_data import demo_rows
-from cipherseg.platform.models import Customer, Job, SegmentMember
+from cipherseg.platform.models import Customer, Job, JobKind, SegmentMember
 from cipherseg.platform.nodes.jobs import node_features
 from cipherseg.testing.joint_services import JointServices, joint_services
 from cipherseg.testing.nodes import NodeClient, NodeHandle, csv_bytes, platform_node
@@ -106,7 +106,7 @@ def mall_view(node: NodeHandle, number: int, terms: dict  # type: ignore[type-ar
                                      date.fromisoformat(terms["context"]["snapshot"]),
                                      int(terms["context"]["window_days"]))
             external = dict(s.execute(select(Customer.pseudonym, Customer.external_id)).all())
-            job_id = s.scalars(select(Job.id).where(Job.kind == "vertical_node",
+            job_id = s.scalars(select(Job.id).where(Job.kind == JobKind.VERTICAL_NODE.value,
                                                     Job.number == number)).one()
             labels = dict(s.execute(select(SegmentMember.pseudonym,
                                            SegmentMember.segment_index)

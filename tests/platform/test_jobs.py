@@ -7,9 +7,12 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from cipherseg.clock import utcnow
+from cipherseg.platform import jobs
+from cipherseg.platform.app import job_runners, register_job_kinds
 from cipherseg.platform.jobs import (
     ProgressSink,
     Worker,
@@ -18,7 +21,7 @@ from cipherseg.platform.jobs import (
     finish,
     requeue_stale,
 )
-from cipherseg.platform.models import Job, User
+from cipherseg.platform.models import Job, JobKind, User
 
 
 def _owner(platform):  # type: ignore[no-untyped-def]
@@ -127,3 +130,24 @@ def test_progress_is_throttled_but_forced_updates_land(splatform) -> None:  # ty
     with splatform.ctx.sessions() as s:
         assert s.get(Job, job_id).stage == "first"
     time.sleep(0)
+
+
+def test_an_unregistered_job_kind_is_refused_clearly(splatform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Job kinds are registered explicitly by create_app, not as a side effect of importing
+    an extension: before registration the queue refuses the kind and says why."""
+    monkeypatch.setattr(jobs, "_ACCEPTED", {JobKind.IMPORT, JobKind.SEGMENTATION})
+    owner = _owner(splatform)
+    with splatform.ctx.sessions() as s:
+        with pytest.raises(jobs.UnknownJobKind, match=r"'joint' is not registered.*create_app"):
+            enqueue(s, JobKind.JOINT, owner=owner, params={})
+        with pytest.raises(jobs.UnknownJobKind, match="unknown job kind 'jiont'; the kinds"):
+            enqueue(s, "jiont", owner=owner, params={})  # type: ignore[arg-type]
+        assert s.scalars(select(Job)).all() == []
+    assert register_job_kinds() == frozenset(JobKind)
+    with splatform.ctx.sessions() as s:
+        assert enqueue(s, JobKind.JOINT, owner=owner, params={}).kind == "joint"
+
+
+def test_every_job_kind_is_registered_with_a_runner(splatform) -> None:  # type: ignore[no-untyped-def]
+    assert set(job_runners(splatform.ctx)) == set(JobKind)
+    assert jobs.registered_kinds() == frozenset(JobKind)

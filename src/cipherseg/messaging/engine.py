@@ -99,6 +99,8 @@ _STAT_NAMES = {SendStatus.ACCEPTED: "accepted", SendStatus.DELIVERED: "delivered
                SendStatus.DOWN: "down", SendStatus.IN_DOUBT: "in_doubt"}
 
 _AUDIENCE_CHUNK = 500
+#: Distinct (campaign, segment, first name) texts kept (a few MB at most); then start over.
+_RENDER_CACHE = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +348,7 @@ class SendingEngine:
         self._down_streak = 0
         self._down_until: datetime | None = None
         self._reconciled: datetime | None = None
+        self._rendered: dict[tuple[int, str, str], tuple[str, SmsCount] | str] = {}
 
     # ------------------------------------------------------------------ queueing
     def enqueue(self, campaign_id: int, audiences: Mapping[str, Iterable[Recipient]], *,
@@ -394,7 +397,22 @@ class SendingEngine:
             return SendResult(SendStatus.IN_DOUBT, type(exc).__name__)
 
     def render(self, msg: ClaimedMessage, person: Recipient) -> tuple[str, SmsCount] | str:
-        """The text of one message and its length, or why it cannot be sent."""
+        """The text of one message and its length, or why it cannot be sent.
+
+        A text depends only on the segment and the first name (templates see nothing else
+        and their filters are pure), so it is rendered once per (campaign, segment, first
+        name): Jinja2 and counting the parts took ~120 µs a message on the worker's thread,
+        time the sending threads waited for the interpreter.
+        """
+        key = (msg.campaign_id, msg.segment_key, person.first_name or "")
+        done = self._rendered.get(key)
+        if done is None:
+            if len(self._rendered) >= _RENDER_CACHE:
+                self._rendered.clear()
+            done = self._rendered[key] = self._render(msg, person)
+        return done
+
+    def _render(self, msg: ClaimedMessage, person: Recipient) -> tuple[str, SmsCount] | str:
         prep = self._campaign(msg.campaign_id)
         camp = prep.campaign
         try:

@@ -42,9 +42,9 @@ from cipherseg.platform.deps import (
     PasswordChangeRequired,
     PlatformContext,
 )
-from cipherseg.platform.jobs import Runner, Worker
+from cipherseg.platform.jobs import Runner, Worker, register_kinds, registered_kinds
 from cipherseg.platform.migrate import current_revision, head_revision
-from cipherseg.platform.models import Role
+from cipherseg.platform.models import JobKind, Role
 from cipherseg.platform.permissions import Permission
 from cipherseg.platform.proxies import TrustedProxyHeaders, parse_trusted
 from cipherseg.platform.rotation import FileBackedVault
@@ -130,10 +130,12 @@ def make_context(settings: Settings) -> PlatformContext:
 
 #: Modules that extend the platform, one line each (e.g. the campaigns of
 #: ``cipherseg.messaging``). Each may define ``router`` (an ``APIRouter`` whose routes declare
-#: their permission with ``Allow``), ``runners(ctx) -> dict[kind, Runner]`` (background job
-#: kinds), ``nav`` (``((href, label, permission), ...)`` links appended to the navigation of
-#: users holding the permission), ``on_revoke(ctx, session, job_id, merchant)`` (called
-#: when a release grant is revoked: :func:`cipherseg.platform.services.grants.revoke`) and
+#: their permission with ``Allow``), ``job_kinds`` (the :class:`JobKind` s it adds, which
+#: ``create_app`` registers with the queue) and ``runners(ctx) -> dict[kind, Runner]`` (their
+#: background runners), ``nav`` (``((href, label, permission), ...)`` links appended to the
+#: navigation of users holding the permission), ``on_revoke(ctx, session, job_id,
+#: merchant)`` (called when a release grant is revoked:
+#: :func:`cipherseg.platform.services.grants.revoke`) and
 #: ``startup(ctx)`` (called when the server starts; must not block).
 PLATFORM_EXTENSIONS: tuple[str, ...] = (
     "cipherseg.platform.joint",
@@ -149,13 +151,20 @@ def _extensions() -> list[Any]:
     return [importlib.import_module(name) for name in PLATFORM_EXTENSIONS]
 
 
+def register_job_kinds() -> frozenset[JobKind]:
+    """Make the job queue accept the job kinds of the platform's extensions (each module's
+    ``job_kinds``); an extension's module defines them, nothing registers on import."""
+    register_kinds(kind for ext in _extensions() for kind in getattr(ext, "job_kinds", ()))
+    return registered_kinds()
+
+
 def job_runners(ctx: PlatformContext) -> dict[str, Runner]:
     """The worker's runner per job kind (the platform's and the extensions')."""
     from cipherseg.platform.segmentation import make_segmentation_runner
     from cipherseg.platform.services import make_import_runner
 
-    runners: dict[str, Runner] = {"import": make_import_runner(ctx),
-                                  "segmentation": make_segmentation_runner(ctx)}
+    runners: dict[str, Runner] = {JobKind.IMPORT: make_import_runner(ctx),
+                                  JobKind.SEGMENTATION: make_segmentation_runner(ctx)}
     for ext in _extensions():
         if hasattr(ext, "runners"):
             runners.update(ext.runners(ctx))
@@ -165,6 +174,7 @@ def job_runners(ctx: PlatformContext) -> dict[str, Runner]:
 def make_worker(ctx: PlatformContext, threads: int | None = None) -> Worker:
     """A worker bound to this context (not started)."""
     s = ctx.settings
+    register_job_kinds()
     return Worker(ctx.sessions, job_runners(ctx),
                   threads=s.worker_threads if threads is None else threads,
                   poll_seconds=s.worker_poll_seconds)
@@ -200,6 +210,7 @@ def create_app(settings: Settings | None = None, *, context: PlatformContext | N
     ctx = context or make_context(settings or Settings())
     install_log_redaction(ctx.settings.default_region)
     run_worker = ctx.settings.worker_threads > 0 if start_worker is None else start_worker
+    register_job_kinds()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

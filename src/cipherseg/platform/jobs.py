@@ -11,12 +11,12 @@ end sleeps this way: one row, one wake-up, no polling of its own).
 
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.migrate import upgrade
->>> from cipherseg.platform.models import Role
+>>> from cipherseg.platform.models import JobKind, Role
 >>> from cipherseg.platform.services.users import create_user
 >>> engine = make_engine("sqlite://"); upgrade(engine); factory = make_sessionmaker(engine)
 >>> with factory() as s:
 ...     owner = create_user(s, "mall", "a long passphrase", Role.OWNER)
-...     job = enqueue(s, "segmentation", owner=owner, params={"k": 3}); s.commit()
+...     job = enqueue(s, JobKind.SEGMENTATION, owner=owner, params={"k": 3}); s.commit()
 >>> job.number, claim_next(factory, "w1") == job.id, claim_next(factory, "w2")
 (1, True, None)
 """
@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,26 +38,47 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cipherseg.clock import utcnow
 from cipherseg.errors import CipherSegError
-from cipherseg.platform.models import Job, User
+from cipherseg.platform.models import Job, JobKind, JobStatus, User
 from cipherseg.platform.numbering import job_scope, next_number
 
 log = logging.getLogger("cipherseg.platform.jobs")
 
-#: Job kinds the queue accepts; extensions add theirs (``JOB_KINDS.add("campaign")``).
-JOB_KINDS = {"import", "segmentation"}
+#: The job kinds the queue accepts: its own two, and those ``create_app`` (and
+#: ``make_worker``) register for the platform's extensions with :func:`register_kinds`.
+_ACCEPTED: set[JobKind] = {JobKind.IMPORT, JobKind.SEGMENTATION}
 #: A job kind's runner: (job id, progress sink) -> None; raises to fail the job.
 Runner = Callable[[int, "ProgressSink"], None]
 
 
-def enqueue(session: Session, kind: str, *, owner: User, params: dict[str, Any],
+class UnknownJobKind(CipherSegError):
+    """A job of a kind nobody registered (or that does not exist) was queued."""
+
+
+def register_kinds(kinds: Iterable[JobKind | str]) -> None:
+    """Accept jobs of these kinds (:func:`cipherseg.platform.app.register_job_kinds`)."""
+    _ACCEPTED.update(JobKind(k) for k in kinds)
+
+
+def registered_kinds() -> frozenset[JobKind]:
+    """The job kinds the queue accepts now."""
+    return frozenset(_ACCEPTED)
+
+
+def enqueue(session: Session, kind: JobKind, *, owner: User, params: dict[str, Any],
             created_by: User | None = None, not_before: datetime | None = None,
             stage: str = "queued") -> Job:
     """Queue a job (flushes; the caller commits together with its audit event); with
     ``not_before`` no worker takes it before that time."""
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r}")
-    job = Job(kind=kind, number=next_number(session, job_scope(kind, owner.id)),
-              status="queued", progress=0.0, stage=stage[:128], owner_id=owner.id,
+    if kind not in {k.value for k in JobKind}:
+        raise UnknownJobKind(f"unknown job kind {kind!r}; the kinds are "
+                             f"{', '.join(k.value for k in JobKind)}")
+    kind = JobKind(kind)
+    if kind not in _ACCEPTED:
+        raise UnknownJobKind(
+            f"job kind {kind.value!r} is not registered: the platform registers its "
+            "extensions' job kinds in create_app (cipherseg.platform.app.register_job_kinds)")
+    job = Job(kind=kind.value, number=next_number(session, job_scope(kind, owner.id)),
+              status=JobStatus.QUEUED.value, progress=0.0, stage=stage[:128], owner_id=owner.id,
               created_by=(created_by or owner).id, params=params, not_before=not_before)
     session.add(job)
     session.flush()
@@ -73,16 +94,18 @@ def claim_next(factory: sessionmaker[Session], worker: str, *,
     now = now or utcnow()
     with factory() as s:
         busy_owners = set(s.scalars(select(Job.owner_id).where(
-            Job.status == "running", Job.kind == "import")))
+            Job.status == JobStatus.RUNNING.value, Job.kind == JobKind.IMPORT.value)))
         candidates = s.execute(select(Job.id, Job.kind, Job.owner_id).where(
-            Job.status == "queued", or_(Job.not_before.is_(None), Job.not_before <= now))
+            Job.status == JobStatus.QUEUED.value,
+            or_(Job.not_before.is_(None), Job.not_before <= now))
             .order_by(Job.id).limit(20)).all()
         for job_id, kind, owner_id in candidates:
-            if kind == "import" and owner_id in busy_owners:
+            if kind == JobKind.IMPORT and owner_id in busy_owners:
                 continue
-            res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
-                status="running", worker=worker[:64], started_at=now, heartbeat_at=now,
-                not_before=None, stage="starting"))
+            res = s.execute(update(Job).where(
+                Job.id == job_id, Job.status == JobStatus.QUEUED.value).values(
+                status=JobStatus.RUNNING.value, worker=worker[:64], started_at=now,
+                heartbeat_at=now, not_before=None, stage="starting"))
             s.commit()
             if res.rowcount == 1:  # type: ignore[attr-defined]
                 return int(job_id)
@@ -93,11 +116,13 @@ def requeue_stale(factory: sessionmaker[Session], stale_after: float) -> list[in
     """Put jobs whose worker stopped sending heartbeats back in the queue."""
     limit = utcnow() - timedelta(seconds=stale_after)
     with factory() as s:
-        ids = list(s.scalars(select(Job.id).where(Job.status == "running",
+        ids = list(s.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
                                                   Job.heartbeat_at < limit)))
         for job_id in ids:
-            s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
-                status="queued", stage="re-queued after a worker stopped", worker=None))
+            s.execute(update(Job).where(
+                Job.id == job_id, Job.status == JobStatus.RUNNING.value).values(
+                status=JobStatus.QUEUED.value, stage="re-queued after a worker stopped",
+                worker=None))
         s.commit()
     return ids
 
@@ -157,7 +182,7 @@ def defer(factory: sessionmaker[Session], job_id: int, *, until: datetime, stage
     ``until`` (its runner is called again then)."""
     with factory() as s:
         s.execute(update(Job).where(Job.id == job_id).values(
-            status="queued", not_before=until, worker=None, stage=stage[:128],
+            status=JobStatus.QUEUED.value, not_before=until, worker=None, stage=stage[:128],
             heartbeat_at=now or utcnow()))
         s.commit()
 
@@ -169,21 +194,22 @@ def wake(factory: sessionmaker[Session], job_ids: list[int], *,
         return 0
     now = now or utcnow()
     with factory() as s:
-        res = s.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "queued",
+        res = s.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value,
                                           Job.not_before > now).values(not_before=now))
         s.commit()
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def finish(factory: sessionmaker[Session], job_id: int, *, status: str,
+def finish(factory: sessionmaker[Session], job_id: int, *, status: JobStatus,
            result: dict[str, Any] | None = None, error: str | None = None,
            stage: str | None = None) -> None:
     """Mark a job done or failed."""
     with factory() as s:
-        values: dict[str, Any] = {"status": status, "finished_at": utcnow(),
+        status = JobStatus(status)
+        values: dict[str, Any] = {"status": status.value, "finished_at": utcnow(),
                                   "heartbeat_at": utcnow(),
-                                  "stage": stage or status}
-        if status == "done":
+                                  "stage": stage or status.value}
+        if status == JobStatus.DONE:
             values["progress"] = 1.0
         if result is not None:
             values["result"] = result
@@ -209,7 +235,7 @@ class _Heartbeat:
             try:
                 with self._sink._factory() as s:
                     s.execute(update(Job).where(Job.id == self._sink.job_id,
-                                                Job.status == "running")
+                                                Job.status == JobStatus.RUNNING.value)
                               .values(heartbeat_at=utcnow()))
                     s.commit()
             except Exception:  # the next beat will try again
@@ -265,7 +291,7 @@ class Worker:
             log.debug("job %s traceback:\n%s", job_id, traceback.format_exc())
             message = str(exc) if isinstance(exc, CipherSegError) else \
                 f"{type(exc).__name__}: the job failed; see the worker log"
-            finish(self.factory, job_id, status="failed", error=message)
+            finish(self.factory, job_id, status=JobStatus.FAILED, error=message)
         finally:
             beat.stop()
         return job_id

@@ -12,6 +12,8 @@ too on SQLite, PostgreSQL and MariaDB.
 ['admin', 'centre', 'merchant', 'operator', 'owner']
 >>> [s.value for s in RequestStatus]
 ['pending', 'approved', 'declined', 'withdrawn']
+>>> JobKind("segmentation") is JobKind.SEGMENTATION, JobStatus.DONE == "done"
+(True, True)
 >>> AuditEvent.__tablename__
 'audit_events'
 """
@@ -59,6 +61,52 @@ class Role(enum.StrEnum):
     MERCHANT = "merchant"
     CENTRE = "centre"
     OPERATOR = "operator"
+
+
+class JobKind(enum.StrEnum):
+    """What a :class:`Job` does; each kind has a runner registered in ``create_app``
+    (:func:`cipherseg.platform.app.job_runners`). The values are stored in ``jobs.kind``."""
+
+    IMPORT = "import"
+    SEGMENTATION = "segmentation"
+    JOINT = "joint"
+    JOINT_NODE = "joint_node"
+    VERTICAL_NODE = "vertical_node"
+    CAMPAIGN = "campaign"
+
+
+class JobStatus(enum.StrEnum):
+    """Where a :class:`Job` is: waiting, being run by a worker, finished or failed."""
+
+    #: A joint job waiting for every participant's consent (no worker claims it).
+    AWAITING = "awaiting"
+    #: A vertical job a merchant's node asked for, waiting for the owner's decision
+    #: (no worker claims it); ``declined`` when the owner says no.
+    REQUESTED = "requested"
+    DECLINED = "declined"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+#: A job that is not finished yet (queued, or being run).
+JOB_PENDING = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class UploadStatus(enum.StrEnum):
+    """Where an :class:`Upload` is; ``imported``, ``rejected`` and ``failed`` are final."""
+
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    IMPORTING = "importing"
+    IMPORTED = "imported"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+#: The statuses after which an upload no longer changes.
+UPLOAD_FINISHED = (UploadStatus.IMPORTED, UploadStatus.REJECTED, UploadStatus.FAILED)
 
 
 ROLE_TITLES = {
@@ -217,7 +265,7 @@ class Upload(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     stored_path: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.QUEUED.value)
     rows_total: Mapped[int] = mapped_column(Integer, default=0)
     rows_done: Mapped[int] = mapped_column(Integer, default=0)
     n_errors: Mapped[int] = mapped_column(Integer, default=0)
@@ -265,9 +313,9 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
-    stage: Mapped[str] = mapped_column(String(128), default="queued")
+    stage: Mapped[str] = mapped_column(String(128), default=JobStatus.QUEUED.value)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -26,7 +26,7 @@ from cipherseg.pii.keys import PiiKeyring, load_or_create_keyring, write_secret_
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
-from cipherseg.platform.models import Customer, Job, Transaction
+from cipherseg.platform.models import Customer, Job, JobKind, JobStatus, Transaction
 
 
 class FileBackedVault(PiiVault):
@@ -150,8 +150,8 @@ def rotate_pii_key(settings: Settings, engine: Engine, *, batch: int = 1000,
                 if vault.key_id_of(blob) != new_ring.active_id:
                     leftover += 1
     with factory() as s:
-        importing = s.scalar(select(Job.id).where(Job.status == "running",
-                                                  Job.kind == "import").limit(1))
+        importing = s.scalar(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
+                                                  Job.kind == JobKind.IMPORT.value).limit(1))
     # An import that encrypted rows before the new key appeared may still commit them:
     # keep the old keys until a later run finds nothing left under them.
     retired = leftover == 0 and importing is None

@@ -52,6 +52,8 @@ from cipherseg.platform.jobs import ProgressSink, enqueue, finish
 from cipherseg.platform.models import (
     Customer,
     Job,
+    JobKind,
+    JobStatus,
     Role,
     Segment,
     SegmentMember,
@@ -111,7 +113,7 @@ def start_segmentation(ctx: PlatformContext, session: Session, owner: User, *, k
         params["top_categories"] = top_categories
     if request_id is not None:
         params["request_id"] = request_id
-    job = enqueue(session, "segmentation", owner=owner, params=params)
+    job = enqueue(session, JobKind.SEGMENTATION, owner=owner, params=params)
     audit.record(session, "job_start", actor=owner, object_type="job", object_id=job.id, ip=ip,
                  detail={"number": job.number, **{**params, "k": k or "choose",
                                                    "window": window.label()}})
@@ -347,7 +349,7 @@ def make_segmentation_runner(ctx: PlatformContext) -> Any:
             if choice is not None:
                 outcome["choose_k"] = choice.to_dict()
             s.execute(update(Job).where(Job.id == job_id).values(
-                status="done", progress=1.0, stage="done", result=outcome,
+                status=JobStatus.DONE.value, progress=1.0, stage="done", result=outcome,
                 finished_at=utcnow(), heartbeat_at=utcnow()))
             audit.record(s, "job_finish", actor=owner, object_type="job", object_id=job_id,
                          detail={"customers": len(table), "k": k,
@@ -384,7 +386,7 @@ def audited_runner(ctx: PlatformContext, run: Any) -> Any:
                              object_id=job_id, detail={"error": type(exc).__name__})
                 s.commit()
             if isinstance(exc, ValidationError):
-                finish(ctx.sessions, job_id, status="failed", error=str(exc))
+                finish(ctx.sessions, job_id, status=JobStatus.FAILED, error=str(exc))
                 return
             raise
 

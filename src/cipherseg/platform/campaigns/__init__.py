@@ -24,7 +24,8 @@ from cipherseg.platform.campaigns.service import stop_revoked_campaigns
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.permissions import Permission
 
-jobs.JOB_KINDS.add(JOB_KIND)
+#: The background job kinds this extension adds (``create_app`` registers them).
+job_kinds = (JOB_KIND,)
 
 nav = (
     ("/merchant/campaigns", "Campaigns", Permission.CAMPAIGN_CREATE),

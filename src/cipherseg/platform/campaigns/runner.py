@@ -32,11 +32,11 @@ from cipherseg.platform.campaigns.context import campaign_settings, store_for
 from cipherseg.platform.campaigns.recipients import PlatformRecipients
 from cipherseg.platform.campaigns.status import waiting_sentence, when
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job
+from cipherseg.platform.models import Job, JobKind, JobStatus
 
 log = logging.getLogger("cipherseg.platform.campaigns")
 
-JOB_KIND = "campaign"
+JOB_KIND = JobKind.CAMPAIGN
 #: Waits up to this long happen inside the job; longer ones put the job to sleep in its row.
 SHORT_WAIT = timedelta(seconds=3)
 #: When nothing is due but messages are in flight (reports awaited), look again after this.
@@ -93,7 +93,7 @@ def wake_waiting_jobs(ctx: PlatformContext, *, now: datetime | None = None) -> i
     now = now or utcnow()
     with ctx.sessions() as s:
         ids = list(s.scalars(select(Job.id).where(Job.kind == JOB_KIND,
-                                                  Job.status == "queued",
+                                                  Job.status == JobStatus.QUEUED.value,
                                                   Job.not_before > now)))
     return jobs.wake(ctx.sessions, ids, now=now)
 
@@ -117,7 +117,7 @@ def make_campaign_runner(ctx: PlatformContext, *,
         camp = store.campaign(cid)
         now = clock()
         if stop_if_revoked(ctx, camp):
-            jobs.finish(ctx.sessions, job_id, status="done", stage="release revoked")
+            jobs.finish(ctx.sessions, job_id, status=JobStatus.DONE, stage="release revoked")
             return
         if camp.status == "scheduled":
             if camp.scheduled_at is not None and camp.scheduled_at > now + SHORT_WAIT:
@@ -132,7 +132,8 @@ def make_campaign_runner(ctx: PlatformContext, *,
             store.transition_campaign(cid, "sending", allowed_from=["approved", "starting"],
                                       now=now)
         elif camp.status != "sending":
-            jobs.finish(ctx.sessions, job_id, status="done", stage=f"campaign {camp.status}")
+            jobs.finish(ctx.sessions, job_id, status=JobStatus.DONE,
+                        stage=f"campaign {camp.status}")
             return
         store.release_holds(cid, now=now)
         engine = make_engine(ctx, f"campaign-job-{job_id}", clock=clock)
@@ -171,7 +172,7 @@ def make_campaign_runner(ctx: PlatformContext, *,
                 return
         finally:
             engine.close()
-        jobs.finish(ctx.sessions, job_id, status="done", stage=f"campaign {status}",
+        jobs.finish(ctx.sessions, job_id, status=JobStatus.DONE, stage=f"campaign {status}",
                     result={"campaign_id": cid, **store.state_counts(cid)})
 
     return run

@@ -61,7 +61,7 @@ from cipherseg.platform.campaigns.context import configure as configure  # the s
 from cipherseg.platform.campaigns.recipients import PlatformRecipients, WithExtra
 from cipherseg.platform.campaigns.runner import JOB_KIND, make_engine
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job, User
+from cipherseg.platform.models import JOB_PENDING, Job, JobStatus, User
 from cipherseg.platform.services import grants
 
 log = logging.getLogger("cipherseg.platform.campaigns")
@@ -236,7 +236,7 @@ def stop_revoked_campaigns(ctx: PlatformContext, db: Session, job_id: int,
         status = store.cancel(camp.id, allowed_from=CANCELLABLE,
                               reason="release revoked by the data owner")
         job = active_job(db, camp.id)
-        if job is not None and job.status == "queued":
+        if job is not None and job.status == JobStatus.QUEUED:
             job.not_before = None      # a sleeping job wakes, sees the cancellation, ends
         if status is not None:
             audit.record(db, audit.AuditAction.CAMPAIGN_STOPPED, actor=None,
@@ -262,7 +262,7 @@ def stop_if_revoked(ctx: PlatformContext, camp: Campaign) -> bool:
 def active_job(db: Session, campaign_id: int) -> Job | None:
     """The queued (possibly sleeping) or running sending job of a campaign, if any."""
     for job in db.scalars(select(Job).where(Job.kind == JOB_KIND,
-                                            Job.status.in_(["queued", "running"]))):
+                                            Job.status.in_([s.value for s in JOB_PENDING]))):
         if (job.params or {}).get("campaign_id") == campaign_id:
             return job
     return None
@@ -276,7 +276,7 @@ def start_sending(db: Session, campaign_id: int, user: User, *,
     if job is None:
         job = jobs.enqueue(db, JOB_KIND, owner=user, params={"campaign_id": campaign_id},
                            not_before=not_before)
-    elif job.status == "queued":
+    elif job.status == JobStatus.QUEUED:
         job.not_before = not_before
     return job
 
@@ -373,7 +373,7 @@ def cancel(ctx: PlatformContext, db: Session, user: User, camp: Campaign, *,
     if status is None:
         raise ValidationError("this campaign has already finished; nothing was cancelled")
     job = active_job(db, camp.id)
-    if job is not None and job.status == "queued":
+    if job is not None and job.status == JobStatus.QUEUED:
         job.not_before = None          # let the sleeping job see the cancellation and end
     audit.record(db, audit.AuditAction.CAMPAIGN_CANCEL, actor=user, object_type="campaign",
                  object_id=camp.id, ip=ip, detail={"status": status})

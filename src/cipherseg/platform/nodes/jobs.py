@@ -44,12 +44,20 @@ from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
 from cipherseg.platform.core.config import Settings
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
-from cipherseg.platform.models import Customer, Job, Segment, SegmentMember, User
+from cipherseg.platform.jobs import ProgressSink, enqueue
+from cipherseg.platform.models import (
+    JOB_PENDING,
+    Customer,
+    Job,
+    JobKind,
+    JobStatus,
+    Segment,
+    SegmentMember,
+    User,
+)
 from cipherseg.transport.tokens import OWNER_NAME, read_token_file
 
-KIND = "joint_node"
-JOB_KINDS.add(KIND)
+KIND = JobKind.JOINT_NODE
 FEATURES = ("recency", "frequency", "monetary")
 DECIMALS = 2
 MAX_ITER = 100
@@ -234,7 +242,7 @@ def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
     job here then fails with the reason; a queued one fails at once). Commits."""
     from cipherseg.nodes.client import ServiceClient
 
-    if job.status not in ("queued", "running"):
+    if job.status not in JOB_PENDING:
         raise ValidationError(f"this joint job is {job.status}; only a queued or running one "
                               "can be left")
     cfg = node_config(ctx.settings)
@@ -252,8 +260,8 @@ def leave_job(ctx: PlatformContext, db: Session, owner: User, job: Job) -> None:
             client.abort(session, reason)  # best effort: a session not opened there is fine
         finally:
             client.close()
-    db.execute(update(Job).where(Job.id == job.id, Job.status == "queued").values(
-        status="failed", stage="failed", error=f"{reason}; nothing is released",
+    db.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED.value).values(
+        status=JobStatus.FAILED.value, stage="failed", error=f"{reason}; nothing is released",
         finished_at=utcnow()))
     audit.record(db, "job_failed", actor=owner, object_type="job", object_id=job.id,
                  detail={"error": "left"})
@@ -357,8 +365,8 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
             "where": f"this node's owner party; manager {cfg.manager_url}, centre "
                      f"{cfg.centre_url}"}
         s.execute(update(Job).where(Job.id == job_id).values(
-            status="done", progress=1.0, stage="done", result=result, finished_at=utcnow(),
-            heartbeat_at=utcnow()))
+            status=JobStatus.DONE.value, progress=1.0, stage="done", result=result,
+            finished_at=utcnow(), heartbeat_at=utcnow()))
         owner = s.get(User, owner_id)
         audit.record(s, "joint_finish", actor=owner, object_type="job", object_id=job_id,
                      detail={"customers": len(members), "k": k, "n_iter": outcome.n_iter,

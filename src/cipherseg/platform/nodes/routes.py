@@ -38,7 +38,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Job, Segment, User
+from cipherseg.platform.models import Job, JobStatus, Segment, User
 from cipherseg.platform.nodes.jobs import (
     KIND,
     accept_invitation,
@@ -49,9 +49,9 @@ from cipherseg.platform.nodes.jobs import (
     review_invitation,
 )
 from cipherseg.platform.permissions import Permission
-from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.routes.common import own_job_or_404, redirect, render
 from cipherseg.platform.segments import owner_view, views_as_dicts
-from cipherseg.platform.services import grants
+from cipherseg.platform.services import grants, releases
 
 router = APIRouter(include_in_schema=False)
 nav = (("/owner/nodes", "Joint across organisations", Permission.JOINT_RUN),)
@@ -112,11 +112,7 @@ def _job_out(db: Session, job: Job) -> NodeJobOut:
 
 
 def _own_job(db: Session, owner: User, number: int) -> Job:
-    job = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == owner.id,
-                                      Job.number == number))
-    if job is None:
-        raise HTTPException(404, "no such cross-node joint job")
-    return job
+    return own_job_or_404(db, owner, KIND, number)
 
 
 def _bad(exc: ValidationError) -> HTTPException:
@@ -184,7 +180,7 @@ def api_jobs(db: SessionDep, owner: JointRunner) -> list[NodeJobOut]:
 def api_job(request: Request, db: SessionDep, owner: JointRunner, number: IdPath
             ) -> NodeJobOut:
     job = _own_job(db, owner, number)
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
         db.commit()
@@ -196,11 +192,9 @@ def api_publish(request: Request, db: SessionDep, owner: SegmentReleaser, number
                 body: PublishIn) -> NodeJobOut:
     job = _own_job(db, owner, number)
     try:
-        grants.grant(db, owner, job, body.merchants, ip=client_ip(request))
+        releases.publish(db, owner, job, body.merchants, ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         raise _bad(exc) from None
-    db.commit()
     return _job_out(db, job)
 
 
@@ -315,9 +309,7 @@ def node_job_publish(request: Request, db: SessionDep, owner: SegmentReleaser, n
     """Release this node's copy of the model to the merchants ticked (this node's grants)."""
     job = _own_job(db, owner, number)
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         raise HTTPException(400, f"Not released: {exc}.") from None
-    db.commit()
     return redirect(f"/owner/nodes/{job.number}?done=granted")

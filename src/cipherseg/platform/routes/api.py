@@ -36,14 +36,15 @@ from cipherseg.platform.deps import (
     UserManager,
     client_ip,
 )
-from cipherseg.platform.models import Customer, Job, Role, Segment, Upload, User
+from cipherseg.platform.models import Customer, Job, JobKind, JobStatus, Role, Segment, Upload, User
 from cipherseg.platform.permissions import PERMISSIONS, Permission
 from cipherseg.platform.routes.auth import set_session_cookie
+from cipherseg.platform.routes.common import own_job_or_404
 from cipherseg.platform.routes.views import merchant_releases, operator_releases
 from cipherseg.platform.security import open_session
 from cipherseg.platform.segmentation import FEATURES, start_segmentation
 from cipherseg.platform.segments import owner_view, views_as_dicts
-from cipherseg.platform.services import erase_customer, grants, save_upload
+from cipherseg.platform.services import erase_customer, grants, releases, save_upload
 from cipherseg.platform.services import permissions as matrix_service
 from cipherseg.platform.services import requests as requests_service
 from cipherseg.platform.services.users import (
@@ -487,7 +488,7 @@ def customers_erase(request: Request, ctx: ContextDep, customer_id: IdPath, db: 
 def jobs_list(db: SessionDep, owner: SegmentRunner) -> list[JobOut]:
     """The owner's segmentations, newest first."""
     return [_job_out(db, j) for j in db.scalars(
-        select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation")
+        select(Job).where(Job.owner_id == owner.id, Job.kind == JobKind.SEGMENTATION.value)
         .order_by(Job.id.desc()).limit(100))]
 
 
@@ -506,19 +507,11 @@ def jobs_create(request: Request, ctx: ContextDep, body: JobCreate, db: SessionD
     return _job_out(db, job)
 
 
-def _own_job(db: SessionDep, owner: User, number: int) -> Job:
-    job = db.scalar(select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation",
-                                      Job.number == number))
-    if job is None:
-        raise HTTPException(404, "no such segmentation")
-    return job
-
-
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def jobs_get(request: Request, job_id: IdPath, db: SessionDep, owner: SegmentRunner) -> JobOut:
     """A segmentation's status and (owner view) segments, by the owner's number."""
-    job = _own_job(db, owner, job_id)
-    if job.status == "done":
+    job = own_job_or_404(db, owner, JobKind.SEGMENTATION, job_id)
+    if job.status == JobStatus.DONE:
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
         db.commit()
@@ -530,15 +523,13 @@ def jobs_publish(request: Request, job_id: IdPath, body: PublishIn, db: SessionD
                  owner: SegmentReleaser) -> JobOut:
     """Release a finished segmentation to the named merchants (grants; audited). Granting
     again to a merchant that has it changes nothing."""
-    job = _own_job(db, owner, job_id)
-    if job.status != "done":
+    job = own_job_or_404(db, owner, JobKind.SEGMENTATION, job_id)
+    if job.status != JobStatus.DONE:
         raise HTTPException(409, "only a finished segmentation can be released")
     try:
-        grants.grant(db, owner, job, body.merchants, ip=client_ip(request))
+        releases.publish(db, owner, job, body.merchants, ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         raise _bad_request(exc) from None
-    db.commit()
     return _job_out(db, job)
 
 
@@ -548,7 +539,7 @@ def releases_revoke(request: Request, ctx: ContextDep, job_id: IdPath,
                     owner: SegmentReleaser) -> Response:
     """Revoke the release of the owner's segmentation ``job_id`` to merchant ``name``: the
     merchant no longer sees it and its campaigns' queued messages are not sent."""
-    job = _own_job(db, owner, job_id)
+    job = own_job_or_404(db, owner, JobKind.SEGMENTATION, job_id)
     try:
         grants.revoke(ctx, db, owner, job, name, ip=client_ip(request))
     except LookupError:
@@ -678,7 +669,7 @@ def request_counts(db: SessionDep, _operator: AudienceViewer) -> RequestCountsOu
 def centre_jobs(db: SessionDep, _centre: CentreScheduleViewer) -> list[CentreJobOut]:
     """The public schedule of segmentation jobs (sizes and status)."""
     out = []
-    for j in db.scalars(select(Job).where(Job.kind == "segmentation")
+    for j in db.scalars(select(Job).where(Job.kind == JobKind.SEGMENTATION.value)
                         .order_by(Job.id.desc()).limit(100)):
         r = j.result or {}
         out.append(CentreJobOut(id=j.id, status=j.status, k=j.params.get("k"),

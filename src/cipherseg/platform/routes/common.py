@@ -7,14 +7,15 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlparse
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cipherseg.analytics.window import TimeWindow
 from cipherseg.errors import ValidationError
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import ROLE_TITLES, User
+from cipherseg.platform.models import ROLE_TITLES, Job, JobKind, User
 from cipherseg.platform.permissions import Permission
+from cipherseg.platform.services.jobs import own_job
 
 #: Navigation links and the permission each needs; a user sees the links their role's
 #: permissions allow, in this order (extensions append theirs: ``app.create_app``).
@@ -32,6 +33,19 @@ NAV: list[tuple[str, str, Permission]] = [
     ("/admin/audit", "Audit log", Permission.AUDIT_READ),
 ]
 ACCOUNT_PAGE = "/account"
+#: What a job of each kind is called in messages.
+JOB_NOUNS = {JobKind.IMPORT: "import", JobKind.SEGMENTATION: "segmentation",
+             JobKind.JOINT: "joint segmentation", JobKind.JOINT_NODE: "cross-node joint job",
+             JobKind.VERTICAL_NODE: "vertical segmentation", JobKind.CAMPAIGN: "campaign"}
+
+
+def own_job_or_404(db: Any, owner: User, kind: JobKind, number: int) -> Job:
+    """``owner``'s job of ``kind`` numbered ``number``; 404 when there is none (another
+    owner's number finds nothing either)."""
+    job = own_job(db, owner, kind, number)
+    if job is None:
+        raise HTTPException(404, f"no such {JOB_NOUNS[kind]}")
+    return job
 
 
 def nav_for(permissions: Set[Permission]) -> list[tuple[str, str]]:

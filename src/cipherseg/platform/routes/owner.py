@@ -33,8 +33,11 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.k_chart import choose_k_chart
 from cipherseg.platform.models import (
+    UPLOAD_FINISHED,
     Customer,
     Job,
+    JobKind,
+    JobStatus,
     Segment,
     SegmentMember,
     Transaction,
@@ -42,13 +45,14 @@ from cipherseg.platform.models import (
     UploadError,
     User,
 )
-from cipherseg.platform.routes.common import parse_window, redirect, render
+from cipherseg.platform.routes.common import own_job_or_404, parse_window, redirect, render
 from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import (
     erase_customer,
     error_report,
     grants,
+    releases,
     save_upload,
     upload_job_id,
 )
@@ -136,7 +140,7 @@ def _own_upload(db: SessionDep, owner_id: int, number: int) -> Upload:
 def _upload_context(db: SessionDep, up: Upload, errors_offset: int = 0) -> dict[str, Any]:
     job_id = upload_job_id(db, up.id)
     job = db.get(Job, job_id) if job_id else None
-    finished = up.status in ("imported", "rejected", "failed")
+    finished = up.status in UPLOAD_FINISHED
     percent = 100.0 if finished else (job.progress * 100 if job else 0.0)
     preview: list[UploadError] = []
     listed = 0
@@ -220,7 +224,7 @@ def _jobs_page(request: Request, ctx: ContextDep, db: SessionDep, owner: User, *
                status_code: int = 200, error: str | None = None,
                form: dict[str, Any] | None = None) -> Response:
     jobs = list(db.scalars(select(Job).where(Job.owner_id == owner.id,
-                                             Job.kind == "segmentation")
+                                             Job.kind == JobKind.SEGMENTATION.value)
                            .order_by(Job.id.desc()).limit(50)))
     released = {j.id: grants.grantees(db, j.id) for j in jobs}
     return render(request, ctx, "owner_jobs.html", status_code=status_code, error=error,
@@ -276,19 +280,15 @@ def _whole(value: str, what: str) -> int:
 
 def own_segmentation(db: SessionDep, owner: User, number: int) -> Job:
     """The owner's segmentation number ``number`` (404 otherwise)."""
-    job = db.scalar(select(Job).where(Job.owner_id == owner.id, Job.kind == "segmentation",
-                                      Job.number == number))
-    if job is None:
-        raise HTTPException(404, "no such segmentation")
-    return job
+    return own_job_or_404(db, owner, JobKind.SEGMENTATION, number)
 
 
 def _job_context(ctx: ContextDep, db: SessionDep, job: Job) -> dict[str, Any]:
     segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
-    choice = (job.result or {}).get("choose_k") if job.status == "done" else None
+    choice = (job.result or {}).get("choose_k") if job.status == JobStatus.DONE else None
     return {"job": job, "k_chart": Markup(choose_k_chart(choice)) if choice else None,
             "window_asked": TimeWindow.from_dict(job.params.get("window")).label(),
-            "segments": owner_view(segments) if job.status == "done" else [],
+            "segments": owner_view(segments) if job.status == JobStatus.DONE else [],
             "min_size": ctx.settings.min_segment_size, "grants": grants.grant_rows(db, job.id),
             "merchants": grants.merchant_accounts(db),
             "granted": set(grants.grantees(db, job.id))}
@@ -299,7 +299,7 @@ def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRu
              number: IdPath) -> Response:
     """A segmentation's live progress and, when done, its segments and releases."""
     job = own_segmentation(db, owner, number)
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
                      ip=client_ip(request))
         db.commit()
@@ -321,12 +321,10 @@ def job_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: Segmen
     """Release a finished segmentation to the merchants ticked (grants, audited)."""
     job = own_segmentation(db, owner, number)
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         return render(request, ctx, "owner_job.html", status_code=400,
                       error=f"Not released: {exc}.", **_job_context(ctx, db, job))
-    db.commit()
     return redirect(f"/owner/jobs/{job.number}?done=granted")
 
 
@@ -347,7 +345,7 @@ def job_labels(request: Request, ctx: ContextDep, db: SessionDep, owner: Segment
                number: IdPath) -> Response:
     """Labels per pseudonymised customer (the owner's own data; audited export)."""
     job = own_segmentation(db, owner, number)
-    if job.status != "done":
+    if job.status != JobStatus.DONE:
         raise HTTPException(409, "the segmentation has not finished")
     audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
                  ip=client_ip(request))

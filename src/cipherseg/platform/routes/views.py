@@ -24,7 +24,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Job, Segment, User
+from cipherseg.platform.models import Job, JobKind, Segment, User
 from cipherseg.platform.routes.common import render
 from cipherseg.platform.segments import SegmentView, release_view
 from cipherseg.platform.services import grants
@@ -73,7 +73,7 @@ def merchant_segments(request: Request, ctx: ContextDep, db: SessionDep,
                       merchant: ReleaseViewer) -> Response:
     """Segments released to this merchant, with profiles (sizes ≥ the minimum)."""
     min_size = ctx.settings.min_segment_size
-    data = merchant_releases(db, merchant, min_size=min_size, kinds=("segmentation",))
+    data = merchant_releases(db, merchant, min_size=min_size, kinds=(JobKind.SEGMENTATION,))
     audit.record(db, "result_view", actor=merchant, object_type="releases",
                  object_id=",".join(str(r["job"].id) for r in data)[:64] or None,
                  ip=client_ip(request))

@@ -28,7 +28,17 @@ from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.jobs import ProgressSink, enqueue, finish
-from cipherseg.platform.models import Base, Customer, Job, Upload, UploadError, User
+from cipherseg.platform.models import (
+    Base,
+    Customer,
+    Job,
+    JobKind,
+    JobStatus,
+    Upload,
+    UploadError,
+    UploadStatus,
+    User,
+)
 from cipherseg.platform.numbering import next_number, upload_scope
 from cipherseg.platform.uploads import (
     KINDS,
@@ -75,10 +85,10 @@ def save_upload(ctx: PlatformContext, session: Session, owner: User, kind: str,
         raise
     up = Upload(owner_id=owner.id, number=next_number(session, upload_scope(owner.id)),
                 kind=kind, filename=name, sha256=digest.hexdigest(), size_bytes=size,
-                stored_path=str(path), status="queued")
+                stored_path=str(path), status=UploadStatus.QUEUED.value)
     session.add(up)
     session.flush()
-    job = enqueue(session, "import", owner=owner, params={"upload_id": up.id})
+    job = enqueue(session, JobKind.IMPORT, owner=owner, params={"upload_id": up.id})
     audit.record(session, "upload", actor=owner, object_type="upload", object_id=up.id, ip=ip,
                  detail={"kind": kind, "bytes": size, "sha256": up.sha256[:16], "job": job.id},
                  region=ctx.settings.default_region)
@@ -96,7 +106,7 @@ def spreadsheet_limits(ctx: PlatformContext) -> SpreadsheetLimits:
 
 def upload_job_id(session: Session, upload_id: int) -> int | None:
     """The import job of an upload."""
-    for job in session.scalars(select(Job).where(Job.kind == "import")
+    for job in session.scalars(select(Job).where(Job.kind == JobKind.IMPORT.value)
                                .order_by(Job.id.desc())):
         if job.params.get("upload_id") == upload_id:
             return job.id
@@ -153,7 +163,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                 raise UploadFileError("the uploaded file is gone (already processed?); "
                                       "upload it again")
             total = count_rows(path, kind)
-            set_upload(status="validating", rows_total=total, rows_done=0)
+            set_upload(status=UploadStatus.VALIDATING.value, rows_total=total, rows_done=0)
 
             def upload_progress(session: Session, fraction: float, stage: str) -> None:
                 session.execute(update(Upload).where(Upload.id == upload_id).values(
@@ -168,7 +178,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                     lambda n: sink.update(0.6 * min(1.0, n / max(total, 1)), "validating"))
                 if summary.has_errors:
                     store_errors(factory, upload_id, summary.errors, summary.counts)
-                    set_upload(status="rejected", rows_total=summary.rows,
+                    set_upload(status=UploadStatus.REJECTED.value, rows_total=summary.rows,
                                rows_done=summary.rows, n_errors=summary.n_bad_rows,
                                finished_at=utcnow(),
                                message=f"{summary.n_bad_rows} of {summary.rows} rows have "
@@ -179,19 +189,20 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                                      detail={"bad_rows": summary.n_bad_rows,
                                              "rows": summary.rows})
                         s2.commit()
-                    finish(factory, job_id, status="done", stage="rejected",
-                           result={"upload_id": upload_id, "status": "rejected",
+                    finish(factory, job_id, status=JobStatus.DONE, stage="rejected",
+                           result={"upload_id": upload_id, "status": UploadStatus.REJECTED.value,
                                    "bad_rows": summary.n_bad_rows})
                     return
                 s.rollback()  # end the read snapshot before writing (SQLite)
                 sink.update(0.6, f"importing {summary.rows} rows", force=True)
-                set_upload(status="importing", rows_done=0)
+                set_upload(status=UploadStatus.IMPORTING.value, rows_done=0)
                 with sink.pause_if_sqlite():
                     counts = importer.apply(
                         lambda n: sink.update(0.6 + 0.4 * min(1.0, n / max(total, 1)),
                                               f"importing {summary.rows} rows"))
                     s.execute(update(Upload).where(Upload.id == upload_id).values(
-                        status="imported", rows_total=summary.rows, rows_done=summary.rows,
+                        status=UploadStatus.IMPORTED.value, rows_total=summary.rows,
+                        rows_done=summary.rows,
                         n_inserted=counts.inserted, n_updated=counts.updated,
                         n_unchanged=counts.unchanged, finished_at=utcnow(),
                         message=f"{counts.inserted} new, {counts.updated} updated, "
@@ -202,21 +213,22 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                                          "updated": counts.updated,
                                          "unchanged": counts.unchanged})
                     s.commit()
-            finish(factory, job_id, status="done", stage="imported",
-                   result={"upload_id": upload_id, "status": "imported",
+            finish(factory, job_id, status=JobStatus.DONE, stage="imported",
+                   result={"upload_id": upload_id, "status": UploadStatus.IMPORTED.value,
                            "inserted": counts.inserted, "updated": counts.updated,
                            "unchanged": counts.unchanged})
         except UploadFileError as exc:
             store_errors(factory, upload_id, [RowError(1, "", "", str(exc)[:300])], {"": 1})
-            set_upload(status="rejected", n_errors=1, finished_at=utcnow(), message=str(exc))
+            set_upload(status=UploadStatus.REJECTED.value, n_errors=1, finished_at=utcnow(),
+                       message=str(exc))
             with factory() as s2:
                 audit.record(s2, "upload_rejected", actor=owner, object_type="upload",
                              object_id=upload_id, detail={"file_error": str(exc)[:200]})
                 s2.commit()
-            finish(factory, job_id, status="done", stage="rejected",
-                   result={"upload_id": upload_id, "status": "rejected"})
+            finish(factory, job_id, status=JobStatus.DONE, stage="rejected",
+                   result={"upload_id": upload_id, "status": UploadStatus.REJECTED.value})
         except Exception as exc:
-            set_upload(status="failed", finished_at=utcnow(),
+            set_upload(status=UploadStatus.FAILED.value, finished_at=utcnow(),
                        message=str(exc) if isinstance(exc, ValidationError) else
                        "the import failed; nothing was imported. Try again or ask the "
                        "administrator to check the worker log")

@@ -13,14 +13,15 @@ it, like a single owner's.
 >>> from cipherseg.platform.db import make_engine, make_sessionmaker
 >>> from cipherseg.platform.jobs import enqueue
 >>> from cipherseg.platform.migrate import upgrade
->>> from cipherseg.platform.models import Role
+>>> from cipherseg.platform.models import JobKind, JobStatus, Role
 >>> from cipherseg.platform.services.users import create_user
 >>> engine = make_engine("sqlite://"); upgrade(engine)
 >>> with make_sessionmaker(engine)() as s:
 ...     mall = create_user(s, "mall", "a long passphrase", Role.OWNER)
 ...     a = create_user(s, "shop-a", "a long passphrase", Role.MERCHANT)
 ...     b = create_user(s, "shop-b", "a long passphrase", Role.MERCHANT)
-...     job = enqueue(s, "segmentation", owner=mall, params={"k": 3}); job.status = "done"
+...     job = enqueue(s, JobKind.SEGMENTATION, owner=mall, params={"k": 3})
+...     job.status = JobStatus.DONE.value
 ...     _ = grant(s, mall, job, ["shop-a"])
 ...     [j.id for j in granted_jobs(s, a)] == [job.id], granted_jobs(s, b)
 (True, [])
@@ -39,10 +40,11 @@ from cipherseg.clock import utcnow
 from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.models import Job, ReleaseGrant, Role, User
+from cipherseg.platform.models import Job, JobKind, JobStatus, ReleaseGrant, Role, User
 
 #: Kinds of job whose results can be released.
-RELEASABLE_KINDS = ("segmentation", "joint", "joint_node", "vertical_node")
+RELEASABLE_KINDS = (JobKind.SEGMENTATION, JobKind.JOINT, JobKind.JOINT_NODE,
+                    JobKind.VERTICAL_NODE)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def grant(db: Session, owner: User, job: Job, merchants: Sequence[str], *,
     """
     if job.kind not in RELEASABLE_KINDS:
         raise ValidationError("only segmentations can be released")
-    if require_done and job.status != "done":
+    if require_done and job.status != JobStatus.DONE:
         raise ValidationError("only a finished segmentation can be released")
     out = []
     for merchant in _merchants_by_name(db, merchants):
@@ -141,7 +143,7 @@ def is_granted(db: Session, job_id: int, merchant: User) -> bool:
     """Whether ``job_id`` is released to ``merchant`` now (active grant, finished job)."""
     return db.scalar(select(ReleaseGrant.id).join(Job, Job.id == ReleaseGrant.job_id).where(
         ReleaseGrant.job_id == job_id, ReleaseGrant.merchant_id == merchant.id,
-        ReleaseGrant.revoked_at.is_(None), Job.status == "done")) is not None
+        ReleaseGrant.revoked_at.is_(None), Job.status == JobStatus.DONE.value)) is not None
 
 
 def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = RELEASABLE_KINDS,
@@ -150,7 +152,7 @@ def granted_jobs(db: Session, merchant: User, *, kinds: Sequence[str] = RELEASAB
     return list(db.scalars(
         select(Job).join(ReleaseGrant, ReleaseGrant.job_id == Job.id).where(
             ReleaseGrant.merchant_id == merchant.id, ReleaseGrant.revoked_at.is_(None),
-            Job.status == "done", Job.kind.in_(list(kinds)))
+            Job.status == JobStatus.DONE.value, Job.kind.in_([JobKind(k).value for k in kinds]))
         .order_by(ReleaseGrant.granted_at.desc(), Job.id.desc()).limit(limit)))
 
 
@@ -165,8 +167,8 @@ def released_jobs(db: Session, *, kinds: Sequence[str] = RELEASABLE_KINDS,
                   limit: int = 50) -> list[Job]:
     """Finished jobs granted to at least one merchant (the operator's audiences)."""
     active = select(ReleaseGrant.job_id).where(ReleaseGrant.revoked_at.is_(None))
-    return list(db.scalars(select(Job).where(Job.id.in_(active), Job.status == "done",
-                                             Job.kind.in_(list(kinds)))
+    return list(db.scalars(select(Job).where(Job.id.in_(active), Job.status == JobStatus.DONE.value,
+                                             Job.kind.in_([JobKind(k).value for k in kinds]))
                            .order_by(Job.id.desc()).limit(limit)))
 
 
@@ -191,7 +193,7 @@ def grant_rows(db: Session, job_id: int) -> list[GrantRow]:
 def data_owner_ids(job: Job) -> list[int]:
     """The data owners whose customers a segmentation holds: its owner, or every
     participant of a joint segmentation."""
-    if job.kind == "joint":
+    if job.kind == JobKind.JOINT:
         return [int(i) for i in job.params.get("participants", [job.owner_id])]
     return [job.owner_id]
 
@@ -201,4 +203,4 @@ def owners_label(db: Session, job: Job) -> str:
     ids = data_owner_ids(job)
     names = dict(db.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
     label = ", ".join(names.get(i, "?") for i in ids)
-    return f"{label} (joint)" if job.kind == "joint" else label
+    return f"{label} (joint)" if job.kind == JobKind.JOINT else label

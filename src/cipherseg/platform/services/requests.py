@@ -30,7 +30,9 @@ from cipherseg.errors import ValidationError
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
 from cipherseg.platform.models import (
+    JOB_PENDING,
     Job,
+    JobStatus,
     ReleaseGrant,
     RequestStatus,
     Role,
@@ -230,11 +232,11 @@ def _status(req: SegmentationRequest, job: Job | None, granted: bool) -> tuple[s
     if req.status != RequestStatus.APPROVED.value:
         return req.status, {"pending": "waiting for the data owner",
                             "declined": "declined", "withdrawn": "withdrawn"}[req.status]
-    if job is None or job.status in ("queued", "running"):
+    if job is None or job.status in JOB_PENDING:
         return "running", "approved · segmentation running"
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         return "failed", "approved · the segmentation failed; the owner can run it again"
-    if job.status == "done" and granted:
+    if job.status == JobStatus.DONE and granted:
         return "released", "released to the merchant"
     return "revoked", "released, then revoked by the data owner"
 

@@ -10,9 +10,13 @@ import functools
 from typing import Any
 
 from cipherseg.platform.deps import PlatformContext
+from cipherseg.platform.models import JobKind
 from cipherseg.platform.vertical.routes import nav, router
 
-__all__ = ["nav", "router", "runners"]
+__all__ = ["job_kinds", "nav", "router", "runners"]
+
+#: The background job kinds this extension adds (``create_app`` registers them).
+job_kinds = (JobKind.VERTICAL_NODE,)
 
 
 def runners(ctx: PlatformContext) -> dict[str, Any]:

@@ -47,9 +47,9 @@ from cipherseg.platform.deps import (
 from cipherseg.platform.models import Job, Role, Segment, User
 from cipherseg.platform.nodes.jobs import node_config
 from cipherseg.platform.permissions import Permission
-from cipherseg.platform.routes.common import redirect, render
+from cipherseg.platform.routes.common import own_job_or_404, redirect, render
 from cipherseg.platform.segments import owner_view, views_as_dicts
-from cipherseg.platform.services import grants
+from cipherseg.platform.services import grants, releases
 from cipherseg.platform.vertical.service import (
     KIND,
     REQUESTED,
@@ -126,11 +126,7 @@ def _bad(exc: ValidationError) -> HTTPException:
 
 
 def _owner_job(db: Session, owner: User, number: int) -> Job:
-    job = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == owner.id,
-                                      Job.number == number))
-    if job is None:
-        raise HTTPException(404, "no such vertical segmentation")
-    return job
+    return own_job_or_404(db, owner, KIND, number)
 
 
 def _merchant_job(db: Session, merchant: User, job_id: int) -> Job:
@@ -226,11 +222,9 @@ def api_publish(request: Request, db: SessionDep, owner: SegmentReleaser, number
                 body: PublishIn) -> VerticalOut:
     job = _owner_job(db, owner, number)
     try:
-        grants.grant(db, owner, job, body.merchants, ip=client_ip(request))
+        releases.publish(db, owner, job, body.merchants, ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         raise _bad(exc) from None
-    db.commit()
     return _out(db, job, owner_side=True)
 
 
@@ -343,10 +337,8 @@ def owner_publish(request: Request, ctx: ContextDep, db: SessionDep, owner: Segm
     grants: minimum segment size and opt-outs apply as for every release)."""
     job = _owner_job(db, owner, number)
     try:
-        grants.grant(db, owner, job, merchants or [], ip=client_ip(request))
+        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
     except ValidationError as exc:
-        db.rollback()
         return _owner_page(request, ctx, db, owner, job=job, error=f"Not released: {exc}.",
                            status_code=400)
-    db.commit()
     return redirect(f"/owner/vertical/{number}")

@@ -36,8 +36,17 @@ from cipherseg.errors import ParameterError, ValidationError
 from cipherseg.nodes.vertical_terms import VerticalTerms
 from cipherseg.platform import audit
 from cipherseg.platform.deps import PlatformContext
-from cipherseg.platform.jobs import JOB_KINDS, ProgressSink, enqueue
-from cipherseg.platform.models import Customer, Job, Role, Segment, SegmentMember, User
+from cipherseg.platform.jobs import ProgressSink, enqueue
+from cipherseg.platform.models import (
+    Customer,
+    Job,
+    JobKind,
+    JobStatus,
+    Role,
+    Segment,
+    SegmentMember,
+    User,
+)
 from cipherseg.platform.nodes.jobs import (
     FEATURES,
     MAX_WINDOW_DAYS,
@@ -48,9 +57,8 @@ from cipherseg.platform.nodes.jobs import (
 )
 from cipherseg.transport.tokens import OWNER_NAME, read_token_file
 
-KIND = "vertical_node"
-JOB_KINDS.add(KIND)
-REQUESTED, DECLINED = "requested", "declined"
+KIND = JobKind.VERTICAL_NODE
+REQUESTED, DECLINED = JobStatus.REQUESTED, JobStatus.DECLINED
 MAX_ITER = 100
 MAX_MERCHANT_COLUMNS = 8
 
@@ -87,7 +95,7 @@ def request_vertical(ctx: PlatformContext, db: Session, merchant: User, *, owner
                   params={"merchant": merchant.username, "merchant_node": node,
                           "merchant_columns": list(names), "k": k, "note": note[:500],
                           "nodes": [cfg.name, node]})
-    job.status = REQUESTED
+    job.status = REQUESTED.value
     audit.record(db, "request_create", actor=merchant, object_type="job", object_id=job.id,
                  ip=ip, detail={"owner": owner.username, "node": node, "k": k})
     db.commit()
@@ -118,7 +126,7 @@ def approve_request(ctx: PlatformContext, db: Session, owner: User, job: Job, *,
                  "phone_region": ctx.settings.default_region,
                  "mall transform": "log1p RFM, 2 decimals"})
     db.execute(update(Job).where(Job.id == job.id, Job.status == REQUESTED).values(
-        status="queued", stage="queued: joining the session",
+        status=JobStatus.QUEUED.value, stage="queued: joining the session",
         params={**p, "terms": terms.to_json()}))
     audit.record(db, "request_approve", actor=owner, object_type="job", object_id=job.id,
                  ip=ip, detail={"merchant": p["merchant"], "session": terms.session[:8]})
@@ -131,7 +139,7 @@ def decline_request(db: Session, owner: User, job: Job, *, ip: str | None = None
         raise ValidationError(f"this request is {job.status}; only a waiting one can be "
                               "declined")
     db.execute(update(Job).where(Job.id == job.id).values(
-        status=DECLINED, stage="declined by the owner", finished_at=utcnow()))
+        status=DECLINED.value, stage="declined by the owner", finished_at=utcnow()))
     audit.record(db, "request_decline", actor=owner, object_type="job", object_id=job.id,
                  ip=ip)
     db.commit()
@@ -240,8 +248,8 @@ def run_vertical_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> N
             "seconds": round(time.perf_counter() - started, 3),
             "sizes": "shared customers per segment"}
         s.execute(update(Job).where(Job.id == job_id).values(
-            status="done", progress=1.0, stage="done", result=result, finished_at=utcnow(),
-            heartbeat_at=utcnow()))
+            status=JobStatus.DONE.value, progress=1.0, stage="done", result=result,
+            finished_at=utcnow(), heartbeat_at=utcnow()))
         owner = s.get(User, owner_id)
         audit.record(s, "joint_finish", actor=owner, object_type="job", object_id=job_id,
                      detail={"shared": len(members), "k": k, "n_iter": outcome.n_iter})
