@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from cipherseg.analytics.window import ResolvedWindow
 from cipherseg.platform.demo_data import REFERENCE_DATE, demo_rows
-from cipherseg.platform.joint import owner_features
+from cipherseg.platform.joint.service import owner_features
 from cipherseg.platform.models import AuditEvent, Customer, Job, Role, Segment, User
 
 from .conftest import _HASH

@@ -1,4 +1,5 @@
-"""Joint segmentation jobs: several owner accounts pool their customers with protocol 4.2.
+"""Joint segmentation jobs (the service and the runner): several owner accounts pool their
+customers with protocol 4.2. Pages: :mod:`cipherseg.platform.joint.routes`.
 
 Flow: an owner creates a job of kind ``joint`` naming the other participating owner accounts
 and k; the job waits (status ``awaiting``, which the worker never claims) until **every** named
@@ -37,13 +38,12 @@ import functools
 import json
 import time
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import HTTPException
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
@@ -53,15 +53,8 @@ from cipherseg.errors import ValidationError
 from cipherseg.pii.keys import PiiKeyring
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import audit
-from cipherseg.platform.csv_export import csv_response
 from cipherseg.platform.deps import (
-    ContextDep,
-    IdPath,
-    JointRunner,
     PlatformContext,
-    ReleaseViewer,
-    SessionDep,
-    client_ip,
 )
 from cipherseg.platform.jobs import ProgressSink, enqueue
 from cipherseg.platform.models import (
@@ -74,13 +67,6 @@ from cipherseg.platform.models import (
     SegmentMember,
     User,
 )
-from cipherseg.platform.permissions import Permission
-from cipherseg.platform.routes.common import parse_window, redirect, render
-from cipherseg.platform.segments import owner_view
-from cipherseg.platform.services import grants, releases
-
-#: The background job kinds this extension adds (``create_app`` registers them).
-job_kinds = (JobKind.JOINT,)
 
 JOINT_FEATURES = ("recency", "frequency", "monetary")
 DECIMALS = 2
@@ -317,186 +303,3 @@ def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None
                      detail={"customers": int(sizes.sum()), "k": k,
                              "n_iter": int(result.n_iter), "owners": len(owner_ids)})
         s.commit()
-
-
-def runners(ctx: PlatformContext) -> dict[str, Any]:
-    """Background job kinds of this extension."""
-
-    from cipherseg.platform.segmentation import audited_runner
-
-    return {"joint": audited_runner(ctx, functools.partial(run_joint_job, ctx))}
-
-
-# ------------------------------------------------------------------------------ pages
-router = APIRouter(include_in_schema=False)
-nav = (("/owner/joint", "Joint segmentation", Permission.JOINT_RUN),
-       ("/merchant/joint", "Joint segments", Permission.RELEASE_VIEW))
-
-
-def _visible_jobs(db: Session, owner_id: int) -> list[Job]:
-    jobs = db.scalars(select(Job).where(Job.kind == JobKind.JOINT.value).order_by(Job.id.desc())
-                      .limit(500))
-    return [j for j in jobs if owner_id in participants(j)][:50]
-
-
-def _participant_job(db: Session, owner_id: int, number: int) -> Job:
-    """Joint segmentation ``number`` (numbered per kind: shared by its participants)."""
-    job = db.scalar(select(Job).where(Job.kind == JobKind.JOINT.value, Job.number == number))
-    if job is None or owner_id not in participants(job):
-        raise HTTPException(404, "no such joint segmentation")
-    return job
-
-
-def _names(db: Session, ids: list[int]) -> dict[int, str]:
-    return {u.id: u.username for u in db.scalars(select(User).where(User.id.in_(ids)))}
-
-
-def _list_page(request: Request, ctx: PlatformContext, db: Session, owner: User, *,
-               status_code: int = 200, error: str | None = None,
-               form: dict[str, Any] | None = None) -> Response:
-    jobs = _visible_jobs(db, owner.id)
-    others = list(db.scalars(select(User).where(User.role == Role.OWNER.value,
-                                                User.active.is_(True), User.id != owner.id)
-                             .order_by(User.username)))
-    names = _names(db, sorted({i for j in jobs for i in participants(j)}))
-    return render(request, ctx, "owner_joint.html", status_code=status_code, error=error,
-                  jobs=jobs, others=others, names=names, me=owner.id, job=None,
-                  max_k=ctx.settings.max_k, form=form or {},
-                  window_labels={j.id: TimeWindow.from_dict(j.params.get("window")).label()
-                                 for j in jobs})
-
-
-@router.get("/owner/joint", response_class=HTMLResponse)
-def joint_list(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner) -> Response:
-    """Start a joint segmentation with other owners; joint jobs this owner takes part in."""
-    return _list_page(request, ctx, db, owner)
-
-
-@router.post("/owner/joint", response_class=HTMLResponse)
-def joint_create(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
-                 k: Annotated[int, Form()] = 4,
-                 participants_: Annotated[list[int] | None, Form(alias="participants")] = None,
-                 window: Annotated[str, Form(max_length=8)] = "all",
-                 window_from: Annotated[str, Form(max_length=32)] = "",
-                 window_to: Annotated[str, Form(max_length=32)] = "",
-                 window_days: Annotated[str, Form(max_length=8)] = "") -> Response:
-    """Create a joint job; it runs once every named owner has accepted it."""
-    try:
-        job = create_joint_job(db, owner, others=participants_ or [], k=k,
-                               max_k=ctx.settings.max_k, ip=client_ip(request),
-                               window=parse_window(window, window_from, window_to,
-                                                   window_days))
-    except ValidationError as exc:
-        db.rollback()
-        form = {"k": str(k), "window": window, "window_from": window_from,
-                "window_to": window_to, "window_days": window_days}
-        return _list_page(request, ctx, db, owner, status_code=400, error=str(exc), form=form)
-    return redirect(f"/owner/joint/{job.number}")
-
-
-@router.get("/owner/joint/{number}", response_class=HTMLResponse)
-def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
-               number: IdPath) -> Response:
-    """A joint job: participants and consent, status, the released model, own label count."""
-    job = _participant_job(db, owner.id, number)
-    segments = list(db.scalars(select(Segment).where(Segment.job_id == job.id)))
-    own = 0
-    if job.status == JobStatus.DONE:
-        from sqlalchemy import func
-
-        own = int(db.scalar(select(func.count()).select_from(SegmentMember).join(
-            Customer, Customer.id == SegmentMember.customer_id).where(
-            SegmentMember.job_id == job.id, Customer.owner_id == owner.id)) or 0)
-        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
-    return render(request, ctx, "owner_joint.html", job=job, me=owner.id,
-                  names=_names(db, participants(job)), accepted_ids=accepted(job),
-                  segments=owner_view(segments) if job.status == JobStatus.DONE else [],
-                  own_customers=own, jobs=[], others=[], max_k=ctx.settings.max_k,
-                  window_asked=TimeWindow.from_dict(job.params.get("window")).label(),
-                  grants=grants.grant_rows(db, job.id), merchants=grants.merchant_accounts(db),
-                  granted=set(grants.grantees(db, job.id)))
-
-
-@router.post("/owner/joint/{number}/accept", response_class=HTMLResponse)
-def joint_accept(request: Request, db: SessionDep, owner: JointRunner,
-                 number: IdPath) -> Response:
-    """Consent to take part (the job runs once every participant has consented)."""
-    job = _participant_job(db, owner.id, number)
-    accept_joint_job(db, owner, job, ip=client_ip(request))
-    return redirect(f"/owner/joint/{job.number}")
-
-
-@router.post("/owner/joint/{number}/publish", response_class=HTMLResponse)
-def joint_publish(request: Request, db: SessionDep, owner: JointRunner, number: IdPath,
-                  merchants: Annotated[list[str] | None, Form(max_length=64)] = None
-                  ) -> Response:
-    """Release the joint model's segments to the merchants ticked (the creating owner only;
-    grants, like a single owner's release)."""
-    job = _participant_job(db, owner.id, number)
-    try:
-        releases.publish(db, owner, job, merchants or [], ip=client_ip(request))
-    except releases.NotJobOwner:
-        raise HTTPException(403, "only the owner who created the joint job can release it"
-                            ) from None
-    except ValidationError as exc:
-        raise HTTPException(400, f"Not released: {exc}.") from None
-    return redirect(f"/owner/joint/{job.number}?done=granted")
-
-
-@router.post("/owner/joint/{number}/revoke", response_class=HTMLResponse)
-def joint_revoke(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRunner,
-                 number: IdPath, merchant: Annotated[str, Form(max_length=64)] = "") -> Response:
-    """Revoke one merchant's grant of the joint model (the creating owner only)."""
-    job = _participant_job(db, owner.id, number)
-    if job.owner_id != owner.id:
-        raise HTTPException(403, "only the owner who created the joint job can revoke it")
-    try:
-        grants.revoke(ctx, db, owner, job, merchant, ip=client_ip(request))
-    except LookupError:
-        raise HTTPException(404, "this segmentation is not released to that merchant") from None
-    return redirect(f"/owner/joint/{job.number}?done=revoked")
-
-
-@router.get("/owner/joint/{number}/labels.csv")
-def joint_labels(request: Request, db: SessionDep, owner: JointRunner,
-                 number: IdPath) -> Response:
-    """This owner's own customers' labels (never another participant's)."""
-    job = _participant_job(db, owner.id, number)
-    if job.status != JobStatus.DONE:
-        raise HTTPException(409, "the segmentation has not finished")
-    audit.record(db, "export", actor=owner, object_type="job_labels", object_id=job.id,
-                 ip=client_ip(request))
-    db.commit()
-    seg = dict(db.execute(select(Segment.position, Segment.name)
-                          .where(Segment.job_id == job.id)).all())
-    rows = db.execute(select(SegmentMember.pseudonym, SegmentMember.segment_index).join(
-        Customer, Customer.id == SegmentMember.customer_id).where(
-        SegmentMember.job_id == job.id, Customer.owner_id == owner.id)
-        .order_by(SegmentMember.pseudonym)).all()
-    return csv_response([["pseudonym", "segment", "segment_name"],
-                         *([p, i, seg.get(i, "")] for p, i in rows)],
-                        f"joint-{job.number}-labels.csv")
-
-
-@router.get("/merchant/joint", response_class=HTMLResponse)
-def merchant_joint(request: Request, ctx: ContextDep, db: SessionDep,
-                   merchant: ReleaseViewer) -> Response:
-    """Joint segmentations released to this merchant (segments ≥ the minimum segment size,
-    with profiles)."""
-    from cipherseg.platform.routes.views import merchant_releases
-
-    min_size = ctx.settings.min_segment_size
-    releases = merchant_releases(db, merchant, min_size=min_size,
-                                kinds=(JobKind.JOINT, JobKind.JOINT_NODE,
-                                       JobKind.VERTICAL_NODE))
-    for row in releases:
-        row["owner"] = ", ".join(_names(db, participants(row["job"])).values()) or \
-            ", ".join(row["job"].params.get("nodes", []))  # a cross-node job (platform.nodes)
-    audit.record(db, "result_view", actor=merchant, object_type="joint_releases",
-                 object_id=",".join(str(r["job"].id) for r in releases)[:64] or None,
-                 ip=client_ip(request))
-    db.commit()
-    return render(request, ctx, "merchant_segments.html", releases=releases,
-                  min_size=min_size)
