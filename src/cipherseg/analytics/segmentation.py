@@ -13,7 +13,7 @@ to business units, the same definition a joint segmentation's centroid has.
 
 :func:`choose_k` runs the encrypted pipeline for every k of a range; the owner computes the
 inertia and the silhouette of each labelling on its own (quantised, standardised) features
-and recommends the k with the highest silhouette.
+and recommends the smallest k whose silhouette is within 0.01 of the highest.
 
 >>> import pandas as pd
 >>> feats = pd.DataFrame({"recency": [1, 2, 300, 310], "frequency": [9, 8, 1, 1],
@@ -200,21 +200,28 @@ class KChoice:
                 "recommended": self.recommended, "rule": RECOMMENDATION_RULE}
 
 
-RECOMMENDATION_RULE = ("the k with the highest mean silhouette (how much closer customers are "
-                       "to their own segment than to the next one); the smaller k on a tie")
+#: Silhouettes within this of the best count as a tie (differences this small change from
+#: run to run with k-means++'s random start).
+SILHOUETTE_TIE = 0.01
+RECOMMENDATION_RULE = ("the smallest k whose mean silhouette (how much closer customers are "
+                       "to their own segment than to the next one) is within "
+                       f"{SILHOUETTE_TIE} of the highest")
 
 
 def recommend_k(ks: Sequence[int], silhouette: Sequence[float | None]) -> int:
-    """The k of the highest silhouette, the smaller k on a tie.
+    """The smallest k whose silhouette is within :data:`SILHOUETTE_TIE` of the best.
 
     >>> recommend_k([2, 3, 4], [0.41, 0.47, 0.47])
     3
+    >>> recommend_k([5, 6, 7, 8], [0.286, 0.331, 0.289, 0.333])
+    6
     """
-    scored = [(s, -k) for k, s in zip(ks, silhouette, strict=True) if s is not None]
+    scored = [(k, s) for k, s in zip(ks, silhouette, strict=True) if s is not None]
     if not scored:
         raise ValidationError("no k gave two or more segments; the customers are too alike "
                               "to segment")
-    return -max(scored)[1]
+    best = max(s for _, s in scored)
+    return min(k for k, s in scored if s >= best - SILHOUETTE_TIE)
 
 
 def choose_k(features: pd.DataFrame, *, ks: Sequence[int] = range(2, 9),

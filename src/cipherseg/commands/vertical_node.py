@@ -70,6 +70,9 @@ def join(
         help="Read the ids as phone numbers of this region and match them in E.164 (as the "
         "platform stores them: '13812345678' with CN is '+8613812345678'); default: the "
         "terms' phone_region, if they name one.")] = None,
+    log1p: Annotated[bool, typer.Option(
+        "--log1p", help="Use log(1 + x) of every column (counts and amounts ≥ 0): on the "
+        "scale of the mall's log1p RFM, as k-means weighs every column alike.")] = False,
     contact_seconds: Annotated[float, typer.Option(min=1.0)] = 60.0,
     ca_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     insecure_http: Annotated[bool, typer.Option(
@@ -105,12 +108,23 @@ def join(
     if phone_region is not None:
         from cipherseg.pii.masking import normalise_phone
 
-        try:
-            matched = [normalise_phone(i, region=phone_region) for i in ids]
-        except CipherSegError as exc:
-            raise typer.BadParameter(f"{data}: {exc}") from None
+        matched = []
+        for line, ident in enumerate(ids, start=2):
+            try:
+                matched.append(normalise_phone(ident, region=phone_region))
+            except CipherSegError as exc:
+                raise typer.BadParameter(f"{data}, line {line}: {exc}") from None
         if len(set(matched)) != len(matched):
             raise typer.BadParameter(f"{data}: two rows have the same phone number")
+    X = np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+    if log1p:
+        if X.size and X.min() < 0:
+            raise typer.BadParameter(f"{data}: --log1p needs values >= 0")
+        X = np.log1p(X)
+    elif X.size and np.abs(X).max() > 64:
+        console.print(f"[yellow]note: your columns reach {np.abs(X).max():,.0f}; the mall's "
+                      "log1p features stay below about 15, so yours will dominate the "
+                      "segments (see --log1p)[/yellow]")
     console.print(f"node {node}: {len(ids):,} customers, columns {', '.join(columns)}; "
                   f"session {terms.session[:8]}… with {', '.join(terms.nodes)}")
     stages: list[str] = []
@@ -121,7 +135,7 @@ def join(
             console.print(f"  {stage}")
 
     try:
-        outcome = run_holder(terms, node, matched, np.array(rows), manager=manager_client,
+        outcome = run_holder(terms, node, matched, X, manager=manager_client,
                              centre=centre_client, contact_timeout=contact_seconds,
                              progress=progress)
     except CipherSegError as exc:

@@ -4,8 +4,9 @@
 ``POST /v1/joint/sessions``                      open or join a session (JSON; what it means
                                                  is the service's: :mod:`~.centre_service`,
                                                  :mod:`~.manager_service`)
-``POST /v1/joint/sessions/{id}/messages``        one protocol 4.2 message (bytes) from the
-                                                 caller to the service's party
+``POST /v1/joint/sessions/{id}/messages``        one message (bytes) of the session's protocol
+                                                 (4.2 or 4.5: :mod:`~.hosts`) from the caller
+                                                 to the service's party
 ``GET  /v1/joint/sessions/{id}/mailbox``         long poll: the next message for the caller
                                                  after ``after`` (200, bytes; headers
                                                  ``X-Cipherseg-Seq``/``-Sender``), or 204

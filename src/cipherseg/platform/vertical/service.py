@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ from cipherseg.platform.nodes.jobs import (
     FEATURES,
     MAX_WINDOW_DAYS,
     _latest_purchase,
+    _withdraw,
     node_config,
     node_features,
 )
@@ -197,11 +198,16 @@ def run_vertical_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> N
         raise ValidationError(str(exc)) from exc
     try:
         sink.update(0.02, "computing this platform's customers' features", force=True)
-        with ctx.sessions() as s:
-            pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
-            if not pseudonyms:
-                raise ValidationError("no customers with transactions in the agreed window")
-            phones = _phones(ctx, s, owner_id, pseudonyms)
+        try:
+            with ctx.sessions() as s:
+                pseudonyms, X = node_features(ctx.vault, s, owner_id, snapshot, window)
+                if not pseudonyms:
+                    raise ValidationError("no customers with transactions in the agreed "
+                                          "window")
+                phones = _phones(ctx, s, owner_id, pseudonyms)
+        except Exception as exc:  # the merchant's node must not wait for the join deadline
+            _withdraw(manager, centre, cast(Any, terms), exc)  # uses session and to_json only
+            raise
         sink.update(0.05, f"joined; waiting for node {terms.nodes[1]}", force=True)
 
         def progress(stage: str, done: int, total: int) -> None:
