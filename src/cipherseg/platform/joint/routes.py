@@ -44,6 +44,7 @@ from cipherseg.platform.models import (
 from cipherseg.platform.routes.common import parse_window, redirect, render
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import grants, releases
+from cipherseg.platform.services import jobs as jobs_service
 
 router = APIRouter(include_in_schema=False)
 
@@ -122,9 +123,7 @@ def joint_page(request: Request, ctx: ContextDep, db: SessionDep, owner: JointRu
         own = int(db.scalar(select(func.count()).select_from(SegmentMember).join(
             Customer, Customer.id == SegmentMember.customer_id).where(
             SegmentMember.job_id == job.id, Customer.owner_id == owner.id)) or 0)
-        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
+        jobs_service.record_result_view(db, owner, job, ip=client_ip(request))
     return render(request, ctx, "owner_joint.html", job=job, me=owner.id,
                   names=_names(db, participants(job)), accepted_ids=accepted(job),
                   segments=owner_view(segments) if job.status == JobStatus.DONE else [],

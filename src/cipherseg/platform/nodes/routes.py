@@ -28,7 +28,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cipherseg.errors import ValidationError
-from cipherseg.platform import audit
 from cipherseg.platform.deps import (
     ContextDep,
     IdPath,
@@ -38,7 +37,7 @@ from cipherseg.platform.deps import (
     SessionDep,
     client_ip,
 )
-from cipherseg.platform.models import Job, JobStatus, Segment, User
+from cipherseg.platform.models import Job, Segment, User
 from cipherseg.platform.nodes.jobs import (
     KIND,
     accept_invitation,
@@ -52,6 +51,7 @@ from cipherseg.platform.permissions import Permission
 from cipherseg.platform.routes.common import own_job_or_404, redirect, render
 from cipherseg.platform.segments import owner_view, views_as_dicts
 from cipherseg.platform.services import grants, releases
+from cipherseg.platform.services import jobs as jobs_service
 
 router = APIRouter(include_in_schema=False)
 nav = (("/owner/nodes", "Joint across organisations", Permission.JOINT_RUN),)
@@ -180,10 +180,7 @@ def api_jobs(db: SessionDep, owner: JointRunner) -> list[NodeJobOut]:
 def api_job(request: Request, db: SessionDep, owner: JointRunner, number: IdPath
             ) -> NodeJobOut:
     job = _own_job(db, owner, number)
-    if job.status == JobStatus.DONE:
-        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
+    jobs_service.record_result_view(db, owner, job, ip=client_ip(request))
     return _job_out(db, job)
 
 

@@ -45,6 +45,7 @@ from cipherseg.platform.security import open_session
 from cipherseg.platform.segmentation import FEATURES, start_segmentation
 from cipherseg.platform.segments import owner_view, views_as_dicts
 from cipherseg.platform.services import grants, releases
+from cipherseg.platform.services import jobs as jobs_service
 from cipherseg.platform.services import permissions as matrix_service
 from cipherseg.platform.services import requests as requests_service
 from cipherseg.platform.services.customers import erase_customer
@@ -513,10 +514,7 @@ def jobs_create(request: Request, ctx: ContextDep, body: JobCreate, db: SessionD
 def jobs_get(request: Request, job_id: IdPath, db: SessionDep, owner: SegmentRunner) -> JobOut:
     """A segmentation's status and (owner view) segments, by the owner's number."""
     job = own_job_or_404(db, owner, JobKind.SEGMENTATION, job_id)
-    if job.status == JobStatus.DONE:
-        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
+    jobs_service.record_result_view(db, owner, job, ip=client_ip(request))
     return _job_out(db, job)
 
 

@@ -49,6 +49,7 @@ from cipherseg.platform.routes.common import own_job_or_404, parse_window, redir
 from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import grants, releases
+from cipherseg.platform.services import jobs as jobs_service
 from cipherseg.platform.services.customers import erase_customer
 from cipherseg.platform.services.requests import pending_count
 from cipherseg.platform.services.uploads import error_report, save_upload, upload_job_id
@@ -294,10 +295,7 @@ def job_page(request: Request, ctx: ContextDep, db: SessionDep, owner: SegmentRu
              number: IdPath) -> Response:
     """A segmentation's live progress and, when done, its segments and releases."""
     job = own_segmentation(db, owner, number)
-    if job.status == JobStatus.DONE:
-        audit.record(db, "result_view", actor=owner, object_type="job", object_id=job.id,
-                     ip=client_ip(request))
-        db.commit()
+    jobs_service.record_result_view(db, owner, job, ip=client_ip(request))
     return render(request, ctx, "owner_job.html", **_job_context(ctx, db, job))
 
 
