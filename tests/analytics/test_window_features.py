@@ -19,7 +19,7 @@ from cipherseg.analytics.behaviour import category_shares
 from cipherseg.analytics.segmentation import choose_k, inertia_and_silhouette, recommend_k
 from cipherseg.analytics.window import TimeWindow
 from cipherseg.errors import ValidationError
-from cipherseg.platform.segmentation import latest_day, window_features
+from cipherseg.platform.services.segmentation import latest_day, window_features
 
 END = date(2025, 6, 30)
 

@@ -22,7 +22,7 @@ from cipherseg.platform.db import make_engine
 from cipherseg.platform.migrate import current_revision, downgrade, head_revision, upgrade
 from cipherseg.platform.models import Base, Customer, Transaction
 from cipherseg.platform.rotation import rotate_pii_key
-from cipherseg.platform.segmentation import load_transactions
+from cipherseg.platform.services.segmentation import load_transactions
 
 # values that occur nowhere else: amounts, dates and categories to look for in the dump
 ROWS = [("T1", "C1", "2019-03-17", "7319.57", "zebra-umbrellas"),

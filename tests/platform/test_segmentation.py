@@ -20,8 +20,8 @@ from sqlalchemy import select
 from cipherseg.errors import ParameterError, ProtocolError, TransportError
 from cipherseg.hosting.centre_process import CentreProcess, CentreProcessError
 from cipherseg.platform.models import Job, Role, User
-from cipherseg.platform.segmentation import run_encrypted_kmeans
 from cipherseg.platform.segments import release_view
+from cipherseg.platform.services.segmentation import run_encrypted_kmeans
 from cipherseg.testing.centre_service import CentreService
 
 FORBIDDEN_IN_CENTRE = ("cipherseg.pii", "cipherseg.schemes.ckks_keys",
@@ -132,7 +132,7 @@ def test_disabled_centre_account_stops_segmentations(splatform) -> None:  # type
 
 
 def test_centre_service_account_is_created_when_missing(splatform) -> None:  # type: ignore[no-untyped-def]
-    from cipherseg.platform.segmentation import centre_account
+    from cipherseg.platform.services.segmentation import centre_account
 
     with splatform.ctx.sessions() as s:
         user = centre_account(s, "centre-2")

@@ -160,7 +160,7 @@ def register_job_kinds() -> frozenset[JobKind]:
 
 def job_runners(ctx: PlatformContext) -> dict[str, Runner]:
     """The worker's runner per job kind (the platform's and the extensions')."""
-    from cipherseg.platform.segmentation import make_segmentation_runner
+    from cipherseg.platform.services.segmentation import make_segmentation_runner
     from cipherseg.platform.services.uploads import make_import_runner
 
     runners: dict[str, Runner] = {JobKind.IMPORT: make_import_runner(ctx),

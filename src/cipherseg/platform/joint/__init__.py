@@ -26,6 +26,6 @@ nav = (("/owner/joint", "Joint segmentation", Permission.JOINT_RUN),
 
 def runners(ctx: PlatformContext) -> dict[str, Any]:
     """The worker's runner of joint jobs."""
-    from cipherseg.platform.segmentation import audited_runner
+    from cipherseg.platform.services.segmentation import audited_runner
 
     return {JobKind.JOINT: audited_runner(ctx, functools.partial(run_joint_job, ctx))}

@@ -89,7 +89,7 @@ def owner_features(vault: PiiVault, session: Session, owner_id: int, window: Res
     measured from the window's end (common to all owners).
     """
     from cipherseg.encoding import FixedPointEncoder
-    from cipherseg.platform.segmentation import load_transactions, window_features
+    from cipherseg.platform.services.segmentation import load_transactions, window_features
 
     tx = load_transactions(vault, session, owner_id)
     if tx.empty or window.select(tx, "date").empty:
@@ -101,7 +101,7 @@ def owner_features(vault: PiiVault, session: Session, owner_id: int, window: Res
 
 def owners_latest_day(vault: PiiVault, session: Session, owner_ids: list[int]) -> date:
     """The latest purchase day of all participants (each contributes its own latest day)."""
-    from cipherseg.platform.segmentation import latest_day, load_transactions
+    from cipherseg.platform.services.segmentation import latest_day, load_transactions
 
     found = []
     for oid in owner_ids:
@@ -199,7 +199,7 @@ def accept_joint_job(session: Session, owner: User, job: Job, *,
 def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint`` jobs."""
     from cipherseg.analytics.rfm import segment_names
-    from cipherseg.platform.segmentation import _num, centre_account
+    from cipherseg.platform.services.segmentation import _num, centre_account
     from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
 
     started = time.perf_counter()

@@ -21,6 +21,6 @@ job_kinds = (JobKind.JOINT_NODE,)
 
 def runners(ctx: PlatformContext) -> dict[str, Any]:
     from cipherseg.platform.nodes.jobs import KIND, run_node_job
-    from cipherseg.platform.segmentation import audited_runner
+    from cipherseg.platform.services.segmentation import audited_runner
 
     return {KIND: audited_runner(ctx, functools.partial(run_node_job, ctx))}

@@ -106,7 +106,7 @@ def node_features(vault: PiiVault, session: Session, owner_id: int, snapshot: da
     over the agreed window: transactions in [snapshot - window_days, snapshot)."""
     from cipherseg.analytics.rfm import RFMColumns, compute_rfm
     from cipherseg.encoding import FixedPointEncoder
-    from cipherseg.platform.segmentation import load_transactions
+    from cipherseg.platform.services.segmentation import load_transactions
 
     tx = load_transactions(vault, session, owner_id)
     start = pd.Timestamp(snapshot - timedelta(days=window_days))
@@ -128,7 +128,7 @@ def _has_customers(db: Session, owner: User) -> bool:
 
 def _latest_purchase(vault: PiiVault, db: Session, owner: User) -> date | None:
     """This node's latest purchase day (purchases are encrypted at rest: decrypted here)."""
-    from cipherseg.platform.segmentation import latest_day, load_transactions
+    from cipherseg.platform.services.segmentation import latest_day, load_transactions
 
     tx = load_transactions(vault, db, owner.id)
     return None if tx.empty else latest_day(tx)
@@ -289,7 +289,7 @@ def run_node_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     from cipherseg.analytics.rfm import segment_names
     from cipherseg.nodes.client import ServiceClient
     from cipherseg.nodes.owner import run_owner
-    from cipherseg.platform.segmentation import profile_dict
+    from cipherseg.platform.services.segmentation import profile_dict
 
     started = time.perf_counter()
     cfg = node_config(ctx.settings)

@@ -42,13 +42,13 @@ from cipherseg.platform.routes.auth import set_session_cookie
 from cipherseg.platform.routes.common import own_job_or_404
 from cipherseg.platform.routes.views import merchant_releases, operator_releases
 from cipherseg.platform.security import open_session
-from cipherseg.platform.segmentation import FEATURES, start_segmentation
 from cipherseg.platform.segments import owner_view, views_as_dicts
 from cipherseg.platform.services import grants, releases
 from cipherseg.platform.services import jobs as jobs_service
 from cipherseg.platform.services import permissions as matrix_service
 from cipherseg.platform.services import requests as requests_service
 from cipherseg.platform.services.customers import erase_customer
+from cipherseg.platform.services.segmentation import FEATURES, start_segmentation
 from cipherseg.platform.services.uploads import save_upload
 from cipherseg.platform.services.users import (
     change_password,

@@ -46,12 +46,12 @@ from cipherseg.platform.models import (
     User,
 )
 from cipherseg.platform.routes.common import own_job_or_404, parse_window, redirect, render
-from cipherseg.platform.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.segments import owner_view
 from cipherseg.platform.services import grants, releases
 from cipherseg.platform.services import jobs as jobs_service
 from cipherseg.platform.services.customers import erase_customer
 from cipherseg.platform.services.requests import pending_count
+from cipherseg.platform.services.segmentation import FEATURES, choose_ks, start_segmentation
 from cipherseg.platform.services.uploads import error_report, save_upload, upload_job_id
 from cipherseg.platform.uploads import (
     FORMATS,

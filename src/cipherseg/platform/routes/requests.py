@@ -22,8 +22,8 @@ from cipherseg.platform.deps import (
 )
 from cipherseg.platform.models import SegmentationRequest, User
 from cipherseg.platform.routes.common import parse_window, redirect, render
-from cipherseg.platform.segmentation import FEATURES
 from cipherseg.platform.services import requests as service
+from cipherseg.platform.services.segmentation import FEATURES
 
 router = APIRouter(include_in_schema=False)
 

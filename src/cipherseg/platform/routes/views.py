@@ -101,4 +101,17 @@ def centre_jobs(request: Request, ctx: ContextDep, db: SessionDep,
     only."""
     jobs = list(db.scalars(select(Job).where(Job.kind.in_(grants.RELEASABLE_KINDS))
                            .order_by(Job.id.desc()).limit(100)))
-    return render(request, ctx, "centre_jobs.html", jobs=jobs)
+    return render(request, ctx, "centre_jobs.html", jobs=jobs,
+                  kinds={job.id: centre_kind_label(job) for job in jobs})
+
+
+def centre_kind_label(job: Job) -> str:
+    """What the centre's schedule calls a job: who takes part, never what they hold."""
+    params = job.params or {}
+    if job.kind == JobKind.JOINT:
+        return f"joint ({len(params.get('participants', []))} owners on this platform)"
+    if job.kind == JobKind.JOINT_NODE:
+        return "joint across organisations (this node's part)"
+    if job.kind == JobKind.VERTICAL_NODE:
+        return "vertical, with a merchant's features"
+    return "single owner"

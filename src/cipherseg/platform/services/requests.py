@@ -158,7 +158,7 @@ def approve(ctx: PlatformContext, db: Session, owner: User, req: SegmentationReq
             k: int | None = None, ip: str | None = None) -> Job:
     """Approve a pending request: queue the run and grant its release to the merchant
     (one transaction; commits)."""
-    from cipherseg.platform.segmentation import start_segmentation
+    from cipherseg.platform.services.segmentation import start_segmentation
 
     _check_pending(req)
     merchant = db.get(User, req.merchant_id)

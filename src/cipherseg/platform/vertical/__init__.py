@@ -20,7 +20,7 @@ job_kinds = (JobKind.VERTICAL_NODE,)
 
 
 def runners(ctx: PlatformContext) -> dict[str, Any]:
-    from cipherseg.platform.segmentation import audited_runner
+    from cipherseg.platform.services.segmentation import audited_runner
     from cipherseg.platform.vertical.service import KIND, run_vertical_job
 
     return {KIND: audited_runner(ctx, functools.partial(run_vertical_job, ctx))}

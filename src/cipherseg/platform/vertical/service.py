@@ -177,7 +177,7 @@ def run_vertical_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> N
     from cipherseg.analytics.rfm import segment_names
     from cipherseg.nodes.client import ServiceClient
     from cipherseg.nodes.vertical_holder import run_holder
-    from cipherseg.platform.segmentation import profile_dict
+    from cipherseg.platform.services.segmentation import profile_dict
 
     started = time.perf_counter()
     cfg = node_config(ctx.settings)
