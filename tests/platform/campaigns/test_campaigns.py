@@ -857,4 +857,5 @@ def test_a_joint_segment_is_targeted_through_each_owners_records(splatform) -> N
     assert lines and all(line.split(",")[0] in pseudonyms for line in lines)
     # the operator's audiences and the centre's schedule list the joint segmentation
     assert "mall, mall2 (joint)" in splatform.client("sms").get("/operator/audiences").text
-    assert "joint (2 owners on this platform)" in splatform.client("centre").get("/centre/jobs").text
+    schedule = splatform.client("centre").get("/centre/jobs").text
+    assert "joint (2 owners on this platform)" in schedule
