@@ -131,8 +131,9 @@ def run_demo(*, owners: int, customers: int, k: int, dp_epsilon: float | None = 
              data: str = "rfm", processes: bool = True,
              progress: Progress | None = None) -> dict[str, Any]:
     """One joint k-means session among ``owners`` synthetic malls (see module docstring)."""
+    from cipherseg.hosting.joint_processes import run_joint_kmeans_processes
     from cipherseg.protocols.dp import DPConfig
-    from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
+    from cipherseg.protocols.joint.runner import run_joint_kmeans
     from cipherseg.schemes.threshold import ThresholdParams
 
     params = ThresholdParams()

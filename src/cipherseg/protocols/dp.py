@@ -46,13 +46,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from dp_accounting import (
-    GaussianDpEvent,
-    LowerEndpointAndGuess,
-    SelfComposedDpEvent,
-    calibrate_dp_mechanism,
-)
-from dp_accounting.rdp import RdpAccountant
 
 from cipherseg.errors import ParameterError
 from cipherseg.schemes.rlwe_sampling import RandomSource
@@ -69,6 +62,16 @@ def calibrate_noise_multiplier(epsilon: float, delta: float, releases: int) -> f
     >>> round(calibrate_noise_multiplier(1.0, 1e-6, 1), 2)
     4.53
     """
+    # dp_accounting takes about a second to import: only runs with DP pay it (every joint
+    # party process imports this module)
+    from dp_accounting import (
+        GaussianDpEvent,
+        LowerEndpointAndGuess,
+        SelfComposedDpEvent,
+        calibrate_dp_mechanism,
+    )
+    from dp_accounting.rdp import RdpAccountant
+
     _check_budget(epsilon, delta, releases)
     found = calibrate_dp_mechanism(
         RdpAccountant,
@@ -89,6 +92,9 @@ def epsilon_spent(noise_multiplier: float, releases: int, delta: float) -> float
     """
     if noise_multiplier <= 0 or releases < 1:
         raise ParameterError("need noise_multiplier > 0 and releases >= 1")
+    from dp_accounting import GaussianDpEvent, SelfComposedDpEvent
+    from dp_accounting.rdp import RdpAccountant
+
     accountant = RdpAccountant()
     accountant.compose(SelfComposedDpEvent(GaussianDpEvent(noise_multiplier), releases))
     return float(accountant.get_epsilon(delta))

@@ -9,11 +9,11 @@ unchanged. For a request/response protocol, :meth:`PartyProcess.link` is the own
 :class:`~cipherseg.protocols.party.Link` to it. Frames, both directions::
 
     frame   : kind (1 byte) | u64 payload length | payload
-    request : K = keyword arguments (JSON, the first frame of ``PartyProcess.of``),
-              H = hello (status JSON), M = message, Q = quit
+    request : K = keyword arguments (pickled, the first frame of ``PartyProcess.of``),
+              H = hello (status JSON), S = start, M = message, Q = quit
     M       : u16 sender length | sender (UTF-8) | message bytes
     reply   : R = result, E = error (``<error class>: <message>``)
-    R to M  : u32 count | count × (u16 recipient length | recipient | u64 length | message)
+    R to M/S: u32 count | count × (u16 recipient length | recipient | u64 length | message)
 
 An ``E`` reply raises in the parent: :class:`~cipherseg.protocols.party.NotReady` as itself
 (the party's deferral crosses the pipe), a refusal of the party (a :mod:`cipherseg.errors`
@@ -24,14 +24,18 @@ every ``CIPHERSEG_*`` variable (:func:`environment_without_settings`), optionall
 OS user, in a temporary working directory, in their own process group (stopped with them).
 
 Any party runs in a child with ``python -m cipherseg.transport.pipes module:factory``: the
-child reads the factory's keyword arguments as a JSON ``K`` frame on its stdin — never on its
+child reads the factory's keyword arguments as a ``K`` frame on its stdin — never on its
 command line, which any local user can read (``ps``, ``/proc/<pid>/cmdline``), and they may
 hold a database URL — imports only ``module``, calls ``factory(**kwargs)`` for the party, and
-answers ``H`` with the party's ``status()`` if it has one (:meth:`PartyProcess.of` starts
-one). For 4.2 over pipes: one :class:`PartyProcess` per party
-(a factory per party role that builds it from JSON-able arguments; key shares are generated
-in the child, never passed in), the processes in the router's party table, and delivery as in
-process — :class:`NotReady` and refusals arrive as they would in process.
+answers ``H`` with the party's ``status()`` and ``S`` with its ``start()`` (the messages that
+open a session), if it has them (:meth:`PartyProcess.of` starts one). The arguments are
+pickled (any picklable value, e.g. a data-loading callable); pickles only ever go from the
+parent to its child — everything a child sends back is frames, JSON and message bytes, so a
+compromised party process cannot run code in the parent. 4.2 over pipes
+(:mod:`cipherseg.hosting.joint_processes`): one :class:`PartyProcess` per party (a factory per
+party role; key shares are generated in the child, never passed in), the processes in the
+router's party table, delivery concurrent (``deliver(..., concurrent=True)``: each child works
+while the others do) — :class:`NotReady` and refusals arrive as they would in process.
 
 >>> import io
 >>> pipe = io.BytesIO()
@@ -49,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import select
 import signal
 import struct
@@ -169,9 +174,11 @@ def decode_outgoing(payload: Payload) -> list[tuple[str, bytes]]:
 
 # ----------------------------------------------------------------------------- the child
 def serve_party(party: Party, stdin: IO[bytes], stdout: IO[bytes], *,
-                status: Callable[[], dict[str, Any]] | None = None) -> None:
+                status: Callable[[], dict[str, Any]] | None = None,
+                start: Callable[[], Outgoing] | None = None) -> None:
     """The child's request loop: each ``M`` frame is one ``party.handle``; ``H`` answers
-    ``status()`` as JSON. Returns at ``Q`` or when the parent closes the pipe."""
+    ``status()`` as JSON, ``S`` the messages of ``start()``. Returns at ``Q`` or when the
+    parent closes the pipe."""
     while True:
         try:
             kind, payload = read_frame(stdin)
@@ -183,6 +190,10 @@ def serve_party(party: Party, stdin: IO[bytes], stdout: IO[bytes], *,
         try:
             if kind == b"H":
                 parts: list[Payload] = [json.dumps(status() if status else {}).encode()]
+            elif kind == b"S":
+                if start is None:
+                    raise ValueError("this party has no start()")
+                parts = encode_outgoing([(dst, msg.to_bytes()) for dst, msg in start()])
             elif kind == b"M":
                 view = memoryview(payload)
                 sender, at = _read_name(view, 0)
@@ -211,13 +222,14 @@ def environment_without_settings() -> dict[str, str]:
 
 
 def read_kwargs(stdin: IO[bytes]) -> dict[str, Any]:
-    """In a child: the factory's keyword arguments, the ``K`` frame the parent sends first."""
+    """In a child: the factory's keyword arguments, the ``K`` frame the parent sends first
+    (a pickle: it comes from the parent that started this process, never the other way)."""
     kind, payload = read_frame(stdin)
     if kind != b"K":
         raise SystemExit(f"expected the keyword-arguments frame first, got {kind!r}")
-    kwargs = json.loads(payload)
+    kwargs = pickle.loads(payload)
     if not isinstance(kwargs, dict):
-        raise SystemExit("the keyword-arguments frame is not a JSON object")
+        raise SystemExit("the keyword-arguments frame is not a dict")
     return kwargs
 
 
@@ -237,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = protocol_stdout()
     party = factory(**kwargs)
     try:
-        serve_party(party, sys.stdin.buffer, out, status=getattr(party, "status", None))
+        serve_party(party, sys.stdin.buffer, out, status=getattr(party, "status", None),
+                    start=getattr(party, "start", None))
     finally:
         close = getattr(party, "close", None)
         if close is not None:
@@ -249,8 +262,8 @@ class PartyProcess:
     """A party running in a child process (``python -m module *args``), as a
     :class:`~cipherseg.protocols.party.Party` of this process.
 
-    ``kwargs``, if given, are sent as a JSON ``K`` frame on the child's stdin before anything
-    else (never on its command line). Use as a context manager. ``name`` is the party's
+    ``kwargs``, if given, are sent pickled as a ``K`` frame on the child's stdin before
+    anything else (never on its command line). Use as a context manager. ``name`` is the party's
     protocol name; ``label`` prefixes its refusals (``"compute centre"`` →
     ``"compute centre: out of order"``)."""
 
@@ -269,7 +282,7 @@ class PartyProcess:
     @classmethod
     def of(cls, factory: str, kwargs: dict[str, Any] | None = None, *, name: str, label: str,
            os_user: str | None = None) -> PartyProcess:
-        """The party ``factory(**kwargs)`` (``"module:callable"``, JSON-able ``kwargs``) in a
+        """The party ``factory(**kwargs)`` (``"module:callable"``, picklable ``kwargs``) in a
         child process; the arguments reach it over its stdin."""
         return cls("cipherseg.transport.pipes", [factory], name=name, label=label,
                    os_user=os_user, kwargs=dict(kwargs or {}))
@@ -295,7 +308,7 @@ class PartyProcess:
         if self.kwargs is not None:
             assert self._proc.stdin is not None
             try:
-                write_frame(self._proc.stdin, b"K", json.dumps(self.kwargs).encode())
+                write_frame(self._proc.stdin, b"K", pickle.dumps(self.kwargs, protocol=5))
             except BrokenPipeError as exc:
                 raise PartyProcessError(f"the {self.label} process stopped before it "
                                         "started") from exc
@@ -352,6 +365,11 @@ class PartyProcess:
         """The party contract, across the pipe (every message crosses as bytes)."""
         return [(dst, Message.from_bytes(data))
                 for dst, data in self.handle_bytes(sender, message.to_bytes())]
+
+    def start(self) -> Outgoing:
+        """The messages the child's party opens a session with (its ``start()``)."""
+        return [(dst, Message.from_bytes(data))
+                for dst, data in decode_outgoing(self._call(b"S"))]
 
     def request_bytes(self, data: Payload, *, sender: str) -> bytes:
         """One request/response step: ``sender``'s request, the single reply to it."""

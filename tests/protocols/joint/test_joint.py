@@ -24,7 +24,7 @@ from cipherseg.protocols.joint import JointKMeans
 from cipherseg.protocols.joint.centre import JointCentre
 from cipherseg.protocols.joint.manager import JointManager
 from cipherseg.protocols.joint.owner import JointOwner
-from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
+from cipherseg.protocols.joint.runner import run_joint_kmeans
 from cipherseg.protocols.messages import Message
 from cipherseg.protocols.party import NotReady
 from cipherseg.schemes.threshold import ThresholdAggregation
@@ -355,22 +355,36 @@ def test_reconstruction_risk_without_dp_and_its_answer() -> None:
 
 
 # ---------------------------------------------------------------- separate processes
-def _owner_data(party_id: int, n_owners: int, per_owner: int) -> np.ndarray:
-    return blobs(n_owners, per_owner, seed=21)[party_id - 1]
-
-
 @pytest.mark.slow
 def test_parties_in_separate_processes_match_the_in_process_run() -> None:
-    factory = functools.partial(_owner_data, n_owners=2, per_owner=300)
+    from cipherseg.bench.joint import owner_blob_features
+    from cipherseg.hosting.joint_processes import run_joint_kmeans_processes
+
+    # a fresh interpreter loads each owner's data: a function of the product, not of a test
+    factory = functools.partial(owner_blob_features, customers=300, seed=21)
+    seen: list[tuple[str, int, int]] = []
     procs = run_joint_kmeans_processes(factory, 2, 3, 3, decimals=DECIMALS, random_state=9,
-                                       timeout=120)
+                                       progress=lambda *state: seen.append(state))
     local = run_joint_kmeans([factory(1), factory(2)], 3, decimals=DECIMALS, random_state=9)
     np.testing.assert_array_equal(procs.centroids, local.centroids)
+    np.testing.assert_array_equal(procs.init_centres, local.init_centres)
+    assert procs.n_iter == local.n_iter
     for a, b in zip(procs.labels, local.labels, strict=True):
         np.testing.assert_array_equal(a, b)
+    # the manager's log and every party's timings came back from the children
+    assert procs.log.d2_totals == local.log.d2_totals
+    assert procs.log.sampled_owners == local.log.sampled_owners
+    for (s1, c1), (s2, c2) in zip(procs.log.aggregates, local.log.aggregates, strict=True):
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(c1, c2)
+    assert len(procs.log.released) == len(local.log.released)
+    assert set(procs.party_timings) == set(local.party_timings)
+    assert procs.party_timings["owner-1"]["owner: local compute"] > 0
     sent = procs.traffic.sent
     assert sent["owner-1"]["iterations"] > 0 and sent["centre"]["iterations"] > 0
-    assert procs.stage_seconds["wall_total"] > 0
+    assert sent == local.traffic.sent  # the same messages, byte for byte
+    assert procs.stage_seconds["wall_total"] > 0 and "iterations" in procs.stage_seconds
+    assert ("iterations", procs.n_iter, 100) in seen and seen[0][0] == "keygen"
 
 
 # ---------------------------------------------------------------- demo and bench plumbing

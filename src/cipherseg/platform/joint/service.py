@@ -4,7 +4,7 @@ customers with protocol 4.2. Pages: :mod:`cipherseg.platform.joint.routes`.
 Flow: an owner creates a job of kind ``joint`` naming the other participating owner accounts
 and k; the job waits (status ``awaiting``, which the worker never claims) until **every** named
 owner has accepted it on their own page; the last acceptance queues it. The worker then runs
-:func:`cipherseg.protocols.joint.runner.run_joint_kmeans_processes`: the manager, the compute
+:func:`cipherseg.hosting.joint_processes.run_joint_kmeans_processes`: the manager, the compute
 centre and each owner are separate processes exchanging only protocol bytes, and each owner's
 process reads **its own** transactions from the database and computes its RFM features there
 (with ``CIPHERSEG_CENTRE_PROCESS=false`` every party runs in the worker process instead, one
@@ -199,8 +199,9 @@ def accept_joint_job(session: Session, owner: User, job: Job, *,
 def run_joint_job(ctx: PlatformContext, job_id: int, sink: ProgressSink) -> None:
     """The worker's runner for ``joint`` jobs."""
     from cipherseg.analytics.rfm import segment_names
+    from cipherseg.hosting.joint_processes import run_joint_kmeans_processes
     from cipherseg.platform.services.segmentation import _num, centre_account
-    from cipherseg.protocols.joint.runner import run_joint_kmeans, run_joint_kmeans_processes
+    from cipherseg.protocols.joint.runner import run_joint_kmeans
 
     started = time.perf_counter()
     with ctx.sessions() as s:

@@ -92,7 +92,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JointKMeans", "run_joint_kmeans", "run_joint_kmeans_processes"]
+__all__ = ["JointKMeans", "run_joint_kmeans"]
 
 
 def __getattr__(name: str) -> Any:
@@ -101,8 +101,8 @@ def __getattr__(name: str) -> Any:
         from cipherseg.protocols.joint.estimator import JointKMeans
 
         return JointKMeans
-    if name in ("run_joint_kmeans", "run_joint_kmeans_processes"):
-        from cipherseg.protocols.joint import runner
+    if name == "run_joint_kmeans":
+        from cipherseg.protocols.joint.runner import run_joint_kmeans
 
-        return getattr(runner, name)
+        return run_joint_kmeans
     raise AttributeError(name)

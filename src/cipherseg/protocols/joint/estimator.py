@@ -21,7 +21,7 @@ class JointKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """K-means over several data owners' pooled customers without pooling them (protocol 4.2).
 
     Every party runs in this process (messages still cross as bytes); for separate processes
-    see :func:`~cipherseg.protocols.joint.runner.run_joint_kmeans_processes`, for the CLI
+    see :func:`~cipherseg.hosting.joint_processes.run_joint_kmeans_processes`, for the CLI
     ``cipherseg joint-demo``. Without DP the result equals scikit-learn's
     :class:`~sklearn.cluster.KMeans` on the pooled data,
     quantised to the fixed-point grid, started from the same centres (``init_centers_``).
