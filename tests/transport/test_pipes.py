@@ -66,3 +66,18 @@ def test_the_child_has_no_cipherseg_settings_and_a_dead_child_is_reported(
     assert not relay.alive()
     relay.restart()
     assert relay.alive() and relay.hello()["pid"] != pid
+
+
+def test_the_factory_arguments_reach_the_child_over_stdin_not_its_command_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A party's arguments may hold a database URL: any local user can read a command line.
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    secret = "postgresql://owner:s3cret-password@db/cipherseg"
+    with PartyProcess.of("pipe_parties:Relay", {"name": "relay-9f3a", "to": secret},
+                         name="relay", label="relay party") as process:
+        out = process.handle("owner", note("hi"))
+        assert [dst for dst, _ in out] == [secret, "owner"]  # the party was built with them
+        cmdline = Path(f"/proc/{process.status['pid']}/cmdline").read_bytes()
+        assert b"pipe_parties:Relay" in cmdline
+        assert secret.encode() not in cmdline and b"relay-9f3a" not in cmdline

@@ -22,7 +22,6 @@ False 0
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -86,10 +85,9 @@ class CentreProcess(PartyProcess):
             options["scheduler"] = scheduler
         if session_idle_seconds is not None:
             options["session_idle_seconds"] = session_idle_seconds
-        super().__init__("cipherseg.transport.pipes",
-                         [f"{__name__}:HostedCentre", json.dumps(options)],
+        super().__init__("cipherseg.transport.pipes", [f"{__name__}:HostedCentre"],
                          name=ComputeCentre.name, label=REFUSAL_PREFIX.removesuffix(": "),
-                         os_user=os_user)
+                         os_user=os_user, kwargs=options)
 
     def __enter__(self) -> CentreProcess:
         super().__enter__()

@@ -9,7 +9,8 @@ unchanged. For a request/response protocol, :meth:`PartyProcess.link` is the own
 :class:`~cipherseg.protocols.party.Link` to it. Frames, both directions::
 
     frame   : kind (1 byte) | u64 payload length | payload
-    request : H = hello (status JSON), M = message, Q = quit
+    request : K = keyword arguments (JSON, the first frame of ``PartyProcess.of``),
+              H = hello (status JSON), M = message, Q = quit
     M       : u16 sender length | sender (UTF-8) | message bytes
     reply   : R = result, E = error (``<error class>: <message>``)
     R to M  : u32 count | count × (u16 recipient length | recipient | u64 length | message)
@@ -22,10 +23,12 @@ forks from a process without other threads. Children start with an environment s
 every ``CIPHERSEG_*`` variable (:func:`environment_without_settings`), optionally as another
 OS user, in a temporary working directory, in their own process group (stopped with them).
 
-Any party runs in a child with ``python -m cipherseg.transport.pipes module:factory
-[JSON keyword arguments]``: the child imports only ``module``, calls ``factory(**kwargs)`` for
-the party, and answers ``H`` with the party's ``status()`` if it has one
-(:meth:`PartyProcess.of` starts one). For 4.2 over pipes: one :class:`PartyProcess` per party
+Any party runs in a child with ``python -m cipherseg.transport.pipes module:factory``: the
+child reads the factory's keyword arguments as a JSON ``K`` frame on its stdin — never on its
+command line, which any local user can read (``ps``, ``/proc/<pid>/cmdline``), and they may
+hold a database URL — imports only ``module``, calls ``factory(**kwargs)`` for the party, and
+answers ``H`` with the party's ``status()`` if it has one (:meth:`PartyProcess.of` starts
+one). For 4.2 over pipes: one :class:`PartyProcess` per party
 (a factory per party role that builds it from JSON-able arguments; key shares are generated
 in the child, never passed in), the processes in the router's party table, and delivery as in
 process — :class:`NotReady` and refusals arrive as they would in process.
@@ -207,18 +210,30 @@ def environment_without_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSEG_")}
 
 
+def read_kwargs(stdin: IO[bytes]) -> dict[str, Any]:
+    """In a child: the factory's keyword arguments, the ``K`` frame the parent sends first."""
+    kind, payload = read_frame(stdin)
+    if kind != b"K":
+        raise SystemExit(f"expected the keyword-arguments frame first, got {kind!r}")
+    kwargs = json.loads(payload)
+    if not isinstance(kwargs, dict):
+        raise SystemExit("the keyword-arguments frame is not a JSON object")
+    return kwargs
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m cipherseg.transport.pipes module:factory [JSON kwargs]``: serve the party
-    ``factory(**kwargs)`` on stdin/stdout until told to quit."""
+    """``python -m cipherseg.transport.pipes module:factory``: read the keyword arguments
+    (a ``K`` frame on stdin), serve the party ``factory(**kwargs)`` on stdin/stdout until told
+    to quit."""
     import importlib
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not 1 <= len(args) <= 2 or ":" not in args[0]:
+    if len(args) != 1 or ":" not in args[0]:
         raise SystemExit("usage: python -m cipherseg.transport.pipes module:factory "
-                         "[JSON keyword arguments]")
+                         "(keyword arguments arrive as JSON on stdin)")
     module, _, attr = args[0].partition(":")
+    kwargs = read_kwargs(sys.stdin.buffer)
     factory = getattr(importlib.import_module(module), attr)
-    kwargs = json.loads(args[1]) if len(args) == 2 else {}
     out = protocol_stdout()
     party = factory(**kwargs)
     try:
@@ -234,12 +249,15 @@ class PartyProcess:
     """A party running in a child process (``python -m module *args``), as a
     :class:`~cipherseg.protocols.party.Party` of this process.
 
-    Use as a context manager. ``name`` is the party's protocol name; ``label`` prefixes its
-    refusals (``"compute centre"`` → ``"compute centre: out of order"``)."""
+    ``kwargs``, if given, are sent as a JSON ``K`` frame on the child's stdin before anything
+    else (never on its command line). Use as a context manager. ``name`` is the party's
+    protocol name; ``label`` prefixes its refusals (``"compute centre"`` →
+    ``"compute centre: out of order"``)."""
 
     def __init__(self, module: str, args: Sequence[str] = (), *, name: str, label: str,
-                 os_user: str | None = None) -> None:
+                 os_user: str | None = None, kwargs: dict[str, Any] | None = None) -> None:
         self.name = name
+        self.kwargs = kwargs
         self.label = label
         self.module = module
         self.args = list(args)
@@ -252,9 +270,9 @@ class PartyProcess:
     def of(cls, factory: str, kwargs: dict[str, Any] | None = None, *, name: str, label: str,
            os_user: str | None = None) -> PartyProcess:
         """The party ``factory(**kwargs)`` (``"module:callable"``, JSON-able ``kwargs``) in a
-        child process."""
-        args = [factory] + ([json.dumps(kwargs)] if kwargs else [])
-        return cls("cipherseg.transport.pipes", args, name=name, label=label, os_user=os_user)
+        child process; the arguments reach it over its stdin."""
+        return cls("cipherseg.transport.pipes", [factory], name=name, label=label,
+                   os_user=os_user, kwargs=dict(kwargs or {}))
 
     @property
     def refusal_prefix(self) -> str:
@@ -274,6 +292,13 @@ class PartyProcess:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       env=environment_without_settings(), cwd=self._tmp.name,
                                       start_new_session=True, **kwargs)
+        if self.kwargs is not None:
+            assert self._proc.stdin is not None
+            try:
+                write_frame(self._proc.stdin, b"K", json.dumps(self.kwargs).encode())
+            except BrokenPipeError as exc:
+                raise PartyProcessError(f"the {self.label} process stopped before it "
+                                        "started") from exc
         self.status = self.hello()
         return self
 
@@ -390,6 +415,7 @@ __all__ = [
     "main",
     "protocol_stdout",
     "read_frame",
+    "read_kwargs",
     "serve_party",
     "write_frame",
 ]
