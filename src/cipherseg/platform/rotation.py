@@ -150,10 +150,12 @@ def rotate_pii_key(settings: Settings, engine: Engine, *, batch: int = 1000,
                 if vault.key_id_of(blob) != new_ring.active_id:
                     leftover += 1
     with factory() as s:
-        importing = s.scalar(select(Job.id).where(Job.status == JobStatus.RUNNING.value,
-                                                  Job.kind == JobKind.IMPORT.value).limit(1))
-    # An import that encrypted rows before the new key appeared may still commit them:
-    # keep the old keys until a later run finds nothing left under them.
+        importing = s.scalar(select(Job.id).where(
+            Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
+            Job.kind == JobKind.IMPORT.value).limit(1))
+    # An import that encrypted rows before the new key appeared may still commit them, and a
+    # pending upload is sealed under the old key (platform.sealed_files): keep the old keys
+    # until a later run finds nothing left under them and no import waiting.
     retired = leftover == 0 and importing is None
     if retired:
         write_secret_file(path, new_ring.retire_inactive().to_json())

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
 import pickle
 import re
 import zipfile
@@ -48,6 +47,7 @@ from cipherseg.pii.masking import mask_phone, mask_raw, normalise_phone
 from cipherseg.pii.vault import PiiVault
 from cipherseg.platform import csv_export, purchases
 from cipherseg.platform.models import Customer, Transaction
+from cipherseg.platform.sealed_files import SealedWriter, open_sealed, read_sealed
 
 KINDS = ("customers", "transactions")
 FORMATS = ("csv", "xlsx")
@@ -211,6 +211,39 @@ def template_xlsx(kind: str) -> bytes:
 
 # ---------------------------------------------------------------------------- reading
 @dataclass(frozen=True)
+class SealedUpload:
+    """A pending upload as stored: sealed at rest (:mod:`cipherseg.platform.sealed_files`)
+    under the owner's data key. CSV is decrypted as a stream; a workbook (a zip needs random
+    access) is decrypted into memory, refused beyond ``max_bytes`` (the upload limit)."""
+
+    path: Path
+    vault: PiiVault
+    owner_id: int
+    max_bytes: int = 200 << 20
+
+
+#: What the readers take: a pending upload, or a plain file (templates, tests, tools).
+Source = Path | SealedUpload
+
+
+def _open(src: Source) -> BinaryIO:
+    if isinstance(src, SealedUpload):
+        return open_sealed(src.path, src.vault, src.owner_id)
+    return src.open("rb")
+
+
+def _workbook(src: Source) -> Path | BinaryIO | None:
+    """The workbook to open if ``src`` is an .xlsx (zip) file, else None (CSV)."""
+    with _open(src) as fh:
+        if not fh.read(4).startswith(b"PK\x03\x04"):
+            return None
+    if isinstance(src, Path):
+        return src if zipfile.is_zipfile(src) else None
+    book = io.BytesIO(read_sealed(src.path, src.vault, src.owner_id, limit=src.max_bytes))
+    return book if zipfile.is_zipfile(book) else None
+
+
+@dataclass(frozen=True)
 class SpreadsheetLimits:
     """Bounds checked on an .xlsx file's zip directory before anything is decompressed
     (Python's zipfile stops at each member's declared size and fails its CRC beyond it, so
@@ -229,7 +262,7 @@ class SpreadsheetLimits:
 _RATIO_FLOOR = 1 << 20
 
 
-def check_xlsx(path: Path, limits: SpreadsheetLimits) -> None:
+def check_xlsx(path: Path | BinaryIO, limits: SpreadsheetLimits) -> None:
     """Refuse a workbook whose zip directory exceeds ``limits`` (UploadFileError).
 
     >>> import tempfile
@@ -273,11 +306,9 @@ def check_xlsx(path: Path, limits: SpreadsheetLimits) -> None:
                               "instead")
 
 
-def detect_format(path: Path) -> str:
+def detect_format(src: Source) -> str:
     """``"xlsx"`` for a zip container, else ``"csv"``."""
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    return "xlsx" if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path) else "csv"
+    return "csv" if _workbook(src) is None else "xlsx"
 
 
 def _cell_text(value: Any) -> str:
@@ -317,7 +348,7 @@ def _read_header(cells: list[str], kind: str) -> list[str]:
     return header
 
 
-def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
+def iter_rows(src: Source, kind: str, limits: SpreadsheetLimits | None = None
               ) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     """Yield ``(row number, {column: text})`` for each non-blank data row.
 
@@ -325,11 +356,12 @@ def iter_rows(path: Path, kind: str, limits: SpreadsheetLimits | None = None
     Whole-file problems raise :class:`UploadFileError`; a workbook is checked against
     ``limits`` before it is opened.
     """
-    if detect_format(path) == "xlsx":
-        check_xlsx(path, limits or SpreadsheetLimits())
-        yield from _iter_xlsx(path, kind)
+    book = _workbook(src)
+    if book is not None:
+        check_xlsx(book, limits or SpreadsheetLimits())
+        yield from _iter_xlsx(book, kind)
     else:
-        yield from _iter_csv(path, kind)
+        yield from _iter_csv(src, kind)
 
 
 #: The longest line of a CSV upload, in characters: a file without line breaks is refused
@@ -348,8 +380,8 @@ def _bounded_lines(text: io.TextIOWrapper, first_row: int) -> Iterator[str]:
         yield line
 
 
-def _iter_csv(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
-    with path.open("rb") as raw:
+def _iter_csv(src: Source, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
+    with _open(src) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
             first = next(_bounded_lines(text, 1), "")
@@ -376,7 +408,7 @@ def _iter_csv(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | Row
             raise UploadFileError(f"the CSV is malformed ({exc}); check quotes") from exc
 
 
-def _iter_xlsx(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
+def _iter_xlsx(path: Path | BinaryIO, kind: str) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     from openpyxl import load_workbook
 
     try:
@@ -411,13 +443,14 @@ def _iter_xlsx(path: Path, kind: str) -> Iterator[tuple[int, dict[str, str] | Ro
 _DIMENSION = re.compile(rb'<(?:\w+:)?dimension ref="[A-Z]+\d+(?::[A-Z]+(\d+))?"')
 
 
-def count_rows(path: Path, kind: str) -> int:
+def count_rows(src: Source, kind: str) -> int:
     """Number of data rows (for progress), without validating them. A workbook is not
     parsed for this (the import reads it once): its first sheet's declared dimension is
     used, 0 if it has none."""
-    if detect_format(path) == "xlsx":
+    book = _workbook(src)
+    if book is not None:
         try:
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(book) as zf:
                 sheets = sorted(n for n in zf.namelist()
                                 if n.startswith("xl/worksheets/sheet") and n.endswith(".xml"))
                 if not sheets:
@@ -428,7 +461,7 @@ def count_rows(path: Path, kind: str) -> int:
             return 0
         m = _DIMENSION.search(head)
         return max(0, int(m.group(1)) - 1) if m and m.group(1) else 0
-    with path.open("rb") as fh:
+    with _open(src) as fh:
         return max(0, sum(1 for _ in fh) - 1)
 
 
@@ -598,7 +631,7 @@ class Importer:
     """
 
     def __init__(self, session: Session, vault: PiiVault, owner_id: int, kind: str,
-                 path: Path, *, region: str, today: date | None = None,
+                 path: Source, *, region: str, today: date | None = None,
                  limits: SpreadsheetLimits | None = None) -> None:
         if kind not in KINDS:
             raise ValidationError(f"unknown upload kind {kind!r}; use customers or "
@@ -610,7 +643,7 @@ class Importer:
         self._spill: Path | None = None
 
     def close(self) -> None:
-        """Delete the spill file of validated rows (it holds phone numbers in clear)."""
+        """Delete the spill file of validated rows."""
         if self._spill is not None:
             self._spill.unlink(missing_ok=True)
             self._spill = None
@@ -625,17 +658,19 @@ class Importer:
     def validate(self, progress: RowProgress | None = None) -> ValidationSummary:
         """Stream the file and collect every problem; raises UploadFileError for the file.
 
-        Clean rows are spilled (pickled, next to the upload, mode 0600) so that
-        :meth:`apply` need not parse and validate them again.
+        Clean rows are spilled (pickled, next to the upload, mode 0600, sealed under the
+        owner's data key like the upload itself) so that :meth:`apply` need not parse and
+        validate them again.
         """
         self.close()
         summary = ValidationSummary()
         seen: set[str] = set()
         known = self._known_customers() if self.kind == "transactions" else set()
-        spill_path = self.path.with_name(self.path.name + ".validated")
-        fd = os.open(spill_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stored = self.path.path if isinstance(self.path, SealedUpload) else self.path
+        spill_path = stored.with_name(stored.name + ".validated")
+        spill_path.unlink(missing_ok=True)
         self._spill = spill_path
-        with os.fdopen(fd, "wb") as spill:
+        with SealedWriter(spill_path, self.vault, self.owner_id) as spill:
             self._validate_into(spill, summary, seen, known, progress)
         if summary.rows == 0:
             raise UploadFileError("the file has a header but no data rows")
@@ -643,7 +678,7 @@ class Importer:
             self.close()
         return summary
 
-    def _validate_into(self, spill: BinaryIO, summary: ValidationSummary, seen: set[str],
+    def _validate_into(self, spill: SealedWriter, summary: ValidationSummary, seen: set[str],
                        known: set[str], progress: RowProgress | None) -> None:
         for batch in _chunks(iter_rows(self.path, self.kind, self.limits), BATCH):
             clean_rows: list[CleanCustomer | CleanTransaction] = []
@@ -709,7 +744,7 @@ class Importer:
     def _validated_batches(self) -> Iterator[list[Any]]:
         if self._spill is None or not self._spill.exists():
             raise ValidationError("validate the file (without errors) before importing it")
-        with self._spill.open("rb") as fh:
+        with open_sealed(self._spill, self.vault, self.owner_id) as fh:
             while True:
                 try:
                     yield pickle.load(fh)

@@ -4,8 +4,9 @@ the runner :func:`make_import_runner` makes), and the rejected upload's error re
 Routes stay thin (they check roles and forms, then call these functions).
 
 Uploaded files wait in ``<data dir>/uploads`` (directory 0700, files 0600) only until their
-import job has run; they are deleted afterwards, whatever the outcome, because they hold
-phone numbers in clear.
+import job has run, sealed as they arrive (chunked AES-GCM under a per-file key wrapped by the
+owner's data key: :mod:`cipherseg.platform.sealed_files`); they are deleted afterwards,
+whatever the outcome.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ from cipherseg.platform.models import (
     User,
 )
 from cipherseg.platform.numbering import next_number, upload_scope
+from cipherseg.platform.sealed_files import SealedFileError, SealedWriter
 from cipherseg.platform.uploads import (
     KINDS,
     Importer,
     RowError,
+    SealedUpload,
     SpreadsheetLimits,
     UploadFileError,
     count_rows,
@@ -66,9 +69,8 @@ def save_upload(ctx: PlatformContext, session: Session, owner: User, kind: str,
     limit = ctx.settings.max_upload_mb * (1 << 20)
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with SealedWriter(path, ctx.vault, owner.id) as out:
             while chunk := stream.read(_CHUNK):
                 size += len(chunk)
                 if size > limit:
@@ -150,6 +152,8 @@ def make_import_runner(ctx: PlatformContext) -> Any:
             owner = s.get(User, up.owner_id)
             path = Path(up.stored_path)
             kind, owner_id = up.kind, up.owner_id
+        stored = SealedUpload(path, ctx.vault, owner_id,
+                              max_bytes=ctx.settings.max_upload_mb << 20)
 
         def set_upload(**values: Any) -> None:
             with factory() as s2:
@@ -160,7 +164,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
             if not path.exists():
                 raise UploadFileError("the uploaded file is gone (already processed?); "
                                       "upload it again")
-            total = count_rows(path, kind)
+            total = count_rows(stored, kind)
             set_upload(status=UploadStatus.VALIDATING.value, rows_total=total, rows_done=0)
 
             def upload_progress(session: Session, fraction: float, stage: str) -> None:
@@ -169,7 +173,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
 
             sink._extra = upload_progress
             sink.update(0.0, "validating", force=True)
-            with factory() as s, Importer(s, ctx.vault, owner_id, kind, path,
+            with factory() as s, Importer(s, ctx.vault, owner_id, kind, stored,
                                           region=ctx.settings.default_region,
                                           limits=spreadsheet_limits(ctx)) as importer:
                 summary = importer.validate(
@@ -215,7 +219,7 @@ def make_import_runner(ctx: PlatformContext) -> Any:
                    result={"upload_id": upload_id, "status": UploadStatus.IMPORTED.value,
                            "inserted": counts.inserted, "updated": counts.updated,
                            "unchanged": counts.unchanged})
-        except UploadFileError as exc:
+        except (UploadFileError, SealedFileError) as exc:
             store_errors(factory, upload_id, [RowError(1, "", "", str(exc)[:300])], {"": 1})
             set_upload(status=UploadStatus.REJECTED.value, n_errors=1, finished_at=utcnow(),
                        message=str(exc))
