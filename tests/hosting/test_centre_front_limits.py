@@ -22,7 +22,7 @@ from cipherseg.testing.ports import free_port
 from cipherseg.transport.http import CONTENT_TYPE, MESSAGES_PATH
 from cipherseg.transport.tokens import OwnersFile, add_owner
 
-DECLARED = 200 * 1024**2  # each stalled body claims 200 MiB and sends one byte
+DECLARED = 768 * 1024**2  # each stalled body claims 768 MiB (as in the issue) and sends one byte
 STALL_SECONDS = 4.0
 
 
