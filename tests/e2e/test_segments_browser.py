@@ -160,5 +160,5 @@ def test_a_joint_segment_used_in_a_campaign(platform, sessions) -> None:  # type
     assert "mall, mall2 (joint)" in sms.page.content()
     centre = sessions["centre"]
     centre.go("/centre/jobs")
-    assert "joint (2 owners)" in centre.page.content()
+    assert "joint (2 owners on this platform)" in centre.page.content()
     centre.shot("19-centre-jobs-joint")
