@@ -133,18 +133,9 @@ def run_owner(terms: JointTerms, node: str, X: npt.ArrayLike, *, manager: Servic
         poller(manager, jm.MANAGER)
         waiting: list[tuple[str, Message]] = []
         while not owner.done:
-            try:  # before Setup the manager's join deadline applies, not this one
-                kind, payload = inbox.get(timeout=idle_timeout if len(pollers) > 1 else None)
-            except queue.Empty:
-                raise TransportError(f"no protocol message for {idle_timeout:.0f} s while "
-                                     "the services answered") from None
-            if kind == "error":
-                assert isinstance(payload, CipherSegError)
-                raise payload
-            assert isinstance(payload, tuple)
-            source, sender, message = typing.cast(tuple[str, str, Message], payload)
-            if sender != source:
-                raise ProtocolError(f"the {source}'s mailbox delivered a message from {sender}")
+            # before Setup the manager's join deadline applies, not this one
+            _source, sender, message = next_mailbox_message(
+                inbox, idle_timeout=idle_timeout if len(pollers) > 1 else None)
             if isinstance(message, jm.Setup):
                 check_setup(message, terms)
                 poller(centre, jm.CENTRE)
@@ -204,3 +195,23 @@ def _handle_all(owner: JointOwner, pending: list[tuple[str, Message]], manager: 
                     raise ProtocolError(f"the owner addressed {recipient!r}")
         pending, waiting = waiting, []
     return pending
+
+
+def next_mailbox_message(inbox: queue.Queue[tuple[str, object]], *,
+                         idle_timeout: float | None) -> tuple[str, str, Message]:
+    """The next ``(source, sender, message)`` the pollers put in ``inbox``: a poller's failure
+    is raised, silence past ``idle_timeout`` (None: wait) is a :class:`TransportError`, and a
+    mailbox delivering another party's message is a :class:`ProtocolError`."""
+    try:
+        kind, payload = inbox.get(timeout=idle_timeout)
+    except queue.Empty:
+        raise TransportError(f"no protocol message for {idle_timeout:.0f} s while "
+                             "the services answered") from None
+    if kind == "error":
+        assert isinstance(payload, CipherSegError)
+        raise payload
+    assert isinstance(payload, tuple)
+    source, sender, message = typing.cast(tuple[str, str, Message], payload)
+    if sender != source:
+        raise ProtocolError(f"the {source}'s mailbox delivered a message from {sender}")
+    return source, sender, message

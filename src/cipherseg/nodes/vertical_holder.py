@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import queue
 import time
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from cipherseg.errors import CipherSegError, ProtocolError, TransportError
+from cipherseg.errors import CipherSegError, ProtocolError
 from cipherseg.nodes.client import ServiceClient
-from cipherseg.nodes.owner import _Poller
+from cipherseg.nodes.owner import _Poller, next_mailbox_message
 from cipherseg.nodes.vertical_terms import VerticalTerms
 from cipherseg.nodes.wire import JointAborted
 from cipherseg.protocols.messages import Message
@@ -103,17 +102,9 @@ def run_holder(terms: VerticalTerms, node: str, ids: Sequence[str | bytes | int]
         poller(manager, vm.MANAGER)
         waiting: list[tuple[str, Message]] = []
         while not holder.done:
-            try:  # before Setup the manager's join deadline applies, not this one
-                kind, payload = inbox.get(timeout=idle_timeout if len(pollers) > 1 else None)
-            except queue.Empty:
-                raise TransportError(f"no protocol message for {idle_timeout:.0f} s while "
-                                     "the services answered") from None
-            if kind == "error":
-                assert isinstance(payload, CipherSegError)
-                raise payload
-            source, sender, message = typing.cast(tuple[str, str, Message], payload)
-            if sender != source:
-                raise ProtocolError(f"the {source}'s mailbox delivered a message from {sender}")
+            # before Setup the manager's join deadline applies, not this one
+            source, sender, message = next_mailbox_message(
+                inbox, idle_timeout=idle_timeout if len(pollers) > 1 else None)
             if isinstance(message, vm.PsiBlinded) and source == vm.CENTRE:
                 # relayed: the centre checked the posting holder's token against the ring
                 sender = _relayed_from(message, len(terms.nodes))
